@@ -1,0 +1,346 @@
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Cell(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CELL_UNSPECIFIED: _ClassVar[Cell]
+    ELMAN: _ClassVar[Cell]
+    JORDAN: _ClassVar[Cell]
+    LSTM: _ClassVar[Cell]
+    GRU: _ClassVar[Cell]
+
+class LstmVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STANDARD: _ClassVar[LstmVariant]
+    PEEPHOLE: _ClassVar[LstmVariant]
+    COUPLED: _ClassVar[LstmVariant]
+    NO_FORGET: _ClassVar[LstmVariant]
+
+class GruVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PYTORCH: _ClassVar[GruVariant]
+    CHO: _ClassVar[GruVariant]
+
+class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
+    RTRL: _ClassVar[Algorithm]
+    TBPTT: _ClassVar[Algorithm]
+    SNAP1: _ClassVar[Algorithm]
+
+class OptimizerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[OptimizerKind]
+    SGD: _ClassVar[OptimizerKind]
+    ADAM: _ClassVar[OptimizerKind]
+    RMSPROP: _ClassVar[OptimizerKind]
+    ADAGRAD: _ClassVar[OptimizerKind]
+
+class Sharing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHARED: _ClassVar[Sharing]
+    PER_STREAM: _ClassVar[Sharing]
+
+class Device(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CPU: _ClassVar[Device]
+    CUDA: _ClassVar[Device]
+
+class TargetMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPLICIT: _ClassVar[TargetMode]
+    NEXT_INPUT: _ClassVar[TargetMode]
+CELL_UNSPECIFIED: Cell
+ELMAN: Cell
+JORDAN: Cell
+LSTM: Cell
+GRU: Cell
+STANDARD: LstmVariant
+PEEPHOLE: LstmVariant
+COUPLED: LstmVariant
+NO_FORGET: LstmVariant
+PYTORCH: GruVariant
+CHO: GruVariant
+ALGORITHM_UNSPECIFIED: Algorithm
+RTRL: Algorithm
+TBPTT: Algorithm
+SNAP1: Algorithm
+OPTIMIZER_UNSPECIFIED: OptimizerKind
+SGD: OptimizerKind
+ADAM: OptimizerKind
+RMSPROP: OptimizerKind
+ADAGRAD: OptimizerKind
+SHARED: Sharing
+PER_STREAM: Sharing
+CPU: Device
+CUDA: Device
+EXPLICIT: TargetMode
+NEXT_INPUT: TargetMode
+
+class Optimizer(_message.Message):
+    __slots__ = ("kind", "lr", "momentum", "beta1", "beta2", "eps", "nesterov", "alpha")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    BETA1_FIELD_NUMBER: _ClassVar[int]
+    BETA2_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    kind: OptimizerKind
+    lr: float
+    momentum: float
+    beta1: float
+    beta2: float
+    eps: float
+    nesterov: bool
+    alpha: float
+    def __init__(self, kind: _Optional[_Union[OptimizerKind, str]] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., eps: _Optional[float] = ..., nesterov: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K1_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K2_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    SHARING_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODE_FIELD_NUMBER: _ClassVar[int]
+    GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cell: Cell
+    lstm_variant: LstmVariant
+    hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
+    input_size: int
+    vocab_size: int
+    output_size: int
+    num_classes: int
+    algorithm: Algorithm
+    tbptt_k1: int
+    tbptt_k2: int
+    optimizer: Optimizer
+    clip_norm: float
+    weight_decay: float
+    sharing: Sharing
+    device: Device
+    seed: int
+    target_mode: TargetMode
+    gru_variant: GruVariant
+    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ...) -> None: ...
+
+class ParameterInfo(_message.Message):
+    __slots__ = ("name", "shape", "offset")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("spec", "num_parameters", "parameters", "active_streams", "stored_streams", "steps", "updates", "created_unix_ms")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STORED_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    num_parameters: int
+    parameters: _containers.RepeatedCompositeFieldContainer[ParameterInfo]
+    active_streams: int
+    stored_streams: int
+    steps: int
+    updates: int
+    created_unix_ms: int
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., num_parameters: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[ParameterInfo, _Mapping]]] = ..., active_streams: _Optional[int] = ..., stored_streams: _Optional[int] = ..., steps: _Optional[int] = ..., updates: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+
+class CreateModelRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Weights(_message.Message):
+    __slots__ = ("model", "stream_id", "tensors")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class ExportWeightsRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
+
+class ImportWeightsRequest(_message.Message):
+    __slots__ = ("model", "stream_id", "tensors")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class StreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    seq: int
+    inputs: _containers.RepeatedScalarFieldContainer[float]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    targets: _containers.RepeatedScalarFieldContainer[float]
+    target_classes: _containers.RepeatedScalarFieldContainer[int]
+    predict_only: bool
+    horizon: int
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ...) -> None: ...
+
+class StreamStats(_message.Message):
+    __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_LOSS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    updates: int
+    running_loss: float
+    gradient_norm: float
+    skipped_updates: int
+    def __init__(self, steps: _Optional[int] = ..., updates: _Optional[int] = ..., running_loss: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., skipped_updates: _Optional[int] = ...) -> None: ...
+
+class StreamResponse(_message.Message):
+    __slots__ = ("stream_id", "seq", "acked_seq", "durable_seq", "predictions", "losses", "forecast", "stats", "duplicate", "error", "model")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    seq: int
+    acked_seq: int
+    durable_seq: int
+    predictions: _containers.RepeatedScalarFieldContainer[float]
+    losses: _containers.RepeatedScalarFieldContainer[float]
+    forecast: _containers.RepeatedScalarFieldContainer[float]
+    stats: StreamStats
+    duplicate: bool
+    error: _status_pb2.Status
+    model: str
+    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., durable_seq: _Optional[int] = ..., predictions: _Optional[_Iterable[float]] = ..., losses: _Optional[_Iterable[float]] = ..., forecast: _Optional[_Iterable[float]] = ..., stats: _Optional[_Union[StreamStats, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class GetStreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
+
+class ResetStreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
+
+class CloseStreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
+
+class StreamInfo(_message.Message):
+    __slots__ = ("model", "stream_id", "acked_seq", "durable_seq", "stats", "in_memory")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    IN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    acked_seq: int
+    durable_seq: int
+    stats: StreamStats
+    in_memory: bool
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., durable_seq: _Optional[int] = ..., stats: _Optional[_Union[StreamStats, _Mapping]] = ..., in_memory: _Optional[bool] = ...) -> None: ...

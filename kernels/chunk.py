@@ -106,8 +106,9 @@ def _flush_shared(model, weights, pool, batch, out, acc):
 
 
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, b, target, cls, need_bwd):
-    """Loss of the stream's latest step against its target, then its rule's gradient."""
+def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd):
+    """Loss of the stream's latest step (logits z) against its target, then its rule's
+    gradient."""
     cfg, lay = model[0], model[1]
     W = weights[0]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
@@ -115,12 +116,8 @@ def _finish(model, weights, pool, batch, out, acc, st, b, target, cls, need_bwd)
     theta = W[batch[1][b]]
     learn = batch[7]
     O = cfg[C_OUT]
-    HL = cfg[C_HLAST]
-    htop = cfg[C_HTOP]
-    z = np.empty((1, O), dtype=theta.dtype)
-    head_logits(theta, cfg, st[b:b + 1, htop:htop + HL], z)
     dz = np.empty((1, O), dtype=theta.dtype)
-    loss = loss_grad(cfg, z[0], target, cls, dz[0])
+    loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
     if finite:
         if fst[slot, F_HASLOSS] == 0.0:
@@ -288,15 +285,20 @@ def run_chunk(model, weights, pool, batch, out):
     T = lengths.max() if B > 0 else 0
     for t in range(T):
         if nxt:
+            if t == 0:  # the pending steps' logits, from the states the last call left
+                htop = cfg[C_HTOP]
+                for b in range(B):
+                    head_logits(W[wrow[b]], cfg, st[b:b + 1, htop:htop + cfg[C_HLAST]],
+                                Z[b:b + 1])
             for b in range(B):
                 if t >= lengths[b]:
                     continue
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                                empty_target, tokens[b, t], need_bwd)
                     else:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                                inputs[b, t], 0, need_bwd)
                 else:
                     losses[b, t] = np.nan
@@ -339,7 +341,7 @@ def run_chunk(model, weights, pool, batch, out):
         else:
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
-                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                            targets[b, t], tclass[b, t], need_bwd)
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)

@@ -17,6 +17,7 @@ from kernels.chunk import run_chunk
 from .layout import OPT_CODE, build_layout, init_weights
 from .pool import StreamPool, sensitivity_width
 from .spec import Spec
+from .threads import limit_kernel_blas_threads
 
 SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient")
 
@@ -51,6 +52,7 @@ class Engine:
 
     def __init__(self, spec: Spec, dtype=np.float32):
         spec.validate()
+        limit_kernel_blas_threads()
         if spec.device == "cuda":
             _require_cuda()
         self.spec = spec

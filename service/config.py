@@ -31,6 +31,7 @@ class Config:
     max_streams_total: int = 100_000      # streams held in memory by the server
     max_chunk_steps: int = 4096           # T of one chunk
     max_horizon: int = 4096               # forecast steps of one chunk
+    max_inflight_per_call: int = 64       # chunks of one Stream call read ahead of their answers
     max_message_bytes: int = 16 * 1024 * 1024
     max_stream_memory_bytes: int = 256 * 1024 * 1024  # per stream (RTRL sensitivity etc.)
     stream_idle_ttl_s: float = 300.0      # idle streams are stored and dropped from memory
@@ -52,7 +53,7 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("max_batch_streams", "max_streams_per_model", "max_streams_total",
-                     "max_chunk_steps", "max_message_bytes", "max_stream_memory_bytes"):
+                     "max_chunk_steps", "max_message_bytes", "max_inflight_per_call", "max_stream_memory_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if not 0 <= self.batch_window_s <= 0.1:

@@ -93,8 +93,8 @@ class ServerThread:
         if self.stopped:
             return
         self.stopped = True
-        self.channel.close()
         self.run(self.server.stop())
+        self.channel.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

@@ -27,14 +27,27 @@ log = logging.getLogger(__name__)
 class Job:
     session: StreamSession
     chunk: Chunk
-    future: asyncio.Future
+    future: asyncio.Future | None     # None: run at once by the caller
+    response: pb.StreamResponse | None = None
 
 
-def submit(host, session: StreamSession, chunk: Chunk) -> asyncio.Future:
-    """Queue a validated chunk; the future resolves to its StreamResponse."""
-    future = asyncio.get_running_loop().create_future()
+def submit(host, session: StreamSession, chunk: Chunk, registry):
+    """A validated chunk: its StreamResponse, or a future of it.
+
+    A model with one attached stream and nothing queued or running runs the chunk at once:
+    no other stream could join its batch, and the hop through the worker costs latency.
+    """
     session.pending += 1
     session.touch()
+    if (not host.queue and not host.busy and session.pending == 1 and registry.config.durability == "periodic"
+            and host.attached_streams() <= 1):
+        job = Job(session, chunk, None)
+        host.queue.append(job)
+        jobs = _take(host, 1)  # answers a replay as a duplicate without running it
+        for done, resp in _execute(host, jobs, registry.metrics) if jobs else ():
+            _finish(done, resp)
+        return job.response
+    future = asyncio.get_running_loop().create_future()
     host.queue.append(Job(session, chunk, future))
     host.wake.set()
     return future
@@ -57,7 +70,9 @@ def _finish(job: Job, resp: pb.StreamResponse) -> None:
     if not resp.stream_id:
         resp.stream_id = job.session.stream_id
         resp.seq = job.chunk.seq
-    if not job.future.done():
+    resp.durable_seq = job.session.durable_seq
+    job.response = resp
+    if job.future is not None and not job.future.done():
         job.future.set_result(resp)
 
 
@@ -69,24 +84,34 @@ async def run(host, registry) -> None:
             host.wake.clear()
             await host.wake.wait()
             continue
-        await asyncio.sleep(0)  # let reads that have already arrived queue their chunks
-        await _gather(host, config)
+        if host.attached_streams() > 1:
+            await asyncio.sleep(0)  # let reads that have already arrived queue their chunks
+            await _gather(host, config)
         jobs = _take(host, config.max_batch_streams)
         if not jobs:
             continue
-        answered = _execute(host, jobs, registry.metrics)
-        if config.durability == "every-chunk" and answered:
-            try:
-                await registry.checkpoint([host], [job.session for job, _ in answered])
-            except Exception:  # applied, but not durable: say so rather than acknowledge
-                log.exception("checkpoint before acknowledging failed")
-                err = ServiceError(grpc.StatusCode.UNAVAILABLE, "applied but not committed; reconnect and replay "
-                                   "from durable_seq").to_status()
-                for _, resp in answered:
-                    resp.error.CopyFrom(err)
+        host.busy = True
+        try:
+            answered = _execute(host, jobs, registry.metrics)
+            await _commit(host, registry, answered)
+        finally:
+            host.busy = False
         for job, resp in answered:
-            resp.durable_seq = job.session.durable_seq
             _finish(job, resp)
+
+
+async def _commit(host, registry, answered) -> None:
+    """``--durability=every-chunk``: commit before acknowledging."""
+    if registry.config.durability != "every-chunk" or not answered:
+        return
+    try:
+        await registry.checkpoint([host], [job.session for job, _ in answered])
+    except Exception:  # applied, but not durable: say so rather than acknowledge
+        log.exception("checkpoint before acknowledging failed")
+        err = ServiceError(grpc.StatusCode.UNAVAILABLE, "applied but not committed; reconnect and replay "
+                           "from durable_seq").to_status()
+        for _, resp in answered:
+            resp.error.CopyFrom(err)
 
 
 async def _gather(host, config) -> None:
@@ -178,7 +203,7 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
         for job in jobs:
             _refuse(host, job, grpc.StatusCode.INTERNAL, f"engine failure: {exc}", metrics)
         return []
-    _observe(host, jobs, losses, metrics)
+    _observe(host, jobs, losses)
     if first.learn:
         host.model_dirty = True
     answered = []
@@ -207,25 +232,25 @@ def _refuse(host, job: Job, code: grpc.StatusCode, message: str, metrics) -> Non
                                 job.session))
 
 
-def _observe(host, jobs: list[Job], losses: np.ndarray, metrics) -> None:
-    name, call = host.name, host.engine.last_call
+def _observe(host, jobs: list[Job], losses: np.ndarray) -> None:
+    m, call = host.metrics, host.engine.last_call
     host.steps += int(call.steps)
     host.updates += int(call.updates)
-    metrics.steps.labels(name).inc(call.steps)
+    m.steps.inc(call.steps)
     if call.updates:
-        metrics.updates.labels(name).inc(call.updates)
+        m.updates.inc(call.updates)
     for reason, count in call.skipped.items():
         if count:
-            metrics.skipped_updates.labels(name, reason).inc(count)
+            m.skipped(reason).inc(count)
     if call.clipped:
-        metrics.gradient_clipped.labels(name).inc(call.clipped)
+        m.gradient_clipped.inc(call.clipped)
     if len(call.gradient_norms):
-        metrics.gradient_norm.labels(name).observe_many(call.gradient_norms)
-    metrics.loss.labels(name).observe_many(losses)
+        m.gradient_norm.observe_many(call.gradient_norms)
+    m.loss.observe_many(losses.ravel())
     if call.steps:
-        metrics.step_seconds.labels(name).observe(call.seconds / call.steps)
-    metrics.batch_streams.labels(name).observe(len(jobs))
+        m.step_seconds.observe(call.seconds / call.steps)
+    m.batch_streams.observe(len(jobs))
     now = time.monotonic()
     if host.spec.sharing == "shared" and now - host.weight_norm_at > 1.0:  # a norm over P values: not per call
         host.weight_norm_at = now
-        metrics.weight_norm.labels(name).set(host.engine.weight_norm())
+        m.weight_norm.set(host.engine.weight_norm())

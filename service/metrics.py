@@ -6,6 +6,8 @@ follow go-grpc-prometheus (see ``service.interceptors``).
 """
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 
 import numpy as np
@@ -24,12 +26,22 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class _BulkChild:
     def __init__(self, bounds: np.ndarray):
         self._bounds = bounds
+        self._bound_list = bounds.tolist()
         self._counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: +Inf only
         self._sum = 0.0
         self._lock = threading.Lock()
 
     def observe_many(self, values) -> None:
         """Observe every finite value of ``values``; NaN (no loss at that step) is left out."""
+        if len(values) <= 8:  # numpy's fixed cost dominates for a few values
+            for x in values:
+                x = float(x)
+                if math.isfinite(x):
+                    i = bisect.bisect_left(self._bound_list, x)
+                    with self._lock:
+                        self._counts[i] += 1
+                        self._sum += x
+            return
         v = np.asarray(values, dtype=np.float64).ravel()
         v = v[np.isfinite(v)]
         if v.size == 0:
@@ -126,6 +138,9 @@ class Metrics:
         self.grpc_handling_seconds = Histogram("grpc_server_handling_seconds", "RPC handling time", labels,
                                                buckets=LATENCY_BUCKETS, registry=r)
 
+    def for_model(self, model: str) -> "ModelMetrics":
+        return ModelMetrics(self, model)
+
     def forget_model(self, model: str) -> None:
         """Drop a deleted model's series so they stop being exported."""
         for metric in (self.steps, self.updates, self.gradient_clipped, self.weight_norm, self.step_seconds,
@@ -136,3 +151,27 @@ class Metrics:
                 pass
         self.loss.remove(model)
         self.gradient_norm.remove(model)
+
+
+class ModelMetrics:
+    """The series of one model with the label bound once: the hot path skips labels() lookups."""
+
+    def __init__(self, m: Metrics, model: str):
+        self._m, self._model = m, model
+        self.steps = m.steps.labels(model)
+        self.updates = m.updates.labels(model)
+        self.gradient_clipped = m.gradient_clipped.labels(model)
+        self.loss = m.loss.labels(model)
+        self.gradient_norm = m.gradient_norm.labels(model)
+        self.weight_norm = m.weight_norm.labels(model)
+        self.step_seconds = m.step_seconds.labels(model)
+        self.chunk_seconds = m.chunk_seconds.labels(model)
+        self.batch_streams = m.batch_streams.labels(model)
+        self.active_streams = m.active_streams.labels(model)
+        self._skipped: dict = {}
+
+    def skipped(self, reason: str):
+        child = self._skipped.get(reason)
+        if child is None:
+            child = self._skipped[reason] = self._m.skipped_updates.labels(self._model, reason)
+        return child

@@ -31,8 +31,9 @@ _STEPS_KEY, _UPDATES_KEY = "__rnnstream_steps", "__rnnstream_updates"
 
 
 class ModelHost:
-    def __init__(self, spec: Spec, engine: Engine, created_unix_ms: int):
+    def __init__(self, spec: Spec, engine: Engine, created_unix_ms: int, metrics):
         self.name = spec.name
+        self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
         self.engine = engine
         self.created_unix_ms = created_unix_ms
@@ -41,6 +42,7 @@ class ModelHost:
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
         self.closed = False
+        self.busy = False  # the worker is running or committing a batch
         self.model_dirty = False
         self.steps = 0
         self.updates = 0
@@ -74,7 +76,7 @@ class Registry:
             log.info("loaded model %s", spec.name)
 
     def _add(self, spec: Spec, engine: Engine, created_unix_ms: int) -> ModelHost:
-        host = ModelHost(spec, engine, created_unix_ms)
+        host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name))
         self.hosts[host.name] = host
         host.worker = asyncio.get_running_loop().create_task(batcher.run(host, self), name=f"batcher-{host.name}")
         self.metrics.active_streams.labels(host.name).set(0)

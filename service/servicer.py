@@ -85,16 +85,19 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         out: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(self.config.max_inflight_per_call)  # chunks read ahead of their answers
         touched: set = set()
-        reader = asyncio.create_task(self._read(request_iterator, out, window, touched))
+        failed: list[BaseException] = []
+        reader = asyncio.create_task(self._read(request_iterator, out, window, touched, failed))
         self._readers.add(reader)
         try:
             while (item := await out.get()) is not None:
-                t_in, model, pending = item
+                t_in, host_metrics, pending = item
                 resp = await pending if isinstance(pending, asyncio.Future) else pending
-                if model:
-                    self.metrics.chunk_seconds.labels(model).observe(time.perf_counter() - t_in)
+                if host_metrics is not None:
+                    host_metrics.chunk_seconds.observe(time.perf_counter() - t_in)
                 window.release()
                 yield resp
+            if failed:
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {failed[0]!r}; see the server log")
             if self.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         finally:
@@ -110,7 +113,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         resp = await pending if isinstance(pending, asyncio.Future) else pending
         if resp.HasField("error"):
             raise ServiceError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
-        self.metrics.chunk_seconds.labels(request.model).observe(time.perf_counter() - t_in)
+        self.registry.get(request.model).metrics.chunk_seconds.observe(time.perf_counter() - t_in)
         return resp
 
     @_unary
@@ -133,7 +136,8 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         return empty_pb2.Empty()
 
     # -- helpers --------------------------------------------------------------------------
-    async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, touched: set) -> None:
+    async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, touched: set,
+                    failed: list) -> None:
         """Submit each message as it arrives; later messages may leave model/stream_id empty."""
         model = stream_id = ""
         try:
@@ -143,11 +147,13 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                 model, stream_id = req.model or model, req.stream_id or stream_id
                 req.model, req.stream_id = model, stream_id
                 pending = await self._submit(req, touched)
-                out.put_nowait((t_in, model if model in self.registry.hosts else "", pending))
+                host = self.registry.hosts.get(model)
+                out.put_nowait((t_in, host.metrics if host is not None else None, pending))
         except asyncio.CancelledError:
             pass
-        except Exception:  # the client went away, or a bug: end the call, keep the server
-            log.debug("stream reader ended", exc_info=True)
+        except Exception as exc:  # a bug: end this call with INTERNAL, keep the server
+            log.exception("stream reader failed")
+            failed.append(exc)
         finally:
             out.put_nowait(None)
 
@@ -167,7 +173,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         if touched is not None and session not in touched:
             touched.add(session)
             session.attached += 1
-        return batcher.submit(host, session, chunk)
+        return batcher.submit(host, session, chunk, self.registry)
 
     async def _weights_owner(self, model: str, stream_id: str) -> ModelHost:
         host = self.registry.get(model)

@@ -46,7 +46,7 @@ def test_create_get_list_delete(server):
 
 
 def test_rtrl_over_the_memory_limit_is_refused_with_a_way_out(start_server):
-    srv = start_server(max_stream_memory_bytes=100_000)
+    srv = start_server(max_stream_memory_bytes=1_000_000)
     spec = make_spec("big", algorithm=pb.RTRL, hidden_sizes=[64])
     with pytest.raises(grpc.RpcError) as info:
         srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))

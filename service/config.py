@@ -25,7 +25,7 @@ class Config:
     data_dir: str = "./rnnstream-data"
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
-    batch_window_s: float = 0.0005        # micro-batching window (never waited alone)
+    batch_window_s: float = 0.001         # micro-batching window (never waited alone)
     max_batch_streams: int = 256          # streams per engine call
     max_streams_per_model: int = 10_000   # streams held in memory per model
     max_streams_total: int = 100_000      # streams held in memory by the server

@@ -250,7 +250,8 @@ def _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x):
         x[b, :] = W[wrow[b], base:base + I]
 
 
-@njit(cache=True)
+# nogil: the service runs engine calls on a worker thread while gRPC I/O goes on
+@njit(cache=True, nogil=True)
 def run_chunk(model, weights, pool, batch, out):
     """Predict and learn T steps of B streams (see the module docstring)."""
     cfg, lay = model[0], model[1]
@@ -349,7 +350,7 @@ def run_chunk(model, weights, pool, batch, out):
         state[slots[b]] = st[b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forecast(theta, cfg, lay, s, horizon, out):
     """out[i] = the prediction i steps past the state s, each fed back as the next input
     (tokens: the most probable one). s is not modified."""

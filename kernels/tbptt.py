@@ -11,8 +11,8 @@ to the oldest.
 import numpy as np
 from numba import njit
 
-from .codes import C_CACHE, C_OUT, C_P, C_S
-from .model import add_embedding_grad, loss_grad, step_backward, step_forward
+from .codes import C_CACHE, C_OUT, C_P, C_S, C_VOCAB
+from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 
 @njit(cache=True)
@@ -40,6 +40,8 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
             cache[:, :] = wc[tau]
             Z[:, :] = wz[tau]
         else:
+            if cfg[C_VOCAB] > 0:  # the current embedding rows, not the ones of back then
+                embed_rows(theta, cfg, wtok[tau], wx[tau])
             step_forward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, Z)
         dZ[:, :] = 0.0
         for b in range(nb):

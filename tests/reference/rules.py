@@ -227,17 +227,30 @@ class TBPTT:
     input and stored previous state with the current weights (``recompute="per_step"``);
     ``recompute="chain"`` instead re-runs the buffered steps in a chain from the oldest stored
     state. For k1 = k2 both are the PyTorch loop (sum k losses, backward, step, detach).
+
+    Token input: ``embedding="current"`` re-embeds each stored token with the current
+    embedding (the README's "with the current weights"); ``embedding="stored"`` reuses the
+    embedding row as it was when the step ran, as a stored activation (a diagnostic variant).
     """
 
-    def __init__(self, cfg, recompute="per_step"):
+    def __init__(self, cfg, recompute="per_step", embedding="current"):
         self.cfg = cfg
         self.buffer = deque(maxlen=cfg.tbptt_k2)
         self.count = 0
         self.recompute = recompute
+        self.embedding = embedding
 
     def observe(self, params, prev_state, inp, cache):
-        self.buffer.append({"inp": inp, "prev": copy_state(prev_state), "target": None,
-                            "in_window": False})
+        self.buffer.append({"inp": inp, "x": cache["x"].copy(), "prev": copy_state(prev_state),
+                            "target": None, "in_window": False})
+
+    def _params_for(self, params, e):
+        if self.cfg.vocab_size == 0 or self.embedding == "current":
+            return params
+        p = dict(params)
+        p["embedding.weight"] = params["embedding.weight"].copy()
+        p["embedding.weight"][int(e["inp"])] = e["x"]
+        return p
 
     def gradient(self, params, cache, dz, learn, target=None):
         if not learn:
@@ -257,7 +270,7 @@ class TBPTT:
         state = entries[0]["prev"]
         for e in entries:
             start = e["prev"] if self.recompute == "per_step" else state
-            state, cache = model_step(cfg, params, start, e["inp"])
+            state, cache = model_step(cfg, self._params_for(params, e), start, e["inp"])
             caches.append(cache)
         grad = zeros_like_params(cfg)
         dS = None

@@ -11,8 +11,9 @@ from tests.reference.cases import (CELL_VARIANTS, all_configs, cell_id, make_con
 from tests.reference.cells import loss_and_grad, model_step, model_step_backward, zero_state
 from tests.reference.learner import Learner, online_sgd
 from tests.reference.params import flatten, layout, num_params, unflatten
-from tests.reference.rules import (accumulated_gradient, bptt_gradient, run_forward, sequence_loss,
-                                   snap_units)
+from tests.reference.cells import state_size, state_slices
+from tests.reference.rules import (SnAp1, accumulated_gradient, bptt_gradient, run_forward,
+                                   sequence_loss, snap_units, step_jacobians)
 
 T = 4
 CONFIGS = all_configs()
@@ -254,3 +255,35 @@ def test_forward_matches_torch_modules(cell, kw):
     for t in range(5):
         state, cache = model_step(cfg, params, state, inps[t])
         np.testing.assert_allclose(cache["h_last"], out[0, t].detach().numpy(), rtol=1e-12)
+
+
+SNAP_MASKED = [(c, kw) for c, kw in CELL_VARIANTS if c != "jordan"]
+
+
+@pytest.mark.parametrize("cell,kw", SNAP_MASKED, ids=[cell_id(c, k) for c, k in SNAP_MASKED])
+def test_snap1_is_masked_rtrl_for_one_layer(cell, kw):
+    """Full (not diagonal) recurrence, one layer: SnAp-1's J_jj is the true diagonal block of
+    the state Jacobian, so its sensitivity is RTRL's recursion M_t = (J_t M_{t-1} + I_t) ⊙ mask
+    with the mask keeping each parameter's own unit (Menick et al. 2020, eq. for SnAp-1)."""
+    cfg = make_config(cell, (3,), **kw)
+    params = random_params(cfg)
+    inps, targets = random_sequence(cfg, 5)
+    layer, unit = snap_units(cfg)
+    slices = state_slices(cfg)
+    mask = np.zeros((state_size(cfg), num_params(cfg)))
+    for kind, k, a, b in slices:
+        for p in np.flatnonzero(layer == k):
+            mask[a + unit[p], p] = 1.0
+    snap = SnAp1(cfg)
+    M = np.zeros_like(mask)
+    state = zero_state(cfg)
+    for inp in inps:
+        prev = state
+        state, cache = model_step(cfg, params, prev, inp)
+        J, I = step_jacobians(cfg, params, cache)
+        M = (J @ M + I) * mask
+        snap.observe(params, prev, inp, cache)
+        h = [s for s in slices if s[0] == "h"][0]
+        rec = layer >= 0
+        np.testing.assert_allclose(snap.m_h[rec], M[h[2] + unit[rec], np.flatnonzero(rec)],
+                                   rtol=1e-10, atol=1e-13)

@@ -75,6 +75,22 @@ def embed_rows(theta, cfg, tokens, x):
 
 
 @njit(cache=True)
+def layer_inputs(cfg, lay, k, x, S0, S1):
+    """Layer k's input (x, or the new h of layer k-1) and recurrent input (its previous h,
+    or y_{t-1} for a Jordan layer), as contiguous [nb, n] arrays."""
+    if k == 0:
+        X = x
+    else:
+        X = np.ascontiguousarray(S1[:, lay[k - 1, L_SH]:lay[k - 1, L_SH] + lay[k - 1, L_H]])
+    lr = lay[k]
+    if lr[L_CELL] == JORDAN:
+        R = np.ascontiguousarray(S0[:, cfg[C_Y]:cfg[C_Y] + lr[L_REC]])
+    else:
+        R = np.ascontiguousarray(S0[:, lr[L_SH]:lr[L_SH] + lr[L_H]])
+    return X, R
+
+
+@njit(cache=True)
 def step_forward(theta, cfg, lay, x, S0, S1, cache, Z):
     """Run all layers and the head for nb streams; writes S1, cache and the logits Z."""
     nb = x.shape[0]
@@ -84,14 +100,7 @@ def step_forward(theta, cfg, lay, x, S0, S1, cache, Z):
         H = lr[L_H]
         sh = lr[L_SH]
         sc = lr[L_SC]
-        if k == 0:
-            X = x
-        else:
-            X = np.ascontiguousarray(S1[:, lay[k - 1, L_SH]:lay[k - 1, L_SH] + lay[k - 1, L_H]])
-        if lr[L_CELL] == JORDAN:
-            R = np.ascontiguousarray(S0[:, cfg[C_Y]:cfg[C_Y] + lr[L_REC]])
-        else:
-            R = np.ascontiguousarray(S0[:, sh:sh + H])
+        X, R = layer_inputs(cfg, lay, k, x, S0, S1)
         Hn = np.empty((nb, H), dtype=theta.dtype)
         Cn = np.empty((nb, H), dtype=theta.dtype)
         if sc >= 0:
@@ -155,14 +164,7 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
         H = lr[L_H]
         sh = lr[L_SH]
         sc = lr[L_SC]
-        if k == 0:
-            X = x
-        else:
-            X = np.ascontiguousarray(S1[:, lay[k - 1, L_SH]:lay[k - 1, L_SH] + lay[k - 1, L_H]])
-        if lr[L_CELL] == JORDAN:
-            R = np.ascontiguousarray(S0[:, yo:yo + lr[L_REC]])
-        else:
-            R = np.ascontiguousarray(S0[:, sh:sh + H])
+        X, R = layer_inputs(cfg, lay, k, x, S0, S1)
         dH = np.ascontiguousarray(dHs[:, sh:sh + H])
         if sc >= 0:
             Cp = np.ascontiguousarray(S0[:, sc:sc + H])

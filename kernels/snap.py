@@ -223,7 +223,8 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
 
 @njit(cache=True)
 def snap_gradient(cfg, lay, m, dHs, gvec):
-    """gvec[p] += dL_t/dh_j · m_p for every recurrent parameter p (dHs: dL_t/dS_t within step t)."""
+    """gvec[p] += dL_t/dh_j · m_p for every recurrent parameter p (dHs: dL_t/dS_t, within
+    step t)."""
     for k in range(cfg[C_NL]):
         lr = lay[k]
         H = lr[L_H]

@@ -12,6 +12,7 @@ coupled (6.61-6.62) and no-forget variants; GRU eq. 6.64-6.67.
 import numpy as np
 from numba import njit
 
+from .activations import sigmoid_inplace, tanh_inplace
 from .codes import (COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX,
                     L_H, L_IN, L_REC, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET, PEEPHOLE)
 
@@ -32,13 +33,19 @@ def mat(theta, off, rows, cols):
 
 
 @njit(cache=True)
-def sigmoid(a):
-    return 1.0 / (1.0 + np.exp(-a))
+def _add_biases(A, B, b_ih, b_hh, lo, hi):
+    """A[:, lo:hi] += B[:, lo:hi] + b_ih[lo:hi] + b_hh[lo:hi]."""
+    for b in range(A.shape[0]):
+        for a in range(lo, hi):
+            A[b, a] += B[b, a] + b_ih[a] + b_hh[a]
 
 
 @njit(cache=True)
 def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
-    """Forward of one layer for nb streams; writes Hn, Cn (LSTM) and the cache rows."""
+    """Forward of one layer for nb streams; writes Hn, Cn (LSTM) and the cache rows.
+
+    The nonlinearities run as passes over whole contiguous blocks (kernels.activations).
+    """
     cell = lr[L_CELL]
     H = lr[L_H]
     nin = lr[L_IN]
@@ -51,82 +58,92 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
     W_ih = mat(theta, lr[L_WIH], GH, nin)
     b_ih = theta[lr[L_BIH]:lr[L_BIH] + GH]
     b_hh = theta[lr[L_BHH]:lr[L_BHH] + GH]
-    Xc = np.ascontiguousarray(X)
     Rc = np.ascontiguousarray(R)
-    Aih = np.dot(Xc, W_ih.T)
-    if cell == GRU and variant == GRU_CHO:
-        W_rz = mat(theta, lr[L_WHH], 2 * H, nrec)
-        W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
-        Arz = np.dot(Rc, W_rz.T)
-        RH = np.empty((nb, H), dtype=theta.dtype)
+    A = np.dot(np.ascontiguousarray(X), W_ih.T)  # becomes the gate activations
+    if cell == GRU:
+        nrows = 2 * H if variant == GRU_CHO else GH
+        Ahh = np.dot(Rc, mat(theta, lr[L_WHH], nrows, nrec).T)
+        _add_biases(A, Ahh, b_ih, b_hh, 0, 2 * H)
+        RZ = np.ascontiguousarray(A[:, :2 * H])
+        sigmoid_inplace(RZ.reshape(-1))
+        N = np.empty((nb, H), dtype=theta.dtype)
+        if variant == GRU_CHO:
+            RH = np.empty((nb, H), dtype=theta.dtype)
+            for b in range(nb):
+                for j in range(H):
+                    RH[b, j] = RZ[b, j] * Rc[b, j]
+            An = np.dot(RH, mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec).T)
+            for b in range(nb):
+                for j in range(H):
+                    N[b, j] = A[b, 2 * H + j] + b_ih[2 * H + j] + An[b, j] + b_hh[2 * H + j]
+                    cache[b, cx + j] = RH[b, j]
+        else:
+            for b in range(nb):
+                for j in range(H):
+                    hn = Ahh[b, 2 * H + j] + b_hh[2 * H + j]
+                    N[b, j] = A[b, 2 * H + j] + b_ih[2 * H + j] + RZ[b, j] * hn
+                    cache[b, cx + j] = hn
+        tanh_inplace(N.reshape(-1))
         for b in range(nb):
             for j in range(H):
-                r = sigmoid(Aih[b, j] + b_ih[j] + Arz[b, j] + b_hh[j])
-                z = sigmoid(Aih[b, H + j] + b_ih[H + j] + Arz[b, H + j] + b_hh[H + j])
-                cache[b, cg + j] = r
+                z = RZ[b, H + j]
+                cache[b, cg + j] = RZ[b, j]
                 cache[b, cg + H + j] = z
-                RH[b, j] = r * Rc[b, j]
-                cache[b, cx + j] = RH[b, j]
-        An = np.dot(RH, W_hn.T)
-        for b in range(nb):
-            for j in range(H):
-                z = cache[b, cg + H + j]
-                n = np.tanh(Aih[b, 2 * H + j] + b_ih[2 * H + j] + An[b, j] + b_hh[2 * H + j])
-                cache[b, cg + 2 * H + j] = n
-                Hn[b, j] = (1.0 - z) * n + z * Rc[b, j]
+                cache[b, cg + 2 * H + j] = N[b, j]
+                Hn[b, j] = (1.0 - z) * N[b, j] + z * Rc[b, j]
         return
-    W_hh = mat(theta, lr[L_WHH], GH, nrec)
-    Ahh = np.dot(Rc, W_hh.T)
+    Ahh = np.dot(Rc, mat(theta, lr[L_WHH], GH, nrec).T)
+    _add_biases(A, Ahh, b_ih, b_hh, 0, GH)
     if cell == ELMAN or cell == JORDAN:
+        tanh_inplace(A.reshape(-1))
         for b in range(nb):
             for j in range(H):
-                h = np.tanh(Aih[b, j] + b_ih[j] + Ahh[b, j] + b_hh[j])
-                cache[b, cg + j] = h
-                Hn[b, j] = h
-    elif cell == LSTM:
-        wc = lr[L_WCH]
+                cache[b, cg + j] = A[b, j]
+                Hn[b, j] = A[b, j]
+        return
+    # LSTM: sigmoid over all four blocks at once, with g = tanh(a) = 2 sigmoid(2a) - 1
+    wc = lr[L_WCH]
+    peep = variant == PEEPHOLE
+    Opre = np.empty((nb, H), dtype=theta.dtype)
+    for b in range(nb):
+        for j in range(H):
+            if peep:
+                A[b, j] += theta[wc + j] * Cp[b, j]
+                A[b, H + j] += theta[wc + H + j] * Cp[b, j]
+            A[b, 2 * H + j] *= 2.0
+            Opre[b, j] = A[b, 3 * H + j]
+    sigmoid_inplace(A.reshape(-1))
+    for b in range(nb):
+        for j in range(H):
+            i = A[b, j]
+            if variant == COUPLED:
+                f = 1.0 - i
+            elif variant == NO_FORGET:
+                f = 1.0
+            else:
+                f = A[b, H + j]
+            g = 2.0 * A[b, 2 * H + j] - 1.0
+            c = f * Cp[b, j] + i * g
+            cache[b, cg + j] = i
+            cache[b, cg + H + j] = f
+            cache[b, cg + 2 * H + j] = g
+            Cn[b, j] = c
+            if peep:
+                Opre[b, j] += theta[wc + 2 * H + j] * c
+    if peep:
+        sigmoid_inplace(Opre.reshape(-1))
+    else:
         for b in range(nb):
             for j in range(H):
-                cp = Cp[b, j]
-                ai = Aih[b, j] + b_ih[j] + Ahh[b, j] + b_hh[j]
-                af = Aih[b, H + j] + b_ih[H + j] + Ahh[b, H + j] + b_hh[H + j]
-                ag = Aih[b, 2 * H + j] + b_ih[2 * H + j] + Ahh[b, 2 * H + j] + b_hh[2 * H + j]
-                ao = Aih[b, 3 * H + j] + b_ih[3 * H + j] + Ahh[b, 3 * H + j] + b_hh[3 * H + j]
-                if variant == PEEPHOLE:
-                    ai += theta[wc + j] * cp
-                    af += theta[wc + H + j] * cp
-                i = sigmoid(ai)
-                if variant == COUPLED:
-                    f = 1.0 - i
-                elif variant == NO_FORGET:
-                    f = 1.0
-                else:
-                    f = sigmoid(af)
-                g = np.tanh(ag)
-                c = f * cp + i * g
-                if variant == PEEPHOLE:
-                    ao += theta[wc + 2 * H + j] * c
-                o = sigmoid(ao)
-                tc = np.tanh(c)
-                cache[b, cg + j] = i
-                cache[b, cg + H + j] = f
-                cache[b, cg + 2 * H + j] = g
-                cache[b, cg + 3 * H + j] = o
-                cache[b, cx + j] = tc
-                Cn[b, j] = c
-                Hn[b, j] = o * tc
-    else:  # GRU, PyTorch's form
-        for b in range(nb):
-            for j in range(H):
-                r = sigmoid(Aih[b, j] + b_ih[j] + Ahh[b, j] + b_hh[j])
-                z = sigmoid(Aih[b, H + j] + b_ih[H + j] + Ahh[b, H + j] + b_hh[H + j])
-                hn = Ahh[b, 2 * H + j] + b_hh[2 * H + j]
-                n = np.tanh(Aih[b, 2 * H + j] + b_ih[2 * H + j] + r * hn)
-                cache[b, cg + j] = r
-                cache[b, cg + H + j] = z
-                cache[b, cg + 2 * H + j] = n
-                cache[b, cx + j] = hn
-                Hn[b, j] = (1.0 - z) * n + z * Rc[b, j]
+                Opre[b, j] = A[b, 3 * H + j]
+    TC = Cn[:, :H].copy()
+    tanh_inplace(TC.reshape(-1))
+    for b in range(nb):
+        for j in range(H):
+            o = Opre[b, j]
+            cache[b, cg + 3 * H + j] = o
+            cache[b, cx + j] = TC[b, j]
+            Hn[b, j] = o * TC[b, j]
 
 
 @njit(cache=True)

@@ -8,7 +8,8 @@ Bundles (tuples of arrays) keep the argument lists short:
              fst [cap, F_NFIELDS], hc [cap, K, C], hz [cap, K, O], hs1 [cap, K, S],
              hver [cap, K])   per-stream storage, indexed by slot; h* is the history ring
              (hc/hz/hs1: each step's cache, logits and new state; hver: the optimizer step
-             count of its weights then, so TBPTT reuses them while no update intervened)
+             count of its weights then, so TBPTT reuses them while no update intervened;
+             hz also gives a NEXT_INPUT step's logits when its target arrives next call)
 - batch   = (slots [B], wrow [B], inputs [B, T, I], tokens [B, T], targets [B, T, O],
              tclass [B, T], lengths [B], learn)
 - out     = (preds [B, T, O], losses [B, T], res [R_NFIELDS], gnorms [B * T + 1])
@@ -300,11 +301,9 @@ def run_chunk(model, weights, pool, batch, out):
     T = lengths.max() if B > 0 else 0
     for t in range(T):
         if nxt:
-            if t == 0:  # the pending steps' logits, from the states the last call left
-                htop = cfg[C_HTOP]
+            if t == 0:  # the pending steps' logits, as their forward computed them
                 for b in range(B):
-                    head_logits(W[wrow[b]], cfg, st[b:b + 1, htop:htop + cfg[C_HLAST]],
-                                Z[b:b + 1])
+                    Z[b] = hz[slots[b], (cnt[slots[b], K_HPOS] - 1 + K) % K]
             for b in range(B):
                 if t >= lengths[b]:
                     continue
@@ -337,9 +336,9 @@ def run_chunk(model, weights, pool, batch, out):
             htok[slot, pos] = tokens[b, t]
             hs[slot, pos] = st[b]
             hflag[slot, pos] = 0
+            hz[slot, pos] = Z[b]
             if rule == TBPTT:
                 hc[slot, pos] = cache[b]
-                hz[slot, pos] = Z[b]
                 hs1[slot, pos] = st1[b]
                 hver[slot, pos] = weights[3][wrow[b]]
             cnt[slot, K_HPOS] = (pos + 1) % K

@@ -48,7 +48,8 @@ class StreamPool:
             "hx": ((K, I), self.dtype), "htok": ((K,), np.int64), "hs": ((K, S), self.dtype),
             "hy": ((K, O), self.dtype), "hcls": ((K,), np.int64), "hflag": ((K,), np.int8),
             "cnt": ((kc.K_NFIELDS,), np.int64), "fst": ((kc.F_NFIELDS,), np.float64),
-            # each step's forward results, reused by TBPTT while the weights are unchanged
+            # each step's forward results: TBPTT reuses them while the weights are unchanged,
+            # NEXT_INPUT scores a pending step with its logits
             "hc": ((K, int(cfg[kc.C_CACHE])), self.dtype), "hz": ((K, O), self.dtype),
             "hs1": ((K, S), self.dtype), "hver": ((K,), np.int64),
         }

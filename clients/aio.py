@@ -23,7 +23,7 @@ from . import convert
 from .client import DEFAULT_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
 from .connect import Backoff, Connection
 from .errors import RECONNECT_CODES, NotFound, Unavailable, from_rpc_error
-from .replay import ChunkLog
+from .replay import ChunkLog, TransientRefusal
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class AsyncClient:
 
     def __init__(self, address: str | None = None, *, token: str | None = None, token_file=None,
                  tls: bool = False, tls_ca=None, timeout: float = DEFAULT_TIMEOUT_S,
-                 keepalive_s: float = 60.0, backoff: Backoff = Backoff()):
+                 keepalive_s: float = 300.0, backoff: Backoff = Backoff()):
         self.connection = Connection.resolve(address, token=token, token_file=token_file, tls=tls,
                                              tls_ca=tls_ca, keepalive_s=keepalive_s)
         self.timeout = timeout
@@ -172,12 +172,17 @@ class AsyncStreamSession:
                     raise from_rpc_error(err) from None
                 cause: BaseException | None = err
             else:
-                if response is not grpc.aio.EOF:
-                    steps = self._log.accept(response)
-                    if steps is not None:
-                        return convert.StreamResult.from_proto(response, steps)
-                    continue
-                cause = None
+                if response is grpc.aio.EOF:
+                    cause = None
+                else:
+                    try:
+                        steps = self._log.accept(response)
+                    except TransientRefusal as refusal:
+                        cause = refusal
+                    else:
+                        if steps is not None:
+                            return convert.StreamResult.from_proto(response, steps)
+                        continue
             started = started or time.monotonic()
             await self._recover(cause, started, next(delays))
 

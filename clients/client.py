@@ -25,7 +25,7 @@ from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from . import convert
 from .connect import Backoff, Connection
 from .errors import RECONNECT_CODES, ChunkRefused, NotFound, Unavailable, from_rpc_error
-from .replay import ChunkLog
+from .replay import ChunkLog, TransientRefusal
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Client:
 
     def __init__(self, address: str | None = None, *, token: str | None = None, token_file=None,
                  tls: bool = False, tls_ca=None, timeout: float = DEFAULT_TIMEOUT_S,
-                 keepalive_s: float = 60.0, backoff: Backoff = Backoff()):
+                 keepalive_s: float = 300.0, backoff: Backoff = Backoff()):
         self.connection = Connection.resolve(address, token=token, token_file=token_file, tls=tls,
                                              tls_ca=tls_ca, keepalive_s=keepalive_s)
         self.timeout = timeout
@@ -226,10 +226,14 @@ class StreamSession:
                     raise from_rpc_error(err) from None
                 cause = err
             else:
-                steps = self._log.accept(response)
-                if steps is not None:
-                    return convert.StreamResult.from_proto(response, steps)
-                continue
+                try:
+                    steps = self._log.accept(response)
+                except TransientRefusal as refusal:
+                    cause = refusal
+                else:
+                    if steps is not None:
+                        return convert.StreamResult.from_proto(response, steps)
+                    continue
             started = started or time.monotonic()
             time.sleep(next(delays))
             self._reconnect(cause, started)

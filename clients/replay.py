@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import collections
 
+import grpc
+
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
+
+from .errors import status_code
+
+# A chunk refused with one of these was not applied for a passing reason (the server is
+# draining, a commit failed, the stream was closed under it): reconnect and send it again.
+TRANSIENT_CHUNK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+
+
+class TransientRefusal(Exception):
+    """The owed chunk was refused for a passing reason; the session should reconnect and replay."""
 
 
 class ChunkLog:
@@ -46,6 +58,7 @@ class ChunkLog:
         """Take one answer off the wire; return the chunk's step count if the caller is owed it.
 
         ``None`` means the answer is to a replayed chunk whose answer the caller already has.
+        Raises :class:`TransientRefusal` (keeping the chunk) when it is worth sending again.
         """
         if response.durable_seq > self.durable_seq:
             self.durable_seq = response.durable_seq
@@ -56,8 +69,10 @@ class ChunkLog:
         seq, steps = self._pending[0]
         if response.seq != seq:
             raise RuntimeError(f"stream answered chunk {response.seq} while chunk {seq} was owed an answer")
-        self._pending.popleft()
         if response.HasField("error") and response.error.code != 0:
-            # A refused chunk changed nothing and would be refused again: never replay it.
+            if status_code(response.error.code) in TRANSIENT_CHUNK_CODES:
+                raise TransientRefusal(f"{status_code(response.error.code).name}: {response.error.message}")
+            # Refused for what it is: it changed nothing and would be refused again.
             self._kept.pop(seq, None)
+        self._pending.popleft()
         return steps

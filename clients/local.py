@@ -41,13 +41,14 @@ class LocalServer:
     """``python -m service`` on 127.0.0.1 with its own data directory and free ports.
 
     Use as a context manager. ``args`` are extra service flags; ``env`` extra variables;
-    ``token`` turns on bearer-token auth (written to a file for ``--auth-token-file``).
+    ``token`` turns on bearer-token auth (written to a file for ``--auth-token-file``);
+    ``tls_ca`` is the CA to trust when ``args`` turn TLS on (``--tls-cert``/``--tls-key``).
     The server's output goes to ``<data_dir>/server.log`` (shown when it fails to start).
     """
 
     def __init__(self, data_dir: str | os.PathLike | None = None, *, port: int | None = None,
                  metrics_port: int | None = None, args: tuple[str, ...] = (), env: dict | None = None,
-                 token: str | None = None, startup_timeout_s: float = 180.0):
+                 token: str | None = None, tls_ca: str | None = None, startup_timeout_s: float = 180.0):
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="rnnstream-")
         self.data_dir = pathlib.Path(data_dir or self._tmp.name)
         self.port = port or free_port()
@@ -55,6 +56,7 @@ class LocalServer:
         self.args = tuple(args)
         self.env = dict(env or {})
         self.token = token
+        self.tls_ca = tls_ca
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
 
@@ -77,6 +79,10 @@ class LocalServer:
             cmd += ["--auth-token-file", str(self.data_dir / "auth-token")]
         return cmd + list(self.args)
 
+    def connection(self) -> Connection:
+        """How a client reaches this server (its token and CA included)."""
+        return Connection(address=self.address, token=self.token, tls=bool(self.tls_ca), tls_ca=self.tls_ca)
+
     def start(self) -> "LocalServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.token:
@@ -92,7 +98,7 @@ class LocalServer:
         return self
 
     def _wait_serving(self) -> None:
-        connection = Connection(address=self.address, token=self.token)
+        connection = self.connection()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -30,7 +30,7 @@ def load_waterflow() -> np.ndarray:
 
 
 def run(address: str, *, limit: int | None = None, chunk: int = 24, hidden: int = 32, lr: float = 0.005,
-        warmup: int = 48, plot: str | None = None, seed: int = 0) -> dict:
+        algorithm: str = "tbptt", warmup: int = 48, plot: str | None = None, seed: int = 0) -> dict:
     flow = load_waterflow()
     if limit:
         flow = flow[:limit]
@@ -41,7 +41,7 @@ def run(address: str, *, limit: int | None = None, chunk: int = 24, hidden: int 
     name = f"waterflow-{uuid.uuid4().hex[:8]}"
     with Client(address) as client:
         client.create_model(name=name, cell="lstm", hidden_sizes=[hidden], input_size=1, output_size=1,
-                            target_mode="next_input", algorithm="tbptt", tbptt_k1=8, tbptt_k2=24,
+                            target_mode="next_input", algorithm=algorithm, tbptt_k1=8, tbptt_k2=24,
                             optimizer="adam", lr=lr, clip_norm=1.0, seed=seed)
         try:
             with client.stream(name, "pipe-1") as session:
@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plot", default="waterflow_forecast.png", help="PNG to write ('' for none)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--algorithm", choices=("tbptt", "rtrl", "snap1"), default="tbptt")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     with server_address(args) as address:
-        r = run(address, limit=args.limit, hidden=args.hidden, lr=args.lr, plot=args.plot or None, seed=args.seed)
+        r = run(address, limit=args.limit, hidden=args.hidden, lr=args.lr, algorithm=args.algorithm,
+                plot=args.plot or None, seed=args.seed)
     print(f"WaterFlow, {r['scored_steps']} one-hour-ahead forecasts scored (after {r['steps'] - r['scored_steps']} "
           "warm-up hours):")
     print(f"  {'':12} {'MAE (l/s)':>10} {'RMSE (l/s)':>11}")

@@ -43,23 +43,37 @@ def query(base: str, expr: str) -> list:
     return body["data"]["result"]
 
 
-def traffic(address: str) -> None:
-    """Enough of everything for every panel: steps, clipped updates, several streams at once,
-    a refused chunk, a closed stream (an eviction), checkpoints."""
+def traffic(address: str, rounds: int = 8) -> None:
+    """Enough of everything for every panel, spread over several scrapes so that rates move:
+    steps, clipped updates, several streams at once, a skipped update (a target so large the
+    loss overflows float32), a refused chunk, a closed stream (an eviction), checkpoints."""
     with Client(address) as client:
         client.create_model(name="dash", **{**SPEC, "clip_norm": 1e-4})
         sessions = [client.stream("dash", f"s{i}", window=4) for i in range(4)]
-        chunks = sine_chunks(30, 8)
-        iters = [s.pipeline(chunks) for s in sessions]
-        for _ in range(len(chunks)):  # interleaved, so steps of several streams batch together
-            for it in iters:
-                next(it)
+        chunks = sine_chunks(5, 8)
+        for _ in range(rounds):
+            iters = [s.pipeline(chunks) for s in sessions]
+            for _ in range(len(chunks)):  # interleaved, so steps of several streams batch together
+                for it in iters:
+                    next(it)
+            x, _ = chunks[0]
+            sessions[1].send(x, targets=np.full((len(x), 1), 1e30, np.float32))
+            client.get_stream("dash", "s0")  # unary calls all along, for the gRPC latency panel
+            time.sleep(SCRAPE_S)
         with pytest.raises(ChunkRefused):
             sessions[0].send(np.ones((2, 5), np.float32), targets=np.ones((2, 1), np.float32))
         for s in sessions:
             s.close()
         client.close_stream("dash", "s3")
         client.list_models()
+
+
+def wait_for(base: str, expr: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not query(base, expr):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus has no {expr} after {timeout_s}s")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +85,8 @@ def prometheus(tmp_path_factory):
     server = LocalServer(d / "rnnstream", args=("--checkpoint-interval-s", "0.3"))
     server.start()
     config = d / "prometheus.yml"
-    config.write_text(f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
+    ms = int(SCRAPE_S * 1000)
+    config.write_text(f"global:\n  scrape_interval: {ms}ms\n  evaluation_interval: {ms}ms\n"
                       "scrape_configs:\n  - job_name: rnnstream\n    static_configs:\n"
                       f"      - targets: ['127.0.0.1:{server.metrics_port}']\n")
     port = free_port()
@@ -89,9 +104,9 @@ def prometheus(tmp_path_factory):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError((d / "prometheus.log").read_text()[-2000:])
                 time.sleep(0.2)
-        time.sleep(3 * SCRAPE_S)  # a few scrapes of the idle server first, so rates have a start
+        wait_for(base, 'up{job="rnnstream"} == 1')  # scraping has begun
         traffic(server.address)
-        time.sleep(4 * SCRAPE_S)
+        time.sleep(3 * SCRAPE_S)
         yield base
     finally:
         proc.terminate()

@@ -1,0 +1,5 @@
+"""Numba kernels for rnnstream: pure functions over arrays, no I/O, no state of their own.
+
+The numerical contract they implement is written down in ``kernels/README.md``; the
+plain-NumPy oracle in ``tests/reference/`` implements the same definitions.
+"""

@@ -1,0 +1,378 @@
+"""The chunk loop: B streams, T steps each, predict then learn, all inside compiled code.
+
+Bundles (tuples of arrays) keep the argument lists short:
+- model   = (cfg, lay, hyp)
+- weights = (W [rows, P], m [rows, P], v [rows, P], steps [rows])  optimizer moments per row
+- pool    = (state [cap, S], sens [cap, *], hx [cap, K, I], htok [cap, K], hs [cap, K, S],
+             hy [cap, K, O], hcls [cap, K], hflag [cap, K], cnt [cap, K_NFIELDS],
+             fst [cap, F_NFIELDS])   per-stream storage, indexed by slot
+- batch   = (slots [B], wrow [B], inputs [B, T, I], tokens [B, T], targets [B, T, O],
+             tclass [B, T], lengths [B], learn)
+- out     = (preds [B, T, O], losses [B, T], res [R_NFIELDS], gnorms [B * T + 1])
+
+Order of events per position t (kernels/README.md): NEXT_INPUT finishes the pending step with
+this input as its target; every active stream runs its forward with the weights in force; the
+EXPLICIT mode finishes step t. Finishing = loss, gradient by the stream's rule, and, for
+shared weights, one summed update per position.
+"""
+import numpy as np
+from numba import njit
+
+from .codes import (C_CACHE, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_OUT, C_P,
+                    C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING, K_HCOUNT,
+                    K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES,
+                    R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS, R_STEPS, R_UPDATES, RTRL, SNAP1, TBPTT)
+from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
+                    step_forward)
+from .optim import apply_update
+from .rtrl import rtrl_gradient, rtrl_propagate
+from .snap import snap_gradient, snap_propagate
+from .tbptt import tbptt_window_grad
+
+
+@njit(cache=True)
+def _all_finite(g):
+    for p in range(g.shape[0]):
+        if not np.isfinite(g[p]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _skip(model, pool, out, slot, reason_grad):
+    cfg = model[0]
+    sens, cnt = pool[1], pool[8]
+    res = out[2]
+    cnt[slot, K_SKIPPED] += 1
+    if reason_grad:
+        res[R_SKIP_GRAD] += 1
+        if cfg[C_RULE] != TBPTT:
+            sens[slot, :] = 0.0  # a non-finite sensitivity would poison every later step
+    else:
+        res[R_SKIP_LOSS] += 1
+
+
+@njit(cache=True)
+def _record_update(pool, out, slot, norm, clipped):
+    cnt, fst = pool[8], pool[9]
+    res, gnorms = out[2], out[3]
+    gnorms[res[R_UPDATES]] = norm
+    res[R_UPDATES] += 1
+    res[R_CLIPPED] += clipped
+    cnt[slot, K_UPDATES] += 1
+    fst[slot, F_GNORM] = norm
+
+
+@njit(cache=True)
+def _contribute(model, weights, pool, batch, out, acc, b, g):
+    """Hand stream b's gradient g to its weights: summed (shared) or applied at once."""
+    cfg, hyp = model[0], model[2]
+    W, m, v, steps = weights
+    slot = batch[0][b]
+    if not _all_finite(g):
+        _skip(model, pool, out, slot, True)
+        return
+    if cfg[C_SHARED] == 1:
+        gsum, contrib = acc
+        gsum += g
+        contrib[b] = True
+        return
+    norm, clipped = apply_update(W, batch[1][b], g, m, v, steps, hyp)
+    _record_update(pool, out, slot, norm, clipped)
+
+
+@njit(cache=True)
+def _flush_shared(model, weights, pool, batch, out, acc):
+    cfg, hyp = model[0], model[2]
+    if cfg[C_SHARED] == 0:
+        return
+    gsum, contrib = acc
+    if not contrib.any():
+        return
+    W, m, v, steps = weights
+    norm, clipped = apply_update(W, 0, gsum, m, v, steps, hyp)
+    res, gnorms = out[2], out[3]
+    gnorms[res[R_UPDATES]] = norm
+    res[R_UPDATES] += 1
+    res[R_CLIPPED] += clipped
+    cnt, fst = pool[8], pool[9]
+    for b in range(contrib.shape[0]):
+        if contrib[b]:
+            slot = batch[0][b]
+            cnt[slot, K_UPDATES] += 1
+            fst[slot, F_GNORM] = norm
+            contrib[b] = False
+    gsum[:] = 0.0
+
+
+@njit(cache=True)
+def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd):
+    """Loss of the stream's latest step (logits z) against its target, then its rule's
+    gradient."""
+    cfg, lay = model[0], model[1]
+    W = weights[0]
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    slot = batch[0][b]
+    theta = W[batch[1][b]]
+    learn = batch[7]
+    O = cfg[C_OUT]
+    dz = np.empty((1, O), dtype=theta.dtype)
+    loss = loss_grad(cfg, z, target, cls, dz[0])
+    finite = np.isfinite(loss)
+    if finite:
+        if fst[slot, F_HASLOSS] == 0.0:
+            fst[slot, F_RUNNING] = loss
+            fst[slot, F_HASLOSS] = 1.0
+        else:
+            fst[slot, F_RUNNING] = 0.99 * fst[slot, F_RUNNING] + 0.01 * loss
+    cnt[slot, K_PENDING] = 0
+    if learn != 1:
+        return loss
+    K = cfg[C_HIST]
+    last = (cnt[slot, K_HPOS] - 1 + K) % K
+    rule = cfg[C_RULE]
+    if rule == TBPTT:
+        hy[slot, last] = target
+        hcls[slot, last] = cls
+        hflag[slot, last] = 1
+        if not finite:
+            cnt[slot, K_NONFINITE] = 1
+        cnt[slot, K_NLOSS] += 1
+        if cnt[slot, K_NLOSS] >= cfg[C_K1]:
+            need_bwd[b] = True
+        return loss
+    if not finite:
+        _skip(model, pool, out, slot, False)
+        return loss
+    P = cfg[C_P]
+    g = np.zeros(P, dtype=theta.dtype)
+    if rule == RTRL:
+        rtrl_gradient(theta, cfg, st[b], sens[slot], dz[0], g)
+    else:
+        # SnAp-1: dL_t/dS_t within step t, from the step's recomputed forward
+        S = cfg[C_S]
+        x0 = hx[slot, last:last + 1]
+        s0 = hs[slot, last:last + 1]
+        S1 = np.empty((1, S), dtype=theta.dtype)
+        cache = np.empty((1, cfg[C_CACHE]), dtype=theta.dtype)
+        zr = np.empty((1, O), dtype=theta.dtype)
+        step_forward(theta, cfg, lay, x0, s0, S1, cache, zr)
+        dS1 = np.zeros((1, S), dtype=theta.dtype)
+        dS0 = np.empty((1, S), dtype=theta.dtype)
+        dHs = np.empty((1, S), dtype=theta.dtype)
+        dx = np.empty((1, x0.shape[1]), dtype=theta.dtype)
+        step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, 2)
+        add_embedding_grad(cfg, htok[slot, last:last + 1], dx, g)
+        snap_gradient(cfg, lay, sens[slot], dHs[0], g)
+    _contribute(model, weights, pool, batch, out, acc, b, g)
+    return loss
+
+
+@njit(cache=True)
+def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
+    """Run the due TBPTT backward passes: one batched pass per group of streams that share
+    the weights and the window length, one pass per stream otherwise."""
+    if not need_bwd.any():
+        return
+    cfg, lay = model[0], model[1]
+    W = weights[0]
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    slots, wrow = batch[0], batch[1]
+    K = cfg[C_HIST]
+    P = cfg[C_P]
+    B = slots.shape[0]
+    for b in range(B):
+        if need_bwd[b] and cnt[slots[b], K_NONFINITE] != 0:
+            _skip(model, pool, out, slots[b], False)
+    todo = need_bwd.copy()
+    for b in range(B):
+        if todo[b] and cnt[slots[b], K_NONFINITE] != 0:
+            todo[b] = False
+    while todo.any():
+        lead = np.argmax(todo)
+        n = min(cnt[slots[lead], K_HCOUNT], K)
+        group = np.zeros(B, dtype=np.bool_)
+        for b in range(B):
+            if todo[b] and min(cnt[slots[b], K_HCOUNT], K) == n and (
+                    cfg[C_SHARED] == 1 or b == lead):
+                group[b] = True
+        members = np.nonzero(group)[0]
+        nb = members.shape[0]
+        theta = W[wrow[lead]]
+        wx = np.empty((n, nb, hx.shape[2]), dtype=theta.dtype)
+        wtok = np.empty((n, nb), dtype=htok.dtype)
+        ws = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
+        wy = np.empty((n, nb, hy.shape[2]), dtype=theta.dtype)
+        wcls = np.empty((n, nb), dtype=hcls.dtype)
+        wflag = np.empty((n, nb), dtype=hflag.dtype)
+        for i in range(nb):
+            slot = slots[members[i]]
+            for tau in range(n):
+                e = (cnt[slot, K_HPOS] - n + tau + K) % K
+                wx[tau, i] = hx[slot, e]
+                wtok[tau, i] = htok[slot, e]
+                ws[tau, i] = hs[slot, e]
+                wy[tau, i] = hy[slot, e]
+                wcls[tau, i] = hcls[slot, e]
+                wflag[tau, i] = hflag[slot, e]
+        g = np.zeros(P, dtype=theta.dtype)
+        tbptt_window_grad(theta, cfg, lay, wx, wtok, ws, wy, wcls, wflag, g)
+        if cfg[C_SHARED] == 1:
+            if _all_finite(g):
+                gsum, contrib = acc
+                gsum += g
+                for i in range(nb):
+                    contrib[members[i]] = True
+            else:
+                for i in range(nb):
+                    _skip(model, pool, out, slots[members[i]], True)
+        else:
+            _contribute(model, weights, pool, batch, out, acc, lead, g)
+        for i in range(nb):
+            todo[members[i]] = False
+    for b in range(B):
+        if need_bwd[b]:
+            slot = slots[b]
+            hflag[slot, :] = 0
+            cnt[slot, K_NLOSS] = 0
+            cnt[slot, K_NONFINITE] = 0
+            need_bwd[b] = False
+
+
+@njit(cache=True)
+def _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x):
+    if cfg[C_VOCAB] == 0:
+        x[:, :] = inputs[:, t, :]
+        return
+    I = cfg[C_IN]
+    for b in range(x.shape[0]):
+        base = cfg[C_EMB] + tokens[b, t] * I
+        x[b, :] = W[wrow[b], base:base + I]
+
+
+# nogil: the service runs engine calls on a worker thread while gRPC I/O goes on
+@njit(cache=True, nogil=True)
+def run_chunk(model, weights, pool, batch, out):
+    """Predict and learn T steps of B streams (see the module docstring)."""
+    cfg, lay = model[0], model[1]
+    W = weights[0]
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    slots, wrow, inputs, tokens, targets, tclass, lengths, learn = batch
+    preds, losses = out[0], out[1]
+    res = out[2]
+    B = slots.shape[0]
+    S = cfg[C_S]
+    O = cfg[C_OUT]
+    P = cfg[C_P]
+    K = cfg[C_HIST]
+    rule = cfg[C_RULE]
+    nxt = cfg[C_NEXT] == 1
+    shared = cfg[C_SHARED] == 1
+    dt = W.dtype
+    st = np.empty((B, S), dtype=dt)
+    for b in range(B):
+        st[b] = state[slots[b]]
+    st1 = np.empty((B, S), dtype=dt)
+    cache = np.empty((B, cfg[C_CACHE]), dtype=dt)
+    Z = np.empty((B, O), dtype=dt)
+    x = np.empty((B, cfg[C_IN]), dtype=dt)
+    acc = (np.zeros(P, dtype=dt), np.zeros(B, dtype=np.bool_))
+    need_bwd = np.zeros(B, dtype=np.bool_)
+    if rule == RTRL:
+        Mtmp = np.empty(sens.shape[1], dtype=dt)
+    else:
+        Mtmp = np.empty(0, dtype=dt)
+    empty_target = np.zeros(O, dtype=dt)
+    T = lengths.max() if B > 0 else 0
+    for t in range(T):
+        if nxt:
+            if t == 0:  # the pending steps' logits, from the states the last call left
+                htop = cfg[C_HTOP]
+                for b in range(B):
+                    head_logits(W[wrow[b]], cfg, st[b:b + 1, htop:htop + cfg[C_HLAST]],
+                                Z[b:b + 1])
+            for b in range(B):
+                if t >= lengths[b]:
+                    continue
+                if cnt[slots[b], K_PENDING] == 1:
+                    if cfg[C_VOCAB] > 0:
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
+                                               empty_target, tokens[b, t], need_bwd)
+                    else:
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
+                                               inputs[b, t], 0, need_bwd)
+                else:
+                    losses[b, t] = np.nan
+            _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
+            _flush_shared(model, weights, pool, batch, out, acc)
+        _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x)
+        if shared:
+            step_forward(W[0], cfg, lay, x, st, st1, cache, Z)
+        else:
+            for b in range(B):
+                if t < lengths[b]:
+                    step_forward(W[wrow[b]], cfg, lay, x[b:b + 1], st[b:b + 1], st1[b:b + 1],
+                                 cache[b:b + 1], Z[b:b + 1])
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            slot = slots[b]
+            theta = W[wrow[b]]
+            pos = cnt[slot, K_HPOS]
+            hx[slot, pos] = x[b]
+            htok[slot, pos] = tokens[b, t]
+            hs[slot, pos] = st[b]
+            hflag[slot, pos] = 0
+            cnt[slot, K_HPOS] = (pos + 1) % K
+            cnt[slot, K_HCOUNT] = min(cnt[slot, K_HCOUNT] + 1, K)
+            if rule == RTRL:
+                rtrl_propagate(theta, cfg, lay, tokens[b, t], x[b], st[b], st1[b], cache[b],
+                               sens[slot], Mtmp)
+                sens[slot, :] = Mtmp
+            elif rule == SNAP1:
+                snap_propagate(theta, cfg, lay, x[b], st[b], st1[b], cache[b], sens[slot])
+            st[b] = st1[b]
+            predict_row(cfg, Z[b], preds[b, t])
+            cnt[slot, K_STEPS] += 1
+            res[R_STEPS] += 1
+        if nxt:
+            for b in range(B):
+                if t < lengths[b]:
+                    cnt[slots[b], K_PENDING] = 1
+        else:
+            for b in range(B):
+                if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
+                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
+                                           targets[b, t], tclass[b, t], need_bwd)
+            _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
+            _flush_shared(model, weights, pool, batch, out, acc)
+    for b in range(B):
+        state[slots[b]] = st[b]
+
+
+@njit(cache=True, nogil=True)
+def forecast(theta, cfg, lay, s, horizon, out):
+    """out[i] = the prediction i steps past the state s, each fed back as the next input
+    (tokens: the most probable one). s is not modified."""
+    S = cfg[C_S]
+    O = cfg[C_OUT]
+    st = np.empty((1, S), dtype=theta.dtype)
+    st[0] = s
+    st1 = np.empty((1, S), dtype=theta.dtype)
+    cache = np.empty((1, cfg[C_CACHE]), dtype=theta.dtype)
+    Z = np.empty((1, O), dtype=theta.dtype)
+    x = np.empty((1, cfg[C_IN]), dtype=theta.dtype)
+    htop = cfg[C_HTOP]
+    head_logits(theta, cfg, st[:, htop:htop + cfg[C_HLAST]], Z)
+    for i in range(horizon):
+        predict_row(cfg, Z[0], out[i])
+        if i == horizon - 1:
+            break
+        if cfg[C_VOCAB] > 0:
+            tok = np.argmax(out[i])
+            base = cfg[C_EMB] + tok * cfg[C_IN]
+            x[0] = theta[base:base + cfg[C_IN]]
+        else:
+            x[0] = out[i]
+        step_forward(theta, cfg, lay, x, st, st1, cache, Z)
+        st[0] = st1[0]

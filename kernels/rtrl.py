@@ -1,0 +1,192 @@
+"""Exact real-time recurrent learning for one stream (NNDL 6.4.2, eq. 6.40-6.44).
+
+The sensitivity M_t = dS_t/dθ is a flat [S * P] array, row s holding d(state s)/dθ. One step:
+M_t = J_t M_{t-1} + I_t (eq. 6.42), where the product with J_t runs through the gate
+pre-activations, dA = W_ih dX + W_hh dR + (immediate terms), and then each unit's elementwise
+nonlinearity. The gradient of step t's loss is dL_t/dS_t · M_t plus the head's direct term
+(eq. 6.44). Cost per step: sum over layers of G·H·(in + rec)·P multiply-adds.
+"""
+import numpy as np
+from numba import njit
+
+from .cells import mat, n_gates
+from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
+                    C_VARIANT, C_VOCAB, C_Y, COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
+                    L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
+                    NO_FORGET, PEEPHOLE)
+
+
+@njit(cache=True)
+def rows(M, start, n, P):
+    """Rows [start, start + n) of a flat [S * P] sensitivity, as an [n, P] view."""
+    return M[start * P:(start + n) * P].reshape((n, P))
+
+
+@njit(cache=True)
+def _immediate(dA, off_w, off_b, rows_from, nrows, inp):
+    """dA[a, off_w + a*len(inp) + q] += inp[q]; dA[a, off_b + a] += 1 for rows a of one block."""
+    nin = inp.shape[0]
+    for a in range(rows_from, rows_from + nrows):
+        base = off_w + a * nin
+        for q in range(nin):
+            dA[a, base + q] += inp[q]
+        dA[a, off_b + a] += 1.0
+
+
+@njit(cache=True)
+def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
+    """M1 = J_t M0 + I_t for one stream; x [I], s0/s1 [S], cache [C], M0/M1 [S * P]."""
+    P = cfg[C_P]
+    variant = cfg[C_VARIANT]
+    for k in range(cfg[C_NL]):
+        lr = lay[k]
+        cell = lr[L_CELL]
+        H = lr[L_H]
+        nin = lr[L_IN]
+        nrec = lr[L_REC]
+        G = n_gates(cell)
+        GH = G * H
+        sh = lr[L_SH]
+        sc = lr[L_SC]
+        cg = lr[L_CG]
+        cx = lr[L_CX]
+        W_ih = mat(theta, lr[L_WIH], GH, nin)
+        # input part of the pre-activation tangents
+        if k == 0:
+            dAi = np.zeros((GH, P), dtype=theta.dtype)
+            inp = x
+            if cfg[C_VOCAB] > 0:
+                base = cfg[C_EMB] + token * nin
+                for a in range(GH):
+                    for q in range(nin):
+                        dAi[a, base + q] += W_ih[a, q]
+        else:
+            psh = lay[k - 1, L_SH]
+            dAi = np.dot(W_ih, rows(M1, psh, nin, P))
+            inp = s1[psh:psh + nin]
+        _immediate(dAi, lr[L_WIH], lr[L_BIH], 0, GH, inp)
+        # recurrent part
+        if cell == JORDAN:
+            rec0 = cfg[C_Y]
+        else:
+            rec0 = sh
+        r = s0[rec0:rec0 + nrec]
+        Mr = rows(M0, rec0, nrec, P)
+        nrows_hh = GH
+        if cell == GRU and variant == GRU_CHO:
+            nrows_hh = 2 * H
+        W_hh = mat(theta, lr[L_WHH], nrows_hh, nrec)
+        dAh = np.zeros((GH, P), dtype=theta.dtype)
+        dAh[:nrows_hh] = np.dot(W_hh, Mr)
+        _immediate(dAh, lr[L_WHH], lr[L_BHH], 0, nrows_hh, r)
+        Mh1 = rows(M1, sh, H, P)
+        Mh0 = rows(M0, sh, H, P)
+        if cell == ELMAN or cell == JORDAN:
+            for j in range(H):
+                h = cache[cg + j]
+                d = 1.0 - h * h
+                for p in range(P):
+                    Mh1[j, p] = d * (dAi[j, p] + dAh[j, p])
+        elif cell == LSTM:
+            Mc1 = rows(M1, sc, H, P)
+            Mc0 = rows(M0, sc, H, P)
+            wc = lr[L_WCH]
+            for j in range(H):
+                i = cache[cg + j]
+                f = cache[cg + H + j]
+                g = cache[cg + 2 * H + j]
+                o = cache[cg + 3 * H + j]
+                tc = cache[cx + j]
+                cp = s0[sc + j]
+                si = i * (1.0 - i)
+                sf = f * (1.0 - f)
+                sg = 1.0 - g * g
+                so = o * (1.0 - o)
+                dhdc = o * (1.0 - tc * tc)
+                wci = 0.0
+                wcf = 0.0
+                wco = 0.0
+                if variant == PEEPHOLE:
+                    wci = theta[wc + j]
+                    wcf = theta[wc + H + j]
+                    wco = theta[wc + 2 * H + j]
+                    dAi[j, wc + j] += cp
+                    dAi[H + j, wc + H + j] += cp
+                    dAi[3 * H + j, wc + 2 * H + j] += s1[sc + j]
+                for p in range(P):
+                    mcp = Mc0[j, p]
+                    di = si * (dAi[j, p] + dAh[j, p] + wci * mcp)
+                    dg = sg * (dAi[2 * H + j, p] + dAh[2 * H + j, p])
+                    if variant == COUPLED:
+                        dc = f * mcp + (g - cp) * di + i * dg
+                    elif variant == NO_FORGET:
+                        dc = mcp + g * di + i * dg
+                    else:
+                        df = sf * (dAi[H + j, p] + dAh[H + j, p] + wcf * mcp)
+                        dc = f * mcp + cp * df + g * di + i * dg
+                    dao = so * (dAi[3 * H + j, p] + dAh[3 * H + j, p] + wco * dc)
+                    Mc1[j, p] = dc
+                    Mh1[j, p] = dhdc * dc + tc * dao
+        else:
+            if variant == GRU_CHO:
+                dRH = np.empty((H, P), dtype=theta.dtype)
+                for j in range(H):
+                    rj = cache[cg + j]
+                    sr = rj * (1.0 - rj)
+                    hp = s0[sh + j]
+                    for p in range(P):
+                        dar = sr * (dAi[j, p] + dAh[j, p])
+                        dAh[j, p] = dar  # keep dr/dθ for the update below
+                        dRH[j, p] = dar * hp + rj * Mh0[j, p]
+                W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
+                dAh[2 * H:] = np.dot(W_hn, dRH)
+                _immediate(dAh, lr[L_WHH], lr[L_BHH], 2 * H, H, cache[cx:cx + H])
+            for j in range(H):
+                rj = cache[cg + j]
+                z = cache[cg + H + j]
+                n = cache[cg + 2 * H + j]
+                hp = s0[sh + j]
+                sz = z * (1.0 - z)
+                dn_scale = 1.0 - n * n
+                for p in range(P):
+                    daz = sz * (dAi[H + j, p] + dAh[H + j, p])
+                    if variant == GRU_CHO:
+                        npre = dAi[2 * H + j, p] + dAh[2 * H + j, p]
+                    else:
+                        dar = rj * (1.0 - rj) * (dAi[j, p] + dAh[j, p])
+                        npre = dAi[2 * H + j, p] + rj * dAh[2 * H + j, p] + cache[cx + j] * dar
+                    Mh1[j, p] = (1.0 - z) * dn_scale * npre + (hp - n) * daz + z * Mh0[j, p]
+    # a Jordan model carries y_t = prediction(head(h_last)) in its state
+    yo = cfg[C_Y]
+    if yo >= 0:
+        O = cfg[C_OUT]
+        HL = cfg[C_HLAST]
+        htop = cfg[C_HTOP]
+        dZ = np.dot(mat(theta, cfg[C_HW], O, HL), rows(M1, htop, HL, P))
+        _immediate(dZ, cfg[C_HW], cfg[C_HB], 0, O, s1[htop:htop + HL])
+        My = rows(M1, yo, O, P)
+        if cfg[C_CLASSIFY] == 0:
+            My[:, :] = dZ
+        else:
+            for p in range(P):
+                py = 0.0
+                for o in range(O):
+                    py += s1[yo + o] * dZ[o, p]
+                for o in range(O):
+                    My[o, p] = s1[yo + o] * (dZ[o, p] - py)
+
+
+@njit(cache=True)
+def rtrl_gradient(theta, cfg, s1, M1, dz, gvec):
+    """gvec = dL_t/dθ = (W_head^T dz) · M_t[h_last] + the head's direct term (eq. 6.44)."""
+    P = cfg[C_P]
+    O = cfg[C_OUT]
+    HL = cfg[C_HLAST]
+    htop = cfg[C_HTOP]
+    W = mat(theta, cfg[C_HW], O, HL)
+    dh = np.dot(dz, W)
+    gvec[:] = np.dot(dh, rows(M1, htop, HL, P))
+    for o in range(O):
+        for q in range(HL):
+            gvec[cfg[C_HW] + o * HL + q] += dz[o] * s1[htop + q]
+        gvec[cfg[C_HB] + o] += dz[o]

@@ -1,0 +1,217 @@
+"""SnAp-1 (Menick et al. 2020, "Practical Real Time Recurrent Learning with a Sparse
+Approximation"): RTRL's recursion M_t = J_t M_{t-1} + I_t (NNDL eq. 6.42) kept only on the
+sparsity pattern of the immediate Jacobian I_t, i.e. each parameter's influence on the one unit
+it writes. Per parameter p of unit j: m_p <- J_jj m_p + I_p, where J_jj is the unit's own 1x1
+block of the state Jacobian (2x2 for LSTM: h_j and c_j). O(P) per step.
+
+The sensitivity is a flat [2 * P] array: m[p] for h_j, m[P + p] for c_j (LSTM).
+"""
+import numpy as np
+from numba import njit
+
+from .cells import mat, n_gates
+from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, COUPLED, ELMAN,
+                    GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
+                    L_SH, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET, PEEPHOLE)
+
+
+@njit(cache=True)
+def _upd(m, P, p, J, ih, ic):
+    mh = m[p]
+    mc = m[P + p]
+    m[p] = J[0, 0] * mh + J[0, 1] * mc + ih
+    m[P + p] = J[1, 0] * mh + J[1, 1] * mc + ic
+
+
+@njit(cache=True)
+def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_pe):
+    """Unit j's partials: d_ih[g] / d_hh[g] = d(h_j, c_j)/d(pre-activation of gate g, from
+    the input / recurrent side); J = d(h_j, c_j)_t / d(h_j, c_j)_{t-1}; d_pe[0..2] = immediate
+    d(h_j, c_j)/d(w_ci, w_cf, w_co) for peepholes."""
+    cell = lr[L_CELL]
+    H = lr[L_H]
+    nrec = lr[L_REC]
+    sh = lr[L_SH]
+    sc = lr[L_SC]
+    cg = lr[L_CG]
+    cx = lr[L_CX]
+    whh = lr[L_WHH]
+    d_ih[:, :] = 0.0
+    d_hh[:, :] = 0.0
+    J[:, :] = 0.0
+    d_pe[:, :] = 0.0
+    if cell == ELMAN:
+        h = cache[cg + j]
+        d = 1.0 - h * h
+        d_ih[0, 0] = d
+        d_hh[0, 0] = d
+        J[0, 0] = d * theta[whh + j * nrec + j]
+    elif cell == JORDAN:
+        h = cache[cg + j]
+        d = 1.0 - h * h
+        d_ih[0, 0] = d
+        d_hh[0, 0] = d
+        # h_j,t sees h_j,t-1 only through y_{t-1} = head(h_{t-1})
+        O = cfg[C_OUT]
+        HL = cfg[C_HLAST]
+        yo = cfg[C_Y]
+        hw = cfg[C_HW]
+        py = 0.0
+        if cfg[C_CLASSIFY] == 1:
+            for q in range(O):
+                py += s0[yo + q] * theta[hw + q * HL + j]
+        acc = 0.0
+        for o in range(O):
+            dy = theta[hw + o * HL + j]
+            if cfg[C_CLASSIFY] == 1:
+                dy = s0[yo + o] * (dy - py)
+            acc += theta[whh + j * nrec + o] * dy
+        J[0, 0] = d * acc
+    elif cell == LSTM:
+        i = cache[cg + j]
+        f = cache[cg + H + j]
+        g = cache[cg + 2 * H + j]
+        o = cache[cg + 3 * H + j]
+        tc = cache[cx + j]
+        cp = s0[sc + j]
+        si = i * (1.0 - i)
+        sf = f * (1.0 - f)
+        so = o * (1.0 - o)
+        wco = 0.0
+        if variant == PEEPHOLE:
+            wco = theta[lr[L_WCH] + 2 * H + j]
+        dhdc = o * (1.0 - tc * tc) + tc * so * wco
+        dc_i = si * g
+        if variant == COUPLED:
+            dc_i = si * (g - cp)
+        dc_f = 0.0
+        if variant == 0 or variant == PEEPHOLE:
+            dc_f = sf * cp
+        dc_g = (1.0 - g * g) * i
+        dc = (dc_i, dc_f, dc_g, 0.0)
+        for x in range(3):
+            d_ih[x, 0] = dhdc * dc[x]
+            d_ih[x, 1] = dc[x]
+        d_ih[3, 0] = tc * so
+        d_hh[:, :] = d_ih
+        dcdh = 0.0
+        dhdh = 0.0
+        for x in range(4):
+            w = theta[whh + (x * H + j) * nrec + j]
+            dcdh += d_ih[x, 1] * w
+            dhdh += d_ih[x, 0] * w
+        dcdc = f
+        if variant == PEEPHOLE:
+            wc = lr[L_WCH]
+            dcdc += dc_i * theta[wc + j] + dc_f * theta[wc + H + j]
+            d_pe[0, 0] = d_ih[0, 0] * cp
+            d_pe[0, 1] = dc_i * cp
+            d_pe[1, 0] = d_ih[1, 0] * cp
+            d_pe[1, 1] = dc_f * cp
+            d_pe[2, 0] = tc * so * s1[sc + j]
+        J[0, 0] = dhdh
+        J[0, 1] = dhdc * dcdc
+        J[1, 0] = dcdh
+        J[1, 1] = dcdc
+    else:  # GRU
+        r = cache[cg + j]
+        z = cache[cg + H + j]
+        n = cache[cg + 2 * H + j]
+        hp = s0[sh + j]
+        q = (1.0 - z) * (1.0 - n * n)
+        sr = r * (1.0 - r)
+        wnn = theta[whh + (2 * H + j) * nrec + j]
+        if variant == GRU_CHO:
+            dr = q * wnn * hp * sr
+            d_hh[2, 0] = q
+            own_n = q * wnn * r
+        else:
+            dr = q * cache[cx + j] * sr
+            d_hh[2, 0] = q * r
+            own_n = d_hh[2, 0] * wnn
+        dz = (hp - n) * z * (1.0 - z)
+        d_ih[0, 0] = dr
+        d_hh[0, 0] = dr
+        d_ih[1, 0] = dz
+        d_hh[1, 0] = dz
+        d_ih[2, 0] = q
+        J[0, 0] = (z + dr * theta[whh + j * nrec + j] + dz * theta[whh + (H + j) * nrec + j]
+                   + own_n)
+
+
+@njit(cache=True)
+def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
+    """m <- J_jj m + I for every parameter of every recurrent unit, in place."""
+    P = cfg[C_P]
+    variant = cfg[C_VARIANT]
+    d_ih = np.zeros((4, 2))
+    d_hh = np.zeros((4, 2))
+    J = np.zeros((2, 2))
+    d_pe = np.zeros((3, 2))
+    for k in range(cfg[C_NL]):
+        lr = lay[k]
+        cell = lr[L_CELL]
+        H = lr[L_H]
+        nin = lr[L_IN]
+        nrec = lr[L_REC]
+        G = n_gates(cell)
+        if k == 0:
+            inp = x
+        else:
+            psh = lay[k - 1, L_SH]
+            inp = s1[psh:psh + nin]
+        if cell == JORDAN:
+            rec = s0[cfg[C_Y]:cfg[C_Y] + nrec]
+        else:
+            rec = s0[lr[L_SH]:lr[L_SH] + nrec]
+        cho = cell == GRU and variant == GRU_CHO
+        for j in range(H):
+            _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_pe)
+            for g in range(G):
+                a = g * H + j
+                ih, ic = d_ih[g, 0], d_ih[g, 1]
+                base = lr[L_WIH] + a * nin
+                for q in range(nin):
+                    _upd(m, P, base + q, J, ih * inp[q], ic * inp[q])
+                _upd(m, P, lr[L_BIH] + a, J, ih, ic)
+                hh, hc = d_hh[g, 0], d_hh[g, 1]
+                base = lr[L_WHH] + a * nrec
+                if cho and g == 2:
+                    rh = cache[lr[L_CX]:lr[L_CX] + H]
+                    for q in range(nrec):
+                        _upd(m, P, base + q, J, hh * rh[q], hc * rh[q])
+                else:
+                    for q in range(nrec):
+                        _upd(m, P, base + q, J, hh * rec[q], hc * rec[q])
+                _upd(m, P, lr[L_BHH] + a, J, hh, hc)
+            if cell == LSTM and variant == PEEPHOLE:
+                for x3 in range(3):
+                    _upd(m, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1])
+
+
+@njit(cache=True)
+def snap_gradient(cfg, lay, m, dHs, gvec):
+    """gvec[p] += dL_t/dh_j · m_p for every recurrent parameter p (dHs: dL_t/dS_t within step t)."""
+    for k in range(cfg[C_NL]):
+        lr = lay[k]
+        H = lr[L_H]
+        nin = lr[L_IN]
+        nrec = lr[L_REC]
+        G = n_gates(lr[L_CELL])
+        sh = lr[L_SH]
+        for j in range(H):
+            dh = dHs[sh + j]
+            for g in range(G):
+                a = g * H + j
+                base = lr[L_WIH] + a * nin
+                for q in range(nin):
+                    gvec[base + q] += dh * m[base + q]
+                base = lr[L_WHH] + a * nrec
+                for q in range(nrec):
+                    gvec[base + q] += dh * m[base + q]
+                gvec[lr[L_BIH] + a] += dh * m[lr[L_BIH] + a]
+                gvec[lr[L_BHH] + a] += dh * m[lr[L_BHH] + a]
+            if lr[L_WCH] >= 0:
+                for x3 in range(3):
+                    p = lr[L_WCH] + x3 * H + j
+                    gvec[p] += dh * m[p]

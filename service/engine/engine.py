@@ -1,0 +1,378 @@
+"""Engine: an in-process online learner for many streams of one model. No gRPC in here.
+
+The engine validates everything before it touches any state, so a call that raises
+ValueError leaves the weights, the optimizer and every stream exactly as they were.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels import codes as kc
+from kernels.chunk import forecast as _forecast_kernel
+from kernels.chunk import run_chunk
+
+from .layout import OPT_CODE, build_layout, init_weights
+from .pool import StreamPool, sensitivity_width
+from .spec import Spec
+from .threads import limit_kernel_blas_threads
+
+SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient")
+
+
+@dataclass
+class CallStats:
+    """What the last ``Engine.step`` did, for metrics."""
+
+    steps: int = 0
+    updates: int = 0
+    clipped: int = 0
+    skipped: dict = field(default_factory=lambda: {r: 0 for r in SKIP_REASONS})
+    gradient_norms: list = field(default_factory=list)
+    seconds: float = 0.0
+    batch_streams: int = 0
+
+
+def memory_per_stream(spec: Spec) -> int:
+    """Bytes one stream holds: state, RTRL/SnAp sensitivity or TBPTT window, own weights."""
+    layout = build_layout(spec)
+    cfg = layout.cfg
+    P, S = layout.num_parameters, layout.state_size
+    K, I, O = int(cfg[kc.C_HIST]), int(cfg[kc.C_IN]), int(cfg[kc.C_OUT])
+    floats = S + sensitivity_width(spec, layout) + K * (I + S + O)
+    if spec.sharing == "per_stream":
+        floats += 3 * P
+    return 4 * floats + K * 17 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
+
+
+class Engine:
+    """Runs one model's streams: ``step`` predicts and learns, chunk after chunk."""
+
+    def __init__(self, spec: Spec, dtype=np.float32):
+        spec.validate()
+        limit_kernel_blas_threads()
+        if spec.device == "cuda":
+            _require_cuda()
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.layout = build_layout(spec)
+        P = self.layout.num_parameters
+        theta0 = init_weights(spec, self.layout, self.dtype)
+        self.hyp = _hyper(spec)
+        self._model = (self.layout.cfg, self.layout.lay, self.hyp)
+        self.pool = StreamPool(spec, self.layout, self.dtype, theta0)
+        if spec.sharing == "shared":
+            self._W = theta0.reshape(1, P).copy()
+            self._m = np.zeros((1, P), self.dtype)
+            self._v = np.zeros((1, P), self.dtype)
+            self._steps = np.zeros(1, np.int64)
+        self.total_steps = 0
+        self.total_updates = 0
+        self.last_call = CallStats()
+
+    # properties -----------------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return self.layout.num_parameters
+
+    def param_layout(self):
+        return [(p.name, p.shape, p.offset) for p in self.layout.params]
+
+    def has_stream(self, sid) -> bool:
+        return sid in self.pool.slots
+
+    def stream_ids(self):
+        return list(self.pool.slots)
+
+    # the main job ---------------------------------------------------------------------
+    def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
+             learn=True, lengths=None):
+        """Predict, then learn, T steps of each of B streams.
+
+        inputs [B, T, input_size] (or tokens [B, T]); targets [B, T, output_size] (or
+        target_classes [B, T]) in EXPLICIT mode, none in NEXT_INPUT mode; lengths [B] for
+        ragged batches (rows padded to T). Returns predictions [B, T, output_size or
+        num_classes] and losses [B, T]; entries past a row's length are NaN.
+        """
+        batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
+                                      learn, lengths)
+        slots = []
+        for sid in stream_ids:
+            slot = self.pool.slot(sid)
+            slots.append(self.pool.allocate(sid) if slot is None else slot)
+        slots = np.asarray(slots, dtype=np.int64)
+        B, T = batch["lengths"].shape[0], batch["T"]
+        O = self.spec.out_size
+        preds = np.full((B, T, O), np.nan, dtype=self.dtype)
+        losses = np.full((B, T), np.nan, dtype=self.dtype)
+        res = np.zeros(kc.R_NFIELDS, dtype=np.int64)
+        gnorms = np.zeros(B * T * 2 + 1, dtype=np.float64)
+        wrow = slots if self.pool.per_stream else np.zeros(B, dtype=np.int64)
+        kbatch = (slots, wrow, batch["inputs"], batch["tokens"], batch["targets"],
+                  batch["tclass"], batch["lengths"], batch["learn"])
+        t0 = time.perf_counter()
+        run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch,
+                  (preds, losses, res, gnorms))
+        seconds = time.perf_counter() - t0
+        if batch["learn"] == 2:
+            losses[:] = np.nan
+        n_up = int(res[kc.R_UPDATES])
+        self.total_steps += int(res[kc.R_STEPS])
+        self.total_updates += n_up
+        self.last_call = CallStats(
+            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
+            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
+                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
+            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B)
+        return preds, losses
+
+    def forecast(self, stream_id, horizon: int) -> np.ndarray:
+        """The next ``horizon`` predictions, each fed back as the next input; the stream's
+        state is not changed. Needs output == input (dense) or num_classes == vocab_size."""
+        horizon = int(horizon)
+        if horizon < 0:
+            raise ValueError(f"horizon must be >= 0, got {horizon}")
+        spec = self.spec
+        if spec.vocab_size > 0:
+            if not (spec.classify and spec.num_classes == spec.vocab_size):
+                raise ValueError("forecast feeds predictions back as tokens: it needs "
+                                 "num_classes == vocab_size")
+        elif spec.classify or spec.output_size != spec.input_size:
+            raise ValueError("forecast feeds predictions back as inputs: it needs "
+                             "output_size == input_size")
+        out = np.zeros((horizon, spec.out_size), dtype=self.dtype)
+        if horizon == 0:
+            return out
+        slot = self.pool.slot(stream_id)
+        state = (np.zeros(self.layout.state_size, self.dtype) if slot is None
+                 else self.pool.arrays["state"][slot])
+        _forecast_kernel(self._theta(stream_id), self.layout.cfg, self.layout.lay,
+                         state, horizon, out)
+        return out
+
+    # weights --------------------------------------------------------------------------
+    def state_dict(self, stream_id=None) -> dict:
+        theta = self._theta(stream_id)
+        return {p.name: theta[p.offset:p.offset + p.size].reshape(p.shape).copy()
+                for p in self.layout.params}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        """Set the weights from PyTorch-named tensors (all of them, exact shapes, finite).
+        PER_STREAM without a stream id: the weights new streams start from."""
+        flat = self._flatten(d)
+        self._theta(stream_id)[:] = flat
+
+    def weight_norm(self, stream_id=None) -> float:
+        return float(np.linalg.norm(self._theta(stream_id).astype(np.float64)))
+
+    # streams --------------------------------------------------------------------------
+    def reset_stream(self, sid):
+        """Back to a zero state (and zero sensitivity, empty window, fresh stats); the
+        weights a PER_STREAM stream has learned are kept."""
+        slot = self._slot(sid)
+        self.pool.clear(slot, keep_weights=True)
+
+    def stream_stats(self, sid) -> dict:
+        slot = self._slot(sid)
+        cnt = self.pool.arrays["cnt"][slot]
+        fst = self.pool.arrays["fst"][slot]
+        return {"steps": int(cnt[kc.K_STEPS]), "updates": int(cnt[kc.K_UPDATES]),
+                "running_loss": float(fst[kc.F_RUNNING]) if fst[kc.F_HASLOSS] else float("nan"),
+                "gradient_norm": float(fst[kc.F_GNORM]),
+                "skipped_updates": int(cnt[kc.K_SKIPPED])}
+
+    def drop_stream(self, sid):
+        self._slot(sid)
+        self.pool.release(sid)
+
+    def snapshot_stream(self, sid) -> dict:
+        self._slot(sid)
+        return self.pool.export(sid)
+
+    def restore_stream(self, sid, d: dict):
+        self.pool.load(sid, d)
+
+    def snapshot_model(self) -> dict:
+        d = {"template": self.pool.template.copy(),
+             "counters": np.array([self.total_steps, self.total_updates], dtype=np.int64)}
+        if not self.pool.per_stream:
+            d.update(weights=self._W.copy(), opt_m=self._m.copy(), opt_v=self._v.copy(),
+                     opt_steps=self._steps.copy())
+        return d
+
+    def restore_model(self, d: dict):
+        P = self.num_parameters
+        if np.shape(d.get("template")) != (P,):
+            raise ValueError(f"model snapshot does not fit this spec ({P} parameters)")
+        if not self.pool.per_stream:
+            for name in ("weights", "opt_m", "opt_v"):
+                if np.shape(d.get(name)) != (1, P):
+                    raise ValueError(f"model snapshot field {name} does not fit this spec")
+            self._W[:] = d["weights"]
+            self._m[:] = d["opt_m"]
+            self._v[:] = d["opt_v"]
+            self._steps[:] = d["opt_steps"]
+        self.pool.template[:] = d["template"]
+        self.total_steps, self.total_updates = (int(c) for c in d["counters"])
+
+    # internals ------------------------------------------------------------------------
+    def _weights(self):
+        if self.pool.per_stream:
+            a = self.pool.arrays
+            return (a["weights"], a["opt_m"], a["opt_v"], a["opt_steps"])
+        return (self._W, self._m, self._v, self._steps)
+
+    def _slot(self, sid) -> int:
+        slot = self.pool.slot(sid)
+        if slot is None:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return slot
+
+    def _theta(self, stream_id=None) -> np.ndarray:
+        if not self.pool.per_stream:
+            if stream_id is not None and stream_id not in self.pool.slots:
+                raise ValueError(f"unknown stream {stream_id!r}")
+            return self._W[0]
+        if stream_id is None:
+            return self.pool.template
+        return self.pool.arrays["weights"][self._slot(stream_id)]
+
+    def _flatten(self, d: dict) -> np.ndarray:
+        params = self.layout.by_name()
+        unknown = sorted(set(d) - set(params))
+        if unknown:
+            raise ValueError(f"unknown parameter name(s) {', '.join(unknown)}; this model has "
+                             f"{', '.join(params)}")
+        missing = [n for n in params if n not in d]
+        if missing:
+            raise ValueError(f"missing parameter(s) {', '.join(missing)}")
+        flat = np.empty(self.num_parameters, dtype=self.dtype)
+        for name, p in params.items():
+            a = np.asarray(d[name])
+            if a.shape != p.shape:
+                raise ValueError(f"{name} has shape {a.shape}, expected {p.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} holds NaN or Inf")
+            flat[p.offset:p.offset + p.size] = a.reshape(-1)
+        return flat
+
+    def _validated_batch(self, stream_ids, inputs, tokens, targets, target_classes, learn,
+                         lengths) -> dict:
+        spec = self.spec
+        if isinstance(stream_ids, (str, bytes)) or len(stream_ids) == 0:
+            raise ValueError("stream_ids must be a non-empty list of stream ids")
+        if len(set(stream_ids)) != len(stream_ids):
+            raise ValueError("a stream may appear only once per call; send its steps as "
+                             "one longer chunk")
+        B = len(stream_ids)
+        I, O = spec.input_size, spec.out_size
+        if spec.vocab_size > 0:
+            if inputs is not None:
+                raise ValueError("this model takes tokens, not inputs")
+            if tokens is None:
+                raise ValueError("tokens [B, T] are required for a token model")
+            tok = np.asarray(tokens)
+            if tok.ndim != 2 or tok.shape[0] != B or tok.shape[1] < 1:
+                raise ValueError(f"tokens must have shape [B={B}, T>=1], got {tok.shape}")
+            if not np.issubdtype(tok.dtype, np.integer):
+                raise ValueError("tokens must be integers")
+            if tok.size and (tok.min() < 0 or tok.max() >= spec.vocab_size):
+                raise ValueError(f"token out of range: every token must be in [0, "
+                                 f"{spec.vocab_size}), got {tok.min()}..{tok.max()}")
+            tok = tok.astype(np.int64)
+            T = tok.shape[1]
+            x = np.zeros((B, T, 0), dtype=self.dtype)
+        else:
+            if tokens is not None:
+                raise ValueError("this model takes dense inputs, not tokens")
+            if inputs is None:
+                raise ValueError(f"inputs [B, T, {I}] are required")
+            x = np.asarray(inputs)
+            if x.ndim != 3 or x.shape[0] != B or x.shape[1] < 1 or x.shape[2] != I:
+                raise ValueError(f"inputs must have shape [B={B}, T>=1, input_size={I}], got "
+                                 f"{x.shape}")
+            if not np.issubdtype(x.dtype, np.number):
+                raise ValueError("inputs must be numbers")
+            if not np.all(np.isfinite(x)):
+                raise ValueError("inputs hold NaN or Inf")
+            T = x.shape[1]
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+            tok = np.zeros((B, T), dtype=np.int64)
+        y = np.zeros((B, T, O), dtype=self.dtype)
+        cls = np.zeros((B, T), dtype=np.int64)
+        mode = 1 if learn else 0
+        if spec.target_mode == "next_input":
+            if targets is not None or target_classes is not None:
+                raise ValueError("target_mode is next_input: the targets are the next inputs; "
+                                 "send no targets")
+        elif spec.classify:
+            if targets is not None:
+                raise ValueError("this model classifies: send target_classes, not targets")
+            if target_classes is None:
+                if learn:
+                    raise ValueError(f"target_classes [B, T] are required to learn")
+                mode = 2
+            else:
+                c = np.asarray(target_classes)
+                if c.shape != (B, T) or not np.issubdtype(c.dtype, np.integer):
+                    raise ValueError(f"target_classes must be integers of shape [B={B}, T={T}], "
+                                     f"got {c.shape} {c.dtype}")
+                if c.min() < 0 or c.max() >= spec.num_classes:
+                    raise ValueError(f"target class out of range: every class must be in [0, "
+                                     f"{spec.num_classes}), got {c.min()}..{c.max()}")
+                cls = c.astype(np.int64)
+        else:
+            if target_classes is not None:
+                raise ValueError("this model regresses: send targets, not target_classes")
+            if targets is None:
+                if learn:
+                    raise ValueError(f"targets [B, T, {O}] are required to learn")
+                mode = 2
+            else:
+                t = np.asarray(targets)
+                if t.shape != (B, T, O):
+                    raise ValueError(f"targets must have shape [B={B}, T={T}, output_size={O}], "
+                                     f"got {t.shape}")
+                if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
+                    raise ValueError("targets hold NaN or Inf")
+                y = np.ascontiguousarray(t, dtype=self.dtype)
+        if lengths is None:
+            lens = np.full(B, T, dtype=np.int64)
+        else:
+            lens = np.asarray(lengths)
+            if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer):
+                raise ValueError(f"lengths must be {B} integers")
+            if lens.min() < 1 or lens.max() > T:
+                raise ValueError(f"every length must be in [1, T={T}]")
+            lens = lens.astype(np.int64)
+        return {"inputs": x, "tokens": tok, "targets": y, "tclass": cls, "lengths": lens,
+                "learn": mode, "T": T}
+
+
+def _hyper(spec: Spec) -> np.ndarray:
+    h = np.zeros(kc.O_NFIELDS, dtype=np.float64)
+    h[kc.O_KIND] = OPT_CODE[spec.optimizer]
+    h[kc.O_LR] = spec.learning_rate
+    h[kc.O_MOMENTUM] = spec.momentum
+    h[kc.O_NESTEROV] = float(spec.nesterov)
+    h[kc.O_BETA1], h[kc.O_BETA2] = spec.betas
+    h[kc.O_EPS] = spec.epsilon
+    h[kc.O_ALPHA] = spec.alpha
+    h[kc.O_WD] = spec.weight_decay
+    h[kc.O_CLIP] = spec.clip_norm
+    return h
+
+
+def _require_cuda():
+    try:
+        from numba import cuda
+        usable = cuda.is_available()
+    except Exception as exc:  # numba-cuda missing or the driver failed to load
+        raise RuntimeError(f"device='cuda' needs a usable NVIDIA GPU and numba-cuda: {exc}")
+    if not usable:
+        raise RuntimeError("device='cuda' needs a usable NVIDIA GPU; none was found on this "
+                           "server. Use device='cpu'.")
+    raise RuntimeError("device='cuda' is not available in this build yet; use device='cpu'")

@@ -1,0 +1,139 @@
+"""From a Spec to the kernels' view of a model: the flat parameter layout with PyTorch's
+names, the state layout, the int64 tables ``cfg`` and ``lay``, and the initial weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import codes as kc
+
+CELL_CODE = {"elman": kc.ELMAN, "jordan": kc.JORDAN, "lstm": kc.LSTM, "gru": kc.GRU}
+VARIANT_CODE = {"standard": kc.STANDARD, "peephole": kc.PEEPHOLE, "coupled": kc.COUPLED,
+                "no_forget": kc.NO_FORGET, "pytorch": kc.GRU_PYTORCH, "cho": kc.GRU_CHO}
+RULE_CODE = {"rtrl": kc.RTRL, "tbptt": kc.TBPTT, "snap1": kc.SNAP1}
+OPT_CODE = {"sgd": kc.SGD, "adam": kc.ADAM, "rmsprop": kc.RMSPROP, "adagrad": kc.ADAGRAD}
+GATES = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    shape: tuple
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class Layout:
+    params: tuple          # Param, in flat order
+    num_parameters: int
+    state_size: int
+    cfg: np.ndarray        # int64 [C_NFIELDS]
+    lay: np.ndarray        # int64 [layers, L_NFIELDS]
+
+    def by_name(self) -> dict:
+        return {p.name: p for p in self.params}
+
+
+def build_layout(spec) -> Layout:
+    params = []
+    offset = 0
+
+    def add(name, shape):
+        nonlocal offset
+        params.append(Param(name, tuple(int(s) for s in shape), offset))
+        offset += int(np.prod(shape))
+        return params[-1].offset
+
+    O = spec.out_size
+    I = spec.input_size
+    emb = add("embedding.weight", (spec.vocab_size, I)) if spec.vocab_size > 0 else -1
+    G = GATES[spec.cell]
+    variant = spec.lstm_variant if spec.cell == "lstm" else spec.gru_variant
+    lay = np.full((len(spec.hidden_sizes), kc.L_NFIELDS), -1, dtype=np.int64)
+    state = 0
+    cache = 0
+    for k, H in enumerate(spec.hidden_sizes):
+        cell = spec.cell if (k == 0 or spec.cell != "jordan") else "elman"
+        nin = I if k == 0 else spec.hidden_sizes[k - 1]
+        nrec = O if cell == "jordan" else H
+        row = lay[k]
+        row[kc.L_CELL] = CELL_CODE[cell]
+        row[kc.L_H] = H
+        row[kc.L_IN] = nin
+        row[kc.L_REC] = nrec
+        row[kc.L_WIH] = add(f"weight_ih_l{k}", (G * H, nin))
+        row[kc.L_WHH] = add(f"weight_hh_l{k}", (G * H, nrec))
+        row[kc.L_BIH] = add(f"bias_ih_l{k}", (G * H,))
+        row[kc.L_BHH] = add(f"bias_hh_l{k}", (G * H,))
+        if spec.cell == "lstm" and spec.lstm_variant == "peephole":
+            row[kc.L_WCH] = add(f"weight_ch_l{k}", (3, H))
+        row[kc.L_SH] = state
+        state += H
+        if spec.cell == "lstm":
+            row[kc.L_SC] = state
+            state += H
+        row[kc.L_CG] = cache
+        cache += G * H
+        if spec.cell in ("lstm", "gru"):
+            row[kc.L_CX] = cache
+            cache += H
+    HL = spec.hidden_sizes[-1]
+    hw = add("head.weight", (O, HL))
+    hb = add("head.bias", (O,))
+    y = -1
+    if spec.cell == "jordan":
+        y = state
+        state += O
+    cfg = np.zeros(kc.C_NFIELDS, dtype=np.int64)
+    cfg[kc.C_CELL] = CELL_CODE[spec.cell]
+    cfg[kc.C_VARIANT] = VARIANT_CODE[variant]
+    cfg[kc.C_NL] = len(spec.hidden_sizes)
+    cfg[kc.C_IN] = I
+    cfg[kc.C_OUT] = O
+    cfg[kc.C_CLASSIFY] = int(spec.classify)
+    cfg[kc.C_VOCAB] = spec.vocab_size
+    cfg[kc.C_EMB] = emb
+    cfg[kc.C_HW] = hw
+    cfg[kc.C_HB] = hb
+    cfg[kc.C_S] = state
+    cfg[kc.C_P] = offset
+    cfg[kc.C_Y] = y
+    cfg[kc.C_HTOP] = lay[-1, kc.L_SH]
+    cfg[kc.C_HLAST] = HL
+    cfg[kc.C_CACHE] = max(cache, 1)
+    cfg[kc.C_GHMAX] = max(G * h for h in spec.hidden_sizes)
+    cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), I, O)
+    cfg[kc.C_HIST] = spec.k2 if spec.algorithm == "tbptt" else 1
+    cfg[kc.C_RULE] = RULE_CODE[spec.algorithm]
+    cfg[kc.C_NEXT] = int(spec.target_mode == "next_input")
+    cfg[kc.C_K1] = spec.tbptt_k1
+    cfg[kc.C_SHARED] = int(spec.sharing == "shared")
+    return Layout(tuple(params), offset, state, cfg, lay)
+
+
+def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
+    """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent weights and biases,
+    nn.Linear's for the head, N(0, 1) for the embedding; LSTM forget bias 1.0 (on bias_ih)."""
+    rng = np.random.default_rng(spec.seed)
+    theta = np.zeros(layout.num_parameters, dtype=np.float64)
+    for p in layout.params:
+        view = theta[p.offset:p.offset + p.size]
+        if p.name == "embedding.weight":
+            view[:] = rng.standard_normal(p.size)
+            continue
+        if p.name.startswith("head."):
+            bound = 1.0 / np.sqrt(spec.hidden_sizes[-1])
+        else:
+            k = int(p.name.rsplit("_l", 1)[1])
+            bound = 1.0 / np.sqrt(spec.hidden_sizes[k])
+        view[:] = rng.uniform(-bound, bound, p.size)
+        if (spec.cell == "lstm" and spec.lstm_variant in ("standard", "peephole")
+                and p.name.startswith("bias_")):
+            H = p.shape[0] // 4
+            view[H:2 * H] = 1.0 if p.name.startswith("bias_ih") else 0.0
+    return theta.astype(dtype)

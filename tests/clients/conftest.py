@@ -5,7 +5,6 @@ itself. These tests fail (they do not skip) where the service cannot start.
 """
 from __future__ import annotations
 
-import subprocess
 import uuid
 
 import pytest
@@ -39,11 +38,11 @@ TLS_TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def secure_server(tmp_path_factory):
     """A server that wants TLS and a bearer token; its certificate is for 127.0.0.1."""
+    from tests.service.test_server import _self_signed  # the service tests' throwaway certificate
+
     d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "server.pem", d / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    _self_signed(d)
+    cert, key = d / "cert.pem", d / "key.pem"
     server = LocalServer(d / "data", token=TLS_TOKEN, tls_ca=str(cert),
                          args=("--tls-cert", str(cert), "--tls-key", str(key), "--checkpoint-interval-s", "0.5"))
     with server:

@@ -168,3 +168,14 @@ def test_token_and_tls(secure_server, name):
         c.create_model(name=name, **SPEC)
         with c.stream(name, "s") as s:
             assert s.send(*sine_chunks(1, 3)[0][:1], targets=sine_chunks(1, 3)[0][1]).seq == 1
+
+
+def test_the_readme_sdk_example_runs_and_learns(server, capsys):
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"## The Python SDK\n\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 15
+    exec(code.replace('Client("127.0.0.1:50051")', f'Client("{server.address}")'), {})
+    losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert len(losses) == 31 and losses[-1] < 0.1 < losses[0]

@@ -167,22 +167,20 @@ class AsyncStreamSession:
         while True:
             try:
                 response = await self._call.read()
+                steps = None if response is grpc.aio.EOF else self._log.accept(response)
+            except TransientRefusal as refusal:
+                cause: BaseException | None = refusal
             except grpc.RpcError as err:
                 if err.code() not in RECONNECT_CODES:
                     raise from_rpc_error(err) from None
-                cause: BaseException | None = err
+                cause = err
             else:
                 if response is grpc.aio.EOF:
                     cause = None
+                elif steps is not None:
+                    return convert.StreamResult.from_proto(response, steps)
                 else:
-                    try:
-                        steps = self._log.accept(response)
-                    except TransientRefusal as refusal:
-                        cause = refusal
-                    else:
-                        if steps is not None:
-                            return convert.StreamResult.from_proto(response, steps)
-                        continue
+                    continue
             started = started or time.monotonic()
             await self._recover(cause, started, next(delays))
 

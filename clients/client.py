@@ -219,21 +219,19 @@ class StreamSession:
         while True:
             try:
                 response = next(self._responses)
+                steps = self._log.accept(response)
             except StopIteration:
                 cause: BaseException | None = None
+            except TransientRefusal as refusal:
+                cause = refusal
             except grpc.RpcError as err:
                 if err.code() not in RECONNECT_CODES:
                     raise from_rpc_error(err) from None
                 cause = err
             else:
-                try:
-                    steps = self._log.accept(response)
-                except TransientRefusal as refusal:
-                    cause = refusal
-                else:
-                    if steps is not None:
-                        return convert.StreamResult.from_proto(response, steps)
-                    continue
+                if steps is not None:
+                    return convert.StreamResult.from_proto(response, steps)
+                continue
             started = started or time.monotonic()
             time.sleep(next(delays))
             self._reconnect(cause, started)

@@ -49,3 +49,30 @@ def test_session_survives_a_server_restart(restartable, how):
     # and the same trajectory as a run that never saw a restart
     np.testing.assert_allclose(np.concatenate([r.predictions for r in results]),
                                np.concatenate([r.predictions for r in reference]), rtol=1e-5, atol=1e-6)
+
+
+def test_async_session_survives_a_server_crash(restartable):
+    import asyncio
+
+    from clients import AsyncClient
+
+    chunks = sine_chunks(40, 5)
+
+    async def main():
+        async with AsyncClient(restartable.address, backoff=Backoff(give_up_after_s=120)) as client:
+            await client.create_model(name="m", **SPEC)
+            results, crash = [], None
+            async with client.stream("m", "s", window=4) as s:
+                async for r in s.pipeline(chunks):
+                    results.append(r)
+                    if len(results) == 15:
+                        crash = asyncio.get_running_loop().run_in_executor(
+                            None, lambda: (restartable.kill(), restartable.start()))
+                await crash
+                reconnects = s.reconnects
+            return results, reconnects, await client.get_stream("m", "s")
+
+    results, reconnects, info = asyncio.run(main())
+    assert reconnects >= 1
+    assert [r.seq for r in results] == list(range(1, 41)) and not any(r.duplicate for r in results)
+    assert info.acked_seq == 40 and info.stats.steps == 200

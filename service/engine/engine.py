@@ -163,6 +163,7 @@ class Engine:
         PER_STREAM without a stream id: the weights new streams start from."""
         flat = self._flatten(d)
         self._theta(stream_id)[:] = flat
+        self._forget_forward_results()
 
     def weight_norm(self, stream_id=None) -> float:
         return float(np.linalg.norm(self._theta(stream_id).astype(np.float64)))
@@ -216,8 +217,13 @@ class Engine:
             self._steps[:] = d["opt_steps"]
         self.pool.template[:] = d["template"]
         self.total_steps, self.total_updates = (int(c) for c in d["counters"])
+        self._forget_forward_results()
 
     # internals ------------------------------------------------------------------------
+    def _forget_forward_results(self):
+        """The weights changed outside an update: TBPTT must recompute its window."""
+        self.pool.arrays["hver"][:] = -1
+
     def _weights(self):
         if self.pool.per_stream:
             a = self.pool.arrays

@@ -1,0 +1,299 @@
+"""``rnnstream``: serve, manage models, push data, export weights, generate text.
+
+Every client command takes ``--address`` (env RNNSTREAM_ADDRESS, default 127.0.0.1:50051),
+``--token``/``--token-file`` and ``--tls-ca``. Failures print one line and exit non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+
+import grpc
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+
+from .client import Client
+from .connect import ADDRESS_ENV, DEFAULT_ADDRESS, Connection
+from .datafiles import DataError
+from .errors import RnnStreamError, Unavailable
+
+PROG = "rnnstream"
+
+
+def _choices(enum) -> list[str]:
+    return [n.lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED")]
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+def _connection_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS), metavar="HOST:PORT",
+                   help=f"server address (env {ADDRESS_ENV}; default %(default)s)")
+    g.add_argument("--token", help="bearer token (env RNNSTREAM_TOKEN)")
+    g.add_argument("--token-file", metavar="PATH", help="read the bearer token from a file")
+    g.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting this CA certificate")
+    g.add_argument("--tls", action="store_true", help="use TLS with the system's trusted CAs")
+    g.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="deadline of each unary call in seconds (default %(default)s)")
+    return p
+
+
+def _model_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="model name")
+    p.add_argument("--spec", metavar="JSON", help="a JSON file of spec fields; flags override it")
+    p.add_argument("--cell", choices=_choices(pb.Cell))
+    p.add_argument("--lstm-variant", choices=_choices(pb.LstmVariant))
+    p.add_argument("--gru-variant", choices=_choices(pb.GruVariant))
+    p.add_argument("--hidden", dest="hidden_sizes", metavar="H[,H...]",
+                   type=lambda s: [int(h) for h in s.split(",")], help="hidden sizes, one per layer")
+    p.add_argument("--input-size", type=int, help="features per step (embedding width for tokens)")
+    p.add_argument("--vocab-size", type=int, help="> 0: token input through an embedding")
+    p.add_argument("--output-size", type=int, help="regression outputs")
+    p.add_argument("--num-classes", type=int, help="classification outputs (softmax head)")
+    p.add_argument("--algorithm", choices=_choices(pb.Algorithm), help="learning rule (default tbptt)")
+    p.add_argument("--k1", dest="tbptt_k1", type=int, help="TBPTT: update every k1 steps")
+    p.add_argument("--k2", dest="tbptt_k2", type=int, help="TBPTT: back-propagate through k2 steps")
+    p.add_argument("--optimizer", choices=_choices(pb.OptimizerKind), help="default adam")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--nesterov", action="store_true", default=None)
+    p.add_argument("--betas", type=lambda s: tuple(float(b) for b in s.split(",")), metavar="B1,B2")
+    p.add_argument("--eps", type=float)
+    p.add_argument("--alpha", type=float, help="RMSProp smoothing constant")
+    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm (0: off)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--sharing", choices=_choices(pb.Sharing))
+    p.add_argument("--device", choices=_choices(pb.Device))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--target-mode", choices=_choices(pb.TargetMode),
+                   help="explicit targets, or next_input (forecasting, language models)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    conn = _connection_flags()
+    parser = argparse.ArgumentParser(prog=PROG, description="Streaming online learning for RNNs over gRPC.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("serve", add_help=False, help="run the server (python -m service; see serve --help)")
+
+    p = sub.add_parser("health", parents=[conn], help="ask the server's grpc.health.v1 status",
+                       description="Exit 0 when the server answers SERVING.")
+    p.set_defaults(func=cmd_health)
+
+    models = sub.add_parser("models", help="create, list, show, delete models").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = models.add_parser("create", parents=[conn], help="create a model",
+                          description="Create a model. Unset fields take the server's defaults.")
+    _model_spec_flags(p)
+    p.set_defaults(func=cmd_models_create)
+    p = models.add_parser("list", parents=[conn], help="list models")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("show", parents=[conn], help="show one model as JSON")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_show)
+    p = models.add_parser("delete", parents=[conn], help="delete a model and its streams")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_delete)
+
+    streams = sub.add_parser("streams", help="show, reset, close one stream").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    for action, what in (("show", "a stream's seq, steps and running loss"),
+                         ("reset", "zero a stream's state (keeps the weights)"),
+                         ("close", "drop a stream's state from the server")):
+        p = streams.add_parser(action, parents=[conn], help=what)
+        p.add_argument("model")
+        p.add_argument("stream")
+        p.set_defaults(func=cmd_streams)
+
+    p = sub.add_parser("export", parents=[conn], help="save a model's weights (PyTorch names)",
+                       description="Save the weights as .npz (numpy) or .pt (torch.save of a state dict).")
+    p.add_argument("model")
+    p.add_argument("--stream", help="a PER_STREAM model's stream whose weights to export")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="weights.npz or weights.pt")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", parents=[conn], help="load weights from .npz or .pt into a model")
+    p.add_argument("model")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--stream", help="a PER_STREAM model's stream to load into")
+    p.set_defaults(func=cmd_import)
+
+    from . import cli_stream
+    cli_stream.add_commands(sub, conn)
+    return parser
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+def client_of(args) -> Client:
+    return Client(args.address, token=args.token, token_file=args.token_file, tls=args.tls,
+                  tls_ca=args.tls_ca, timeout=args.timeout)
+
+
+def cmd_health(args) -> int:
+    from .local import health
+    conn = Connection.resolve(args.address, token=args.token, token_file=args.token_file, tls=args.tls,
+                              tls_ca=args.tls_ca)
+    try:
+        status = health(conn, timeout=args.timeout)
+    except grpc.RpcError as err:
+        raise Unavailable(f"{err.code().name}: {err.details()}") from None
+    sys.stdout.write(status + "\n")
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_models_create(args) -> int:
+    spec = {}
+    if args.spec:
+        spec.update(json.loads(pathlib.Path(args.spec).read_text()))
+    fields = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "input_size", "vocab_size",
+              "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "lr",
+              "momentum", "nesterov", "betas", "eps", "alpha", "clip_norm", "weight_decay", "sharing",
+              "device", "seed", "target_mode")
+    spec.update({f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    spec["name"] = args.name
+    with client_of(args) as client:
+        info = client.create_model(**spec)
+    sys.stdout.write(f"created {info.name}: {info.num_parameters} parameters\n")
+    return 0
+
+
+def _model_json(info) -> dict:
+    out = dataclasses.asdict(info)
+    out["parameters"] = [{"name": n, "shape": list(s)} for n, s in info.parameters]
+    return out
+
+
+def cmd_models_list(args) -> int:
+    with client_of(args) as client:
+        infos = client.list_models()
+    if args.json:
+        sys.stdout.write(json.dumps([_model_json(i) for i in infos], indent=2) + "\n")
+        return 0
+    rows = [("NAME", "CELL", "HIDDEN", "ALGORITHM", "PARAMS", "STREAMS", "STEPS", "UPDATES")]
+    for i in infos:
+        s = i.spec
+        rows.append((i.name, s["cell"], ",".join(map(str, s["hidden_sizes"])), s["algorithm"],
+                     str(i.num_parameters), str(i.active_streams), str(i.steps), str(i.updates)))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+    return 0
+
+
+def cmd_models_show(args) -> int:
+    with client_of(args) as client:
+        info = client.get_model(args.name)
+    sys.stdout.write(json.dumps(_model_json(info), indent=2) + "\n")
+    return 0
+
+
+def cmd_models_delete(args) -> int:
+    with client_of(args) as client:
+        client.delete_model(args.name)
+    sys.stdout.write(f"deleted {args.name}\n")
+    return 0
+
+
+def cmd_streams(args) -> int:
+    with client_of(args) as client:
+        if args.action == "close":
+            client.close_stream(args.model, args.stream)
+            sys.stdout.write(f"closed {args.model}/{args.stream}\n")
+            return 0
+        call = client.get_stream if args.action == "show" else client.reset_stream
+        info = call(args.model, args.stream)
+    sys.stdout.write(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
+    return 0
+
+
+def _need_torch(what: str):
+    try:
+        import torch
+    except ImportError:
+        raise DataError(f"{what} needs torch (pip install torch); use .npz instead") from None
+    return torch
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+    out = pathlib.Path(args.output)
+    if out.suffix not in (".npz", ".pt"):
+        raise DataError(f"{out}: write .npz or .pt")
+    torch = _need_torch("writing .pt") if out.suffix == ".pt" else None
+    with client_of(args) as client:
+        weights = client.export_weights(args.model, args.stream)
+    if torch is not None:
+        torch.save({k: torch.as_tensor(v) for k, v in weights.items()}, out)
+    else:
+        np.savez(out, **weights)
+    sys.stdout.write(f"wrote {len(weights)} tensors to {out}\n")
+    return 0
+
+
+def cmd_import(args) -> int:
+    import numpy as np
+    path = pathlib.Path(args.file)
+    if path.suffix == ".pt":
+        weights = _need_torch("reading .pt").load(path, weights_only=True)
+    elif path.suffix == ".npz":
+        with np.load(path) as data:
+            weights = {k: data[k] for k in data.files}
+    else:
+        raise DataError(f"{path}: read .npz or .pt")
+    with client_of(args) as client:
+        client.import_weights(args.model, weights, args.stream)
+    sys.stdout.write(f"loaded {len(weights)} tensors into {args.model}\n")
+    return 0
+
+
+def serve(argv: list[str]) -> int:
+    """Hand the process over to ``python -m service`` with the same flags."""
+    if importlib.util.find_spec("service") is None:
+        raise DataError("the service is not installed here (pip install rnnstream, with numba)")
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "service", *argv])
+    return 0  # not reached
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("RNNSTREAM_DEBUG"):  # tracebacks for whoever debugs the CLI itself
+        return _run(argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Unavailable as err:
+        sys.stderr.write(f"{PROG}: error: cannot reach the server: {_one_line(err.message)}\n")
+    except RnnStreamError as err:
+        sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+    except (DataError, OSError, ValueError, TypeError) as err:
+        sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+    return 1
+
+
+def _run(argv: list[str]) -> int:
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

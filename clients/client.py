@@ -1,0 +1,283 @@
+"""The synchronous SDK: :class:`Client` for the unary calls, :class:`StreamSession` for streams.
+
+    from clients import Client
+    with Client("127.0.0.1:50051") as client:
+        client.create_model(name="flow", cell="lstm", hidden_sizes=[32], input_size=1,
+                            output_size=1, target_mode="next_input")
+        with client.stream("flow", "sensor-7") as s:
+            result = s.send([[0.1], [0.3], [0.2]])
+            print(result.predictions, result.losses)
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import time
+from typing import Any, Iterable, Iterator, Mapping
+
+import grpc
+import numpy as np
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+
+from . import convert
+from .connect import Backoff, Connection
+from .errors import RECONNECT_CODES, ChunkRefused, NotFound, Unavailable, from_rpc_error
+from .replay import ChunkLog, TransientRefusal
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class Client:
+    """A connection to one rnnstream server.
+
+    ``address`` defaults to ``$RNNSTREAM_ADDRESS`` or 127.0.0.1:50051; ``token`` (or
+    ``token_file``, or ``$RNNSTREAM_TOKEN``) is sent as a Bearer token; ``tls=True`` or
+    ``tls_ca=PATH`` turns on TLS. Every unary call has a deadline of ``timeout`` seconds.
+    Errors are raised as :class:`clients.errors.RnnStreamError` subclasses.
+    """
+
+    def __init__(self, address: str | None = None, *, token: str | None = None, token_file=None,
+                 tls: bool = False, tls_ca=None, timeout: float = DEFAULT_TIMEOUT_S,
+                 keepalive_s: float = 300.0, backoff: Backoff = Backoff()):
+        self.connection = Connection.resolve(address, token=token, token_file=token_file, tls=tls,
+                                             tls_ca=tls_ca, keepalive_s=keepalive_s)
+        self.timeout = timeout
+        self.backoff = backoff
+        self._channel = self.connection.channel()
+        self._stub = pb_grpc.RnnStreamStub(self._channel)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, method: str, request, timeout: float | None = None):
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                               metadata=self.connection.metadata())
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- models -----------------------------------------------------------------------------
+    def create_model(self, **spec: Any) -> convert.ModelInfo:
+        """Create a model from ``ModelSpec``'s fields in snake_case (see :mod:`clients.convert`)."""
+        msg = self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(spec)))
+        return convert.ModelInfo.from_proto(msg)
+
+    def get_model(self, name: str) -> convert.ModelInfo:
+        return convert.ModelInfo.from_proto(self._call("GetModel", pb.GetModelRequest(name=name)))
+
+    def list_models(self) -> list[convert.ModelInfo]:
+        return [convert.ModelInfo.from_proto(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
+
+    def delete_model(self, name: str) -> None:
+        self._call("DeleteModel", pb.DeleteModelRequest(name=name))
+
+    def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
+        """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM)."""
+        msg = self._call("ExportWeights", pb.ExportWeightsRequest(model=model, stream_id=stream_id or ""))
+        return convert.tensors_to_weights(msg.tensors)
+
+    def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
+        """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights)."""
+        self._call("ImportWeights", pb.ImportWeightsRequest(
+            model=model, stream_id=stream_id or "", tensors=convert.weights_to_tensors(weights)))
+
+    # -- streams ----------------------------------------------------------------------------
+    def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
+        return convert.StreamInfo.from_proto(
+            self._call("GetStream", pb.GetStreamRequest(model=model, stream_id=stream_id)))
+
+    def reset_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
+        return convert.StreamInfo.from_proto(
+            self._call("ResetStream", pb.ResetStreamRequest(model=model, stream_id=stream_id)))
+
+    def close_stream(self, model: str, stream_id: str) -> None:
+        self._call("CloseStream", pb.CloseStreamRequest(model=model, stream_id=stream_id))
+
+    def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
+                horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
+        """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1."""
+        info = self.get_model(model)
+        if seq is None:
+            seq = _next_seq(lambda: self.get_stream(model, stream_id))
+        req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
+        req.seq = seq
+        result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
+        return _raise_refused(result)
+
+    def stream(self, model: str, stream_id: str, *, window: int = 8,
+               predict_only: bool = False) -> "StreamSession":
+        """Open a stream session (use it as a context manager)."""
+        return StreamSession(self, model, stream_id, window=window, predict_only=predict_only)
+
+
+def _next_seq(get_stream) -> int:
+    try:
+        return get_stream().acked_seq + 1
+    except NotFound:
+        return 1
+
+
+def _request(info: convert.ModelInfo, model, stream_id, inputs, tokens, targets, predict_only, horizon):
+    spec = info.spec
+    if inputs is not None and tokens is None and spec["vocab_size"] > 0:
+        inputs, tokens = None, inputs  # a token model's bare chunk is its tokens
+    return convert.build_request(model, stream_id, 0, inputs=inputs, tokens=tokens, targets=targets,
+                                 classes=spec["num_classes"] > 0, predict_only=predict_only,
+                                 horizon=horizon, input_size=spec["input_size"])
+
+
+def _raise_refused(result: convert.StreamResult) -> convert.StreamResult:
+    if result.error is not None:
+        raise ChunkRefused(result.error[1], result.error[0], result.seq)
+    return result
+
+
+def chunk_kwargs(chunk) -> dict[str, Any]:
+    """What ``send`` takes, from one item of a pipelined iterable.
+
+    An item is a mapping of ``send``'s keyword arguments, an ``(inputs, targets)`` pair, or
+    a bare array of inputs (of tokens, for a token model).
+    """
+    if isinstance(chunk, Mapping):
+        return dict(chunk)
+    if isinstance(chunk, tuple) and len(chunk) == 2:
+        return {"inputs": chunk[0], "targets": chunk[1]}
+    return {"inputs": chunk}
+
+
+class StreamSession:
+    """One stream of one model over one long-lived gRPC call.
+
+    ``send`` pushes a chunk and returns its :class:`StreamResult`; ``pipeline`` takes an
+    iterable of chunks and yields their results in order while keeping up to ``window``
+    chunks in flight. Chunks are numbered here (continuing from the server's acked_seq);
+    every chunk after the server's ``durable_seq`` is kept, and when the call drops
+    (UNAVAILABLE, a server restart, a reset connection) the session reconnects with
+    backoff and replays them, so the caller sees one answer per chunk, in order.
+    """
+
+    def __init__(self, client: Client, model: str, stream_id: str, *, window: int = 8,
+                 predict_only: bool = False):
+        self.client, self.model, self.stream_id = client, model, stream_id
+        self.window = max(1, int(window))
+        self.predict_only = predict_only
+        self.info = client.get_model(model)
+        try:
+            known = client.get_stream(model, stream_id)
+            self._log = ChunkLog(known.acked_seq + 1, known.durable_seq)
+        except NotFound:
+            self._log = ChunkLog()
+        self.reconnects = 0
+        self._queue: queue.SimpleQueue | None = None
+        self._responses = None
+        self._connect()
+
+    # -- connection -------------------------------------------------------------------------
+    def _connect(self) -> None:
+        q: queue.SimpleQueue = queue.SimpleQueue()
+
+        def requests():
+            while (item := q.get()) is not None:
+                yield item
+
+        metadata = self.client.connection.metadata() + (("x-stream-id", self.stream_id),)
+        self._responses = self.client._stub.Stream(requests(), metadata=metadata)
+        self._queue = q
+        for req in self._log.replay():
+            q.put(req)
+
+    def _hang_up(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+        if self._responses is not None:
+            self._responses.cancel()
+
+    def _reconnect(self, cause: BaseException | None, started: float) -> None:
+        self._hang_up()
+        if time.monotonic() - started > self.client.backoff.give_up_after_s:
+            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
+                              f"to {self.client.connection.address} ({cause})") from None
+        self.reconnects += 1
+        log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
+                 self.model, self.stream_id, self._log.kept, cause)
+        self._connect()
+
+    def _next_result(self) -> convert.StreamResult:
+        delays, started = self.client.backoff.delays(), None
+        while True:
+            try:
+                response = next(self._responses)
+                steps = self._log.accept(response)
+            except StopIteration:
+                cause: BaseException | None = None
+            except TransientRefusal as refusal:
+                cause = refusal
+            except grpc.RpcError as err:
+                if err.code() not in RECONNECT_CODES:
+                    raise from_rpc_error(err) from None
+                cause = err
+            else:
+                if steps is not None:
+                    return convert.StreamResult.from_proto(response, steps)
+                continue
+            started = started or time.monotonic()
+            time.sleep(next(delays))
+            self._reconnect(cause, started)
+
+    # -- sending ----------------------------------------------------------------------------
+    def _submit(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
+                predict_only: bool | None = None) -> None:
+        only = self.predict_only if predict_only is None else predict_only
+        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        self._queue.put(self._log.add(req, steps))
+
+    def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
+             predict_only: bool | None = None) -> convert.StreamResult:
+        """Push one chunk and wait for its answer. Raises :class:`ChunkRefused` if refused."""
+        if self._log.in_flight:
+            raise RuntimeError("send() while pipeline() chunks are in flight")
+        self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
+        return _raise_refused(self._next_result())
+
+    def pipeline(self, chunks: Iterable, *, window: int | None = None,
+                 raise_refused: bool = True) -> Iterator[convert.StreamResult]:
+        """Send chunks ahead (at most ``window`` unanswered) and yield their answers in order.
+
+        With ``raise_refused=False`` a refused chunk's result is yielded with ``error`` set.
+        """
+        window = max(1, int(window or self.window))
+        check = _raise_refused if raise_refused else (lambda r: r)
+        chunks = iter(chunks)
+        while True:
+            for chunk in itertools.islice(chunks, window - self._log.in_flight):
+                self._submit(**chunk_kwargs(chunk))
+            if not self._log.in_flight:
+                return
+            yield check(self._next_result())
+
+    @property
+    def durable_seq(self) -> int:
+        """The last chunk the server has checkpointed; later chunks are kept for a replay."""
+        return self._log.durable_seq
+
+    def close(self) -> None:
+        """Finish the call (the server keeps the stream's state; see ``Client.close_stream``)."""
+        self._hang_up()
+
+    def __enter__(self) -> "StreamSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,115 @@
+"""How the SDK reaches the server: address, TLS, bearer token, keepalive, reconnect pacing.
+
+Shared by the sync and asyncio clients; nothing here opens a connection by itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+import grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+ADDRESS_ENV = "RNNSTREAM_ADDRESS"
+TOKEN_ENV = "RNNSTREAM_TOKEN"
+
+# Read-only unary calls are safe to retry when the server is briefly unreachable.
+_RETRY_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "rnnstream.v1.RnnStream", "method": m}
+                 for m in ("GetModel", "ListModels", "ExportWeights", "GetStream")],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }]
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """Where and how to connect.
+
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call. ``tls`` turns on
+    TLS with the system roots, or with ``tls_ca`` (a PEM path or bytes) when given.
+    ``keepalive_s`` paces HTTP/2 pings on open streams so that a dead peer is noticed;
+    gRPC servers by default refuse pings more often than every 5 minutes on a quiet call
+    (and answer repeated ones with GOAWAY), hence the default.
+    """
+
+    address: str = DEFAULT_ADDRESS
+    token: str | None = None
+    tls: bool = False
+    tls_ca: str | bytes | None = None
+    tls_server_name: str | None = None
+    keepalive_s: float = 300.0
+
+    @classmethod
+    def resolve(cls, address: str | None = None, *, token: str | None = None,
+                token_file: str | os.PathLike | None = None, tls: bool = False,
+                tls_ca: str | bytes | None = None, **kwargs) -> "Connection":
+        """Fill the gaps from the environment: ``RNNSTREAM_ADDRESS``, ``RNNSTREAM_TOKEN``."""
+        address = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+        if token is None and token_file is not None:
+            token = pathlib.Path(token_file).read_text().strip()
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        return cls(address=address, token=token, tls=bool(tls or tls_ca), tls_ca=tls_ca, **kwargs)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def options(self) -> list[tuple[str, object]]:
+        keepalive_ms = int(self.keepalive_s * 1000)
+        opts: list[tuple[str, object]] = [
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", min(keepalive_ms, 20_000)),
+            ("grpc.http2.max_pings_without_data", 0),
+            # After a server restart, come back within a second or two, not a minute.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _RETRY_CONFIG),
+        ]
+        if self.tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", self.tls_server_name))
+        return opts
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.tls:
+            return None
+        ca = self.tls_ca
+        if isinstance(ca, (str, os.PathLike)):
+            ca = pathlib.Path(ca).read_bytes()
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+
+    def channel(self) -> grpc.Channel:
+        creds = self.credentials()
+        if creds is None:
+            return grpc.insecure_channel(self.address, options=self.options())
+        return grpc.secure_channel(self.address, creds, options=self.options())
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        creds = self.credentials()
+        if creds is None:
+            return grpc.aio.insecure_channel(self.address, options=self.options())
+        return grpc.aio.secure_channel(self.address, creds, options=self.options())
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Reconnect pacing of a stream session: exponential, capped, bounded in total time."""
+
+    initial_s: float = 0.1
+    max_s: float = 2.0
+    multiplier: float = 2.0
+    give_up_after_s: float = 60.0
+
+    def delays(self):
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(delay * self.multiplier, self.max_s)

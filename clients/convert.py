@@ -1,0 +1,259 @@
+"""Plain Python and NumPy values to and from the proto messages.
+
+The SDK speaks snake_case keyword arguments, lower-case enum names and numpy arrays; the
+wire speaks ``rnnstream.v1`` messages. Every translation lives here, so that the sync and
+asyncio clients share it and neither touches a message field by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+
+from .errors import status_code
+
+# spec field -> proto enum; values accept the enum name in any case, or its number.
+_ENUMS = {
+    "cell": pb.Cell,
+    "lstm_variant": pb.LstmVariant,
+    "gru_variant": pb.GruVariant,
+    "algorithm": pb.Algorithm,
+    "sharing": pb.Sharing,
+    "device": pb.Device,
+    "target_mode": pb.TargetMode,
+}
+_UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed")
+_FLOATS = ("clip_norm", "weight_decay")
+_OPTIMIZER_FLOATS = ("lr", "momentum", "eps", "alpha")
+SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", *_ENUMS,
+                         *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS))
+
+
+def _enum_value(field: str, enum, value) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if int(value) not in enum.values():
+            raise ValueError(f"{field}: {value} is not one of {_choices(enum)}")
+        return int(value)
+    key = str(value).strip().upper().replace("-", "_")
+    try:
+        return enum.Value(key)
+    except ValueError:
+        raise ValueError(f"{field}: {value!r} is not one of {_choices(enum)}") from None
+
+
+def _choices(enum) -> str:
+    return ", ".join(name.lower() for name in enum.keys() if not name.endswith("_UNSPECIFIED"))
+
+
+def _enum_name(enum, number: int) -> str:
+    return enum.Name(number).lower()
+
+
+def _f32(value: float) -> float:
+    """A float32 field as the decimal that was written (0.01, not 0.009999999776)."""
+    return float(str(np.float32(value)))
+
+
+def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
+    """A ``ModelSpec`` from the flat keyword form ``create_model(**spec)`` takes.
+
+    ``optimizer`` is the kind ("adam", "sgd", "rmsprop", "adagrad"); its hyper-parameters
+    sit beside it (``lr``, ``momentum``, ``nesterov``, ``betas``, ``eps``, ``alpha``).
+    Unset fields are left to the server's defaults (torch.optim's, TBPTT, Adam).
+    """
+    unknown = set(spec) - SPEC_FIELDS
+    if unknown:
+        raise TypeError(f"unknown model spec field(s): {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(SPEC_FIELDS))}")
+    msg = pb.ModelSpec(name=str(spec.get("name", "")))
+    msg.cell = _enum_value("cell", pb.Cell, spec.get("cell", "lstm"))
+    msg.algorithm = _enum_value("algorithm", pb.Algorithm, spec.get("algorithm", "tbptt"))
+    for field, enum in _ENUMS.items():
+        if field in spec and field not in ("cell", "algorithm") and spec[field] is not None:
+            setattr(msg, field, _enum_value(field, enum, spec[field]))
+    hidden = spec.get("hidden_sizes", ())
+    msg.hidden_sizes.extend([int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden])
+    for field in _UINTS:
+        if spec.get(field) is not None:
+            setattr(msg, field, int(spec[field]))
+    for field in _FLOATS:
+        if spec.get(field) is not None:
+            setattr(msg, field, float(spec[field]))
+    opt = msg.optimizer
+    opt.kind = _enum_value("optimizer", pb.OptimizerKind, spec.get("optimizer", "adam"))
+    for field in _OPTIMIZER_FLOATS:
+        if spec.get(field) is not None:
+            setattr(opt, field, float(spec[field]))
+    if spec.get("nesterov"):
+        opt.nesterov = True
+    if spec.get("betas") is not None:
+        opt.beta1, opt.beta2 = (float(b) for b in spec["betas"])
+    return msg
+
+
+def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
+    """The flat keyword form of a ``ModelSpec``: ``create_model(**spec_from_proto(m))`` round-trips."""
+    spec: dict[str, Any] = {"name": msg.name, "hidden_sizes": list(msg.hidden_sizes)}
+    for field, enum in _ENUMS.items():
+        spec[field] = _enum_name(enum, getattr(msg, field))
+    for field in _UINTS:
+        spec[field] = int(getattr(msg, field))
+    for field in _FLOATS:
+        spec[field] = _f32(getattr(msg, field))
+    opt = msg.optimizer
+    spec["optimizer"] = _enum_name(pb.OptimizerKind, opt.kind)
+    spec["lr"] = _f32(opt.lr)
+    spec["nesterov"] = bool(opt.nesterov)
+    for field in ("momentum", "eps", "alpha"):
+        if opt.HasField(field):
+            spec[field] = _f32(getattr(opt, field))
+    if opt.HasField("beta1") or opt.HasField("beta2"):
+        spec["betas"] = (_f32(opt.beta1), _f32(opt.beta2))
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """A model as the server describes it. ``spec`` is in ``create_model``'s keyword form."""
+
+    name: str
+    spec: dict[str, Any]
+    num_parameters: int
+    parameters: list[tuple[str, tuple[int, ...]]]
+    active_streams: int
+    stored_streams: int
+    steps: int
+    updates: int
+    created_unix_ms: int
+
+    @classmethod
+    def from_proto(cls, msg: pb.Model) -> "ModelInfo":
+        return cls(name=msg.spec.name, spec=spec_from_proto(msg.spec),
+                   num_parameters=int(msg.num_parameters),
+                   parameters=[(p.name, tuple(p.shape)) for p in msg.parameters],
+                   active_streams=int(msg.active_streams), stored_streams=int(msg.stored_streams),
+                   steps=int(msg.steps), updates=int(msg.updates),
+                   created_unix_ms=int(msg.created_unix_ms))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamStats:
+    steps: int = 0
+    updates: int = 0
+    running_loss: float = float("nan")
+    gradient_norm: float = float("nan")
+    skipped_updates: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.StreamStats) -> "StreamStats":
+        return cls(int(msg.steps), int(msg.updates), float(msg.running_loss),
+                   float(msg.gradient_norm), int(msg.skipped_updates))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+    model: str
+    stream_id: str
+    acked_seq: int
+    durable_seq: int
+    stats: StreamStats
+    in_memory: bool
+
+    @classmethod
+    def from_proto(cls, msg: pb.StreamInfo) -> "StreamInfo":
+        return cls(msg.model, msg.stream_id, int(msg.acked_seq), int(msg.durable_seq),
+                   StreamStats.from_proto(msg.stats), bool(msg.in_memory))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamResult:
+    """The server's answer to one chunk, as numpy arrays.
+
+    ``predictions`` is [T, outputs] (regression values, or class/token probabilities),
+    ``losses`` is [T] (NaN where a step has no loss yet, e.g. a NEXT_INPUT stream's first
+    step), ``forecast`` is [horizon, outputs]. ``duplicate`` is True when the server had
+    already applied this seq and did nothing (its arrays are then empty).
+    """
+
+    seq: int
+    acked_seq: int
+    durable_seq: int
+    predictions: np.ndarray
+    losses: np.ndarray
+    forecast: np.ndarray
+    stats: StreamStats
+    duplicate: bool
+    error: tuple[Any, str] | None = None  # (grpc.StatusCode, message) of a refused chunk
+
+    @classmethod
+    def from_proto(cls, msg: pb.StreamResponse, steps: int) -> "StreamResult":
+        losses = np.array(msg.losses, dtype=np.float32)
+        predictions = _rows(np.array(msg.predictions, dtype=np.float32), steps)
+        forecast = np.array(msg.forecast, dtype=np.float32)
+        width = predictions.shape[1] if predictions.ndim == 2 and predictions.size else 0
+        forecast = forecast.reshape(-1, width) if width else forecast.reshape(0, 0)
+        error = None
+        if msg.HasField("error") and msg.error.code != 0:
+            error = (status_code(msg.error.code), msg.error.message)
+        return cls(seq=int(msg.seq), acked_seq=int(msg.acked_seq), durable_seq=int(msg.durable_seq),
+                   predictions=predictions, losses=losses, forecast=forecast,
+                   stats=StreamStats.from_proto(msg.stats), duplicate=bool(msg.duplicate), error=error)
+
+
+def _rows(flat: np.ndarray, steps: int) -> np.ndarray:
+    if steps > 0 and flat.size and flat.size % steps == 0:
+        return flat.reshape(steps, -1)
+    return flat.reshape(0, 0) if not flat.size else flat.reshape(1, -1)
+
+
+def build_request(model: str, stream_id: str, seq: int, *, inputs=None, tokens=None, targets=None,
+                  classes: bool = False, predict_only: bool = False, horizon: int = 0,
+                  input_size: int = 0) -> tuple[pb.StreamRequest, int]:
+    """One chunk's ``StreamRequest`` and its number of steps T.
+
+    ``inputs`` is [T, input_size] (or [T] when input_size is 1); ``tokens`` is [T] ints.
+    ``targets`` is [T, output_size] floats, or [T] class ids when ``classes``.
+    """
+    if (inputs is None) == (tokens is None):
+        raise ValueError("a chunk has either inputs or tokens (exactly one of them)")
+    req = pb.StreamRequest(model=model, stream_id=stream_id, seq=seq, predict_only=bool(predict_only),
+                           horizon=int(horizon))
+    if tokens is not None:
+        toks = np.asarray(tokens, dtype=np.int64).ravel()
+        req.tokens.extend(toks.tolist())
+        steps = toks.size
+    else:
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim == 1 and input_size > 1:
+            if x.size % input_size:
+                raise ValueError(f"inputs: {x.size} values are not whole rows of {input_size}")
+            x = x.reshape(-1, input_size)
+        steps = x.shape[0] if x.ndim else 1
+        req.inputs.extend(x.ravel().tolist())
+    if targets is not None:
+        if classes:
+            req.target_classes.extend(np.asarray(targets, dtype=np.int64).ravel().tolist())
+        else:
+            req.targets.extend(np.asarray(targets, dtype=np.float32).ravel().tolist())
+    return req, int(steps)
+
+
+def weights_to_tensors(weights: Mapping[str, Any]) -> list[pb.Tensor]:
+    """``Tensor`` messages from a name -> array mapping (numpy arrays or torch tensors)."""
+    tensors = []
+    for name, value in weights.items():
+        if hasattr(value, "detach"):  # a torch tensor, without importing torch
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value, dtype=np.float32)
+        t = pb.Tensor(name=name, shape=list(arr.shape))
+        t.data.extend(arr.ravel().tolist())
+        tensors.append(t)
+    return tensors
+
+
+def tensors_to_weights(tensors: Iterable[pb.Tensor]) -> dict[str, np.ndarray]:
+    """A PyTorch-style state dict of numpy arrays from ``Tensor`` messages."""
+    return {t.name: np.array(t.data, dtype=np.float32).reshape(tuple(t.shape)) for t in tensors}

@@ -3,3 +3,6 @@
 The numerical contract they implement is written down in ``kernels/README.md``; the
 plain-NumPy oracle in ``tests/reference/`` implements the same definitions.
 """
+from ._cache import drop_stale_cache
+
+drop_stale_cache()

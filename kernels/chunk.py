@@ -5,7 +5,10 @@ Bundles (tuples of arrays) keep the argument lists short:
 - weights = (W [rows, P], m [rows, P], v [rows, P], steps [rows])  optimizer moments per row
 - pool    = (state [cap, S], sens [cap, *], hx [cap, K, I], htok [cap, K], hs [cap, K, S],
              hy [cap, K, O], hcls [cap, K], hflag [cap, K], cnt [cap, K_NFIELDS],
-             fst [cap, F_NFIELDS])   per-stream storage, indexed by slot
+             fst [cap, F_NFIELDS], hc [cap, K, C], hz [cap, K, O], hs1 [cap, K, S],
+             hver [cap, K])   per-stream storage, indexed by slot; h* is the history ring
+             (hc/hz/hs1: each step's cache, logits and new state; hver: the optimizer step
+             count of its weights then, so TBPTT reuses them while no update intervened)
 - batch   = (slots [B], wrow [B], inputs [B, T, I], tokens [B, T], targets [B, T, O],
              tclass [B, T], lengths [B], learn)
 - out     = (preds [B, T, O], losses [B, T], res [R_NFIELDS], gnorms [B * T + 1])
@@ -106,21 +109,18 @@ def _flush_shared(model, weights, pool, batch, out, acc):
 
 
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, b, target, cls, need_bwd):
-    """Loss of the stream's latest step against its target, then its rule's gradient."""
+def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd):
+    """Loss of the stream's latest step (logits z) against its target, then its rule's
+    gradient."""
     cfg, lay = model[0], model[1]
     W = weights[0]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     slot = batch[0][b]
     theta = W[batch[1][b]]
     learn = batch[7]
     O = cfg[C_OUT]
-    HL = cfg[C_HLAST]
-    htop = cfg[C_HTOP]
-    z = np.empty((1, O), dtype=theta.dtype)
-    head_logits(theta, cfg, st[b:b + 1, htop:htop + HL], z)
     dz = np.empty((1, O), dtype=theta.dtype)
-    loss = loss_grad(cfg, z[0], target, cls, dz[0])
+    loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
     if finite:
         if fst[slot, F_HASLOSS] == 0.0:
@@ -179,7 +179,7 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
         return
     cfg, lay = model[0], model[1]
     W = weights[0]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     slots, wrow = batch[0], batch[1]
     K = cfg[C_HIST]
     P = cfg[C_P]
@@ -208,6 +208,11 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
         wy = np.empty((n, nb, hy.shape[2]), dtype=theta.dtype)
         wcls = np.empty((n, nb), dtype=hcls.dtype)
         wflag = np.empty((n, nb), dtype=hflag.dtype)
+        wc = np.empty((n, nb, hc.shape[2]), dtype=theta.dtype)
+        wz = np.empty((n, nb, hz.shape[2]), dtype=theta.dtype)
+        ws1 = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
+        fresh = np.ones(n, dtype=np.bool_)
+        version = weights[3][wrow[lead]]
         for i in range(nb):
             slot = slots[members[i]]
             for tau in range(n):
@@ -218,8 +223,14 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
                 wy[tau, i] = hy[slot, e]
                 wcls[tau, i] = hcls[slot, e]
                 wflag[tau, i] = hflag[slot, e]
+                wc[tau, i] = hc[slot, e]
+                wz[tau, i] = hz[slot, e]
+                ws1[tau, i] = hs1[slot, e]
+                if hver[slot, e] != version:
+                    fresh[tau] = False
         g = np.zeros(P, dtype=theta.dtype)
-        tbptt_window_grad(theta, cfg, lay, wx, wtok, ws, wy, wcls, wflag, g)
+        tbptt_window_grad(theta, cfg, lay, (wx, wtok, ws, wy, wcls, wflag),
+                          (wc, wz, ws1, fresh), g)
         if cfg[C_SHARED] == 1:
             if _all_finite(g):
                 gsum, contrib = acc
@@ -253,12 +264,13 @@ def _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x):
         x[b, :] = W[wrow[b], base:base + I]
 
 
-@njit(cache=True)
+# nogil: the service runs engine calls on a worker thread while gRPC I/O goes on
+@njit(cache=True, nogil=True)
 def run_chunk(model, weights, pool, batch, out):
     """Predict and learn T steps of B streams (see the module docstring)."""
     cfg, lay = model[0], model[1]
     W = weights[0]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst = pool
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     slots, wrow, inputs, tokens, targets, tclass, lengths, learn = batch
     preds, losses = out[0], out[1]
     res = out[2]
@@ -288,15 +300,20 @@ def run_chunk(model, weights, pool, batch, out):
     T = lengths.max() if B > 0 else 0
     for t in range(T):
         if nxt:
+            if t == 0:  # the pending steps' logits, from the states the last call left
+                htop = cfg[C_HTOP]
+                for b in range(B):
+                    head_logits(W[wrow[b]], cfg, st[b:b + 1, htop:htop + cfg[C_HLAST]],
+                                Z[b:b + 1])
             for b in range(B):
                 if t >= lengths[b]:
                     continue
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                                empty_target, tokens[b, t], need_bwd)
                     else:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                                inputs[b, t], 0, need_bwd)
                 else:
                     losses[b, t] = np.nan
@@ -320,6 +337,11 @@ def run_chunk(model, weights, pool, batch, out):
             htok[slot, pos] = tokens[b, t]
             hs[slot, pos] = st[b]
             hflag[slot, pos] = 0
+            if rule == TBPTT:
+                hc[slot, pos] = cache[b]
+                hz[slot, pos] = Z[b]
+                hs1[slot, pos] = st1[b]
+                hver[slot, pos] = weights[3][wrow[b]]
             cnt[slot, K_HPOS] = (pos + 1) % K
             cnt[slot, K_HCOUNT] = min(cnt[slot, K_HCOUNT] + 1, K)
             if rule == RTRL:
@@ -339,7 +361,7 @@ def run_chunk(model, weights, pool, batch, out):
         else:
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
-                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, b,
+                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                            targets[b, t], tclass[b, t], need_bwd)
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)
@@ -347,7 +369,7 @@ def run_chunk(model, weights, pool, batch, out):
         state[slots[b]] = st[b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forecast(theta, cfg, lay, s, horizon, out):
     """out[i] = the prediction i steps past the state s, each fed back as the next input
     (tokens: the most probable one). s is not modified."""

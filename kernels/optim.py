@@ -12,7 +12,8 @@ from .codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_K
                     O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
 
 
-@njit(cache=True)
+# fastmath: the gradient is known finite here, and reassociation lets the loops vectorise
+@njit(cache=True, fastmath=True)
 def grad_norm(g):
     s = 0.0
     for p in range(g.shape[0]):
@@ -20,7 +21,7 @@ def grad_norm(g):
     return np.sqrt(s)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def apply_update(W, row, g, m, v, steps, hyp):
     """One optimizer step on W[row] with gradient g (g is modified: clipped).
 
@@ -33,34 +34,37 @@ def apply_update(W, row, g, m, v, steps, hyp):
         coef = clip / (norm + 1e-6)
         if coef < 1.0:
             clipped = 1
+            c = g.dtype.type(coef)
             for p in range(g.shape[0]):
-                g[p] = g[p] * coef
+                g[p] = g[p] * c
     kind = int(hyp[O_KIND])
-    lr = hyp[O_LR]
-    wd = hyp[O_WD]
-    eps = hyp[O_EPS]
     w = W[row]
     mm = m[row]
     vv = v[row]
+    # hyper-parameters in the weights' precision, so the loops stay in float32 and vectorise
+    one = w.dtype.type(1.0)
+    lr = w.dtype.type(hyp[O_LR])
+    wd = w.dtype.type(hyp[O_WD])
+    eps = w.dtype.type(hyp[O_EPS])
     steps[row] += 1
     t = steps[row]
     P = g.shape[0]
     if kind == ADAM:
-        b1 = hyp[O_BETA1]
-        b2 = hyp[O_BETA2]
-        step_size = lr / (1.0 - b1 ** t)
-        bc2_sqrt = np.sqrt(1.0 - b2 ** t)
+        b1 = w.dtype.type(hyp[O_BETA1])
+        b2 = w.dtype.type(hyp[O_BETA2])
+        step_size = w.dtype.type(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t))
+        bc2_sqrt = w.dtype.type(np.sqrt(1.0 - hyp[O_BETA2] ** t))
         for p in range(P):
             gp = g[p] + wd * w[p]
-            mm[p] = mm[p] + (1.0 - b1) * (gp - mm[p])
-            vv[p] = b2 * vv[p] + (1.0 - b2) * gp * gp
+            mm[p] = mm[p] + (one - b1) * (gp - mm[p])
+            vv[p] = b2 * vv[p] + (one - b2) * gp * gp
             w[p] = w[p] - step_size * mm[p] / (np.sqrt(vv[p]) / bc2_sqrt + eps)
     elif kind == RMSPROP:
-        alpha = hyp[O_ALPHA]
-        mom = hyp[O_MOMENTUM]
+        alpha = w.dtype.type(hyp[O_ALPHA])
+        mom = w.dtype.type(hyp[O_MOMENTUM])
         for p in range(P):
             gp = g[p] + wd * w[p]
-            vv[p] = alpha * vv[p] + (1.0 - alpha) * gp * gp
+            vv[p] = alpha * vv[p] + (one - alpha) * gp * gp
             avg = np.sqrt(vv[p]) + eps
             if mom > 0.0:
                 mm[p] = mom * mm[p] + gp / avg
@@ -73,7 +77,7 @@ def apply_update(W, row, g, m, v, steps, hyp):
             vv[p] = vv[p] + gp * gp
             w[p] = w[p] - lr * gp / (np.sqrt(vv[p]) + eps)
     else:  # SGD
-        mom = hyp[O_MOMENTUM]
+        mom = w.dtype.type(hyp[O_MOMENTUM])
         nesterov = hyp[O_NESTEROV] != 0.0
         for p in range(P):
             gp = g[p] + wd * w[p]

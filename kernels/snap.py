@@ -24,10 +24,11 @@ def _upd(m, P, p, J, ih, ic):
 
 
 @njit(cache=True)
-def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_pe):
+def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih, d_hh, J, d_pe):
     """Unit j's partials: d_ih[g] / d_hh[g] = d(h_j, c_j)/d(pre-activation of gate g, from
     the input / recurrent side); J = d(h_j, c_j)_t / d(h_j, c_j)_{t-1}; d_pe[0..2] = immediate
-    d(h_j, c_j)/d(w_ci, w_cf, w_co) for peepholes."""
+    d(h_j, c_j)/d(w_ci, w_cf, w_co) for peepholes. jordan_loop[j] = sum_o W_hh[j, o]
+    dy_{t-1,o}/dh_{t-1,j} for a Jordan layer 0."""
     cell = lr[L_CELL]
     H = lr[L_H]
     nrec = lr[L_REC]
@@ -51,22 +52,7 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_p
         d = 1.0 - h * h
         d_ih[0, 0] = d
         d_hh[0, 0] = d
-        # h_j,t sees h_j,t-1 only through y_{t-1} = head(h_{t-1})
-        O = cfg[C_OUT]
-        HL = cfg[C_HLAST]
-        yo = cfg[C_Y]
-        hw = cfg[C_HW]
-        py = 0.0
-        if cfg[C_CLASSIFY] == 1:
-            for q in range(O):
-                py += s0[yo + q] * theta[hw + q * HL + j]
-        acc = 0.0
-        for o in range(O):
-            dy = theta[hw + o * HL + j]
-            if cfg[C_CLASSIFY] == 1:
-                dy = s0[yo + o] * (dy - py)
-            acc += theta[whh + j * nrec + o] * dy
-        J[0, 0] = d * acc
+        J[0, 0] = d * jordan_loop[j]
     elif cell == LSTM:
         i = cache[cg + j]
         f = cache[cg + H + j]
@@ -137,6 +123,47 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_p
         d_ih[2, 0] = q
         J[0, 0] = (z + dr * theta[whh + j * nrec + j] + dz * theta[whh + (H + j) * nrec + j]
                    + own_n)
+        if variant == GRU_CHO:
+            # n_j reads every r_k h_k, and each r_k reads h_j: those loops return to h_j too
+            cross = 0.0
+            for k in range(H):
+                if k != j:
+                    rk = cache[cg + k]
+                    cross += (theta[whh + (2 * H + j) * nrec + k] * s0[sh + k] * rk * (1.0 - rk)
+                              * theta[whh + k * nrec + j])
+            J[0, 0] += q * cross
+
+
+@njit(cache=True)
+def _jordan_loop(theta, cfg, lay, s0):
+    """For each unit j of a Jordan layer 0: sum_o W_hh[j, o] dy_{t-1,o}/dh0_{t-1,j}, the
+    Jacobian dy/dh0 taken through the head and the (Elman) layers above at step t-1."""
+    O = cfg[C_OUT]
+    HL = cfg[C_HLAST]
+    yo = cfg[C_Y]
+    D = mat(theta, cfg[C_HW], O, HL).copy()  # dy/dh_last for a linear head
+    if cfg[C_CLASSIFY] == 1:
+        p = s0[yo:yo + O]
+        mean_row = np.dot(p, D)
+        for o in range(O):
+            D[o, :] = p[o] * (D[o, :] - mean_row)
+    for k in range(cfg[C_NL] - 1, 0, -1):
+        lr = lay[k]
+        H = lr[L_H]
+        W_ih = mat(theta, lr[L_WIH], H, lr[L_IN])
+        hk = s0[lr[L_SH]:lr[L_SH] + H]
+        Dk = D.copy()
+        for o in range(O):
+            for a in range(H):
+                Dk[o, a] *= 1.0 - hk[a] * hk[a]
+        D = np.dot(Dk, W_ih)
+    lr0 = lay[0]
+    W_hh = mat(theta, lr0[L_WHH], lr0[L_H], O)
+    out = np.zeros(lr0[L_H], dtype=theta.dtype)
+    for j in range(lr0[L_H]):
+        for o in range(O):
+            out[j] += W_hh[j, o] * D[o, j]
+    return out
 
 
 @njit(cache=True)
@@ -165,8 +192,13 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
         else:
             rec = s0[lr[L_SH]:lr[L_SH] + nrec]
         cho = cell == GRU and variant == GRU_CHO
+        if cell == JORDAN:
+            jordan_loop = _jordan_loop(theta, cfg, lay, s0)
+        else:
+            jordan_loop = np.zeros(0, dtype=theta.dtype)
         for j in range(H):
-            _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, d_ih, d_hh, J, d_pe)
+            _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih, d_hh,
+                           J, d_pe)
             for g in range(G):
                 a = g * H + j
                 ih, ic = d_ih[g, 0], d_ih[g, 1]

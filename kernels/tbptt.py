@@ -2,21 +2,26 @@
 eq. 6.29-6.39, truncated to the window).
 
 The window holds, per step and stream, the layer-0 input, the token, the state before the
-step, the target and whether the step's loss counts. Each step's forward is recomputed from
-its stored input and previous state with the current weights, then the gradient flows back
-from the newest step to the oldest.
+step, the target and whether the step's loss counts, plus what the step's forward produced
+(cache, logits, new state). A step whose forward ran with the current weights reuses those;
+an older one (k2 > k1: run before the last update) is recomputed from its stored input and
+previous state with the current weights. Then the gradient flows back from the newest step
+to the oldest.
 """
 import numpy as np
 from numba import njit
 
-from .codes import C_CACHE, C_OUT, C_P, C_S
-from .model import add_embedding_grad, loss_grad, step_backward, step_forward
+from .codes import C_CACHE, C_OUT, C_P, C_S, C_VOCAB
+from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 
 @njit(cache=True)
-def tbptt_window_grad(theta, cfg, lay, wx, wtok, ws, wy, wcls, wflag, grad):
-    """Add to grad the gradient of the counted losses of the window ([n, nb, ...] arrays,
-    oldest step first), back-propagated through all n steps."""
+def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
+    """Add to grad the gradient of the counted losses of the window, back-propagated through
+    all its n steps. window = (x, tokens, state before, target, class, counts) and
+    forward = (cache, logits, state after, fresh [n]) are [n, nb, ...] arrays, oldest first."""
+    wx, wtok, ws, wy, wcls, wflag = window
+    wc, wz, ws1, fresh = forward
     n = wx.shape[0]
     nb = wx.shape[1]
     S = cfg[C_S]
@@ -30,7 +35,14 @@ def tbptt_window_grad(theta, cfg, lay, wx, wtok, ws, wy, wcls, wflag, grad):
     dZ = np.empty((nb, O), dtype=theta.dtype)
     dx = np.empty((nb, wx.shape[2]), dtype=theta.dtype)
     for tau in range(n - 1, -1, -1):
-        step_forward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, Z)
+        if fresh[tau]:
+            S1[:, :] = ws1[tau]
+            cache[:, :] = wc[tau]
+            Z[:, :] = wz[tau]
+        else:
+            if cfg[C_VOCAB] > 0:  # the current embedding rows, not the ones of back then
+                embed_rows(theta, cfg, wtok[tau], wx[tau])
+            step_forward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, Z)
         dZ[:, :] = 0.0
         for b in range(nb):
             if wflag[tau, b] != 0:

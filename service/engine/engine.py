@@ -17,6 +17,7 @@ from kernels.chunk import run_chunk
 from .layout import OPT_CODE, build_layout, init_weights
 from .pool import StreamPool, sensitivity_width
 from .spec import Spec
+from .threads import limit_kernel_blas_threads
 
 SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient")
 
@@ -51,6 +52,7 @@ class Engine:
 
     def __init__(self, spec: Spec, dtype=np.float32):
         spec.validate()
+        limit_kernel_blas_threads()
         if spec.device == "cuda":
             from .cuda_backend import require_cuda
             require_cuda()  # fail here, at model creation, never at the first chunk
@@ -178,6 +180,7 @@ class Engine:
         self._pull(stream_id)
         self._theta(stream_id)[:] = flat
         self._push(stream_id)
+        self._forget_forward_results()
 
     def weight_norm(self, stream_id=None) -> float:
         self._pull(stream_id)
@@ -238,9 +241,14 @@ class Engine:
             self._steps[:] = d["opt_steps"]
         self.pool.template[:] = d["template"]
         self.total_steps, self.total_updates = (int(c) for c in d["counters"])
+        self._forget_forward_results()
         self._push(None)
 
     # internals ------------------------------------------------------------------------
+    def _forget_forward_results(self):
+        """The weights changed outside an update: TBPTT must recompute its window."""
+        self.pool.arrays["hver"][:] = -1
+
     def _pull(self, sid):
         """CUDA models: refresh the host copy of the shared weights and of stream ``sid``
         (if any) from the device before the host reads or edits them."""

@@ -7,7 +7,10 @@ import numpy as np
 from kernels import codes as kc
 
 # the arrays of one stream, in the order of the kernels' pool bundle
-STREAM_FIELDS = ("state", "sens", "hx", "htok", "hs", "hy", "hcls", "hflag", "cnt", "fst")
+STREAM_FIELDS = ("state", "sens", "hx", "htok", "hs", "hy", "hcls", "hflag", "cnt", "fst",
+                 "hc", "hz", "hs1", "hver")
+# forward results TBPTT may reuse; a snapshot without them restores with "recompute"
+OPTIONAL_FIELDS = ("hc", "hz", "hs1", "hver")
 # per-stream weights and optimizer moments (PER_STREAM models)
 WEIGHT_FIELDS = ("weights", "opt_m", "opt_v", "opt_steps")
 
@@ -45,6 +48,9 @@ class StreamPool:
             "hx": ((K, I), self.dtype), "htok": ((K,), np.int64), "hs": ((K, S), self.dtype),
             "hy": ((K, O), self.dtype), "hcls": ((K,), np.int64), "hflag": ((K,), np.int8),
             "cnt": ((kc.K_NFIELDS,), np.int64), "fst": ((kc.F_NFIELDS,), np.float64),
+            # each step's forward results, reused by TBPTT while the weights are unchanged
+            "hc": ((K, int(cfg[kc.C_CACHE])), self.dtype), "hz": ((K, O), self.dtype),
+            "hs1": ((K, S), self.dtype), "hver": ((K,), np.int64),
         }
         if self.per_stream:
             shapes.update({"weights": ((P,), self.dtype), "opt_m": ((P,), self.dtype),
@@ -94,6 +100,11 @@ class StreamPool:
 
     def load(self, sid, d: dict):
         shapes = self._shapes()
+        d = dict(d)
+        if not set(OPTIONAL_FIELDS) & set(d):  # a snapshot from before they existed
+            d.update({name: np.zeros(shapes[name][0], shapes[name][1])
+                      for name in OPTIONAL_FIELDS})
+            d["hver"] = np.full(shapes["hver"][0], -1, dtype=np.int64)  # recompute
         missing = sorted(set(shapes) - set(d))
         if missing:
             raise ValueError(f"stream snapshot lacks {', '.join(missing)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CELLS = ("elman", "jordan", "lstm", "gru")
 LSTM_VARIANTS = ("standard", "peephole", "coupled", "no_forget")
@@ -50,7 +50,6 @@ class Spec:
     device: str = "cpu"
     seed: int = 0
     target_mode: str = "explicit"
-    extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -145,12 +144,11 @@ class Spec:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
         d["betas"] = list(self.betas)
-        d.pop("extra")
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Spec":
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}; "

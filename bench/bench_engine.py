@@ -1,0 +1,251 @@
+"""The engine against a PyTorch loop doing the same work, in one process, on the same data
+and the same number of threads. Prints a table of steps/s and their ratio, FLOPs per step
+and the fraction of this machine's float32 peak (a large matmul timed in the same run).
+
+    python -m bench.bench_engine            # about three minutes on 2 cores
+    python -m bench.bench_engine --quick    # fewer steps, for a smoke run
+
+Cases (issue 2): LSTM H=64 in 8 TBPTT(16,16) one stream; LSTM H=128 TBPTT(16,16) 1024 streams
+with shared weights; exact RTRL on Elman H=32, H=64 and LSTM H=32; SnAp-1 on LSTM H=128
+against TBPTT(1,1). Targets: >= 30x the PyTorch loop for one stream, >= 1x PyTorch batched
+for 1024 streams, RTRL >= 25% of peak, SnAp-1 <= 2x TBPTT(1,1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from service.engine import Engine, Spec
+from service.engine.threads import limit_kernel_blas_threads
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def _timed(fn, min_seconds=0.0):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- peak FLOPs
+def measured_peak(threads):
+    """float32 GFLOP/s of a 2048^3 matmul with numpy's BLAS at ``threads`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        a @ a
+        best = min(_timed(lambda: a @ a) for _ in range(3))
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------------------- FLOP counts
+def forward_flops(spec):
+    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    flops, nin = 0, spec.input_size
+    for H in spec.hidden_sizes:
+        flops += 2 * G * H * (nin + H)
+        nin = H
+    return flops + 2 * spec.out_size * spec.hidden_sizes[-1]
+
+
+def rtrl_flops(spec, P):
+    """The products with the sensitivity: W_hh M (and W_ih M above layer 0), the gradient."""
+    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    flops, nin = 0, spec.input_size
+    for k, H in enumerate(spec.hidden_sizes):
+        flops += 2 * G * H * (H + (nin if k else 0)) * P
+        nin = H
+    return flops + 2 * spec.hidden_sizes[-1] * P + 3 * forward_flops(spec)
+
+
+# ---------------------------------------------------------------------------- our engine
+def run_engine(spec, x, y, chunk):
+    B, T = x.shape[0], x.shape[1]
+    eng = Engine(spec)
+    ids = [f"s{b}" for b in range(B)]
+    eng.step(ids, inputs=x[:, :chunk], targets=y[:, :chunk])  # compile and warm up
+    eng = Engine(spec)
+
+    def go():
+        for t0 in range(0, T, chunk):
+            eng.step(ids, inputs=x[:, t0:t0 + chunk], targets=y[:, t0:t0 + chunk])
+    return B * T / _timed(go)
+
+
+# ---------------------------------------------------------------------------- PyTorch
+def _torch_modules(spec, torch):
+    H = spec.hidden_sizes[0]
+    cell = {"lstm": torch.nn.LSTMCell, "elman": torch.nn.RNNCell, "gru": torch.nn.GRUCell}[
+        spec.cell](spec.input_size, H)
+    head = torch.nn.Linear(H, spec.output_size)
+    params = list(cell.parameters()) + list(head.parameters())
+    return cell, head, params
+
+
+def run_torch_tbptt(spec, x, y):
+    """The usual loop: k steps, sum of losses, backward, optimizer step, detach."""
+    import torch
+
+    cell, head, params = _torch_modules(spec, torch)
+    opt = torch.optim.Adam(params, lr=1e-3)
+    X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)
+    T, B, H = X.shape[0], X.shape[1], spec.hidden_sizes[0]
+    lstm = spec.cell == "lstm"
+
+    def go():
+        h = torch.zeros(B, H)
+        c = torch.zeros(B, H)
+        loss = 0.0
+        for t in range(T):
+            if lstm:
+                h, c = cell(X[t], (h, c))
+            else:
+                h = cell(X[t], h)
+            loss = loss + ((head(h) - Y[t]) ** 2).mean(dim=1).sum()
+            if (t + 1) % spec.tbptt_k1 == 0:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss = 0.0
+                h, c = h.detach(), c.detach()
+    return B * T / _timed(go)
+
+
+def run_torch_rtrl(spec, x, y):
+    """Exact RTRL written in PyTorch: per step the state and parameter Jacobians from
+    torch.func.jacrev, M = J_s M + J_θ, gradient dL/ds M, an Adam step."""
+    import torch
+    from torch.func import functional_call, jacrev
+
+    cell, head, params = _torch_modules(spec, torch)
+    names = [n for n, _ in cell.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in cell.parameters()])
+    shapes = [p.shape for p in cell.parameters()]
+    H = spec.hidden_sizes[0]
+    lstm = spec.cell == "lstm"
+    S = 2 * H if lstm else H
+
+    def unflat(v):
+        out, o = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            out[n] = v[o:o + k].reshape(s)
+            o += k
+        return out
+
+    def step(s, theta, xt):
+        p = unflat(theta)
+        if lstm:
+            h, c = functional_call(cell, p, (xt, (s[:, :H], s[:, H:])))
+            return torch.cat([h, c], dim=1)
+        return functional_call(cell, p, (xt, s))
+
+    jac = jacrev(step, argnums=(0, 1))
+    theta = flat.clone().requires_grad_(False)
+    head_params = list(head.parameters())
+    opt_state = torch.optim.Adam([theta] + head_params, lr=1e-3)
+    X, Y = torch.as_tensor(x[0]), torch.as_tensor(y[0])
+
+    def go():
+        s = torch.zeros(1, S)
+        M = torch.zeros(S, theta.numel())
+        for t in range(X.shape[0]):
+            xt = X[t:t + 1]
+            J_s, J_theta = jac(s, theta, xt)
+            s = step(s, theta, xt).detach()
+            M = J_s.reshape(S, S) @ M + J_theta.reshape(S, -1)
+            h = s[:, :H].clone().requires_grad_(True)
+            loss = ((head(h) - Y[t]) ** 2).mean()
+            opt_state.zero_grad()
+            loss.backward()
+            dh = torch.zeros(1, S)
+            dh[:, :H] = h.grad
+            theta.grad = (dh @ M).reshape(-1)
+            opt_state.step()
+    return X.shape[0] / _timed(go)
+
+
+# ---------------------------------------------------------------------------- the table
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for both the kernels' BLAS and torch (default 1)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    opts = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    limit_kernel_blas_threads(opts.threads)
+    scale = 4 if opts.quick else 1
+    rng = np.random.default_rng(0)
+
+    def data(B, T, I, O=1):
+        return (rng.standard_normal((B, T, I)).astype(np.float32),
+                rng.standard_normal((B, T, O)).astype(np.float32))
+
+    peak_1 = measured_peak(1)
+    peak_all = measured_peak(os.cpu_count())
+    rows = []
+
+    def row(name, ours, theirs, flops, note=""):
+        gflops = ours * flops / 1e9
+        rows.append((name, ours, theirs, ours / theirs if theirs else float("nan"), flops,
+                     gflops / peak_all, note))
+        print(f"{name}: {ours:,.0f} vs {theirs:,.0f} steps/s", flush=True)
+
+    lstm64 = Spec(cell="lstm", hidden_sizes=(64,), input_size=8, output_size=1,
+                  algorithm="tbptt", tbptt_k1=16, optimizer="adam")
+    x, y = data(1, 4096 // scale, 8)
+    row("LSTM H=64 TBPTT(16,16), 1 stream", run_engine(lstm64, x, y, 256),
+        run_torch_tbptt(lstm64, x, y), 3 * forward_flops(lstm64), "target >= 30x")
+
+    lstm128 = Spec(cell="lstm", hidden_sizes=(128,), input_size=8, output_size=1,
+                   algorithm="tbptt", tbptt_k1=16, optimizer="adam")
+    x, y = data(1024, 128 // scale, 8)
+    row("LSTM H=128 TBPTT(16,16), 1024 streams shared", run_engine(lstm128, x, y, 16),
+        run_torch_tbptt(lstm128, x, y), 3 * forward_flops(lstm128), "target >= 1x")
+
+    for cell, H in (("elman", 32), ("elman", 64), ("lstm", 32)):
+        spec = Spec(cell=cell, hidden_sizes=(H,), input_size=8, output_size=1,
+                    algorithm="rtrl", optimizer="adam")
+        P = Engine(spec).num_parameters
+        T = max(8, {32: 512, 64: 64}[H] // (4 if cell == "lstm" else 1) // scale)
+        x, y = data(1, T, 8)
+        row(f"RTRL {cell} H={H} (P={P})", run_engine(spec, x, y, T),
+            run_torch_rtrl(spec, x[:, :min(T, 32)], y[:, :min(T, 32)]), rtrl_flops(spec, P),
+            "target >= 25% of peak")
+
+    snap = Spec(cell="lstm", hidden_sizes=(128,), input_size=8, output_size=1,
+                algorithm="snap1", optimizer="adam")
+    tb11 = Spec(cell="lstm", hidden_sizes=(128,), input_size=8, output_size=1,
+                algorithm="tbptt", tbptt_k1=1, optimizer="adam")
+    x, y = data(1, 512 // scale, 8)
+    ours_snap = run_engine(snap, x, y, 256 // scale)
+    ours_tb11 = run_engine(tb11, x, y, 256 // scale)
+    row("SnAp-1 LSTM H=128 vs our TBPTT(1,1)", ours_snap, ours_tb11,
+        3 * forward_flops(snap), "target: time <= 2x TBPTT(1,1), i.e. ratio >= 0.5")
+    row("our TBPTT(1,1) LSTM H=128 vs PyTorch TBPTT(1,1)", ours_tb11,
+        run_torch_tbptt(tb11, x, y), 3 * forward_flops(tb11))
+
+    lines = [f"threads: {opts.threads}; float32 peak: {peak_1:.0f} GFLOP/s on 1 core, "
+             f"{peak_all:.0f} GFLOP/s on {os.cpu_count()} (2048^3 matmul, this run)", "",
+             "| case | rnnstream steps/s | peer steps/s | ratio | FLOPs/step | % of peak | note |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, ours, theirs, ratio, flops, frac, note in rows:
+        lines.append(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ratio:.2f}x | {flops:,.0f} | "
+                     f"{100 * frac:.1f}% | {note} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "engine.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""``python -m service`` (and ``rnnstream serve``): run the server until SIGTERM or SIGINT."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from service.config import Config, from_args
+
+
+async def _run(config: Config) -> None:
+    from service.server import Server  # after logging is set up; imports the engine
+
+    server = Server(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def serve(argv: list[str] | None = None) -> int:
+    """Parse flags (and RNNSTREAM_* variables), serve, return the exit status."""
+    config = from_args(argv)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_run(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

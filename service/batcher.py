@@ -1,0 +1,256 @@
+"""Micro-batching: chunks of different streams of one model run as one engine call.
+
+Each model has one worker coroutine. It takes the oldest queued chunk and, when chunks of
+other streams are queued too, waits up to ``batch_window_s`` for more streams (never when
+it is alone, and no longer once every attached stream has a chunk queued). One engine call
+takes at most one chunk per stream, so a stream's chunks apply strictly in arrival order;
+a chunk whose seq is already acknowledged is answered as a duplicate and not applied.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+import grpc
+import numpy as np
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from service.errors import ServiceError
+from service.session import Chunk, StreamSession, stats_proto
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    session: StreamSession
+    chunk: Chunk
+    future: asyncio.Future | None     # None: run at once by the caller
+    response: pb.StreamResponse | None = None
+
+
+def submit(host, session: StreamSession, chunk: Chunk, registry):
+    """A validated chunk: its StreamResponse, or a future of it.
+
+    A model with one attached stream and nothing queued or running runs the chunk at once:
+    no other stream could join its batch, and the hop through the worker costs latency.
+    """
+    session.pending += 1
+    session.touch()
+    if (not host.queue and not host.busy and session.pending == 1 and registry.config.durability == "periodic"
+            and host.attached_streams() <= 1):
+        job = Job(session, chunk, None)
+        host.queue.append(job)
+        jobs = _take(host, 1)  # answers a replay as a duplicate without running it
+        for done, resp in _execute(host, jobs, registry.metrics) if jobs else ():
+            _finish(done, resp)
+        return job.response
+    future = asyncio.get_running_loop().create_future()
+    host.queue.append(Job(session, chunk, future))
+    host.wake.set()
+    return future
+
+
+def error_response(model: str, stream_id: str, seq: int, error: ServiceError, session=None) -> pb.StreamResponse:
+    resp = pb.StreamResponse(model=model, stream_id=stream_id, seq=seq, error=error.to_status())
+    if session is not None:
+        resp.acked_seq, resp.durable_seq = session.acked_seq, session.durable_seq
+    return resp
+
+
+def fail_queued(host, error: ServiceError) -> None:
+    while host.queue:
+        _finish(host.queue.popleft(), error_response(host.name, "", 0, error))
+
+
+def _finish(job: Job, resp: pb.StreamResponse) -> None:
+    job.session.pending -= 1
+    if not resp.stream_id:
+        resp.stream_id = job.session.stream_id
+        resp.seq = job.chunk.seq
+    resp.durable_seq = job.session.durable_seq
+    job.response = resp
+    if job.future is not None and not job.future.done():
+        job.future.set_result(resp)
+
+
+async def run(host, registry) -> None:
+    """The worker of one model, until the model is deleted."""
+    config = registry.config
+    while not host.closed:
+        if not host.queue:
+            host.wake.clear()
+            await host.wake.wait()
+            continue
+        if host.attached_streams() > 1:
+            await asyncio.sleep(0)  # let reads that have already arrived queue their chunks
+            await _gather(host, config)
+        jobs = _take(host, config.max_batch_streams)
+        if not jobs:
+            continue
+        host.busy = True
+        try:
+            answered = _execute(host, jobs, registry.metrics)
+            await _commit(host, registry, answered)
+        finally:
+            host.busy = False
+        for job, resp in answered:
+            _finish(job, resp)
+
+
+async def _commit(host, registry, answered) -> None:
+    """``--durability=every-chunk``: commit before acknowledging."""
+    if registry.config.durability != "every-chunk" or not answered:
+        return
+    try:
+        await registry.checkpoint([host], [job.session for job, _ in answered])
+    except Exception:  # applied, but not durable: say so rather than acknowledge
+        log.exception("checkpoint before acknowledging failed")
+        err = ServiceError(grpc.StatusCode.UNAVAILABLE, "applied but not committed; reconnect and replay "
+                           "from durable_seq").to_status()
+        for _, resp in answered:
+            resp.error.CopyFrom(err)
+
+
+async def _gather(host, config) -> None:
+    """Wait up to the window for chunks of more streams, only while others are queued."""
+    window = config.batch_window_s
+    if window <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + window
+    while True:
+        queued = len({id(job.session) for job in host.queue})
+        if queued <= 1 or queued >= min(config.max_batch_streams, host.attached_streams()):
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        host.wake.clear()
+        try:
+            await asyncio.wait_for(host.wake.wait(), remaining)
+        except TimeoutError:
+            return
+
+
+def _take(host, limit: int) -> list[Job]:
+    """The first queued chunk of each stream that agrees with the oldest chunk's kind."""
+    taken, seen, keep = [], set(), []
+    kind = None
+    while host.queue:
+        job = host.queue.popleft()
+        session = job.session
+        if id(session) in seen or len(taken) >= limit:
+            keep.append(job)
+            seen.add(id(session))
+            continue
+        if job.chunk.seq <= session.acked_seq:
+            resp = pb.StreamResponse(model=host.name, stream_id=session.stream_id, seq=job.chunk.seq,
+                                     acked_seq=session.acked_seq, durable_seq=session.durable_seq, duplicate=True)
+            _finish(job, resp)
+            continue
+        if host.sessions.get(session.stream_id) is not session:
+            _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+                grpc.StatusCode.ABORTED, "the stream was closed while this chunk was queued; resend it")))
+            continue
+        seen.add(id(session))
+        if kind is None:
+            kind = job.chunk.kind
+        if job.chunk.kind != kind:
+            keep.append(job)
+            continue
+        taken.append(job)
+    host.queue.extend(keep)
+    return taken
+
+
+def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
+    out = np.zeros((len(rows), steps) + tail, dtype=dtype)
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = row
+    return out
+
+
+def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamResponse]]:
+    """One engine call for ``jobs``; refused jobs are answered here, applied ones returned."""
+    engine, name = host.engine, host.name
+    chunks = [job.chunk for job in jobs]
+    steps = [c.steps for c in chunks]
+    t_max = max(steps)
+    first = chunks[0]
+    arrays = {}
+    if first.inputs is not None:
+        arrays["inputs"] = _pad([c.inputs for c in chunks], t_max, first.inputs.shape[1:], np.float32)
+    else:
+        arrays["tokens"] = _pad([c.tokens for c in chunks], t_max, (), np.int64)
+    if first.targets is not None:
+        arrays["targets"] = _pad([c.targets for c in chunks], t_max, first.targets.shape[1:], np.float32)
+    if first.target_classes is not None:
+        arrays["target_classes"] = _pad([c.target_classes for c in chunks], t_max, (), np.int64)
+    lengths = None if min(steps) == t_max else np.asarray(steps, dtype=np.int64)
+    try:
+        preds, losses = engine.step([job.session.stream_id for job in jobs], learn=first.learn,
+                                    lengths=lengths, **arrays)
+    except ValueError as exc:
+        if len(jobs) > 1:  # find the culprit: the engine left every state unchanged
+            return [pair for job in jobs for pair in _execute(host, [job], metrics)]
+        _refuse(host, jobs[0], grpc.StatusCode.INVALID_ARGUMENT, str(exc), metrics)
+        return []
+    except Exception as exc:
+        log.exception("engine call failed for model %s", name)
+        for job in jobs:
+            _refuse(host, job, grpc.StatusCode.INTERNAL, f"engine failure: {exc}", metrics)
+        return []
+    _observe(host, jobs, losses)
+    if first.learn:
+        host.model_dirty = True
+    answered = []
+    for b, job in enumerate(jobs):
+        session, t = job.session, steps[b]
+        session.acked_seq = job.chunk.seq
+        session.dirty = True
+        session.touch()
+        resp = pb.StreamResponse(model=name, stream_id=session.stream_id, seq=job.chunk.seq,
+                                 acked_seq=session.acked_seq, durable_seq=session.durable_seq,
+                                 stats=stats_proto(engine.stream_stats(session.stream_id)))
+        resp.predictions.extend(preds[b, :t].ravel().tolist())
+        resp.losses.extend(losses[b, :t].tolist())
+        if job.chunk.horizon:
+            try:
+                resp.forecast.extend(engine.forecast(session.stream_id, job.chunk.horizon).ravel().tolist())
+            except Exception:  # the chunk is applied; a lost forecast must not hide that
+                log.exception("forecast failed for model %s", name)
+        answered.append((job, resp))
+    return answered
+
+
+def _refuse(host, job: Job, code: grpc.StatusCode, message: str, metrics) -> None:
+    metrics.chunk_errors.labels(host.name, code.name).inc()
+    _finish(job, error_response(host.name, job.session.stream_id, job.chunk.seq, ServiceError(code, message),
+                                job.session))
+
+
+def _observe(host, jobs: list[Job], losses: np.ndarray) -> None:
+    m, call = host.metrics, host.engine.last_call
+    host.steps += int(call.steps)
+    host.updates += int(call.updates)
+    m.steps.inc(call.steps)
+    if call.updates:
+        m.updates.inc(call.updates)
+    for reason, count in call.skipped.items():
+        if count:
+            m.skipped(reason).inc(count)
+    if call.clipped:
+        m.gradient_clipped.inc(call.clipped)
+    if len(call.gradient_norms):
+        m.gradient_norm.observe_many(call.gradient_norms)
+    m.loss.observe_many(losses.ravel())
+    if call.steps:
+        m.step_seconds.observe(call.seconds / call.steps)
+    m.batch_streams.observe(len(jobs))
+    now = time.monotonic()
+    if host.spec.sharing == "shared" and now - host.weight_norm_at > 1.0:  # a norm over P values: not per call
+        host.weight_norm_at = now
+        m.weight_norm.set(host.engine.weight_norm())

@@ -1,0 +1,107 @@
+"""Every tunable of the server in one place: flags, their environment variables, defaults.
+
+Each flag ``--some-flag`` may also come from ``RNNSTREAM_SOME_FLAG``; a flag on the command
+line wins over the environment, the environment over the default. ``clients/cli.py`` execs
+``python -m service`` with the same flags, so this module is the only place they are parsed.
+Tests build a :class:`Config` directly and change the fields they care about.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Mapping, Sequence
+
+ENV_PREFIX = "RNNSTREAM_"
+DURABILITY_MODES = ("periodic", "every-chunk")
+
+
+@dataclasses.dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 50051                     # 0: pick a free port (logged at start)
+    metrics_port: int = 9464              # -1: no metrics endpoint
+    metrics_host: str = ""                # "": same as host
+    data_dir: str = "./rnnstream-data"
+    durability: str = "periodic"          # or "every-chunk": commit before acknowledging
+    checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
+    batch_window_s: float = 0.001         # micro-batching window (never waited alone)
+    max_batch_streams: int = 256          # streams per engine call
+    max_streams_per_model: int = 10_000   # streams held in memory per model
+    max_streams_total: int = 100_000      # streams held in memory by the server
+    max_chunk_steps: int = 4096           # T of one chunk
+    max_horizon: int = 4096               # forecast steps of one chunk
+    max_inflight_per_call: int = 64       # chunks of one Stream call read ahead of their answers
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_stream_memory_bytes: int = 256 * 1024 * 1024  # per stream (RTRL sensitivity etc.)
+    stream_idle_ttl_s: float = 300.0      # idle streams are stored and dropped from memory
+    shutdown_grace_s: float = 5.0         # SIGTERM: time for in-flight calls to finish
+    auth_token_file: str = ""             # set: every call but health needs the bearer token
+    tls_cert: str = ""
+    tls_key: str = ""
+    log_level: str = "INFO"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        if self.durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {self.durability!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+        for name in ("checkpoint_interval_s", "stream_idle_ttl_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("max_batch_streams", "max_streams_per_model", "max_streams_total",
+                     "max_chunk_steps", "max_message_bytes", "max_inflight_per_call", "max_stream_memory_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.batch_window_s <= 0.1:
+            raise ValueError("batch_window_s must be within [0, 0.1]")
+
+
+# Flag names keep the unit suffix of the field (``--checkpoint-interval-s 2``).
+_FLAG_NAMES = {f.name: ("--" + f.name.replace("_", "-")) for f in dataclasses.fields(Config)}
+
+
+def env_var(field: str) -> str:
+    """The environment variable for a Config field: ``port`` -> ``RNNSTREAM_PORT``."""
+    return ENV_PREFIX + field.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m service`` (and of ``rnnstream serve``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve rnnstream over gRPC. Every flag also reads RNNSTREAM_<FLAG> "
+                    "(upper case, '-' as '_'), e.g. RNNSTREAM_PORT.")
+    for f in dataclasses.fields(Config):
+        kind = type(f.default)
+        extra = {"choices": DURABILITY_MODES} if f.name == "durability" else {}
+        parser.add_argument(_FLAG_NAMES[f.name], dest=f.name, type=kind, default=None,
+                            help=f"default {f.default!r}; env {env_var(f.name)}", **extra)
+    return parser
+
+
+def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Flags, then environment, then defaults; raises SystemExit on a bad value (argparse)."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    values = {}
+    for f in dataclasses.fields(Config):
+        value = getattr(opts, f.name)
+        if value is None and env_var(f.name) in environ:
+            raw = environ[env_var(f.name)]
+            try:
+                value = type(f.default)(raw)
+            except ValueError:
+                parser.error(f"{env_var(f.name)}={raw!r} is not a valid {type(f.default).__name__}")
+        if value is not None:
+            values[f.name] = value
+    config = Config(**values)
+    try:
+        config.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return config

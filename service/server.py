@@ -1,0 +1,118 @@
+"""Assembling the server: gRPC (health, reflection, interceptors, TLS), metrics endpoint,
+the store, and the background loop that checkpoints and evicts idle streams."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from service.config import Config
+from service.interceptors import AuthInterceptor, MetricsInterceptor
+from service.metrics import Metrics
+from service.registry import Registry
+from service.servicer import RnnStreamServicer
+from service.store import Store
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Server:
+    """One rnnstream server. ``await start()``, then ``await stop()`` (graceful, checkpoints)."""
+
+    def __init__(self, config: Config):
+        config.validate()
+        self.config = config
+        self.port = 0
+        self.metrics_port = 0
+        self._tasks: list[asyncio.Task] = []
+        self._http = None
+
+    async def start(self) -> None:
+        config = self.config
+        self.store = Store(config.data_dir)
+        self.metrics = Metrics()
+        self.registry = Registry(config, self.store, self.metrics)
+        self.registry.load()
+        interceptors = [MetricsInterceptor(self.metrics)]
+        if config.auth_token_file:
+            token = _read(config.auth_token_file).decode().strip()
+            if not token:
+                raise ValueError(f"auth token file {config.auth_token_file} is empty")
+            interceptors.append(AuthInterceptor(token))
+        options = [("grpc.max_receive_message_length", config.max_message_bytes),
+                   ("grpc.max_send_message_length", config.max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
+        self.servicer = RnnStreamServicer(self.registry)
+        pb_grpc.add_RnnStreamServicer_to_server(self.servicer, self.grpc)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
+        address = _address(config.host, config.port)
+        if config.tls_cert:
+            creds = grpc.ssl_server_credentials([(_read(config.tls_key), _read(config.tls_cert))])
+            self.port = self.grpc.add_secure_port(address, creds)
+        else:
+            self.port = self.grpc.add_insecure_port(address)
+        await self.grpc.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.metrics_port >= 0:
+            self._http, _ = start_http_server(config.metrics_port, config.metrics_host or config.host,
+                                              registry=self.metrics.registry)
+            self.metrics_port = self._http.server_port
+        self._tasks.append(asyncio.get_running_loop().create_task(self._housekeeping(), name="housekeeping"))
+        log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
+                 _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
+                 self.metrics_port if self._http else "off", config.data_dir, config.durability)
+
+    async def _housekeeping(self) -> None:
+        """Checkpoint every ``checkpoint_interval_s``; evict streams idle for ``stream_idle_ttl_s``."""
+        config = self.config
+        tick = min(config.checkpoint_interval_s, config.stream_idle_ttl_s / 4)
+        next_checkpoint = time.monotonic() + config.checkpoint_interval_s
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.registry.evict_idle()
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + config.checkpoint_interval_s
+                    await self.registry.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed; will retry")
+
+    async def stop(self) -> None:
+        """NOT_SERVING, let queued chunks finish, end the calls, checkpoint everything, close."""
+        log.info("shutting down")
+        await self.health.enter_graceful_shutdown()
+        await self.servicer.drain(self.config.shutdown_grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await self.grpc.stop(self.config.shutdown_grace_s)
+        await self.registry.checkpoint()
+        for host in self.registry.hosts.values():
+            host.closed = True
+            host.wake.set()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self.store.close()
+        log.info("stopped; every stream is checkpointed")

@@ -1,0 +1,202 @@
+"""The RnnStream servicer: each method validates, hands to the registry or a stream's
+session, and maps refusals to status codes. Inside ``Stream`` a refused chunk is answered
+with ``error`` set and the call stays open; unary calls return the status instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+
+import grpc
+from google.protobuf import empty_pb2
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from service import batcher
+from service.convert import spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
+from service.errors import ServiceError, invalid, unavailable
+from service.registry import ModelHost, Registry
+from service.session import parse_chunk, stats_proto
+
+log = logging.getLogger(__name__)
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+SHUTTING_DOWN = "the server is shutting down; reconnect and resume after durable_seq"
+
+
+def _unary(method):
+    """Map a ServiceError to its status; anything unexpected is logged and INTERNAL."""
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
+    return wrapper
+
+
+class RnnStreamServicer(pb_grpc.RnnStreamServicer):
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.config = registry.config
+        self.metrics = registry.metrics
+        self.draining = False
+        self._readers: set[asyncio.Task] = set()
+
+    # -- models ---------------------------------------------------------------------------
+    @_unary
+    async def CreateModel(self, request, context):
+        return await self._model(await self.registry.create(request.spec))
+
+    @_unary
+    async def GetModel(self, request, context):
+        return await self._model(self.registry.get(request.name))
+
+    @_unary
+    async def ListModels(self, request, context):
+        return pb.ListModelsResponse(models=[await self._model(h) for h in list(self.registry.hosts.values())])
+
+    @_unary
+    async def DeleteModel(self, request, context):
+        await self.registry.delete(request.name)
+        return empty_pb2.Empty()
+
+    @_unary
+    async def ExportWeights(self, request, context):
+        host = await self._weights_owner(request.model, request.stream_id)
+        state = host.engine.state_dict(request.stream_id or None)
+        return pb.Weights(model=host.name, stream_id=request.stream_id, tensors=tensors_to_proto(state))
+
+    @_unary
+    async def ImportWeights(self, request, context):
+        host = self.registry.get(request.model)
+        if request.stream_id and host.spec.sharing != "per_stream":
+            raise invalid("stream_id is only for PER_STREAM models; a SHARED model has one set of weights")
+        tensors = tensors_from_proto(request.tensors, host.engine.param_layout())
+        await self.registry.import_weights(host, request.stream_id, tensors)
+        return empty_pb2.Empty()
+
+    # -- streams --------------------------------------------------------------------------
+    async def Stream(self, request_iterator, context):
+        out: asyncio.Queue = asyncio.Queue()
+        window = asyncio.Semaphore(self.config.max_inflight_per_call)  # chunks read ahead of their answers
+        touched: set = set()
+        failed: list[BaseException] = []
+        reader = asyncio.create_task(self._read(request_iterator, out, window, touched, failed))
+        self._readers.add(reader)
+        try:
+            while (item := await out.get()) is not None:
+                t_in, host_metrics, pending = item
+                resp = await pending if isinstance(pending, asyncio.Future) else pending
+                if host_metrics is not None:
+                    host_metrics.chunk_seconds.observe(time.perf_counter() - t_in)
+                window.release()
+                yield resp
+            if failed:
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {failed[0]!r}; see the server log")
+            if self.draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        finally:
+            reader.cancel()
+            self._readers.discard(reader)
+            for session in touched:
+                session.attached -= 1
+
+    @_unary
+    async def Predict(self, request, context):
+        t_in = time.perf_counter()
+        pending = await self._submit(request, None)
+        resp = await pending if isinstance(pending, asyncio.Future) else pending
+        if resp.HasField("error"):
+            raise ServiceError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
+        self.registry.get(request.model).metrics.chunk_seconds.observe(time.perf_counter() - t_in)
+        return resp
+
+    @_unary
+    async def GetStream(self, request, context):
+        host = self.registry.get(request.model)
+        acked, durable, stats, in_memory = await self.registry.stream_info(host, validate_stream_id(request.stream_id))
+        return pb.StreamInfo(model=host.name, stream_id=request.stream_id, acked_seq=acked, durable_seq=durable,
+                             stats=stats_proto(stats), in_memory=in_memory)
+
+    @_unary
+    async def ResetStream(self, request, context):
+        host = self.registry.get(request.model)
+        await self.registry.reset_stream(host, validate_stream_id(request.stream_id))
+        return await self.GetStream(request, context)
+
+    @_unary
+    async def CloseStream(self, request, context):
+        host = self.registry.get(request.model)
+        await self.registry.close_stream(host, validate_stream_id(request.stream_id))
+        return empty_pb2.Empty()
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, touched: set,
+                    failed: list) -> None:
+        """Submit each message as it arrives; later messages may leave model/stream_id empty."""
+        model = stream_id = ""
+        try:
+            async for req in requests:
+                await window.acquire()
+                t_in = time.perf_counter()
+                model, stream_id = req.model or model, req.stream_id or stream_id
+                req.model, req.stream_id = model, stream_id
+                pending = await self._submit(req, touched)
+                host = self.registry.hosts.get(model)
+                out.put_nowait((t_in, host.metrics if host is not None else None, pending))
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug: end this call with INTERNAL, keep the server
+            log.exception("stream reader failed")
+            failed.append(exc)
+        finally:
+            out.put_nowait(None)
+
+    async def _submit(self, req: pb.StreamRequest, touched: set | None):
+        """Validate one chunk and queue it: a future of its response, or the refusal itself."""
+        try:
+            if self.draining:
+                raise unavailable(SHUTTING_DOWN)
+            host = self.registry.get(req.model)
+            validate_stream_id(req.stream_id)
+            chunk = parse_chunk(req, host.spec, self.config)
+            session = await self.registry.open_stream(host, req.stream_id)
+        except ServiceError as exc:
+            if req.model in self.registry.hosts:
+                self.metrics.chunk_errors.labels(req.model, exc.code.name).inc()
+            return batcher.error_response(req.model, req.stream_id, req.seq, exc)
+        if touched is not None and session not in touched:
+            touched.add(session)
+            session.attached += 1
+        return batcher.submit(host, session, chunk, self.registry)
+
+    async def _weights_owner(self, model: str, stream_id: str) -> ModelHost:
+        host = self.registry.get(model)
+        if host.spec.sharing == "per_stream":
+            if not stream_id:
+                raise invalid("a PER_STREAM model has weights per stream: set stream_id")
+            await self.registry.open_stream(host, stream_id, create=False)
+        return host
+
+    async def _model(self, host: ModelHost) -> pb.Model:
+        engine = host.engine
+        return pb.Model(
+            spec=spec_to_proto(host.spec), num_parameters=engine.num_parameters,
+            parameters=[pb.ParameterInfo(name=n, shape=list(s), offset=o) for n, s, o in engine.param_layout()],
+            active_streams=len(host.sessions), stored_streams=await self.registry.stored_streams(host),
+            steps=host.steps, updates=host.updates, created_unix_ms=host.created_unix_ms)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop reading chunks and wait (bounded) until every queued chunk is answered."""
+        self.draining = True
+        for reader in list(self._readers):
+            reader.cancel()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(h.queue or any(s.pending for s in h.sessions.values())
+                                                  for h in self.registry.hosts.values()):
+            await asyncio.sleep(0.005)

@@ -1,0 +1,151 @@
+"""The reference's online loop: any rule, plain SGD, "test, then train", many streams.
+
+``Learner.step`` has the engine's signature (``Engine.step``), so a test can feed both the
+same chunks and compare. Order of events (kernels/README.md, "Order of events"): at each
+position j of a chunk, every stream predicts step j with the weights in force, then the step's
+loss is scored and the rule's gradient (if any) is applied; with shared weights the gradients
+of all streams at position j are summed into one update. NEXT_INPUT: a step's loss is scored
+against the next input when it arrives, and its update is done before that input is
+predicted; ``losses[j]`` is the previous step's loss (NaN for a stream's first step).
+
+SGD follows ``torch.optim.SGD`` (momentum, dampening 0, nesterov, weight_decay) and clipping
+``clip_grad_norm_`` (coef = clip / (norm + 1e-6) when < 1), decay added after clipping.
+"""
+
+import numpy as np
+
+from tests.reference.cells import loss_and_grad, model_step, zero_state
+from tests.reference.params import flatten, unflatten
+from tests.reference.rules import make_rule
+
+
+def sgd_update(cfg, theta, grad, slot):
+    """One torch.optim.SGD step on the flat vector (in place); ``slot`` holds the momentum."""
+    g = grad.copy()
+    if cfg.clip_norm > 0:
+        coef = cfg.clip_norm / (np.linalg.norm(g) + 1e-6)
+        if coef < 1.0:
+            g *= coef
+    if cfg.weight_decay:
+        g += cfg.weight_decay * theta
+    if cfg.momentum:
+        slot["buf"] = g.copy() if slot.get("buf") is None else cfg.momentum * slot["buf"] + g
+        g = g + cfg.momentum * slot["buf"] if cfg.nesterov else slot["buf"]
+    theta -= cfg.lr * g
+
+
+class Learner:
+    """Streams, weights (shared or per stream) and one rule object per stream."""
+
+    def __init__(self, cfg, params, **rule_kwargs):
+        self.cfg = cfg
+        self.template = flatten(cfg, params)
+        self.weights = {}          # key (None if shared, else stream id) -> {"theta", "slot"}
+        self.streams = {}
+        self.rule_kwargs = rule_kwargs
+        self.skipped = 0
+
+    def _key(self, sid):
+        return None if self.cfg.sharing == "shared" else sid
+
+    def _weights(self, sid):
+        key = self._key(sid)
+        if key not in self.weights:
+            self.weights[key] = {"theta": self.template.copy(), "slot": {}}
+        return self.weights[key]
+
+    def _stream(self, sid):
+        if sid not in self.streams:
+            self.streams[sid] = {"state": zero_state(self.cfg), "pending": None,
+                                 "rule": make_rule(self.cfg, **self.rule_kwargs)}
+        return self.streams[sid]
+
+    def params(self, sid=None):
+        """The weights as a dict (the shared ones, or stream ``sid``'s)."""
+        if sid is None or self._key(sid) is None:
+            return unflatten(self.cfg, self.weights[None]["theta"] if None in self.weights
+                             else self.template)
+        return unflatten(self.cfg, self._weights(sid)["theta"])
+
+    def _apply(self, grads):
+        """grads: {key: [(sid, flat gradient)]}; one summed update per weight set."""
+        for key, items in grads.items():
+            total = sum(g for _, g in items)
+            if not np.all(np.isfinite(total)):
+                self.skipped += 1
+                for sid, g in items:
+                    if not np.all(np.isfinite(g)):
+                        self.streams[sid]["rule"].forget()
+                continue
+            w = self.weights[key]
+            sgd_update(self.cfg, w["theta"], total, w["slot"])
+
+    def _score(self, sid, cache, target, learn, grads):
+        """Loss of one predicted step; collects the rule's gradient (if any)."""
+        st = self.streams[sid]
+        w = self._weights(sid)
+        params = unflatten(self.cfg, w["theta"])
+        loss, dz = loss_and_grad(self.cfg, cache["z"], target)
+        g = st["rule"].gradient(params, cache, dz, learn, target=target)
+        if g is not None:
+            grads.setdefault(self._key(sid), []).append((sid, g))
+        return loss
+
+    def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
+             learn=True):
+        cfg = self.cfg
+        seq = tokens if cfg.vocab_size > 0 else inputs
+        seq = np.asarray(seq)
+        B, T = seq.shape[:2]
+        if cfg.target_mode == "explicit":
+            tgt = np.asarray(target_classes if cfg.classes else targets)
+        preds = np.zeros((B, T, cfg.out_size))
+        losses = np.full((B, T), np.nan)
+        for j in range(T):
+            if cfg.target_mode == "next_input":
+                grads = {}
+                for b, sid in enumerate(stream_ids):
+                    st = self._stream(sid)
+                    if st["pending"] is not None:
+                        losses[b, j] = self._score(sid, st["pending"], seq[b, j], learn, grads)
+                self._apply(grads)
+            for b, sid in enumerate(stream_ids):
+                st = self._stream(sid)
+                params = unflatten(cfg, self._weights(sid)["theta"])
+                prev = st["state"]
+                st["state"], cache = model_step(cfg, params, prev, seq[b, j])
+                st["rule"].observe(params, prev, seq[b, j], cache)
+                preds[b, j] = cache["y"]
+                st["pending"] = cache
+            if cfg.target_mode == "explicit":
+                grads = {}
+                for b, sid in enumerate(stream_ids):
+                    losses[b, j] = self._score(sid, self.streams[sid]["pending"], tgt[b, j],
+                                               learn, grads)
+                self._apply(grads)
+        return preds, losses
+
+
+def online_sgd(cfg, params, inputs=None, tokens=None, targets=None, target_classes=None,
+               chunk_sizes=None):
+    """One stream, any rule, SGD, test-then-train: returns (predictions, losses, final weights).
+
+    ``chunk_sizes`` splits the sequence into chunks (the result must not depend on it).
+    """
+    seq = tokens if cfg.vocab_size > 0 else inputs
+    T = len(seq)
+    chunk_sizes = chunk_sizes or [T]
+    learner = Learner(cfg, params)
+    preds, losses, start = [], [], 0
+    for n in chunk_sizes:
+        sl = slice(start, start + n)
+        p, l = learner.step(
+            ["s"],
+            inputs=None if inputs is None else np.asarray(inputs)[None, sl],
+            tokens=None if tokens is None else np.asarray(tokens)[None, sl],
+            targets=None if targets is None else np.asarray(targets)[None, sl],
+            target_classes=None if target_classes is None else np.asarray(target_classes)[None, sl])
+        preds.append(p[0])
+        losses.append(l[0])
+        start += n
+    return np.concatenate(preds), np.concatenate(losses), learner.params("s")

@@ -1,0 +1,41 @@
+"""Flags, environment variables and defaults; the generated modules are importable and fresh."""
+import dataclasses
+
+import pytest
+
+from protos import generate
+from service.config import Config, build_parser, env_var, from_args
+
+
+def test_generated_modules_import_and_are_fresh():
+    from protos.rnnstream.v1 import rnnstream_pb2, rnnstream_pb2_grpc
+
+    assert "RnnStream" in rnnstream_pb2.DESCRIPTOR.services_by_name
+    assert hasattr(rnnstream_pb2_grpc, "RnnStreamStub")
+    assert generate.main(["--check"]) == 0, "run: python -m protos.generate"
+
+
+def test_defaults():
+    c = from_args([], environ={})
+    assert (c.host, c.port, c.metrics_port, c.data_dir) == ("127.0.0.1", 50051, 9464, "./rnnstream-data")
+    assert c.durability == "periodic" and 0 < c.batch_window_s <= 0.001
+
+
+def test_every_flag_has_an_environment_variable_and_flags_win():
+    parser_flags = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    assert parser_flags == {f.name for f in dataclasses.fields(Config)}
+    env = {env_var("port"): "7000", env_var("data_dir"): "/tmp/x", env_var("batch_window_s"): "0.0002"}
+    c = from_args(["--port", "7001", "--durability", "every-chunk"], environ=env)
+    assert (c.port, c.data_dir, c.batch_window_s, c.durability) == (7001, "/tmp/x", 0.0002, "every-chunk")
+    assert env_var("metrics_port") == "RNNSTREAM_METRICS_PORT"
+
+
+@pytest.mark.parametrize("argv, env", [
+    (["--durability", "sometimes"], {}),
+    (["--tls-cert", "c.pem"], {}),
+    ([], {"RNNSTREAM_PORT": "eighty"}),
+    (["--max-chunk-steps", "0"], {}),
+])
+def test_bad_settings_are_refused(argv, env):
+    with pytest.raises(SystemExit):
+        from_args(argv, environ=env)

@@ -10,7 +10,7 @@ Bundles (tuples of device arrays), each per-stream array stream-minor (last axis
 - batch   = (slots [B], wrow [B], inputs [T*I, B], tokens [T, B], targets [T*O, B],
              tclass [T, B], lengths [B], need_bwd [B], contrib [B])
 - out     = (preds [T*O, B], losses [T, B], ev [T, B], nrm [T, B], ev_s [T], nrm_s [T])
-- wk [rows, cap]: per-stream scratch; gsum [P], upd [U_NFIELDS]: the shared update
+- wk [rows, cap]: per-stream scratch; gsum [P], (upd, part): the shared update
 
 ``ev`` records what happened to stream b at position t (bits EV_*), ``nrm`` the norm of its
 update; ``ev_s``/``nrm_s`` the shared update of position t. The host turns them into the CPU
@@ -31,9 +31,10 @@ from ..codes import (C_EMB, C_HIST, C_HTOP, C_IN, C_K1, C_NEXT, C_OUT, C_P, C_RU
                      K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES,
                      RTRL, SNAP1, TBPTT)
 from . import config
-from .model import add_embedding_grad, head_logits, loss_grad, predict_row, step_backward, \
-    step_forward
-from .optim import U_ANY, U_CLIPPED, U_NFIELDS, U_NORM, apply_update, k_apply, k_norm, k_reduce
+from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
+                    step_forward)
+from .optim import (U_ANY, U_CLIPPED, U_NFIELDS, U_NORM, apply_update, k_apply, k_norm,
+                    k_reduce_final, k_reduce_part)
 from .rtrl import rtrl_gradient, rtrl_propagate
 from .scratch import W_DS, W_DZ, W_G, W_M, W_ST1, W_X, W_Z
 from .snap import snap_gradient, snap_propagate
@@ -267,15 +268,19 @@ def _grid(n):
     return max(1, (n + tpb - 1) // tpb), tpb
 
 
-def _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, t):
+def _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, g0, t):
     W, m, v, steps = weights
     P = gsum.shape[0]
     B = batch[0].shape[0]
-    k_reduce[min(P, config.MAX_BLOCKS), config.REDUCE_THREADS](wk, int(model[3][W_G]), batch[0],
-                                                               batch[8], gsum)
-    k_norm[1, config.REDUCE_THREADS](gsum, batch[8], model[2], steps, upd)
+    part = upd[1]
+    upd = upd[0]
+    blocks = min((P * part.shape[1] + config.THREADS_PER_BLOCK - 1) // config.THREADS_PER_BLOCK,
+                 config.MAX_BLOCKS)
+    k_reduce_part[blocks, config.THREADS_PER_BLOCK](wk, g0, batch[0], batch[8], part)
     blocks = min((P + config.THREADS_PER_BLOCK - 1) // config.THREADS_PER_BLOCK,
                  config.MAX_BLOCKS)
+    k_reduce_final[blocks, config.THREADS_PER_BLOCK](part, gsum)
+    k_norm[1, config.REDUCE_THREADS](gsum, batch[8], model[2], steps, upd)
     k_apply[blocks, config.THREADS_PER_BLOCK](W, m, v, gsum, model[2], upd)
     g, tpb = _grid(B)
     k_book[g, tpb](batch, pool, upd, out[4], out[5], t)
@@ -284,9 +289,10 @@ def _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, t):
 def run_chunk(model, weights, pool, batch, wk, out, gsum, upd, T, learn, host):
     """Launch the chunk's kernels position by position (see the module docstring).
 
-    ``host`` is cfg as a NumPy array, to decide on the host which launches a position
-    needs; ``gsum``/``upd`` are the shared update's device buffers."""
-    cfg = host
+    ``host`` = (cfg as a NumPy array, the offset of W_G in the scratch): what the host needs
+    to decide which launches a position needs. ``gsum`` and ``upd`` = (upd, part) are the
+    shared update's device buffers (``new_update_buffers``)."""
+    cfg, g0 = host
     B = batch[0].shape[0]
     g, tpb = _grid(B)
     nxt = int(cfg[C_NEXT]) == 1
@@ -299,7 +305,7 @@ def run_chunk(model, weights, pool, batch, wk, out, gsum, upd, T, learn, host):
                 if tbptt:
                     k_tbptt[g, tpb](model, weights, pool, batch, wk, out, t)
                 if shared:
-                    _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, t)
+                    _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, g0, t)
         k_forward[g, tpb](model, weights, pool, batch, wk, out, t)
         if not nxt and learn != 2:
             k_finish[g, tpb](model, weights, pool, batch, wk, out, t, learn)
@@ -307,11 +313,14 @@ def run_chunk(model, weights, pool, batch, wk, out, gsum, upd, T, learn, host):
                 if tbptt:
                     k_tbptt[g, tpb](model, weights, pool, batch, wk, out, t)
                 if shared:
-                    _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, t)
+                    _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, g0, t)
 
 
 def new_update_buffers(P, dtype):
-    return cuda.device_array(P, dtype=dtype), cuda.to_device(np.zeros(U_NFIELDS))
+    """(gsum [P], (upd [U_NFIELDS], part [P, REDUCE_LANES])) for ``run_chunk``."""
+    return (cuda.device_array(P, dtype=dtype),
+            (cuda.to_device(np.zeros(U_NFIELDS)),
+             cuda.device_array((P, config.REDUCE_LANES), dtype=np.float64)))
 
 
 # moving stream columns between the host's [slot, ...] arrays and the device's [..., slot]

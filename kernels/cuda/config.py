@@ -5,5 +5,7 @@ blocks on the simulator."""
 THREADS_PER_BLOCK = 128
 # cap on the blocks of the grid-stride per-parameter kernels (shared-weight reduction, update)
 MAX_BLOCKS = 1024
-# threads per block of the stream reduction (a power of two)
+# threads per block of the one-block norm reduction (a power of two, at most 1024)
 REDUCE_THREADS = 128
+# partial sums per parameter in the shared-gradient reduction (a warp: coalesced reads)
+REDUCE_LANES = 32

@@ -3,8 +3,8 @@ and Adagrad, clipping by global norm (``clip_grad_norm_``: coef = clip / (norm +
 when below 1) and weight decay added after clipping.
 
 Per-stream weights: the stream's thread updates its own column (``apply_update``). Shared
-weights: the per-stream gradients are summed on the device (``k_reduce``: one block per
-parameter row, a tree over the contributing streams), then one block takes the norm
+weights: the per-stream gradients are summed on the device (``k_reduce_part``, then
+``k_reduce_final``: lanes of a warp read consecutive streams of one row), then one block takes the norm
 (``k_norm``) and a grid-stride kernel steps every parameter (``k_apply``).
 """
 import math
@@ -90,28 +90,29 @@ def apply_update(W, m, v, steps, col, G, g0, n, P, hyp):
 
 
 @cuda.jit
-def k_reduce(wk, g0, slots, contrib, gsum):
-    """gsum[p] = sum of the contributing streams' W_G[p] (one block per row, grid-stride)."""
-    buf = cuda.shared.array(MAX_REDUCE, float64)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
+def k_reduce_part(wk, g0, slots, contrib, part):
+    """part[p, c] = sum of W_G[p] over the contributing streams b = c, c + L, c + 2L, ...
+    (L lanes: the threads of a warp read consecutive streams of one row: coalesced)."""
+    L = part.shape[1]
     B = slots.shape[0]
-    for p in range(cuda.blockIdx.x, gsum.shape[0], cuda.gridDim.x):
+    for i in range(cuda.grid(1), part.shape[0] * L, cuda.gridsize(1)):
+        p = i // L
+        c = i - p * L
         acc = 0.0
-        for b in range(tid, B, nt):
+        for b in range(c, B, L):
             if contrib[b] != 0:
                 acc += wk[g0 + p, slots[b]]
-        buf[tid] = acc
-        cuda.syncthreads()
-        half = nt // 2
-        while half > 0:
-            if tid < half:
-                buf[tid] += buf[tid + half]
-            cuda.syncthreads()
-            half //= 2
-        if tid == 0:
-            gsum[p] = buf[0]
-        cuda.syncthreads()
+        part[p, c] = acc
+
+
+@cuda.jit
+def k_reduce_final(part, gsum):
+    """gsum[p] = sum_c part[p, c], in a fixed order (deterministic)."""
+    for p in range(cuda.grid(1), gsum.shape[0], cuda.gridsize(1)):
+        acc = 0.0
+        for c in range(part.shape[1]):
+            acc += part[p, c]
+        gsum[p] = acc
 
 
 @cuda.jit

@@ -13,9 +13,14 @@ import numpy as np
 
 from kernels import codes as kc
 from kernels.cuda import CudaUnavailable, load
-from kernels.cuda.scratch import scratch_offsets
+from kernels.cuda.scratch import W_G, scratch_offsets
 
-from .pool import STREAM_FIELDS, WEIGHT_FIELDS
+from .pool import WEIGHT_FIELDS
+
+# the pool fields the CUDA kernels keep on the device, in their bundle's order; the CPU
+# pool's optional forward-result fields (hc, hz, hs1, hver) are not kept: the CUDA TBPTT
+# always recomputes its window
+DEVICE_FIELDS = ("state", "sens", "hx", "htok", "hs", "hy", "hcls", "hflag", "cnt", "fst")
 
 
 def require_cuda():
@@ -41,6 +46,7 @@ class CudaBackend:
         layout = engine.layout
         self.cfg = layout.cfg
         so, self.rows = scratch_offsets(layout.cfg, layout.lay)
+        self.g0 = int(so[W_G])
         self.model = (cuda.to_device(layout.cfg), cuda.to_device(layout.lay),
                       cuda.to_device(engine.hyp), cuda.to_device(so))
         P = layout.num_parameters
@@ -55,7 +61,7 @@ class CudaBackend:
 
     # memory ---------------------------------------------------------------------------
     def _fields(self):
-        return STREAM_FIELDS + (WEIGHT_FIELDS if self.per_stream else ())
+        return DEVICE_FIELDS + (WEIGHT_FIELDS if self.per_stream else ())
 
     def _alloc(self, capacity):
         """(Re)allocate every per-stream device array for ``capacity`` slots, keeping the
@@ -116,6 +122,8 @@ class CudaBackend:
             vals = outv.copy_to_host()
             for i, s in enumerate(slots):
                 host[s] = vals[i].reshape(host.shape[1:])
+        if "hver" in arrays:
+            arrays["hver"][slots] = -1  # no forward results to reuse: recompute
 
     def push_shared(self):
         e = self.eng
@@ -147,7 +155,7 @@ class CudaBackend:
         else:
             s = self.shared
             weights = (s["W"], s["m"], s["v"], s["steps"])
-        pool = tuple(d[name] for name in STREAM_FIELDS)
+        pool = tuple(d[name] for name in DEVICE_FIELDS)
 
         def cols(a, width):  # [B, T, w] -> [T * w, B], at least one row
             if width == 0:
@@ -164,7 +172,7 @@ class CudaBackend:
                 cuda.to_device(np.zeros((T, B), np.int32)), cuda.device_array((T, B)),
                 cuda.to_device(np.zeros(T, np.int32)), cuda.device_array(T))
         self.ck.run_chunk(self.model, weights, pool, batch, d["wk"], dout, self.gsum, self.upd,
-                          T, int(learn), self.cfg)
+                          T, int(learn), (self.cfg, self.g0))
         active = np.arange(T)[None, :] < lengths[:, None]
         p = dout[0].copy_to_host().reshape(T, O, B).transpose(2, 0, 1)
         preds[:] = np.where(active[:, :, None], p, np.nan)

@@ -136,6 +136,15 @@ def _unit_partials(W, wc, cfg, lr, variant, j, S0, s0o, wk, so, n, d_ih, d_hh, J
         d_ih[2, 0] = q
         J[0, 0] = (z + dr * W[whh + j * nrec + j, wc] + dzz * W[whh + (H + j) * nrec + j, wc]
                    + own_n)
+        if variant == GRU_CHO:
+            # n_j reads every r_k h_k, and each r_k reads h_j: those loops return to h_j too
+            cross = 0.0
+            for k in range(H):
+                if k != j:
+                    rk = wk[cg + k, n]
+                    cross += (W[whh + (2 * H + j) * nrec + k, wc] * S0[s0o + lr[L_SH] + k, n]
+                              * rk * (1.0 - rk) * W[whh + k * nrec + j, wc])
+            J[0, 0] += q * cross
 
 
 @cuda.jit(device=True)

@@ -54,7 +54,8 @@ class Engine:
         spec.validate()
         limit_kernel_blas_threads()
         if spec.device == "cuda":
-            _require_cuda()
+            from .cuda_backend import require_cuda
+            require_cuda()  # fail here, at model creation, never at the first chunk
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.layout = build_layout(spec)
@@ -71,6 +72,10 @@ class Engine:
         self.total_steps = 0
         self.total_updates = 0
         self.last_call = CallStats()
+        self._cuda = None
+        if spec.device == "cuda":
+            from .cuda_backend import CudaBackend
+            self._cuda = CudaBackend(self)
 
     # properties -----------------------------------------------------------------------
     @property
@@ -98,10 +103,15 @@ class Engine:
         """
         batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
                                       learn, lengths)
-        slots = []
+        slots, new = [], []
         for sid in stream_ids:
             slot = self.pool.slot(sid)
-            slots.append(self.pool.allocate(sid) if slot is None else slot)
+            if slot is None:
+                slot = self.pool.allocate(sid)
+                new.append(slot)
+            slots.append(slot)
+        if self._cuda is not None:
+            self._cuda.push(new)
         slots = np.asarray(slots, dtype=np.int64)
         B, T = batch["lengths"].shape[0], batch["T"]
         O = self.spec.out_size
@@ -113,8 +123,11 @@ class Engine:
         kbatch = (slots, wrow, batch["inputs"], batch["tokens"], batch["targets"],
                   batch["tclass"], batch["lengths"], batch["learn"])
         t0 = time.perf_counter()
-        run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch,
-                  (preds, losses, res, gnorms))
+        if self._cuda is not None:
+            self._cuda.run_chunk(kbatch, (preds, losses, res, gnorms))
+        else:
+            run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch,
+                      (preds, losses, res, gnorms))
         seconds = time.perf_counter() - t0
         if batch["learn"] == 2:
             losses[:] = np.nan
@@ -146,6 +159,7 @@ class Engine:
         if horizon == 0:
             return out
         slot = self.pool.slot(stream_id)
+        self._pull(stream_id if slot is not None else None)
         state = (np.zeros(self.layout.state_size, self.dtype) if slot is None
                  else self.pool.arrays["state"][slot])
         _forecast_kernel(self._theta(stream_id), self.layout.cfg, self.layout.lay,
@@ -154,6 +168,7 @@ class Engine:
 
     # weights --------------------------------------------------------------------------
     def state_dict(self, stream_id=None) -> dict:
+        self._pull(stream_id)
         theta = self._theta(stream_id)
         return {p.name: theta[p.offset:p.offset + p.size].reshape(p.shape).copy()
                 for p in self.layout.params}
@@ -162,10 +177,13 @@ class Engine:
         """Set the weights from PyTorch-named tensors (all of them, exact shapes, finite).
         PER_STREAM without a stream id: the weights new streams start from."""
         flat = self._flatten(d)
+        self._pull(stream_id)
         self._theta(stream_id)[:] = flat
+        self._push(stream_id)
         self._forget_forward_results()
 
     def weight_norm(self, stream_id=None) -> float:
+        self._pull(stream_id)
         return float(np.linalg.norm(self._theta(stream_id).astype(np.float64)))
 
     # streams --------------------------------------------------------------------------
@@ -173,10 +191,13 @@ class Engine:
         """Back to a zero state (and zero sensitivity, empty window, fresh stats); the
         weights a PER_STREAM stream has learned are kept."""
         slot = self._slot(sid)
+        self._pull(sid)
         self.pool.clear(slot, keep_weights=True)
+        self._push(sid)
 
     def stream_stats(self, sid) -> dict:
         slot = self._slot(sid)
+        self._pull(sid)
         cnt = self.pool.arrays["cnt"][slot]
         fst = self.pool.arrays["fst"][slot]
         return {"steps": int(cnt[kc.K_STEPS]), "updates": int(cnt[kc.K_UPDATES]),
@@ -190,12 +211,15 @@ class Engine:
 
     def snapshot_stream(self, sid) -> dict:
         self._slot(sid)
+        self._pull(sid)
         return self.pool.export(sid)
 
     def restore_stream(self, sid, d: dict):
         self.pool.load(sid, d)
+        self._push(sid)
 
     def snapshot_model(self) -> dict:
+        self._pull(None)
         d = {"template": self.pool.template.copy(),
              "counters": np.array([self.total_steps, self.total_updates], dtype=np.int64)}
         if not self.pool.per_stream:
@@ -218,11 +242,31 @@ class Engine:
         self.pool.template[:] = d["template"]
         self.total_steps, self.total_updates = (int(c) for c in d["counters"])
         self._forget_forward_results()
+        self._push(None)
 
     # internals ------------------------------------------------------------------------
     def _forget_forward_results(self):
         """The weights changed outside an update: TBPTT must recompute its window."""
         self.pool.arrays["hver"][:] = -1
+
+    def _pull(self, sid):
+        """CUDA models: refresh the host copy of the shared weights and of stream ``sid``
+        (if any) from the device before the host reads or edits them."""
+        if self._cuda is None:
+            return
+        if not self.pool.per_stream:
+            self._cuda.pull_shared()
+        if sid is not None and sid in self.pool.slots:
+            self._cuda.pull([self.pool.slots[sid]])
+
+    def _push(self, sid):
+        """CUDA models: send the host copy back after the host edited it."""
+        if self._cuda is None:
+            return
+        if not self.pool.per_stream:
+            self._cuda.push_shared()
+        if sid is not None and sid in self.pool.slots:
+            self._cuda.push([self.pool.slots[sid]])
 
     def _weights(self):
         if self.pool.per_stream:
@@ -371,14 +415,3 @@ def _hyper(spec: Spec) -> np.ndarray:
     h[kc.O_CLIP] = spec.clip_norm
     return h
 
-
-def _require_cuda():
-    try:
-        from numba import cuda
-        usable = cuda.is_available()
-    except Exception as exc:  # numba-cuda missing or the driver failed to load
-        raise RuntimeError(f"device='cuda' needs a usable NVIDIA GPU and numba-cuda: {exc}")
-    if not usable:
-        raise RuntimeError("device='cuda' needs a usable NVIDIA GPU; none was found on this "
-                           "server. Use device='cpu'.")
-    raise RuntimeError("device='cuda' is not available in this build yet; use device='cpu'")

@@ -1,0 +1,37 @@
+"""Runs the CUDA kernel tests (test_cuda_*.py) on Numba's CUDA simulator, in a subprocess:
+NUMBA_ENABLE_CUDASIM changes numba.cuda for the whole process, and the CPU tests here must
+stay untouched by it. CI (.ci/run) installs numba-cuda and sets RNNSTREAM_REQUIRE_CUDASIM=1,
+so there a missing numba-cuda fails instead of skipping."""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def test_cuda_kernels_on_the_simulator():
+    if importlib.util.find_spec("numba_cuda") is None:
+        if os.environ.get("RNNSTREAM_REQUIRE_CUDASIM") == "1":
+            pytest.fail("numba-cuda is not installed: pip install -e '.[cuda]'")
+        pytest.skip("numba-cuda is not installed (pip install -e '.[cuda]')")
+    files = sorted(str(p.relative_to(ROOT)) for p in HERE.glob("test_cuda_*.py")
+                   if p.name != pathlib.Path(__file__).name)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *files], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:]
+
+
+def test_cuda_device_fails_at_model_creation_without_a_gpu():
+    """device='cuda' where no GPU is usable: a clear error when the model is created."""
+    from kernels.cuda import unavailable_reason
+    from service.engine import Engine, Spec
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or unavailable_reason() is None:
+        pytest.skip("a CUDA device (or the simulator) is available here")
+    with pytest.raises(RuntimeError, match="device='cuda' cannot be used"):
+        Engine(Spec(device="cuda", hidden_sizes=(2,), input_size=1, output_size=1))

@@ -9,7 +9,7 @@ weights: the per-stream gradients are summed on the device (``k_reduce_part``, t
 """
 import math
 
-from numba import cuda, float64
+from numba import cuda, float32, float64
 
 from ..codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR,
                      O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
@@ -22,26 +22,28 @@ MAX_REDUCE = 1024
 
 @cuda.jit(device=True)
 def param_step(W, m, v, p, col, gp, t, hyp):
-    """One parameter's optimizer step with the (clipped) gradient gp at optimizer step t."""
+    """One parameter's optimizer step with the (clipped) gradient gp at optimizer step t, in
+    float32 arithmetic like the CPU twin (hyper-parameters cast once)."""
     kind = int(hyp[O_KIND])
-    lr = hyp[O_LR]
+    one = float32(1.0)
+    lr = float32(hyp[O_LR])
+    eps = float32(hyp[O_EPS])
     w = W[p, col]
-    gp = gp + hyp[O_WD] * w
-    eps = hyp[O_EPS]
+    gp = float32(gp) + float32(hyp[O_WD]) * w
     if kind == ADAM:
-        b1 = hyp[O_BETA1]
-        b2 = hyp[O_BETA2]
-        step_size = lr / (1.0 - b1 ** t)
-        bc2_sqrt = math.sqrt(1.0 - b2 ** t)
-        mm = m[p, col] + (1.0 - b1) * (gp - m[p, col])
+        b1 = float32(hyp[O_BETA1])
+        b2 = float32(hyp[O_BETA2])
+        step_size = float32(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t))
+        bc2_sqrt = float32(math.sqrt(1.0 - hyp[O_BETA2] ** t))
+        mm = m[p, col] + (one - b1) * (gp - m[p, col])
         m[p, col] = mm
-        vv = b2 * v[p, col] + (1.0 - b2) * gp * gp
+        vv = b2 * v[p, col] + (one - b2) * gp * gp
         v[p, col] = vv
         W[p, col] = w - step_size * m[p, col] / (math.sqrt(v[p, col]) / bc2_sqrt + eps)
     elif kind == RMSPROP:
-        alpha = hyp[O_ALPHA]
-        mom = hyp[O_MOMENTUM]
-        v[p, col] = alpha * v[p, col] + (1.0 - alpha) * gp * gp
+        alpha = float32(hyp[O_ALPHA])
+        mom = float32(hyp[O_MOMENTUM])
+        v[p, col] = alpha * v[p, col] + (one - alpha) * gp * gp
         avg = math.sqrt(v[p, col]) + eps
         if mom > 0.0:
             m[p, col] = mom * m[p, col] + gp / avg
@@ -52,7 +54,7 @@ def param_step(W, m, v, p, col, gp, t, hyp):
         v[p, col] = v[p, col] + gp * gp
         W[p, col] = w - lr * gp / (math.sqrt(v[p, col]) + eps)
     else:  # SGD
-        mom = hyp[O_MOMENTUM]
+        mom = float32(hyp[O_MOMENTUM])
         if mom != 0.0:
             if t == 1:
                 m[p, col] = gp
@@ -61,7 +63,7 @@ def param_step(W, m, v, p, col, gp, t, hyp):
             if hyp[O_NESTEROV] != 0.0:
                 gp = gp + mom * m[p, col]
             else:
-                gp = float64(m[p, col])
+                gp = float32(m[p, col])
         W[p, col] = w - lr * gp
 
 
@@ -80,8 +82,9 @@ def apply_update(W, m, v, steps, col, G, g0, n, P, hyp):
         coef = clip / (norm + 1e-6)
         if coef < 1.0:
             clipped = 1
+            c = float32(coef)
             for p in range(P):
-                G[g0 + p, n] = G[g0 + p, n] * coef
+                G[g0 + p, n] = G[g0 + p, n] * c
     steps[col] += 1
     t = steps[col]
     for p in range(P):
@@ -165,6 +168,7 @@ def k_apply(W, m, v, gsum, hyp, upd):
     coef = upd[U_COEF]
     start = cuda.grid(1)
     for p in range(start, gsum.shape[0], cuda.gridsize(1)):
+        g = float32(gsum[p])  # the summed gradient in the weights' precision, as on the CPU
         if clipped:
-            gsum[p] = gsum[p] * coef
-        param_step(W, m, v, p, 0, float64(gsum[p]), t, hyp)
+            g = g * float32(coef)
+        param_step(W, m, v, p, 0, g, t, hyp)

@@ -135,6 +135,11 @@ class Spec:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if (self.device == "cuda" and self.algorithm == "snap1" and self.cell == "jordan"
+                and len(self.hidden_sizes) > 1):
+            raise ValueError("snap1 on a stacked Jordan model runs on device 'cpu' only (its "
+                             "CUDA kernel lacks the loop through the upper layers); use "
+                             "device='cpu', or tbptt/rtrl on cuda")
         if not (0 <= int(self.seed) < 1 << 64):
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
         return self

@@ -34,14 +34,6 @@ def small_launches(monkeypatch):
     monkeypatch.setattr(cuda_config, "REDUCE_LANES", 2)
 
 
-def _float32_optimizer_pending():
-    """main moved the CPU optimizer arithmetic to float32 (fastmath); the CUDA twin still
-    steps in float64. Where updates amplify rounding (RMSprop momentum over sqrt(v), the
-    token GRU's embedding rows) weights then differ by ~3e-5, over atol 1e-5. To do: mirror
-    kernels/optim.py's float32 arithmetic in kernels/cuda/optim.py, then drop this."""
-    pytest.xfail("CUDA optimizer still in float64 while main's CPU optimizer is float32")
-
-
 CELLS = {
     "elman": dict(cell="elman"),
     "jordan": dict(cell="jordan"),
@@ -119,8 +111,6 @@ def _assert_same(cpu, gpu):
 @pytest.mark.parametrize("rule", ["tbptt", "snap1", "rtrl"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_cell_rule_sharing_matches_cpu(cell, rule, sharing):
-    if cell == "gru-tokens" and rule == "tbptt":
-        _float32_optimizer_pending()
     kw = dict(CELLS[cell], algorithm=rule, sharing=sharing)
     _assert_same(_run("cpu", **kw), _run("cuda", **kw))
 
@@ -133,8 +123,6 @@ def test_cell_rule_sharing_matches_cpu(cell, rule, sharing):
 ])
 @pytest.mark.parametrize("sharing", ["shared", "per_stream"])
 def test_optimizers_and_clipping_match_cpu(opt, sharing):
-    if opt["optimizer"] == "rmsprop":
-        _float32_optimizer_pending()
     kw = dict(cell="gru", algorithm="rtrl", sharing=sharing, **opt)
     _assert_same(_run("cpu", **kw), _run("cuda", **kw))
 

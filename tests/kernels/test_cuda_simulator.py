@@ -1,4 +1,4 @@
-"""Runs the CUDA kernel tests (test_cuda_*.py) on Numba's CUDA simulator, in a subprocess:
+"""Runs the CUDA kernel cases (cuda_*_cases.py) on Numba's CUDA simulator, in a subprocess:
 NUMBA_ENABLE_CUDASIM changes numba.cuda for the whole process, and the CPU tests here must
 stay untouched by it. numba-cuda is part of the test extra, so a missing one fails."""
 import importlib.util
@@ -16,12 +16,15 @@ ROOT = HERE.parent.parent
 def test_cuda_kernels_on_the_simulator():
     if importlib.util.find_spec("numba_cuda") is None:
         pytest.fail("numba-cuda is not installed: pip install -e '.[test]'")
-    files = sorted(str(p.relative_to(ROOT)) for p in HERE.glob("test_cuda_*.py")
-                   if p.name != pathlib.Path(__file__).name)
+    files = sorted(str(p.relative_to(ROOT)) for p in HERE.glob("cuda_*_cases.py"))
+    assert files, "no CUDA case files found beside " + __file__
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            *files], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    # Every case must have run: a skip or deselection here would hide an untested kernel.
+    assert " passed" in summary and "skipped" not in summary, summary
 
 
 def test_cuda_device_fails_at_model_creation_without_a_gpu():

@@ -3,20 +3,24 @@ predictions, losses, gradient norms, counters and final weights, for every cell 
 sharing on tiny sizes, each optimizer once, and the copy-back paths (state_dict, snapshots,
 reset, pool growth).
 
-These run only where numba.cuda runs them: under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1,
-which ``test_cuda_simulator.py`` sets in a subprocess so that this process stays clean) or on
-a real GPU with RNNSTREAM_CUDA_TESTS=gpu. Launch sizes are patched small so that every launch
-spans several blocks.
+These run only where numba.cuda runs them, so pytest does not collect this file by itself:
+``test_cuda_simulator.py`` runs it under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) in a
+subprocess so that the CPU tests' process stays clean, and on a GPU machine
+``python -m pytest tests/kernels/cuda_chunk_cases.py`` runs it on the real device. Launch
+sizes are patched small so that every launch spans several blocks.
 """
 import os
 
 import numpy as np
 import pytest
 
-if not (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-        or os.environ.get("RNNSTREAM_CUDA_TESTS") == "gpu"):
-    pytest.skip("CUDA kernel tests run under the simulator via test_cuda_simulator.py "
-                "(or set RNNSTREAM_CUDA_TESTS=gpu on a GPU machine)", allow_module_level=True)
+from kernels.cuda import unavailable_reason  # noqa: E402
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not None:
+    # A collection error, not a skip: these cases were asked for by name.
+    raise RuntimeError("no usable CUDA device (%s): run these cases through "
+                       "tests/kernels/test_cuda_simulator.py, or with NUMBA_ENABLE_CUDASIM=1"
+                       % unavailable_reason())
 
 from kernels.cuda import config as cuda_config  # noqa: E402
 from service.engine import Engine, Spec  # noqa: E402

@@ -43,7 +43,7 @@ class Client:
 
     def __init__(self, address: str | None = None, *, token: str | None = None, token_file=None,
                  tls: bool = False, tls_ca=None, timeout: float = DEFAULT_TIMEOUT_S,
-                 keepalive_s: float = 300.0, backoff: Backoff = Backoff()):
+                 keepalive_s: float = 30.0, backoff: Backoff = Backoff()):
         self.connection = Connection.resolve(address, token=token, token_file=token_file, tls=tls,
                                              tls_ca=tls_ca, keepalive_s=keepalive_s)
         self.timeout = timeout

@@ -33,8 +33,8 @@ class Connection:
     ``token`` is sent as ``authorization: Bearer <token>`` on every call. ``tls`` turns on
     TLS with the system roots, or with ``tls_ca`` (a PEM path or bytes) when given.
     ``keepalive_s`` paces HTTP/2 pings on open streams so that a dead peer is noticed;
-    gRPC servers by default refuse pings more often than every 5 minutes on a quiet call
-    (and answer repeated ones with GOAWAY), hence the default.
+    rnnstream's server accepts them every 10 s or more. Other gRPC servers (a proxy in
+    between, say) may refuse pings more often than every 5 minutes: raise it to 300 there.
     """
 
     address: str = DEFAULT_ADDRESS
@@ -42,7 +42,7 @@ class Connection:
     tls: bool = False
     tls_ca: str | bytes | None = None
     tls_server_name: str | None = None
-    keepalive_s: float = 300.0
+    keepalive_s: float = 30.0
 
     @classmethod
     def resolve(cls, address: str | None = None, *, token: str | None = None,

@@ -58,7 +58,15 @@ class Server:
             interceptors.append(AuthInterceptor(token))
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0),
+                   # Notice vanished clients within about 80 s, so their streams are closed
+                   # and checkpointed, not held open for gRPC's default two hours.
+                   ("grpc.keepalive_time_ms", 60_000),
+                   ("grpc.keepalive_timeout_ms", 20_000),
+                   # Accept the SDK's 30 s pings on quiet streams (the default refuses pings
+                   # more often than every 5 minutes and answers them with GOAWAY).
+                   ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                   ("grpc.http2.max_ping_strikes", 0)]
         self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.servicer = RnnStreamServicer(self.registry)
         pb_grpc.add_RnnStreamServicer_to_server(self.servicer, self.grpc)

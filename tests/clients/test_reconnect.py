@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -76,3 +77,18 @@ def test_async_session_survives_a_server_crash(restartable):
     assert reconnects >= 1
     assert [r.seq for r in results] == list(range(1, 41)) and not any(r.duplicate for r in results)
     assert info.acked_seq == 40 and info.stats.steps == 200
+
+
+def test_keepalive_pings_keep_a_quiet_stream_open(server, name):
+    """The SDK pings a quiet stream; the server accepts pings that often (a default gRPC
+    server answers the third early ping with GOAWAY, which would force a reconnect)."""
+    chunks = sine_chunks(2, 3)
+    with Client(server.address, keepalive_s=10) as client:
+        client.create_model(name=name, **SPEC)
+        with client.stream(name, "quiet") as s:
+            first = s.send(chunks[0][0], targets=chunks[0][1])
+            time.sleep(45)  # four or five pings with no data between them
+            second = s.send(chunks[1][0], targets=chunks[1][1])
+            assert s.reconnects == 0
+    assert (first.seq, second.seq) == (1, 2)
+    assert not second.duplicate and second.predictions.shape == (3, 1)

@@ -15,6 +15,7 @@ from kernels.chunk import forecast as _forecast_kernel
 from kernels.chunk import run_chunk
 
 from .layout import OPT_CODE, build_layout, init_weights
+from .malloc import keep_freed_memory
 from .pool import StreamPool, sensitivity_width
 from .spec import Spec
 from .threads import limit_kernel_blas_threads
@@ -53,6 +54,7 @@ class Engine:
     def __init__(self, spec: Spec, dtype=np.float32):
         spec.validate()
         limit_kernel_blas_threads()
+        keep_freed_memory()
         if spec.device == "cuda":
             from .cuda_backend import require_cuda
             require_cuda()  # fail here, at model creation, never at the first chunk

@@ -33,6 +33,9 @@ from .rtrl import rtrl_gradient, rtrl_propagate
 from .snap import snap_gradient, snap_propagate
 from .tbptt import tbptt_window_grad
 
+# Streams per batched TBPTT backward pass: a [k2, 128, cache] window stays a few MiB.
+WINDOW_STREAMS = 128
+
 
 @njit(cache=True)
 def _all_finite(g):
@@ -173,6 +176,42 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_b
 
 
 @njit(cache=True)
+def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, n, g):
+    """Gather the last n steps of the member streams from their rings and add their window
+    gradient to g."""
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
+    K = cfg[C_HIST]
+    nb = members.shape[0]
+    wx = np.empty((n, nb, hx.shape[2]), dtype=theta.dtype)
+    wtok = np.empty((n, nb), dtype=htok.dtype)
+    ws = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
+    wy = np.empty((n, nb, hy.shape[2]), dtype=theta.dtype)
+    wcls = np.empty((n, nb), dtype=hcls.dtype)
+    wflag = np.empty((n, nb), dtype=hflag.dtype)
+    wc = np.empty((n, nb, hc.shape[2]), dtype=theta.dtype)
+    wz = np.empty((n, nb, hz.shape[2]), dtype=theta.dtype)
+    ws1 = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
+    fresh = np.ones(n, dtype=np.bool_)
+    version = weights[3][row]
+    for i in range(nb):
+        slot = slots[members[i]]
+        for tau in range(n):
+            e = (cnt[slot, K_HPOS] - n + tau + K) % K
+            wx[tau, i] = hx[slot, e]
+            wtok[tau, i] = htok[slot, e]
+            ws[tau, i] = hs[slot, e]
+            wy[tau, i] = hy[slot, e]
+            wcls[tau, i] = hcls[slot, e]
+            wflag[tau, i] = hflag[slot, e]
+            wc[tau, i] = hc[slot, e]
+            wz[tau, i] = hz[slot, e]
+            ws1[tau, i] = hs1[slot, e]
+            if hver[slot, e] != version:
+                fresh[tau] = False
+    tbptt_window_grad(theta, cfg, lay, (wx, wtok, ws, wy, wcls, wflag), (wc, wz, ws1, fresh), g)
+
+
+@njit(cache=True)
 def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
     """Run the due TBPTT backward passes: one batched pass per group of streams that share
     the weights and the window length, one pass per stream otherwise."""
@@ -203,35 +242,12 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
         members = np.nonzero(group)[0]
         nb = members.shape[0]
         theta = W[wrow[lead]]
-        wx = np.empty((n, nb, hx.shape[2]), dtype=theta.dtype)
-        wtok = np.empty((n, nb), dtype=htok.dtype)
-        ws = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
-        wy = np.empty((n, nb, hy.shape[2]), dtype=theta.dtype)
-        wcls = np.empty((n, nb), dtype=hcls.dtype)
-        wflag = np.empty((n, nb), dtype=hflag.dtype)
-        wc = np.empty((n, nb, hc.shape[2]), dtype=theta.dtype)
-        wz = np.empty((n, nb, hz.shape[2]), dtype=theta.dtype)
-        ws1 = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
-        fresh = np.ones(n, dtype=np.bool_)
-        version = weights[3][wrow[lead]]
-        for i in range(nb):
-            slot = slots[members[i]]
-            for tau in range(n):
-                e = (cnt[slot, K_HPOS] - n + tau + K) % K
-                wx[tau, i] = hx[slot, e]
-                wtok[tau, i] = htok[slot, e]
-                ws[tau, i] = hs[slot, e]
-                wy[tau, i] = hy[slot, e]
-                wcls[tau, i] = hcls[slot, e]
-                wflag[tau, i] = hflag[slot, e]
-                wc[tau, i] = hc[slot, e]
-                wz[tau, i] = hz[slot, e]
-                ws1[tau, i] = hs1[slot, e]
-                if hver[slot, e] != version:
-                    fresh[tau] = False
         g = np.zeros(P, dtype=theta.dtype)
-        tbptt_window_grad(theta, cfg, lay, (wx, wtok, ws, wy, wcls, wflag),
-                          (wc, wz, ws1, fresh), g)
+        # Sub-batches keep the window's arrays small enough to stay in cache and in the
+        # heap (kernels/README.md: the shared gradient is summed per sub-batch, then added).
+        for lo in range(0, nb, WINDOW_STREAMS):
+            _window_grad(cfg, lay, weights, pool, wrow[lead], theta, slots,
+                         members[lo:lo + WINDOW_STREAMS], n, g)
         if cfg[C_SHARED] == 1:
             if _all_finite(g):
                 gsum, contrib = acc

@@ -146,11 +146,85 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
             Hn[b, j] = o * TC[b, j]
 
 
+# want_params of layer_backward: which parameter gradients it adds, and when
+PARAMS_NONE = 0
+PARAMS_NOW = 1    # all, into grad
+PARAMS_DEFER = 2  # biases and peepholes into grad; the W_ih/W_hh outer products' factors
+                  # into a window's rows, summed later by one matrix product (flush_outer)
+
+# Blocks of a layer's deferred rows (offsets into the flat buffer, one row per stream-step):
+D_DIH = 0  # dL/d(input pre-activations) [rows, G*H]
+D_X = 1    # layer input [rows, in]
+D_DHH = 2  # GRU: dL/d(recurrent pre-activations) [rows, G*H] (other cells: D_DIH's)
+D_R = 3    # recurrent input [rows, rec]
+D_RH = 4   # Cho GRU: r * h_{t-1} [rows, H], the input of W_hn
+D_NFIELDS = 5
+
+
 @njit(cache=True)
 def _acc_outer(grad, off, dA, X):
     """grad block at ``off`` += dA^T X (sum over the batch of outer products)."""
     blk = mat(grad, off, dA.shape[1], X.shape[1])
     blk += np.dot(dA.T, X)
+
+
+@njit(cache=True)
+def deferred_sizes(lr, variant, rows):
+    """Lengths of a layer's deferred blocks (D_*) for ``rows`` stream-steps."""
+    H = lr[L_H]
+    GH = n_gates(lr[L_CELL]) * H
+    sizes = np.zeros(D_NFIELDS, dtype=np.int64)
+    sizes[D_DIH] = rows * GH
+    sizes[D_X] = rows * lr[L_IN]
+    sizes[D_R] = rows * lr[L_REC]
+    if lr[L_CELL] == GRU:
+        sizes[D_DHH] = rows * GH
+        if variant == GRU_CHO:
+            sizes[D_RH] = rows * H
+    return sizes
+
+
+@njit(cache=True)
+def _block(buf, off, rows, width):
+    return buf[off:off + rows * width].reshape((rows, width))
+
+
+@njit(cache=True)
+def _put_rows(buf, off, r0, block):
+    """Rows r0.. of the [*, width] block of ``buf`` at ``off`` = block [nb, width]."""
+    nb, width = block.shape
+    buf[off + r0 * width:off + (r0 + nb) * width].reshape((nb, width))[:, :] = block
+
+
+@njit(cache=True)
+def flush_outer(grad, lr, variant, buf, dofs, rows):
+    """Add the W_ih and W_hh gradients of ``rows`` deferred stream-steps: dA^T X summed over
+    all of them in one product, instead of one small product per step."""
+    H = lr[L_H]
+    GH = n_gates(lr[L_CELL]) * H
+    nin = lr[L_IN]
+    nrec = lr[L_REC]
+
+    _acc_outer(grad, lr[L_WIH], _block(buf, dofs[D_DIH], rows, GH),
+               _block(buf, dofs[D_X], rows, nin))
+    dhh = _block(buf, dofs[D_DHH if lr[L_CELL] == GRU else D_DIH], rows, GH)
+    R = _block(buf, dofs[D_R], rows, nrec)
+    if lr[L_CELL] == GRU and variant == GRU_CHO:
+        _acc_outer(grad, lr[L_WHH], np.ascontiguousarray(dhh[:, :2 * H]), R)
+        _acc_outer(grad, lr[L_WHH] + 2 * H * nrec, np.ascontiguousarray(dhh[:, 2 * H:]),
+                   _block(buf, dofs[D_RH], rows, H))
+    else:
+        _acc_outer(grad, lr[L_WHH], dhh, R)
+
+
+@njit(cache=True)
+def _defer(dbuf, dofs, r0, dA_ih, X, dA_hh, R):
+    """Keep one step's factors; dA_hh is None where it equals dA_ih (not a GRU)."""
+    _put_rows(dbuf, dofs[D_DIH], r0, dA_ih)
+    _put_rows(dbuf, dofs[D_X], r0, X)
+    if dA_hh is not None:
+        _put_rows(dbuf, dofs[D_DHH], r0, dA_hh)
+    _put_rows(dbuf, dofs[D_R], r0, R)
 
 
 @njit(cache=True)
@@ -161,11 +235,14 @@ def _acc_bias(grad, off, dA):
 
 
 @njit(cache=True)
-def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want_params):
+def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want_params,
+                   dbuf, dofs, r0):
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).
 
     dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X), dR (w.r.t. R),
-    dCp (w.r.t. the previous c); when ``want_params`` adds the parameter gradient to grad.
+    dCp (w.r.t. the previous c). ``want_params`` (PARAMS_*) says which parameter gradients
+    go to grad; with PARAMS_DEFER the outer products' factors go to rows r0.. of the deferred
+    blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
     """
     cell = lr[L_CELL]
     H = lr[L_H]
@@ -256,30 +333,38 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             for b in range(nb):
                 for j in range(H):
                     dR[b, j] += dRH[b, j] * cache[b, cg + j] + dH[b, j] * cache[b, cg + H + j]
-            if want_params:
+            if want_params == PARAMS_NOW:
                 _acc_outer(grad, lr[L_WHH], dAhh_rz, Rc)
                 _acc_outer(grad, lr[L_WHH] + 2 * H * nrec,
                            np.ascontiguousarray(dAhh[:, 2 * H:]),
                            np.ascontiguousarray(cache[:, cx:cx + H]))
+            elif want_params == PARAMS_DEFER:
+                _put_rows(dbuf, dofs[D_RH], r0, cache[:, cx:cx + H])
         else:
             W_hh = mat(theta, lr[L_WHH], GH, nrec)
             dR[:, :] = np.dot(dAhh, W_hh)
             for b in range(nb):
                 for j in range(H):
                     dR[b, j] += dH[b, j] * cache[b, cg + H + j]
-            if want_params:
+            if want_params == PARAMS_NOW:
                 _acc_outer(grad, lr[L_WHH], dAhh, Rc)
         dX[:, :] = np.dot(dA, W_ih)
-        if want_params:
+        if want_params == PARAMS_NOW:
             _acc_outer(grad, lr[L_WIH], dA, Xc)
+        elif want_params == PARAMS_DEFER:
+            _defer(dbuf, dofs, r0, dA, Xc, dAhh, Rc)
+        if want_params != PARAMS_NONE:
             _acc_bias(grad, lr[L_BIH], dA)
             _acc_bias(grad, lr[L_BHH], dAhh)
         return
     W_hh = mat(theta, lr[L_WHH], GH, nrec)
     dX[:, :] = np.dot(dA, W_ih)
     dR[:, :] = np.dot(dA, W_hh)
-    if want_params:
+    if want_params == PARAMS_NOW:
         _acc_outer(grad, lr[L_WIH], dA, Xc)
         _acc_outer(grad, lr[L_WHH], dA, Rc)
+    elif want_params == PARAMS_DEFER:
+        _defer(dbuf, dofs, r0, dA, Xc, None, Rc)
+    if want_params != PARAMS_NONE:
         _acc_bias(grad, lr[L_BIH], dA)
         _acc_bias(grad, lr[L_BHH], dA)

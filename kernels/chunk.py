@@ -22,8 +22,9 @@ shared weights, one summed update per position.
 import numpy as np
 from numba import njit
 
-from .codes import (C_CACHE, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_OUT, C_P,
-                    C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING, K_HCOUNT,
+from .cells import D_NFIELDS
+from .codes import (C_CACHE, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL, C_OUT,
+                    C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING, K_HCOUNT,
                     K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES,
                     R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS, R_STEPS, R_UPDATES, RTRL, SNAP1, TBPTT)
 from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
@@ -168,7 +169,9 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_b
         dS0 = np.empty((1, S), dtype=theta.dtype)
         dHs = np.empty((1, S), dtype=theta.dtype)
         dx = np.empty((1, x0.shape[1]), dtype=theta.dtype)
-        step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, 2)
+        no_rows = np.zeros((cfg[C_NL], D_NFIELDS), dtype=np.int64)  # mode 2 defers nothing
+        step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, 2,
+                      np.empty(0, dtype=theta.dtype), no_rows, 0)
         add_embedding_grad(cfg, htok[slot, last:last + 1], dx, g)
         snap_gradient(cfg, lay, sens[slot], dHs[0], g)
     _contribute(model, weights, pool, batch, out, acc, b, g)

@@ -6,12 +6,15 @@ step, the target and whether the step's loss counts, plus what the step's forwar
 (cache, logits, new state). A step whose forward ran with the current weights reuses those;
 an older one (k2 > k1: run before the last update) is recomputed from its stored input and
 previous state with the current weights. Then the gradient flows back from the newest step
-to the oldest.
+to the oldest. The weight matrices' gradients, sums over the window of outer products, are
+taken at the end as one matrix product per matrix over all n * nb stream-steps (the factors
+are kept per step), not as n small ones.
 """
 import numpy as np
 from numba import njit
 
-from .codes import C_CACHE, C_OUT, C_P, C_S, C_VOCAB
+from .cells import D_NFIELDS, deferred_sizes, flush_outer
+from .codes import C_CACHE, C_NL, C_OUT, C_P, C_S, C_VARIANT, C_VOCAB
 from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 
@@ -34,6 +37,15 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
     Z = np.empty((nb, O), dtype=theta.dtype)
     dZ = np.empty((nb, O), dtype=theta.dtype)
     dx = np.empty((nb, wx.shape[2]), dtype=theta.dtype)
+    NL = cfg[C_NL]
+    dofs = np.zeros((NL, D_NFIELDS), dtype=np.int64)
+    total = 0
+    for k in range(NL):
+        sizes = deferred_sizes(lay[k], cfg[C_VARIANT], n * nb)
+        for f in range(D_NFIELDS):
+            dofs[k, f] = total
+            total += sizes[f]
+    dbuf = np.empty(total, dtype=theta.dtype)
     for tau in range(n - 1, -1, -1):
         if fresh[tau]:
             S1[:, :] = ws1[tau]
@@ -48,6 +60,8 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
             if wflag[tau, b] != 0:
                 loss_grad(cfg, Z[b], wy[tau, b], wcls[tau, b], dZ[b])
         step_backward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, dZ, dS, grad, dx, dS0,
-                      dHs, 1)
+                      dHs, 3, dbuf, dofs, tau * nb)
         add_embedding_grad(cfg, wtok[tau], dx, grad)
         dS[:, :] = dS0
+    for k in range(NL):
+        flush_outer(grad, lay[k], cfg[C_VARIANT], dbuf, dofs[k], n * nb)

@@ -51,7 +51,8 @@ def _exp32_inplace(v, bits):
         v[i] = v[i] * scale[i]
 
 
-@njit(cache=True, fastmath=_SAFE_FAST)
+# error_model="numpy": no zero-division check (1 + e >= 1), which would keep the loop scalar
+@njit(cache=True, fastmath=_SAFE_FAST, error_model="numpy")
 def _sigmoid32(v):
     e = np.empty(v.shape[0], dtype=np.float32)
     for i in range(v.shape[0]):
@@ -61,7 +62,7 @@ def _sigmoid32(v):
         v[i] = np.float32(1.0) / (np.float32(1.0) + e[i])
 
 
-@njit(cache=True, fastmath=_SAFE_FAST)
+@njit(cache=True, fastmath=_SAFE_FAST, error_model="numpy")
 def _tanh32(v):
     n = v.shape[0]
     e = np.empty(n, dtype=np.float32)

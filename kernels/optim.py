@@ -21,7 +21,9 @@ def grad_norm(g):
     return np.sqrt(s)
 
 
-@njit(cache=True, fastmath=True)
+# error_model="numpy": no zero-division check per element, which kept the loops scalar; the
+# denominators are >= eps > 0 (service.engine.spec refuses eps = 0 for these optimizers)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def apply_update(W, row, g, m, v, steps, hyp):
     """One optimizer step on W[row] with gradient g (g is modified: clipped).
 

@@ -129,8 +129,10 @@ class Spec:
         if not (0.0 <= self.alpha < 1.0):
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         eps = self.epsilon
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {self.eps}")
+        if not (math.isfinite(eps) and eps > 0) and self.optimizer != "sgd":
+            # eps = 0 divides 0 by 0 for every parameter whose gradient is still zero
+            raise ValueError(f"eps must be a finite number > 0, got {self.eps} "
+                             f"(the default for {self.optimizer} is {DEFAULT_EPS[self.optimizer]})")
         for name in ("clip_norm", "weight_decay"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

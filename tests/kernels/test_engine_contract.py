@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
+from service.engine import Spec
 from tests.kernels.engine_support import (CELL_VARIANTS, OPTIMIZERS, RULES, Engine,
                                           assert_layout, assert_weights_close, cell_id,
                                           dataclasses, make_spec, random_chunks, rule_id)
@@ -292,3 +293,13 @@ def test_non_finite_weights_refused(sharing):
         eng.load_state_dict(dict(sd, **{"head.bias": np.full_like(sd["head.bias"], np.nan)}))
     for k, v in eng.state_dict().items():
         np.testing.assert_array_equal(v, sd[k])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad"])
+def test_zero_eps_refused_where_it_divides(optimizer):
+    """eps = 0 would divide 0 by 0 for every parameter whose gradient is still zero."""
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        Spec(cell="elman", hidden_sizes=(2,), input_size=1, output_size=1,
+             optimizer=optimizer, eps=0.0).validate()
+    Spec(cell="elman", hidden_sizes=(2,), input_size=1, output_size=1,
+         optimizer="sgd", eps=0.0).validate()  # SGD has no eps

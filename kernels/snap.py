@@ -24,6 +24,21 @@ def _upd(m, P, p, J, ih, ic):
 
 
 @njit(cache=True)
+def _upd_row(m, P, base, J, ih, ic, v):
+    """_upd over a row of weights: m[base + q] with immediate (ih, ic) * v[q]. J's entries
+    are held in locals, so the loop carries no reloads and vectorises; the arithmetic is
+    _upd's, in the same order."""
+    j00, j01, j10, j11 = J[0, 0], J[0, 1], J[1, 0], J[1, 1]
+    mh = m[base:base + v.shape[0]]
+    mc = m[P + base:P + base + v.shape[0]]
+    for q in range(v.shape[0]):
+        a = mh[q]
+        c = mc[q]
+        mh[q] = j00 * a + j01 * c + ih * v[q]
+        mc[q] = j10 * a + j11 * c + ic * v[q]
+
+
+@njit(cache=True)
 def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih, d_hh, J, d_pe):
     """Unit j's partials: d_ih[g] / d_hh[g] = d(h_j, c_j)/d(pre-activation of gate g, from
     the input / recurrent side); J = d(h_j, c_j)_t / d(h_j, c_j)_{t-1}; d_pe[0..2] = immediate
@@ -202,23 +217,27 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
             for g in range(G):
                 a = g * H + j
                 ih, ic = d_ih[g, 0], d_ih[g, 1]
-                base = lr[L_WIH] + a * nin
-                for q in range(nin):
-                    _upd(m, P, base + q, J, ih * inp[q], ic * inp[q])
+                _upd_row(m, P, lr[L_WIH] + a * nin, J, ih, ic, inp)
                 _upd(m, P, lr[L_BIH] + a, J, ih, ic)
                 hh, hc = d_hh[g, 0], d_hh[g, 1]
                 base = lr[L_WHH] + a * nrec
                 if cho and g == 2:
-                    rh = cache[lr[L_CX]:lr[L_CX] + H]
-                    for q in range(nrec):
-                        _upd(m, P, base + q, J, hh * rh[q], hc * rh[q])
+                    _upd_row(m, P, base, J, hh, hc, cache[lr[L_CX]:lr[L_CX] + H])
                 else:
-                    for q in range(nrec):
-                        _upd(m, P, base + q, J, hh * rec[q], hc * rec[q])
+                    _upd_row(m, P, base, J, hh, hc, rec)
                 _upd(m, P, lr[L_BHH] + a, J, hh, hc)
             if cell == LSTM and variant == PEEPHOLE:
                 for x3 in range(3):
                     _upd(m, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1])
+
+
+@njit(cache=True)
+def _axpy_row(gvec, m, base, n, dh):
+    """gvec[base:base+n] += dh * m[base:base+n], over views so that the loop vectorises."""
+    gv = gvec[base:base + n]
+    mv = m[base:base + n]
+    for q in range(n):
+        gv[q] += dh * mv[q]
 
 
 @njit(cache=True)
@@ -236,12 +255,8 @@ def snap_gradient(cfg, lay, m, dHs, gvec):
             dh = dHs[sh + j]
             for g in range(G):
                 a = g * H + j
-                base = lr[L_WIH] + a * nin
-                for q in range(nin):
-                    gvec[base + q] += dh * m[base + q]
-                base = lr[L_WHH] + a * nrec
-                for q in range(nrec):
-                    gvec[base + q] += dh * m[base + q]
+                _axpy_row(gvec, m, lr[L_WIH] + a * nin, nin, dh)
+                _axpy_row(gvec, m, lr[L_WHH] + a * nrec, nrec, dh)
                 gvec[lr[L_BIH] + a] += dh * m[lr[L_BIH] + a]
                 gvec[lr[L_BHH] + a] += dh * m[lr[L_BHH] + a]
             if lr[L_WCH] >= 0:

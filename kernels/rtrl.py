@@ -10,8 +10,8 @@ import numpy as np
 from numba import njit
 
 from .cells import mat, n_gates
-from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
-                    C_VARIANT, C_VOCAB, C_Y, COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
+from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_NL, C_OUT, C_P,
+                    C_VARIANT, C_VOCAB, C_Y, COUPLED, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
                     L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
                     NO_FORGET, PEEPHOLE)
 
@@ -34,6 +34,89 @@ def _immediate(dA, off_w, off_b, rows_from, nrows, inp):
 
 
 @njit(cache=True)
+def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
+    """Layer k of rtrl_propagate for Elman, Jordan and LSTM, whose units see the input and
+    recurrent tangents only through their sum: dA = W_hh M_rec (+ W_ih M_below) + I_t,
+    built in one [G*H, P] array, without the zero-filled input half (layer 0's input
+    tangent is only the immediate term) and without copies."""
+    P = cfg[C_P]
+    variant = cfg[C_VARIANT]
+    lr = lay[k]
+    cell = lr[L_CELL]
+    H = lr[L_H]
+    nin = lr[L_IN]
+    nrec = lr[L_REC]
+    GH = n_gates(cell) * H
+    sh = lr[L_SH]
+    sc = lr[L_SC]
+    cg = lr[L_CG]
+    cx = lr[L_CX]
+    rec0 = cfg[C_Y] if cell == JORDAN else sh
+    dA = np.dot(mat(theta, lr[L_WHH], GH, nrec), rows(M0, rec0, nrec, P))
+    if k == 0:
+        inp = x
+        if cfg[C_VOCAB] > 0:
+            W_ih = mat(theta, lr[L_WIH], GH, nin)
+            base = cfg[C_EMB] + token * nin
+            for a in range(GH):
+                for q in range(nin):
+                    dA[a, base + q] += W_ih[a, q]
+    else:
+        psh = lay[k - 1, L_SH]
+        dA += np.dot(mat(theta, lr[L_WIH], GH, nin), rows(M1, psh, nin, P))
+        inp = s1[psh:psh + nin]
+    _immediate(dA, lr[L_WIH], lr[L_BIH], 0, GH, inp)
+    _immediate(dA, lr[L_WHH], lr[L_BHH], 0, GH, s0[rec0:rec0 + nrec])
+    Mh1 = rows(M1, sh, H, P)
+    if cell != LSTM:
+        for j in range(H):
+            h = cache[cg + j]
+            d = 1.0 - h * h
+            for p in range(P):
+                Mh1[j, p] = d * dA[j, p]
+        return
+    Mc1 = rows(M1, sc, H, P)
+    Mc0 = rows(M0, sc, H, P)
+    wc = lr[L_WCH]
+    for j in range(H):
+        i = cache[cg + j]
+        f = cache[cg + H + j]
+        g = cache[cg + 2 * H + j]
+        o = cache[cg + 3 * H + j]
+        tc = cache[cx + j]
+        cp = s0[sc + j]
+        si = i * (1.0 - i)
+        sf = f * (1.0 - f)
+        sg = 1.0 - g * g
+        so = o * (1.0 - o)
+        dhdc = o * (1.0 - tc * tc)
+        wci = 0.0
+        wcf = 0.0
+        wco = 0.0
+        if variant == PEEPHOLE:
+            wci = theta[wc + j]
+            wcf = theta[wc + H + j]
+            wco = theta[wc + 2 * H + j]
+            dA[j, wc + j] += cp
+            dA[H + j, wc + H + j] += cp
+            dA[3 * H + j, wc + 2 * H + j] += s1[sc + j]
+        for p in range(P):
+            mcp = Mc0[j, p]
+            di = si * (dA[j, p] + wci * mcp)
+            dg = sg * dA[2 * H + j, p]
+            if variant == COUPLED:
+                dc = f * mcp + (g - cp) * di + i * dg
+            elif variant == NO_FORGET:
+                dc = mcp + g * di + i * dg
+            else:
+                df = sf * (dA[H + j, p] + wcf * mcp)
+                dc = f * mcp + cp * df + g * di + i * dg
+            dao = so * (dA[3 * H + j, p] + wco * dc)
+            Mc1[j, p] = dc
+            Mh1[j, p] = dhdc * dc + tc * dao
+
+
+@njit(cache=True)
 def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
     """M1 = J_t M0 + I_t for one stream; x [I], s0/s1 [S], cache [C], M0/M1 [S * P]."""
     P = cfg[C_P]
@@ -41,13 +124,15 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
     for k in range(cfg[C_NL]):
         lr = lay[k]
         cell = lr[L_CELL]
+        if cell != GRU:
+            _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1)
+            continue
+        # GRU: the input and recurrent tangents stay apart (r scales only the recurrent n part)
         H = lr[L_H]
         nin = lr[L_IN]
         nrec = lr[L_REC]
-        G = n_gates(cell)
-        GH = G * H
+        GH = 3 * H
         sh = lr[L_SH]
-        sc = lr[L_SC]
         cg = lr[L_CG]
         cx = lr[L_CX]
         W_ih = mat(theta, lr[L_WIH], GH, nin)
@@ -66,96 +151,43 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
             inp = s1[psh:psh + nin]
         _immediate(dAi, lr[L_WIH], lr[L_BIH], 0, GH, inp)
         # recurrent part
-        if cell == JORDAN:
-            rec0 = cfg[C_Y]
-        else:
-            rec0 = sh
-        r = s0[rec0:rec0 + nrec]
-        Mr = rows(M0, rec0, nrec, P)
-        nrows_hh = GH
-        if cell == GRU and variant == GRU_CHO:
-            nrows_hh = 2 * H
+        r = s0[sh:sh + nrec]
+        Mr = rows(M0, sh, nrec, P)
+        nrows_hh = 2 * H if variant == GRU_CHO else GH
         W_hh = mat(theta, lr[L_WHH], nrows_hh, nrec)
         dAh = np.zeros((GH, P), dtype=theta.dtype)
         dAh[:nrows_hh] = np.dot(W_hh, Mr)
         _immediate(dAh, lr[L_WHH], lr[L_BHH], 0, nrows_hh, r)
         Mh1 = rows(M1, sh, H, P)
         Mh0 = rows(M0, sh, H, P)
-        if cell == ELMAN or cell == JORDAN:
-            for j in range(H):
-                h = cache[cg + j]
-                d = 1.0 - h * h
-                for p in range(P):
-                    Mh1[j, p] = d * (dAi[j, p] + dAh[j, p])
-        elif cell == LSTM:
-            Mc1 = rows(M1, sc, H, P)
-            Mc0 = rows(M0, sc, H, P)
-            wc = lr[L_WCH]
-            for j in range(H):
-                i = cache[cg + j]
-                f = cache[cg + H + j]
-                g = cache[cg + 2 * H + j]
-                o = cache[cg + 3 * H + j]
-                tc = cache[cx + j]
-                cp = s0[sc + j]
-                si = i * (1.0 - i)
-                sf = f * (1.0 - f)
-                sg = 1.0 - g * g
-                so = o * (1.0 - o)
-                dhdc = o * (1.0 - tc * tc)
-                wci = 0.0
-                wcf = 0.0
-                wco = 0.0
-                if variant == PEEPHOLE:
-                    wci = theta[wc + j]
-                    wcf = theta[wc + H + j]
-                    wco = theta[wc + 2 * H + j]
-                    dAi[j, wc + j] += cp
-                    dAi[H + j, wc + H + j] += cp
-                    dAi[3 * H + j, wc + 2 * H + j] += s1[sc + j]
-                for p in range(P):
-                    mcp = Mc0[j, p]
-                    di = si * (dAi[j, p] + dAh[j, p] + wci * mcp)
-                    dg = sg * (dAi[2 * H + j, p] + dAh[2 * H + j, p])
-                    if variant == COUPLED:
-                        dc = f * mcp + (g - cp) * di + i * dg
-                    elif variant == NO_FORGET:
-                        dc = mcp + g * di + i * dg
-                    else:
-                        df = sf * (dAi[H + j, p] + dAh[H + j, p] + wcf * mcp)
-                        dc = f * mcp + cp * df + g * di + i * dg
-                    dao = so * (dAi[3 * H + j, p] + dAh[3 * H + j, p] + wco * dc)
-                    Mc1[j, p] = dc
-                    Mh1[j, p] = dhdc * dc + tc * dao
-        else:
-            if variant == GRU_CHO:
-                dRH = np.empty((H, P), dtype=theta.dtype)
-                for j in range(H):
-                    rj = cache[cg + j]
-                    sr = rj * (1.0 - rj)
-                    hp = s0[sh + j]
-                    for p in range(P):
-                        dar = sr * (dAi[j, p] + dAh[j, p])
-                        dAh[j, p] = dar  # keep dr/dθ for the update below
-                        dRH[j, p] = dar * hp + rj * Mh0[j, p]
-                W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
-                dAh[2 * H:] = np.dot(W_hn, dRH)
-                _immediate(dAh, lr[L_WHH], lr[L_BHH], 2 * H, H, cache[cx:cx + H])
+        if variant == GRU_CHO:
+            dRH = np.empty((H, P), dtype=theta.dtype)
             for j in range(H):
                 rj = cache[cg + j]
-                z = cache[cg + H + j]
-                n = cache[cg + 2 * H + j]
+                sr = rj * (1.0 - rj)
                 hp = s0[sh + j]
-                sz = z * (1.0 - z)
-                dn_scale = 1.0 - n * n
                 for p in range(P):
-                    daz = sz * (dAi[H + j, p] + dAh[H + j, p])
-                    if variant == GRU_CHO:
-                        npre = dAi[2 * H + j, p] + dAh[2 * H + j, p]
-                    else:
-                        dar = rj * (1.0 - rj) * (dAi[j, p] + dAh[j, p])
-                        npre = dAi[2 * H + j, p] + rj * dAh[2 * H + j, p] + cache[cx + j] * dar
-                    Mh1[j, p] = (1.0 - z) * dn_scale * npre + (hp - n) * daz + z * Mh0[j, p]
+                    dar = sr * (dAi[j, p] + dAh[j, p])
+                    dAh[j, p] = dar  # keep dr/dθ for the update below
+                    dRH[j, p] = dar * hp + rj * Mh0[j, p]
+            W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
+            dAh[2 * H:] = np.dot(W_hn, dRH)
+            _immediate(dAh, lr[L_WHH], lr[L_BHH], 2 * H, H, cache[cx:cx + H])
+        for j in range(H):
+            rj = cache[cg + j]
+            z = cache[cg + H + j]
+            n = cache[cg + 2 * H + j]
+            hp = s0[sh + j]
+            sz = z * (1.0 - z)
+            dn_scale = 1.0 - n * n
+            for p in range(P):
+                daz = sz * (dAi[H + j, p] + dAh[H + j, p])
+                if variant == GRU_CHO:
+                    npre = dAi[2 * H + j, p] + dAh[2 * H + j, p]
+                else:
+                    dar = rj * (1.0 - rj) * (dAi[j, p] + dAh[j, p])
+                    npre = dAi[2 * H + j, p] + rj * dAh[2 * H + j, p] + cache[cx + j] * dar
+                Mh1[j, p] = (1.0 - z) * dn_scale * npre + (hp - n) * daz + z * Mh0[j, p]
     # a Jordan model carries y_t = prediction(head(h_last)) in its state
     yo = cfg[C_Y]
     if yo >= 0:

@@ -12,7 +12,7 @@ from numba import njit
 from .cells import mat, n_gates
 from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, COUPLED, ELMAN,
                     GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
-                    L_SH, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET, PEEPHOLE)
+                    L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
 
 
 @njit(cache=True)

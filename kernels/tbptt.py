@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .cells import D_NFIELDS, deferred_sizes, flush_outer
-from .codes import C_CACHE, C_NL, C_OUT, C_P, C_S, C_VARIANT, C_VOCAB
+from .codes import C_CACHE, C_NL, C_OUT, C_S, C_VARIANT, C_VOCAB
 from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 

@@ -365,7 +365,7 @@ class Engine:
                 raise ValueError("this model classifies: send target_classes, not targets")
             if target_classes is None:
                 if learn:
-                    raise ValueError(f"target_classes [B, T] are required to learn")
+                    raise ValueError("target_classes [B, T] are required to learn")
                 mode = 2
             else:
                 c = np.asarray(target_classes)

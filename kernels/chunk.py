@@ -116,9 +116,9 @@ def _flush_shared(model, weights, pool, batch, out, acc):
 
 
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd):
+def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd, dz):
     """Loss of the stream's latest step (logits z) against its target, then its rule's
-    gradient."""
+    gradient. dz [1, O] is scratch for the loss's gradient w.r.t. z."""
     cfg, lay = model[0], model[1]
     W = weights[0]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
@@ -126,7 +126,6 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_b
     theta = W[batch[1][b]]
     learn = batch[7]
     O = cfg[C_OUT]
-    dz = np.empty((1, O), dtype=theta.dtype)
     loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
     if finite:
@@ -314,6 +313,7 @@ def run_chunk(model, weights, pool, batch, out):
     x = np.empty((B, cfg[C_IN]), dtype=dt)
     acc = (np.zeros(P, dtype=dt), np.zeros(B, dtype=np.bool_))
     need_bwd = np.zeros(B, dtype=np.bool_)
+    dz = np.empty((1, O), dtype=dt)
     if rule == RTRL:
         Mtmp = np.empty(sens.shape[1], dtype=dt)
     else:
@@ -331,10 +331,10 @@ def run_chunk(model, weights, pool, batch, out):
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               empty_target, tokens[b, t], need_bwd)
+                                               empty_target, tokens[b, t], need_bwd, dz)
                     else:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               inputs[b, t], 0, need_bwd)
+                                               inputs[b, t], 0, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
@@ -382,7 +382,7 @@ def run_chunk(model, weights, pool, batch, out):
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
                     losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                           targets[b, t], tclass[b, t], need_bwd)
+                                           targets[b, t], tclass[b, t], need_bwd, dz)
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)
     for b in range(B):

@@ -34,6 +34,30 @@ def _immediate(dA, off_w, off_b, rows_from, nrows, inp):
 
 
 @njit(cache=True)
+def _add_input_tangent(theta, cfg, lay, k, token, x, s1, M1, dA):
+    """dA [G*H, P] += the tangent of layer k's input pre-activations W_ih x_t + b_ih: through
+    the embedding row (token models' layer 0) or the layer below (W_ih M_t[below]), plus the
+    immediate term of W_ih and b_ih."""
+    P = cfg[C_P]
+    lr = lay[k]
+    nin = lr[L_IN]
+    GH = n_gates(lr[L_CELL]) * lr[L_H]
+    W_ih = mat(theta, lr[L_WIH], GH, nin)
+    if k == 0:
+        inp = x
+        if cfg[C_VOCAB] > 0:
+            base = cfg[C_EMB] + token * nin
+            for a in range(GH):
+                for q in range(nin):
+                    dA[a, base + q] += W_ih[a, q]
+    else:
+        psh = lay[k - 1, L_SH]
+        dA += np.dot(W_ih, rows(M1, psh, nin, P))
+        inp = s1[psh:psh + nin]
+    _immediate(dA, lr[L_WIH], lr[L_BIH], 0, GH, inp)
+
+
+@njit(cache=True)
 def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
     """Layer k of rtrl_propagate for Elman, Jordan and LSTM, whose units see the input and
     recurrent tangents only through their sum: dA = W_hh M_rec (+ W_ih M_below) + I_t,
@@ -44,7 +68,6 @@ def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
     lr = lay[k]
     cell = lr[L_CELL]
     H = lr[L_H]
-    nin = lr[L_IN]
     nrec = lr[L_REC]
     GH = n_gates(cell) * H
     sh = lr[L_SH]
@@ -53,19 +76,7 @@ def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
     cx = lr[L_CX]
     rec0 = cfg[C_Y] if cell == JORDAN else sh
     dA = np.dot(mat(theta, lr[L_WHH], GH, nrec), rows(M0, rec0, nrec, P))
-    if k == 0:
-        inp = x
-        if cfg[C_VOCAB] > 0:
-            W_ih = mat(theta, lr[L_WIH], GH, nin)
-            base = cfg[C_EMB] + token * nin
-            for a in range(GH):
-                for q in range(nin):
-                    dA[a, base + q] += W_ih[a, q]
-    else:
-        psh = lay[k - 1, L_SH]
-        dA += np.dot(mat(theta, lr[L_WIH], GH, nin), rows(M1, psh, nin, P))
-        inp = s1[psh:psh + nin]
-    _immediate(dA, lr[L_WIH], lr[L_BIH], 0, GH, inp)
+    _add_input_tangent(theta, cfg, lay, k, token, x, s1, M1, dA)
     _immediate(dA, lr[L_WHH], lr[L_BHH], 0, GH, s0[rec0:rec0 + nrec])
     Mh1 = rows(M1, sh, H, P)
     if cell != LSTM:
@@ -129,27 +140,13 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
             continue
         # GRU: the input and recurrent tangents stay apart (r scales only the recurrent n part)
         H = lr[L_H]
-        nin = lr[L_IN]
         nrec = lr[L_REC]
         GH = 3 * H
         sh = lr[L_SH]
         cg = lr[L_CG]
         cx = lr[L_CX]
-        W_ih = mat(theta, lr[L_WIH], GH, nin)
-        # input part of the pre-activation tangents
-        if k == 0:
-            dAi = np.zeros((GH, P), dtype=theta.dtype)
-            inp = x
-            if cfg[C_VOCAB] > 0:
-                base = cfg[C_EMB] + token * nin
-                for a in range(GH):
-                    for q in range(nin):
-                        dAi[a, base + q] += W_ih[a, q]
-        else:
-            psh = lay[k - 1, L_SH]
-            dAi = np.dot(W_ih, rows(M1, psh, nin, P))
-            inp = s1[psh:psh + nin]
-        _immediate(dAi, lr[L_WIH], lr[L_BIH], 0, GH, inp)
+        dAi = np.zeros((GH, P), dtype=theta.dtype)
+        _add_input_tangent(theta, cfg, lay, k, token, x, s1, M1, dAi)
         # recurrent part
         r = s0[sh:sh + nrec]
         Mr = rows(M0, sh, nrec, P)

@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from service.config import Config
+from service.engine import warm_up
 from service.interceptors import AuthInterceptor, MetricsInterceptor
 from service.metrics import Metrics
 from service.registry import Registry
@@ -46,6 +47,8 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
+        # before anything is served: the first chunk should not wait for the kernels to load
+        log.info("kernels loaded in %.2f s", warm_up())
         self.store = Store(config.data_dir)
         self.metrics = Metrics()
         self.registry = Registry(config, self.store, self.metrics)

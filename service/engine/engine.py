@@ -48,6 +48,20 @@ def memory_per_stream(spec: Spec) -> int:
     return 4 * floats + K * 17 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
 
 
+def warm_up() -> float:
+    """Load the CPU kernels from numba's cache (or compile them) now, so that the first real
+    chunk does not wait for it (a few hundred ms with a warm cache). One tiny model covers every
+    cell and rule: the kernels read those from arrays, so their signatures are shared. Returns
+    the seconds it took."""
+    t0 = time.perf_counter()
+    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                         algorithm="tbptt", tbptt_k1=1, tbptt_k2=1))
+    x = np.zeros((1, 1, 1), dtype=np.float32)
+    engine.step(["warm-up"], inputs=x, targets=x)
+    engine.forecast("warm-up", 1)
+    return time.perf_counter() - t0
+
+
 class Engine:
     """Runs one model's streams: ``step`` predicts and learns, chunk after chunk."""
 

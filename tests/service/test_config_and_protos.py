@@ -1,10 +1,16 @@
-"""Flags, environment variables and defaults; the generated modules are importable and fresh."""
+"""Flags, environment variables and defaults; the generated modules are importable and fresh;
+the kernels are loaded before the server serves."""
 import dataclasses
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from protos import generate
 from service.config import Config, build_parser, env_var, from_args
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_generated_modules_import_and_are_fresh():
@@ -39,3 +45,16 @@ def test_every_flag_has_an_environment_variable_and_flags_win():
 def test_bad_settings_are_refused(argv, env):
     with pytest.raises(SystemExit):
         from_args(argv, environ=env)
+
+
+def test_warm_up_loads_the_kernels_a_server_serves_with():
+    """Server.start calls warm_up before it serves: after it, the chunk and forecast kernels
+    have their compiled code (in a fresh process, where nothing else loaded them)."""
+    code = ("from kernels.chunk import forecast, run_chunk\n"
+            "from service.engine import warm_up\n"
+            "assert not run_chunk.signatures and not forecast.signatures\n"
+            "seconds = warm_up()\n"
+            "assert seconds > 0 and run_chunk.signatures and forecast.signatures\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,7 +27,12 @@ def serve(argv: list[str] | None = None) -> int:
     config = from_args(argv)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_run(config))
+    from service.server import StartupError
+    try:
+        asyncio.run(_run(config))
+    except StartupError as e:
+        logging.getLogger("service").error("%s", e)
+        return 2
     return 0
 
 

@@ -30,8 +30,15 @@ def _address(host: str, port: int) -> str:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise StartupError(f"cannot read {path}: {e.strerror}") from None
+
+
+class StartupError(Exception):
+    """The server cannot start as configured; the message says what to change."""
 
 
 class Server:
@@ -78,18 +85,31 @@ class Server:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         address = _address(config.host, config.port)
-        if config.tls_cert:
-            creds = grpc.ssl_server_credentials([(_read(config.tls_key), _read(config.tls_cert))])
-            self.port = self.grpc.add_secure_port(address, creds)
-        else:
-            self.port = self.grpc.add_insecure_port(address)
+        try:
+            if config.tls_cert:
+                creds = grpc.ssl_server_credentials([(_read(config.tls_key),
+                                                      _read(config.tls_cert))])
+                self.port = self.grpc.add_secure_port(address, creds)
+            else:
+                self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError:
+            raise StartupError(f"cannot listen on {address}: the address is in use or not "
+                               "available here (another rnnstream running? set --port / "
+                               "RNNSTREAM_PORT)") from None
+        if config.metrics_port >= 0:  # before gRPC starts: a refused port stops everything
+            try:
+                self._http, _ = start_http_server(config.metrics_port,
+                                                  config.metrics_host or config.host,
+                                                  registry=self.metrics.registry)
+            except OSError as e:
+                raise StartupError(
+                    f"cannot serve metrics on {config.metrics_host or config.host}:"
+                    f"{config.metrics_port}: {e.strerror} (set --metrics-port, or -1 to turn "
+                    "the endpoint off)") from None
+            self.metrics_port = self._http.server_port
         await self.grpc.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if config.metrics_port >= 0:
-            self._http, _ = start_http_server(config.metrics_port, config.metrics_host or config.host,
-                                              registry=self.metrics.registry)
-            self.metrics_port = self._http.server_port
         self._tasks.append(asyncio.get_running_loop().create_task(self._housekeeping(), name="housekeeping"))
         log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",

@@ -58,3 +58,20 @@ def test_warm_up_loads_the_kernels_a_server_serves_with():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("which", ["grpc", "metrics"])
+def test_a_taken_port_is_one_clear_line_and_exit_status_2(tmp_path, which):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--port", str(port), "--metrics-port", "-1"] if which == "grpc" else \
+            ["--port", "0", "--metrics-port", str(port)]
+        proc = subprocess.run([sys.executable, "-m", "service", "--data-dir", str(tmp_path), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    flag = "--port" if which == "grpc" else "--metrics-port"
+    assert f"127.0.0.1:{port}" in proc.stderr and flag in proc.stderr, proc.stderr[-3000:]

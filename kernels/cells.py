@@ -146,12 +146,8 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
             Hn[b, j] = o * TC[b, j]
 
 
-# want_params of layer_backward: which parameter gradients it adds, and when
-PARAMS_NONE = 0
-PARAMS_NOW = 1    # all, into grad
-PARAMS_DEFER = 2  # biases and peepholes into grad; the W_ih/W_hh outer products' factors
-                  # into a window's rows, summed later by one matrix product (flush_outer)
-
+# The W_ih/W_hh gradients are sums of outer products over stream-steps; layer_backward keeps
+# their factors as rows of a flat buffer and flush_outer takes each sum as one matrix product.
 # Blocks of a layer's deferred rows (offsets into the flat buffer, one row per stream-step):
 D_DIH = 0  # dL/d(input pre-activations) [rows, G*H]
 D_X = 1    # layer input [rows, in]
@@ -240,8 +236,8 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).
 
     dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X), dR (w.r.t. R),
-    dCp (w.r.t. the previous c). ``want_params`` (PARAMS_*) says which parameter gradients
-    go to grad; with PARAMS_DEFER the outer products' factors go to rows r0.. of the deferred
+    dCp (w.r.t. the previous c). With ``want_params`` the biases' and peepholes' gradients go
+    to grad and the weight matrices' outer-product factors to rows r0.. of the deferred
     blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
     """
     cell = lr[L_CELL]
@@ -333,12 +329,7 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             for b in range(nb):
                 for j in range(H):
                     dR[b, j] += dRH[b, j] * cache[b, cg + j] + dH[b, j] * cache[b, cg + H + j]
-            if want_params == PARAMS_NOW:
-                _acc_outer(grad, lr[L_WHH], dAhh_rz, Rc)
-                _acc_outer(grad, lr[L_WHH] + 2 * H * nrec,
-                           np.ascontiguousarray(dAhh[:, 2 * H:]),
-                           np.ascontiguousarray(cache[:, cx:cx + H]))
-            elif want_params == PARAMS_DEFER:
+            if want_params:
                 _put_rows(dbuf, dofs[D_RH], r0, cache[:, cx:cx + H])
         else:
             W_hh = mat(theta, lr[L_WHH], GH, nrec)
@@ -346,25 +337,16 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             for b in range(nb):
                 for j in range(H):
                     dR[b, j] += dH[b, j] * cache[b, cg + H + j]
-            if want_params == PARAMS_NOW:
-                _acc_outer(grad, lr[L_WHH], dAhh, Rc)
         dX[:, :] = np.dot(dA, W_ih)
-        if want_params == PARAMS_NOW:
-            _acc_outer(grad, lr[L_WIH], dA, Xc)
-        elif want_params == PARAMS_DEFER:
+        if want_params:
             _defer(dbuf, dofs, r0, dA, Xc, dAhh, Rc)
-        if want_params != PARAMS_NONE:
             _acc_bias(grad, lr[L_BIH], dA)
             _acc_bias(grad, lr[L_BHH], dAhh)
         return
     W_hh = mat(theta, lr[L_WHH], GH, nrec)
     dX[:, :] = np.dot(dA, W_ih)
     dR[:, :] = np.dot(dA, W_hh)
-    if want_params == PARAMS_NOW:
-        _acc_outer(grad, lr[L_WIH], dA, Xc)
-        _acc_outer(grad, lr[L_WHH], dA, Rc)
-    elif want_params == PARAMS_DEFER:
+    if want_params:
         _defer(dbuf, dofs, r0, dA, Xc, None, Rc)
-    if want_params != PARAMS_NONE:
         _acc_bias(grad, lr[L_BIH], dA)
         _acc_bias(grad, lr[L_BHH], dA)

@@ -7,7 +7,7 @@ row). Head: z = W_head h_last + b_head; prediction y = z (MSE) or softmax(z) (cr
 import numpy as np
 from numba import njit
 
-from .cells import PARAMS_DEFER, PARAMS_NONE, PARAMS_NOW, layer_backward, layer_forward, mat
+from .cells import layer_backward, layer_forward, mat
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT,
                     C_VARIANT, C_VOCAB, C_Y, JORDAN, L_CELL, L_H, L_REC, L_SC, L_SH)
 
@@ -127,10 +127,11 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
 
     dZ [nb, O]: gradient of this step's loss w.r.t. the logits; dS1 [nb, S]: gradient w.r.t.
     S1 from later steps. Writes dS0 (w.r.t. S0), dx (w.r.t. x) and dHs (the total gradient
-    w.r.t. S1, within-step paths included). param_mode 1 adds every parameter's gradient to
-    grad; 2 only the head's (SnAp-1 takes the recurrent ones from its sensitivities); 0 none;
-    3 all, but the layers' W_ih/W_hh outer products go to rows r0.. of the deferred buffer
-    dbuf (layer k's blocks at dofs[k], kernels.cells.D_*) for one product per window.
+    w.r.t. S1, within-step paths included). param_mode 1: every parameter's gradient, the
+    layers' W_ih/W_hh ones as outer-product factors in rows r0.. of the deferred buffer dbuf
+    (layer k's blocks at dofs[k], kernels.cells.D_*; kernels.cells.flush_outer adds them up),
+    the rest into grad; 2 only the head's into grad (SnAp-1 takes the recurrent ones from its
+    sensitivities); 0 none.
     dZ is modified in place (a Jordan model adds the gradient arriving through y_t).
     """
     nb = x.shape[0]
@@ -161,7 +162,7 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
     dS0[:, :] = 0.0
     dHs[:, :] = dS1
     dHs[:, htop:htop + HL] += np.dot(dZ, W_head)
-    want = PARAMS_NOW if param_mode == 1 else (PARAMS_DEFER if param_mode == 3 else PARAMS_NONE)
+    want = param_mode == 1
     for k in range(cfg[C_NL] - 1, -1, -1):
         lr = lay[k]
         H = lr[L_H]

@@ -1,0 +1,247 @@
+"""Learning quality: rnnstream's default model against its peers, one run, same data.
+
+Progressive validation: every method predicts each sample, is scored, then learns it, once,
+in the same order (framings in bench/quality_data.py). Metrics: MAE (regression), log loss in
+nats with probabilities clipped to [1e-15, 1 - 1e-15] (classification), bits per byte (text).
+
+    python -m bench.quality              # full run -> bench/results/quality.md
+    python -m bench.quality --quick      # short prefixes, under two minutes
+    python -m bench.quality --configs    # rnnstream candidate specs on every stream
+                                         #   -> bench/results/quality_configs.md
+
+rnnstream runs with the default Spec given only the data's shape, fed raw features.
+deep-river's rolling LSTM runs in its own virtualenv (it pins an older torch); when that venv
+is missing the run says so in one line and goes on without it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import quality_data as qd
+from . import quality_deepriver as qdr
+from . import quality_peers as qp
+from . import quality_rnn as qr
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_N = 300          # samples per stream in --quick
+QUICK_TEXT = 5_000     # bytes of text in --quick
+FULL_TEXT = 100_000    # bytes of text in a full run (the whole text is ~470 KB)
+RNN = "rnnstream default"
+
+
+def score(stream, outputs) -> float:
+    """The stream's metric for one method's outputs (text runners return bits/byte)."""
+    if stream.task == qd.TEXT:
+        return float(outputs)
+    if stream.task == qd.REGRESSION:
+        pred = np.asarray(outputs, dtype=np.float64)
+        if pred.shape != (stream.n,):
+            raise ValueError(f"expected {stream.n} predictions, got {pred.shape}")
+        return float(np.mean(np.abs(pred - stream.y)))
+    probs = np.asarray(outputs, dtype=np.float64)
+    if probs.shape != (stream.n, stream.num_classes):
+        raise ValueError(f"expected probabilities [{stream.n}, {stream.num_classes}], "
+                         f"got {probs.shape}")
+    p = np.clip(probs[np.arange(stream.n), stream.y], 1e-15, 1 - 1e-15)
+    return float(-np.mean(np.log(p)))
+
+
+def scored(stream, outputs) -> int:
+    """How many samples a method produced a finite output for."""
+    if stream.task == qd.TEXT:
+        return stream.n if math.isfinite(float(outputs)) else 0
+    a = np.asarray(outputs, dtype=np.float64).reshape(stream.n, -1)
+    return int(np.all(np.isfinite(a), axis=1).sum())
+
+
+def timed(runner, stream):
+    t0 = time.perf_counter()
+    out = runner(stream)
+    seconds = time.perf_counter() - t0
+    if isinstance(out, qdr.Timed):
+        return out.outputs, out.seconds
+    return out, seconds
+
+
+def load_streams(names, n_prefix: int, text_bytes: int) -> list:
+    streams = []
+    for name in names:
+        s = qd.LOADERS[name]()
+        streams.append(s.prefix(text_bytes if s.task == qd.TEXT else n_prefix))
+    return streams
+
+
+def warm_up():
+    """Compile or load the engine's kernels and import River's modules before anything is
+    timed, so no method's time per sample carries a one-off start-up."""
+    from river import forest, linear_model, optim, preprocessing, time_series, tree  # noqa: F401
+    from service.engine import warm_up as engine_warm_up
+    engine_warm_up()
+
+
+def run_suite(streams, deepriver=True, log=print) -> dict:
+    """{stream name: {"stream": Stream, "methods": {method: {"score", "seconds", "scored"}}}}."""
+    warm_up()
+    results = {}
+    dr_reason = qdr.unavailable_reason() if deepriver else "not asked for (--no-deepriver)"
+    if dr_reason:
+        log(f"deep-river skipped: {dr_reason}")
+    for s in streams:
+        methods = {}
+        runners = {RNN: qr.run, **qp.peers_for(s)}
+        if not dr_reason and s.task != qd.TEXT:
+            runners["deep-river rolling LSTM"] = qdr.run
+        for name, runner in runners.items():
+            out, sec = timed(runner, s)
+            methods[name] = {"score": score(s, out), "seconds": sec, "scored": scored(s, out)}
+            log(f"  {s.name:14s} {name:26s} {s.metric} {methods[name]['score']:.4f} "
+                f"({1e6 * sec / s.n:.0f} us/sample)")
+        results[s.name] = {"stream": s, "methods": methods}
+    return results
+
+
+def best_peer(methods: dict):
+    peers = {k: v for k, v in methods.items() if not k.startswith("rnnstream")}
+    name = min(peers, key=lambda k: peers[k]["score"])
+    return name, peers[name]["score"]
+
+
+def markdown(results: dict, title: str, command: str) -> str:
+    lines = [f"# {title}", "", f"Command: `{command}`", "",
+             "Progressive validation (predict, score, then learn each sample once), same order "
+             "for every method. MAE for regression, log loss (nats, clipped at 1e-15) for "
+             "classification, bits per byte for text; lower is better. Ratio = rnnstream "
+             "default / best peer (<= 1.01 meets the issue's target).", "",
+             "| stream | n | metric | rnnstream default | best peer | best peer score | ratio |",
+             "| --- | ---: | --- | ---: | --- | ---: | ---: |"]
+    for name, r in results.items():
+        s, m = r["stream"], r["methods"]
+        peer, peer_score = best_peer(m)
+        rnn = m[RNN]["score"]
+        ratio = rnn / peer_score if peer_score > 0 else float("inf")
+        lines.append(f"| {name} | {s.n} | {s.metric} | {rnn:.4f} | {peer} | {peer_score:.4f} "
+                     f"| {ratio:.2f} |")
+    methods = []
+    for r in results.values():
+        methods += [k for k in r["methods"] if k not in methods]
+    names = list(results)
+    for what, fmt in (("Scores", lambda v: f"{v['score']:.4f}"),
+                      ("Time per sample (microseconds)",
+                       lambda v, n=None: f"{1e6 * v['seconds'] / v['n']:.0f}")):
+        lines += ["", f"## {what}", "", "| method | " + " | ".join(names) + " |",
+                  "| --- |" + " ---: |" * len(names)]
+        for meth in methods:
+            cells = []
+            for n in names:
+                v = results[n]["methods"].get(meth)
+                cells.append("—" if v is None else fmt({**v, "n": results[n]["stream"].n}))
+            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    lines += ["", "## Streams", ""]
+    for name, r in results.items():
+        lines.append(f"- `{name}`: {r['stream'].note}")
+    return "\n".join(lines) + "\n"
+
+
+def run_configs(streams, log=print) -> dict:
+    """{candidate: {stream: score or None (skipped)}}, plus the candidates' overrides."""
+    table = {}
+    for s in streams:
+        for cand, overrides in qr.candidates(s.task).items():
+            row = table.setdefault(cand, {"overrides": overrides, "scores": {}, "seconds": {}})
+            missing = qr.missing_fields(overrides)
+            if missing:
+                row["scores"][s.name] = None
+                log(f"  {s.name:14s} {cand}: skipped, Spec has no {', '.join(missing)}")
+                continue
+            try:
+                out, sec = timed(lambda st: qr.run(st, overrides), s)
+                row["scores"][s.name] = score(s, out)
+                row["seconds"][s.name] = sec
+            except ValueError as e:  # a candidate the engine refuses for this stream
+                row["scores"][s.name] = None
+                log(f"  {s.name:14s} {cand}: refused: {e}")
+                continue
+            log(f"  {s.name:14s} {cand:44s} {row['scores'][s.name]:.4f} ({sec:.1f} s)")
+    return table
+
+
+def configs_markdown(table: dict, peers: dict, command: str) -> str:
+    """Every candidate on every stream, as a ratio to the stream's best peer (and raw score)."""
+    names = list(peers)
+    lines = ["# rnnstream candidate specs on the quality streams", "",
+             f"Command: `{command}`", "",
+             "Each cell: candidate's score / best peer's score on that stream (lower is better; "
+             "<= 1.01 meets the target), raw score in brackets. `geo-mean` is the geometric "
+             "mean of the ratios over the streams the candidate ran on; `worst` the largest.", "",
+             "| candidate | " + " | ".join(names) + " | geo-mean | worst |",
+             "| --- |" + " ---: |" * (len(names) + 2)]
+    for cand, row in table.items():
+        cells, ratios = [], []
+        for n in names:
+            v = row["scores"].get(n)
+            if v is None:
+                cells.append("—")
+                continue
+            ratio = v / peers[n][1] if peers[n][1] > 0 else float("inf")
+            ratios.append(ratio)
+            cells.append(f"{ratio:.2f} ({v:.3g})")
+        geo = math.exp(np.mean(np.log(ratios))) if ratios else float("nan")
+        worst = max(ratios) if ratios else float("nan")
+        lines.append(f"| {cand} | " + " | ".join(cells) + f" | {geo:.3f} | {worst:.2f} |")
+    lines += ["", "Best peer per stream: " + "; ".join(f"{n}: {p[0]} {p[1]:.4f}"
+                                                     for n, p in peers.items()), ""]
+    lines += ["Candidates' overrides of the shape-only Spec:", ""]
+    lines += [f"- {cand}: `{json.dumps(row['overrides'], default=list)}`"
+              for cand, row in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"first {QUICK_N} samples per stream "
+                    f"and {QUICK_TEXT} bytes of text")
+    ap.add_argument("--configs", action="store_true", help="run the grid of rnnstream specs")
+    ap.add_argument("--streams", default=",".join(qd.LOADERS),
+                    help="comma-separated subset of: " + ", ".join(qd.LOADERS))
+    ap.add_argument("--n", type=int, default=0, help="samples per stream (0: all)")
+    ap.add_argument("--text-bytes", type=int, default=0,
+                    help=f"bytes of text (default {FULL_TEXT}, {QUICK_TEXT} with --quick)")
+    ap.add_argument("--no-deepriver", action="store_true")
+    ap.add_argument("--out", default="", help="markdown file to write")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.streams.split(",") if n.strip()]
+    unknown = [n for n in names if n not in qd.LOADERS]
+    if unknown:
+        ap.error(f"unknown stream(s) {', '.join(unknown)}; known: {', '.join(qd.LOADERS)}")
+    n_prefix = args.n or (QUICK_N if args.quick else 0)
+    text_bytes = args.text_bytes or (QUICK_TEXT if args.quick else FULL_TEXT)
+    command = "python -m bench.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    streams = load_streams(names, n_prefix, text_bytes)
+    log = lambda *a: print(*a, flush=True)  # noqa: E731
+    if args.configs:
+        results = run_suite(streams, deepriver=False, log=log)
+        peers = {n: best_peer(r["methods"]) for n, r in results.items()}
+        table = run_configs(streams, log=log)
+        text = configs_markdown(table, peers, command.strip())
+        out = Path(args.out or RESULTS / "quality_configs.md")
+    else:
+        results = run_suite(streams, deepriver=not args.no_deepriver, log=log)
+        title = "Learning quality" + (" (quick: prefixes)" if args.quick else "")
+        text = markdown(results, title, command.strip())
+        out = Path(args.out or RESULTS / ("quality_quick.md" if args.quick else "quality.md"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -149,11 +149,44 @@ def markdown(results: dict, title: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_configs(streams, log=print) -> dict:
+def write_scores(results: dict, path: Path):
+    """Every method's score per stream, so --configs can reuse the peers' scores."""
+    path.write_text(json.dumps({
+        name: {"n": r["stream"].n, "metric": r["stream"].metric,
+               "methods": {m: {"score": v["score"], "seconds": v["seconds"]}
+                           for m, v in r["methods"].items()}}
+        for name, r in results.items()}, indent=1) + "\n")
+
+
+def cached_best_peers(streams, log=print) -> dict:
+    """{stream: (best peer, score)}: from the last full or quick run's scores when it ran
+    the same prefix, else by running the peers now (without deep-river)."""
+    cached = {}
+    for f in ("quality.json", "quality_quick.json"):
+        path = RESULTS / f
+        if path.exists():
+            for name, r in json.loads(path.read_text()).items():
+                cached.setdefault((name, r["n"]), r["methods"])
+    peers, todo = {}, []
+    for s in streams:
+        methods = cached.get((s.name, s.n))
+        if methods is None:
+            todo.append(s)
+        else:
+            peers[s.name] = best_peer(methods)
+    if todo:
+        log("running the peers of " + ", ".join(s.name for s in todo) + " (no cached scores)")
+        for name, r in run_suite(todo, deepriver=False, log=log).items():
+            peers[name] = best_peer(r["methods"])
+    return {s.name: peers[s.name] for s in streams}
+
+
+def run_configs(streams, which="all", log=print) -> dict:
     """{candidate: {stream: score or None (skipped)}}, plus the candidates' overrides."""
+    warm_up()
     table = {}
     for s in streams:
-        for cand, overrides in qr.candidates(s.task).items():
+        for cand, overrides in qr.candidates(s.task, which).items():
             row = table.setdefault(cand, {"overrides": overrides, "scores": {}, "seconds": {}})
             missing = qr.missing_fields(overrides)
             if missing:
@@ -208,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"first {QUICK_N} samples per stream "
                     f"and {QUICK_TEXT} bytes of text")
     ap.add_argument("--configs", action="store_true", help="run the grid of rnnstream specs")
+    ap.add_argument("--grid", choices=("all", "today", "new"), default="all",
+                    help="with --configs: which candidates (today's options, the new ones)")
     ap.add_argument("--streams", default=",".join(qd.LOADERS),
                     help="comma-separated subset of: " + ", ".join(qd.LOADERS))
     ap.add_argument("--n", type=int, default=0, help="samples per stream (0: all)")
@@ -226,9 +261,8 @@ def main(argv=None) -> int:
     streams = load_streams(names, n_prefix, text_bytes)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     if args.configs:
-        results = run_suite(streams, deepriver=False, log=log)
-        peers = {n: best_peer(r["methods"]) for n, r in results.items()}
-        table = run_configs(streams, log=log)
+        peers = cached_best_peers(streams, log=log)
+        table = run_configs(streams, args.grid, log=log)
         text = configs_markdown(table, peers, command.strip())
         out = Path(args.out or RESULTS / "quality_configs.md")
     else:
@@ -236,6 +270,7 @@ def main(argv=None) -> int:
         title = "Learning quality" + (" (quick: prefixes)" if args.quick else "")
         text = markdown(results, title, command.strip())
         out = Path(args.out or RESULTS / ("quality_quick.md" if args.quick else "quality.md"))
+        write_scores(results, out.with_suffix(".json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

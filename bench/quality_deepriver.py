@@ -73,7 +73,10 @@ def _child(src: str, dst: str) -> None:
     # the zoo's rolling LSTMs with their own defaults (window 10), behind River's scaler
     if task == "regression":
         from deep_river.regression.zoo import LSTMRegressor
-        model = preprocessing.StandardScaler() | LSTMRegressor(n_features=n_features)
+        # targets standardised too, as for River's linear regression: its head starts near
+        # 0 and levels of 40..300 would take it thousands of Adam steps to reach
+        model = preprocessing.TargetStandardScaler(
+            preprocessing.StandardScaler() | LSTMRegressor(n_features=n_features))
         out = np.empty(len(y))
     else:
         from deep_river.classification.zoo import LSTMClassifier

@@ -95,10 +95,9 @@ def _run_text(engine, stream):
 
 
 # candidates for --configs ----------------------------------------------------------------
-def candidates(task: str) -> dict:
-    """name -> Spec overrides. Today's engine options first, then the issue's new options
-    (skipped with a note until they land)."""
-    c = {"default": {}}
+def _today(c: dict):
+    """Options today's engine has: learning rate x update interval, SGD, clipping, sizes,
+    cell, SnAp-1."""
     for lr in (1e-3, 3e-3, 1e-2, 3e-2):
         for k1, k2 in ((16, 16), (1, 8), (1, 16)):
             c[f"adam lr={lr:g} tbptt({k1},{k2})"] = {"lr": lr, "tbptt_k1": k1, "tbptt_k2": k2}
@@ -111,15 +110,73 @@ def candidates(task: str) -> dict:
         c[f"adam lr=0.01 tbptt(1,16) H={h}"] = {**base, "hidden_sizes": (h,)}
     c["gru adam lr=0.01 tbptt(1,16)"] = {**base, "cell": "gru"}
     c["snap1 adam lr=0.01"] = {"lr": 1e-2, "algorithm": "snap1"}
+
+
+def _new_options(c: dict):
+    """The issue's new options (normalisation, linear skip, taps, ensembles), alone and on the
+    best of today's settings."""
+    c["normalize=off"] = {"normalize": "off"}
+    c["normalize=per_stream"] = {"normalize": "per_stream"}
+    c["normalize_decay=0.999"] = {"normalize_decay": 0.999}
+    c["skip"] = {"linear_skip": True}
+    for lr in (3e-3, 1e-2, 3e-2):
+        for k1, k2 in ((16, 16), (1, 8), (1, 16)):
+            c[f"skip adam lr={lr:g} tbptt({k1},{k2})"] = {
+                "linear_skip": True, "lr": lr, "tbptt_k1": k1, "tbptt_k2": k2}
+    c["skip adam lr=0.01 tbptt(1,16) clip=1"] = {
+        "linear_skip": True, "lr": 1e-2, "tbptt_k1": 1, "tbptt_k2": 16, "clip_norm": 1.0}
+    taps = {"otaps=1": {"output_taps": (1,)}, "otaps=1,2": {"output_taps": (1, 2)},
+            "itaps=1": {"input_taps": (1,)},
+            "otaps=1 itaps=1": {"output_taps": (1,), "input_taps": (1,)}}
+    for name, t in taps.items():
+        c[f"skip {name}"] = {"linear_skip": True, **t}
+        for lr, k1 in ((3e-3, 1), (1e-2, 1), (1e-2, 16)):
+            c[f"skip {name} adam lr={lr:g} tbptt({k1},16)"] = {
+                "linear_skip": True, "lr": lr, "tbptt_k1": k1, "tbptt_k2": 16, **t}
+    c[f"otaps=1 adam lr=0.01 tbptt(1,16)"] = {"output_taps": (1,), "lr": 1e-2,
+                                              "tbptt_k1": 1, "tbptt_k2": 16}
+    lrs = ({"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}, {"lr": 3e-2})
+    c["ensemble lr 1e-3..3e-2"] = {"members": lrs}
+    c["ensemble lr 1e-3..3e-2 skip"] = {"members": lrs, "linear_skip": True}
+    c["ensemble lr 1e-3..3e-2 skip otaps=1"] = {"members": lrs, "linear_skip": True,
+                                                "output_taps": (1,)}
+    c["ensemble lr x tbptt, skip otaps=1"] = {
+        "members": ({"lr": 3e-3, "tbptt_k1": 1, "tbptt_k2": 16},
+                    {"lr": 1e-2, "tbptt_k1": 1, "tbptt_k2": 16},
+                    {"lr": 1e-2, "tbptt_k1": 16, "tbptt_k2": 16},
+                    {"lr": 3e-2, "tbptt_k1": 1, "tbptt_k2": 8}),
+        "linear_skip": True, "output_taps": (1,)}
+    c["ensemble cells, skip otaps=1"] = {
+        "members": ({"cell": "lstm", "lr": 1e-2}, {"cell": "gru", "lr": 1e-2},
+                    {"cell": "elman", "lr": 3e-3}, {"cell": "lstm", "lr": 3e-2}),
+        "linear_skip": True, "output_taps": (1,), "tbptt_k1": 1, "tbptt_k2": 16}
+
+
+def _text(c: dict):
+    """Token models: embedding width (the default was 1), learning rate, update interval."""
+    for width in (8, 32):
+        for lr in (3e-3, 1e-2):
+            c[f"emb={width} adam lr={lr:g} tbptt(16,16)"] = {"input_size": width, "lr": lr}
+            c[f"emb={width} adam lr={lr:g} tbptt(1,16)"] = {
+                "input_size": width, "lr": lr, "tbptt_k1": 1, "tbptt_k2": 16}
+    c["emb=32 H=128 adam lr=3e-3 tbptt(16,16)"] = {"input_size": 32, "lr": 3e-3,
+                                                   "hidden_sizes": (128,)}
+    c["emb=32 H=128 adam lr=3e-3 clip=1 tbptt(16,16)"] = {
+        "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "clip_norm": 1.0}
+    c["emb=32 gru H=128 adam lr=3e-3 tbptt(16,16)"] = {
+        "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "cell": "gru"}
+
+
+def candidates(task: str, which: str = "all") -> dict:
+    """name -> Spec overrides of the shape-only Spec. ``which``: "today" (options today's
+    engine has), "new" (the issue's new options) or "all". A candidate whose fields the Spec
+    lacks is skipped by the caller with a note."""
+    c = {"default": {}}
     if task == TEXT:
-        c = {"default": {}}
-        for width in (8, 32):
-            for lr in (3e-3, 1e-2):
-                c[f"emb={width} adam lr={lr:g} tbptt(16,16)"] = {"input_size": width, "lr": lr}
-                c[f"emb={width} adam lr={lr:g} tbptt(1,16)"] = {
-                    "input_size": width, "lr": lr, "tbptt_k1": 1, "tbptt_k2": 16}
-        c["emb=32 H=128 adam lr=3e-3 tbptt(16,16)"] = {"input_size": 32, "lr": 3e-3,
-                                                       "hidden_sizes": (128,)}
-        c["emb=32 H=128 adam lr=3e-3 clip=1 tbptt(16,16)"] = {
-            "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "clip_norm": 1.0}
+        _text(c)
+        return c
+    if which in ("today", "all"):
+        _today(c)
+    if which in ("new", "all"):
+        _new_options(c)
     return c

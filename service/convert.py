@@ -17,17 +17,22 @@ DEFAULT_TBPTT_K = 16
 MAX_HIDDEN = 65536
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-# proto enum value -> the engine's string, and back.
-CELLS = {pb.ELMAN: "elman", pb.JORDAN: "jordan", pb.LSTM: "lstm", pb.GRU: "gru"}
-LSTM_VARIANTS = {pb.STANDARD: "standard", pb.PEEPHOLE: "peephole", pb.COUPLED: "coupled",
-                 pb.NO_FORGET: "no_forget"}
-GRU_VARIANTS = {pb.PYTORCH: "pytorch", pb.CHO: "cho"}
-ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "tbptt", pb.RTRL: "rtrl", pb.TBPTT: "tbptt", pb.SNAP1: "snap1"}
-OPTIMIZERS = {pb.OPTIMIZER_UNSPECIFIED: "adam", pb.SGD: "sgd", pb.ADAM: "adam", pb.RMSPROP: "rmsprop",
-              pb.ADAGRAD: "adagrad"}
-SHARINGS = {pb.SHARED: "shared", pb.PER_STREAM: "per_stream"}
-DEVICES = {pb.CPU: "cpu", pb.CUDA: "cuda"}
-TARGET_MODES = {pb.EXPLICIT: "explicit", pb.NEXT_INPUT: "next_input"}
+# proto enum value -> the engine's string, and back. Each *_UNSPECIFIED (a field left unset)
+# maps to the server's default; CELL_UNSPECIFIED is refused in spec_kwargs instead.
+CELLS = {pb.CELL_ELMAN: "elman", pb.CELL_JORDAN: "jordan", pb.CELL_LSTM: "lstm", pb.CELL_GRU: "gru"}
+LSTM_VARIANTS = {pb.LSTM_VARIANT_UNSPECIFIED: "standard", pb.LSTM_VARIANT_STANDARD: "standard",
+                 pb.LSTM_VARIANT_PEEPHOLE: "peephole", pb.LSTM_VARIANT_COUPLED: "coupled",
+                 pb.LSTM_VARIANT_NO_FORGET: "no_forget"}
+GRU_VARIANTS = {pb.GRU_VARIANT_UNSPECIFIED: "pytorch", pb.GRU_VARIANT_PYTORCH: "pytorch",
+                pb.GRU_VARIANT_CHO: "cho"}
+ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "tbptt", pb.ALGORITHM_RTRL: "rtrl", pb.ALGORITHM_TBPTT: "tbptt",
+              pb.ALGORITHM_SNAP1: "snap1"}
+OPTIMIZERS = {pb.OPTIMIZER_KIND_UNSPECIFIED: "adam", pb.OPTIMIZER_KIND_SGD: "sgd", pb.OPTIMIZER_KIND_ADAM: "adam",
+              pb.OPTIMIZER_KIND_RMSPROP: "rmsprop", pb.OPTIMIZER_KIND_ADAGRAD: "adagrad"}
+SHARINGS = {pb.SHARING_UNSPECIFIED: "shared", pb.SHARING_SHARED: "shared", pb.SHARING_PER_STREAM: "per_stream"}
+DEVICES = {pb.DEVICE_UNSPECIFIED: "cpu", pb.DEVICE_CPU: "cpu", pb.DEVICE_CUDA: "cuda"}
+TARGET_MODES = {pb.TARGET_MODE_UNSPECIFIED: "explicit", pb.TARGET_MODE_EXPLICIT: "explicit",
+                pb.TARGET_MODE_NEXT_INPUT: "next_input"}
 
 
 def _enum(table: dict, value: int, field: str) -> str:
@@ -37,7 +42,7 @@ def _enum(table: dict, value: int, field: str) -> str:
 
 
 def _back(table: dict, value: str) -> int:
-    # ALGORITHM_UNSPECIFIED and OPTIMIZER_UNSPECIFIED map to defaults; prefer the named value.
+    # *_UNSPECIFIED (0) maps to a default too; the effective spec names the value itself.
     return max(k for k, v in table.items() if v == value)
 
 
@@ -69,7 +74,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
     """The keyword arguments of ``service.engine.Spec`` for a wire spec, defaults filled in."""
     validate_name(msg.name)
     if msg.cell == pb.CELL_UNSPECIFIED:
-        raise invalid("spec.cell must be set: ELMAN, JORDAN, LSTM or GRU")
+        raise invalid("spec.cell must be set: CELL_ELMAN, CELL_JORDAN, CELL_LSTM or CELL_GRU")
     if not msg.hidden_sizes or any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
         raise invalid(f"spec.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, got {list(msg.hidden_sizes)}")
     if msg.input_size == 0:

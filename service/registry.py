@@ -99,7 +99,7 @@ class Registry:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         need = memory_per_stream(spec)
         if need > self.config.max_stream_memory_bytes:
-            hint = " Use algorithm SNAP1 (O(P) per stream) or TBPTT instead." if spec.algorithm == "rtrl" else ""
+            hint = " Use ALGORITHM_SNAP1 (O(P) per stream) or ALGORITHM_TBPTT instead." if spec.algorithm == "rtrl" else ""
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
         try:

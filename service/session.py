@@ -89,7 +89,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
     targets = target_classes = None
     if spec.target_mode == "next_input":
         if len(req.targets) or len(req.target_classes):
-            raise invalid("target_mode NEXT_INPUT: targets come from the next input; send none")
+            raise invalid("target_mode TARGET_MODE_NEXT_INPUT: targets come from the next input; send none")
     elif spec.num_classes > 0:
         if len(req.targets):
             raise invalid("a classification model takes target_classes, not targets")
@@ -112,7 +112,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
             targets = flat.reshape(steps, spec.output_size)
     learn = not req.predict_only
     if learn and spec.target_mode == "explicit" and targets is None and target_classes is None:
-        raise invalid("a learning chunk of an EXPLICIT-target model needs targets (or set predict_only)")
+        raise invalid("a learning chunk of a TARGET_MODE_EXPLICIT model needs targets (or set predict_only)")
     return Chunk(req.seq, steps, inputs, tokens, targets, target_classes, learn, int(req.horizon))
 
 

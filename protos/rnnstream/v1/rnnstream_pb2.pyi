@@ -12,78 +12,88 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Cell(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CELL_UNSPECIFIED: _ClassVar[Cell]
-    ELMAN: _ClassVar[Cell]
-    JORDAN: _ClassVar[Cell]
-    LSTM: _ClassVar[Cell]
-    GRU: _ClassVar[Cell]
+    CELL_ELMAN: _ClassVar[Cell]
+    CELL_JORDAN: _ClassVar[Cell]
+    CELL_LSTM: _ClassVar[Cell]
+    CELL_GRU: _ClassVar[Cell]
 
 class LstmVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    STANDARD: _ClassVar[LstmVariant]
-    PEEPHOLE: _ClassVar[LstmVariant]
-    COUPLED: _ClassVar[LstmVariant]
-    NO_FORGET: _ClassVar[LstmVariant]
+    LSTM_VARIANT_UNSPECIFIED: _ClassVar[LstmVariant]
+    LSTM_VARIANT_STANDARD: _ClassVar[LstmVariant]
+    LSTM_VARIANT_PEEPHOLE: _ClassVar[LstmVariant]
+    LSTM_VARIANT_COUPLED: _ClassVar[LstmVariant]
+    LSTM_VARIANT_NO_FORGET: _ClassVar[LstmVariant]
 
 class GruVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    PYTORCH: _ClassVar[GruVariant]
-    CHO: _ClassVar[GruVariant]
+    GRU_VARIANT_UNSPECIFIED: _ClassVar[GruVariant]
+    GRU_VARIANT_PYTORCH: _ClassVar[GruVariant]
+    GRU_VARIANT_CHO: _ClassVar[GruVariant]
 
 class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
-    RTRL: _ClassVar[Algorithm]
-    TBPTT: _ClassVar[Algorithm]
-    SNAP1: _ClassVar[Algorithm]
+    ALGORITHM_RTRL: _ClassVar[Algorithm]
+    ALGORITHM_TBPTT: _ClassVar[Algorithm]
+    ALGORITHM_SNAP1: _ClassVar[Algorithm]
 
 class OptimizerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    OPTIMIZER_UNSPECIFIED: _ClassVar[OptimizerKind]
-    SGD: _ClassVar[OptimizerKind]
-    ADAM: _ClassVar[OptimizerKind]
-    RMSPROP: _ClassVar[OptimizerKind]
-    ADAGRAD: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_UNSPECIFIED: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_SGD: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_ADAM: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_RMSPROP: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_ADAGRAD: _ClassVar[OptimizerKind]
 
 class Sharing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    SHARED: _ClassVar[Sharing]
-    PER_STREAM: _ClassVar[Sharing]
+    SHARING_UNSPECIFIED: _ClassVar[Sharing]
+    SHARING_SHARED: _ClassVar[Sharing]
+    SHARING_PER_STREAM: _ClassVar[Sharing]
 
 class Device(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    CPU: _ClassVar[Device]
-    CUDA: _ClassVar[Device]
+    DEVICE_UNSPECIFIED: _ClassVar[Device]
+    DEVICE_CPU: _ClassVar[Device]
+    DEVICE_CUDA: _ClassVar[Device]
 
 class TargetMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    EXPLICIT: _ClassVar[TargetMode]
-    NEXT_INPUT: _ClassVar[TargetMode]
+    TARGET_MODE_UNSPECIFIED: _ClassVar[TargetMode]
+    TARGET_MODE_EXPLICIT: _ClassVar[TargetMode]
+    TARGET_MODE_NEXT_INPUT: _ClassVar[TargetMode]
 CELL_UNSPECIFIED: Cell
-ELMAN: Cell
-JORDAN: Cell
-LSTM: Cell
-GRU: Cell
-STANDARD: LstmVariant
-PEEPHOLE: LstmVariant
-COUPLED: LstmVariant
-NO_FORGET: LstmVariant
-PYTORCH: GruVariant
-CHO: GruVariant
+CELL_ELMAN: Cell
+CELL_JORDAN: Cell
+CELL_LSTM: Cell
+CELL_GRU: Cell
+LSTM_VARIANT_UNSPECIFIED: LstmVariant
+LSTM_VARIANT_STANDARD: LstmVariant
+LSTM_VARIANT_PEEPHOLE: LstmVariant
+LSTM_VARIANT_COUPLED: LstmVariant
+LSTM_VARIANT_NO_FORGET: LstmVariant
+GRU_VARIANT_UNSPECIFIED: GruVariant
+GRU_VARIANT_PYTORCH: GruVariant
+GRU_VARIANT_CHO: GruVariant
 ALGORITHM_UNSPECIFIED: Algorithm
-RTRL: Algorithm
-TBPTT: Algorithm
-SNAP1: Algorithm
-OPTIMIZER_UNSPECIFIED: OptimizerKind
-SGD: OptimizerKind
-ADAM: OptimizerKind
-RMSPROP: OptimizerKind
-ADAGRAD: OptimizerKind
-SHARED: Sharing
-PER_STREAM: Sharing
-CPU: Device
-CUDA: Device
-EXPLICIT: TargetMode
-NEXT_INPUT: TargetMode
+ALGORITHM_RTRL: Algorithm
+ALGORITHM_TBPTT: Algorithm
+ALGORITHM_SNAP1: Algorithm
+OPTIMIZER_KIND_UNSPECIFIED: OptimizerKind
+OPTIMIZER_KIND_SGD: OptimizerKind
+OPTIMIZER_KIND_ADAM: OptimizerKind
+OPTIMIZER_KIND_RMSPROP: OptimizerKind
+OPTIMIZER_KIND_ADAGRAD: OptimizerKind
+SHARING_UNSPECIFIED: Sharing
+SHARING_SHARED: Sharing
+SHARING_PER_STREAM: Sharing
+DEVICE_UNSPECIFIED: Device
+DEVICE_CPU: Device
+DEVICE_CUDA: Device
+TARGET_MODE_UNSPECIFIED: TargetMode
+TARGET_MODE_EXPLICIT: TargetMode
+TARGET_MODE_NEXT_INPUT: TargetMode
 
 class Optimizer(_message.Message):
     __slots__ = ("kind", "lr", "momentum", "beta1", "beta2", "eps", "nesterov", "alpha")

@@ -58,7 +58,7 @@ class EnsembleEngine:
         self.dtype = np.dtype(dtype)
         self.members = [Engine(spec.member_spec(k), dtype) for k in range(len(spec.members))]
         self.eta = spec.hedge_rate or hedge.default_rate(spec.classify)
-        self._hedge: dict = {}  # stream id -> its Hedge state (hedge.state_shapes)
+        self._hedge = hedge.HedgeStates(len(self.members), spec.out_size)
         self.total_steps = 0
         self.total_updates = 0
         self.last_call = EnsembleCallStats()
@@ -77,10 +77,10 @@ class EnsembleEngine:
         return out
 
     def has_stream(self, sid) -> bool:
-        return sid in self._hedge
+        return sid in self._hedge.rows
 
     def stream_ids(self):
-        return list(self._hedge)
+        return list(self._hedge.rows)
 
     # the main job ---------------------------------------------------------------------
     def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
@@ -95,20 +95,14 @@ class EnsembleEngine:
             outs.append(m.step(stream_ids, inputs=inputs, tokens=tokens, targets=targets,
                                target_classes=target_classes, learn=learn, lengths=lengths))
             calls.append(m.last_call)
-        K, O = len(self.members), self.spec.out_size
-        for sid in stream_ids:
-            if sid not in self._hedge:
-                self._hedge[sid] = hedge.fresh_state(K, O)
-        stacked = {name: np.stack([self._hedge[sid][name] for sid in stream_ids])
-                   for name in hedge.state_shapes(K, O)}
+        K = len(self.members)
+        rows, stacked = self._hedge.gather(stream_ids)
         member_preds = np.stack([p for p, _ in outs])
         member_losses = np.stack([l for _, l in outs])
         preds, losses = hedge.combine_chunk(
             stacked, member_preds, member_losses, batch, classify=self.spec.classify,
             next_input=self.spec.target_mode == "next_input", eta=self.eta)
-        for b, sid in enumerate(stream_ids):
-            for name, arr in stacked.items():
-                self._hedge[sid][name] = np.array(arr[b])
+        self._hedge.scatter(rows, stacked)
         weights = hedge.weights(stacked["loss"], self.eta)  # [B, K]
         steps, updates = calls[0].steps, sum(c.updates for c in calls)
         self.total_steps += steps
@@ -128,8 +122,8 @@ class EnsembleEngine:
         each = np.stack([m.forecast(stream_id, horizon) for m in self.members])  # [K, H, O]
         if horizon == 0:
             return each[0]
-        state = self._hedge.get(stream_id)
-        loss = state["loss"] if state is not None else np.zeros(len(self.members))
+        row = self._hedge.row(stream_id)
+        loss = self._hedge.arrays["loss"][row] if row is not None else np.zeros(len(self.members))
         w = hedge.weights(loss, self.eta)
         return np.einsum("k,kho->ho", w, each.astype(np.float64)).astype(self.dtype)
 
@@ -156,7 +150,7 @@ class EnsembleEngine:
         self._known(sid)
         for m in self.members:
             m.reset_stream(sid)
-        self._hedge[sid] = hedge.fresh_state(len(self.members), self.spec.out_size)
+        self._hedge.clear(sid)
 
     def stream_stats(self, sid) -> dict:
         """The combined prediction's running loss; steps as one model; updates, skips summed
@@ -178,7 +172,7 @@ class EnsembleEngine:
         self._known(sid)
         for m in self.members:
             m.drop_stream(sid)
-        del self._hedge[sid]
+        self._hedge.drop(sid)
 
     def snapshot_stream(self, sid) -> dict:
         state = self._known(sid)
@@ -208,7 +202,7 @@ class EnsembleEngine:
                 elif m.has_stream(sid):
                     m.drop_stream(sid)
             raise
-        self._hedge[sid] = state
+        self._hedge.set(sid, state)
 
     def snapshot_model(self) -> dict:
         d = {"counters": np.array([self.total_steps, self.total_updates], dtype=np.int64)}
@@ -232,11 +226,10 @@ class EnsembleEngine:
 
     # internals ------------------------------------------------------------------------
     def _known(self, sid) -> dict:
-        state = self._hedge.get(sid)
-        if state is None:
+        if sid not in self._hedge.rows:
             raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
                              "(or was dropped)")
-        return state
+        return self._hedge.get(sid)
 
     def _split(self, d: dict, what: str, extra: str | None = None) -> dict:
         """``members.{k}.rest`` (and ``{extra}.rest``) keys into one dict per prefix."""

@@ -37,12 +37,14 @@ def with_ragged(chunks, B):
     return chunks
 
 
-@pytest.mark.parametrize("classify,next_input", [(False, False), (True, False), (False, True),
-                                                 (True, True)])
-def test_hedge_math_equals_the_reference_with_diverged_members(classify, next_input):
-    """Synthetic members, one of them diverging (inf loss, NaN prediction) part of the time."""
+@pytest.mark.parametrize("classify,next_input,T", [(False, False, 30), (True, False, 30),
+                                                   (False, True, 30), (True, True, 30),
+                                                   (False, False, 700), (True, True, 700)])
+def test_hedge_math_equals_the_reference_with_diverged_members(classify, next_input, T):
+    """Synthetic members, one of them diverging (inf loss, NaN prediction) part of the time;
+    700 steps span several of the blocks the discounted sums are taken in."""
     rng = np.random.default_rng(7)
-    K, B, T, O = 3, 2, 30, 3
+    K, B, O = 3, 2, 3
     raw = rng.standard_normal((K, B, T, O)) * [[[[1.0]]], [[[0.5]]], [[[3.0]]]]
     preds = np.exp(raw) / np.exp(raw).sum(axis=3, keepdims=True) if classify else raw * 40 + 100
     targets = rng.standard_normal((B, T, O)) * 40 + 100
@@ -68,9 +70,9 @@ def test_hedge_math_equals_the_reference_with_diverged_members(classify, next_in
         for t in range(lengths[b]):
             target = int(classes[b, t]) if classify else targets[b, t].tolist()
             mix, loss = ref.step(preds[:, b, t].tolist(), losses[:, b, t].tolist(), target)
-            np.testing.assert_allclose(got_p[b, t], mix, rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(got_l[b, t], loss, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(hedge.weights(state["loss"][b], eta), ref.weights(), rtol=1e-12)
+            np.testing.assert_allclose(got_p[b, t], mix, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(got_l[b, t], loss, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(hedge.weights(state["loss"][b], eta), ref.weights(), rtol=1e-9)
         assert np.isnan(got_p[b, lengths[b]:]).all()
     w = hedge.weights(state["loss"], eta)
     assert w[0, 2] < w[0, 0] and w[0, 2] < w[0, 1]  # the diverging member lost weight

@@ -62,7 +62,8 @@ class HedgeReference:
                 self.mean[o] += delta / self.n
                 self.m2[o] += delta * (y - self.mean[o])
             var = sum(m / max(self.n - 1, 1) for m in self.m2) / len(target)
-            update = self.n >= 2 and var > 0
+            mean_square = sum(m * m for m in self.mean) / len(target)
+            update = self.n >= 2 and var > 0 and var > 1e-10 * mean_square  # not rounding noise
             scale = var if update else 1.0
         if math.isfinite(combined):
             self.running = combined if self.running is None else 0.99 * self.running + 0.01 * combined

@@ -283,3 +283,27 @@ def test_reset_drop_forecast_and_memory():
     assert memory_per_stream(spec) > sum(memory_per_stream(spec.member_spec(k)) for k in range(3))
     plain = make_spec()
     assert memory_per_stream(plain) == memory_per_stream(Spec(**{**plain.to_dict(), "members": ()}))
+
+
+def test_regression_weights_wait_for_a_target_scale_then_are_scale_free():
+    """Constant targets give no scale, so the weights stay even; after that the same stream
+    in other units (x1000) gets the same weights."""
+    rng = np.random.default_rng(3)
+    K, T, O = 2, 40, 1
+    preds = rng.standard_normal((K, 1, T, O)) * [[[[0.3]]], [[[2.0]]]]
+    targets = np.concatenate([np.full((1, 8, O), 0.7), rng.standard_normal((1, T - 8, O))], axis=1)
+    got = []
+    for unit in (1.0, 1000.0):
+        p, y = preds * unit, targets * unit
+        losses = ((p - y[None]) ** 2).mean(axis=3)
+        state = {n: hedge.fresh_state(K, O)[n][None].copy() for n in hedge.state_shapes(K, O)}
+        first = {"lengths": np.array([8]), "targets": y[:, :8]}
+        hedge.combine_chunk(state, p[:, :, :8], losses[:, :, :8], first, classify=False,
+                            next_input=False, eta=0.125)
+        assert state["loss"][0].tolist() == [0.0, 0.0]
+        rest = {"lengths": np.array([T - 8]), "targets": y[:, 8:]}
+        hedge.combine_chunk(state, p[:, :, 8:], losses[:, :, 8:], rest, classify=False,
+                            next_input=False, eta=0.125)
+        got.append(hedge.weights(state["loss"][0], 0.125))
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-9)
+    assert got[0][0] > 0.9  # the member with the smaller errors

@@ -1,7 +1,10 @@
 """A two-member ensemble over the real server on loopback: created with its members, streamed
-exactly like the engine, member stats in GetStream and the metrics, and resumed after a
-restart; bad member specs refused with INVALID_ARGUMENT."""
+exactly like the engine, member stats in GetStream and the metrics, resumed after a restart
+and after kill -9 with a replay, weights imported by member name; bad member specs refused
+with INVALID_ARGUMENT."""
 import math
+import signal
+import time
 import urllib.request
 
 import grpc
@@ -86,3 +89,49 @@ def test_bad_member_specs_are_refused(server, change, words):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in info.value.details()
     assert code_of(server.stub.GetModel, pb.GetModelRequest(name="bad")) == grpc.StatusCode.NOT_FOUND
+
+
+def test_kill9_then_replay_continues_the_members_and_their_weights_exactly(spawn, tmp_path):
+    data = tmp_path / "data"
+    spec = make_spec("ens", members=MEMBERS, sharing=pb.PER_STREAM)
+    chunks = make_chunks(16, 4)
+    srv = spawn(data, "--checkpoint-interval-s", "0.2")
+    srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
+    for seq in range(1, 7):
+        srv.stub.Predict(request("ens", "s", seq, *chunks[seq - 1]))
+    deadline = time.monotonic() + 15
+    while _info(srv.stub).durable_seq < 6:
+        assert time.monotonic() < deadline, "no checkpoint reached seq 6"
+        time.sleep(0.05)
+    list(srv.stub.Stream(iter([request("ens", "s", seq, *chunks[seq - 1]) for seq in range(7, 11)])))
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(10)
+
+    srv = spawn(data, "--checkpoint-interval-s", "0.2")
+    durable = _info(srv.stub).durable_seq
+    assert 6 <= durable <= 10
+    replay = list(srv.stub.Stream(iter([request("ens", "s", seq, *chunks[seq - 1]) for seq in range(1, 17)])))
+    assert [r.duplicate for r in replay] == [seq <= durable for seq in range(1, 17)]
+    engine = make_engine(Spec(**spec_kwargs(spec)))
+    expected = [engine.step(["s"], inputs=x[None], targets=y[None]) for x, y in chunks]
+    for resp, (preds, _) in zip(replay[durable:], expected[durable:]):
+        np.testing.assert_array_equal(np.asarray(resp.predictions, np.float32), preds.ravel())
+    got, want = weights(srv.stub, "ens", "s"), engine.state_dict("s")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert _member_stats(_info(srv.stub).stats) == [
+        (m["index"], m["running_loss"], m["weight"]) for m in engine.stream_stats("s")["members"]]
+
+
+def test_import_weights_by_member_name(server):
+    stub = server.stub
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("ens", members=MEMBERS)))
+    w = weights(stub, "ens")
+    changed = {name: a * 0.5 for name, a in w.items()}
+    tensors = [pb.Tensor(name=n, shape=list(a.shape), data=a.ravel().tolist()) for n, a in changed.items()]
+    stub.ImportWeights(pb.ImportWeightsRequest(model="ens", tensors=tensors))
+    assert all(np.array_equal(weights(stub, "ens")[n], a) for n, a in changed.items())
+    plain_names = [pb.Tensor(name=n.split(".", 2)[2], shape=t.shape, data=t.data) for n, t in zip(changed, tensors)]
+    assert code_of(stub.ImportWeights, pb.ImportWeightsRequest(model="ens", tensors=plain_names)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert all(np.array_equal(weights(stub, "ens")[n], a) for n, a in changed.items())

@@ -50,8 +50,7 @@ def test_two_members_stream_report_and_resume_after_a_restart(start_server):
     assert sum(m.weight for m in info.stats.members) == pytest.approx(1.0)
     assert all(math.isfinite(m.running_loss) and 0 < m.weight < 1 for m in info.stats.members)
     assert _member_stats(responses[-1].stats) == _member_stats(info.stats)
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.server.metrics_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+    text = _scrape(srv)
     for member in ("0", "1"):
         assert f'rnnstream_member_loss_count{{member="{member}",model="ens"}} 32.0' in text
         assert f'rnnstream_member_weight_count{{member="{member}",model="ens"}} 8.0' in text
@@ -123,7 +122,7 @@ def test_kill9_then_replay_continues_the_members_and_their_weights_exactly(spawn
         (m["index"], m["running_loss"], m["weight"]) for m in engine.stream_stats("s")["members"]]
 
 
-def test_import_weights_by_member_name(server):
+def test_import_weights_by_member_name_and_delete(server):
     stub = server.stub
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec("ens", members=MEMBERS)))
     w = weights(stub, "ens")
@@ -135,3 +134,13 @@ def test_import_weights_by_member_name(server):
     assert code_of(stub.ImportWeights, pb.ImportWeightsRequest(model="ens", tensors=plain_names)) == \
         grpc.StatusCode.INVALID_ARGUMENT
     assert all(np.array_equal(weights(stub, "ens")[n], a) for n, a in changed.items())
+    # a deleted model's member series stop being exported
+    stub.Predict(request("ens", "s", 1, *make_chunks(1, 3)[0]))
+    assert 'rnnstream_member_weight_count{member="1",model="ens"} 1.0' in _scrape(server)
+    stub.DeleteModel(pb.DeleteModelRequest(name="ens"))
+    assert "rnnstream_member_weight_count{" not in _scrape(server)
+
+
+def _scrape(server) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=10) as r:
+        return r.read().decode()

@@ -112,23 +112,23 @@ def combine_chunk(state: dict, member_preds, member_losses, batch: dict, *, clas
 
 
 def _target_scale(state, y, scored):
-    """The mean target variance after each step (Welford's statistics, summed from the
-    stream's state in closed form, Chan et al.'s pairwise update), and whether it is known:
-    two targets at least, and not all the same (up to rounding)."""
+    """The mean target variance after each step and whether it is known yet (two targets at
+    least, not all the same up to rounding). Welford's statistics carried in the state, a
+    chunk added in closed form: with d = y - mean0 over the scored steps, S1 = sum d and
+    S2 = sum d^2, n = n0 + m gives mean = mean0 + S1 / n and M2 = M2_0 + S2 - S1^2 / n
+    (Chan, Golub & LeVeque's pairwise update, simplified)."""
     n0, mean0, m20 = state["target_count"], state["target_mean"], state["target_m2"]
-    d = np.where(scored[..., None], y - mean0[:, None], 0.0)
+    d = (y - mean0[:, None]) * scored[..., None]
     s1, s2 = np.cumsum(d, axis=1), np.cumsum(d * d, axis=1)
-    m = np.cumsum(scored, axis=1)[..., None].astype(np.float64)
-    n = n0[:, None, None] + m
-    safe_m = np.maximum(m, 1.0)
-    m2 = m20[:, None] + s2 - s1 * s1 / safe_m + s1 * s1 * n0[:, None, None] / (safe_m * np.maximum(n, 1.0))
-    mean = mean0[:, None] + s1 / np.maximum(n, 1.0)
+    n = (n0[:, None] + np.cumsum(scored, axis=1))[..., None]
+    inv_n = 1.0 / np.maximum(n, 1.0)
+    m2 = m20[:, None] + s2 - s1 * s1 * inv_n
+    mean = mean0[:, None] + s1 * inv_n
     state["target_count"][:] = n[:, -1, 0]
     state["target_mean"][:] = mean[:, -1]
     state["target_m2"][:] = m2[:, -1]
     var = (m2 / np.maximum(n - 1.0, 1.0)).mean(axis=2)
-    known = (n[..., 0] >= 2) & (var > VAR_FLOOR * (mean * mean).mean(axis=2)) & (var > 0)
-    update = scored & known
+    update = scored & (n[..., 0] >= 2) & (var > 0) & (var > VAR_FLOOR * (mean * mean).mean(axis=2))
     return np.where(update, var, 1.0), update
 
 

@@ -60,7 +60,7 @@ class Spec:
     target_mode: str = "explicit"
     # K member overrides run side by side, combined by Hedge; () or one member: a plain model
     members: tuple = ()
-    hedge_rate: float = 0.0  # 0: the default of service.engine.ensemble (by head kind)
+    hedge_rate: float = 0.0  # 0: the default of service.engine.hedge (by head kind)
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)

@@ -120,13 +120,21 @@ def stats_proto(stats: dict) -> pb.StreamStats:
     return pb.StreamStats(steps=int(stats.get("steps", 0)), updates=int(stats.get("updates", 0)),
                           running_loss=float(stats.get("running_loss", 0.0)),
                           gradient_norm=float(stats.get("gradient_norm", 0.0)),
-                          skipped_updates=int(stats.get("skipped_updates", 0)))
+                          skipped_updates=int(stats.get("skipped_updates", 0)),
+                          members=[pb.MemberStats(index=int(m["index"]),
+                                                  running_loss=float(m["running_loss"]),
+                                                  weight=float(m["weight"]))
+                                   for m in stats.get("members", ())])
 
 
 def plain_stats(stats: dict) -> dict:
-    """JSON-able copy of ``engine.stream_stats`` (numpy scalars become Python numbers)."""
+    """JSON-able copy of ``engine.stream_stats`` (numpy scalars become Python numbers; an
+    ensemble's per-member list is copied the same way)."""
     out = {}
     for k, v in stats.items():
+        if isinstance(v, (list, tuple)):
+            out[k] = [plain_stats(m) for m in v]
+            continue
         v = v.item() if hasattr(v, "item") else v
         out[k] = v if isinstance(v, (int, float)) else float(v)
     return out

@@ -116,7 +116,7 @@ class Optimizer(_message.Message):
     def __init__(self, kind: _Optional[_Union[OptimizerKind, str]] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., eps: _Optional[float] = ..., nesterov: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant")
+    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "members", "hedge_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
     LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,8 @@ class ModelSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TARGET_MODE_FIELD_NUMBER: _ClassVar[int]
     GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     cell: Cell
     lstm_variant: LstmVariant
@@ -155,7 +157,35 @@ class ModelSpec(_message.Message):
     seed: int
     target_mode: TargetMode
     gru_variant: GruVariant
-    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberSpec]
+    hedge_rate: float
+    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
+
+class MemberSpec(_message.Message):
+    __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed")
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K1_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K2_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    cell: Cell
+    lstm_variant: LstmVariant
+    gru_variant: GruVariant
+    hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
+    algorithm: Algorithm
+    tbptt_k1: int
+    tbptt_k2: int
+    optimizer: Optimizer
+    clip_norm: float
+    weight_decay: float
+    seed: int
+    def __init__(self, cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ParameterInfo(_message.Message):
     __slots__ = ("name", "shape", "offset")
@@ -276,18 +306,30 @@ class StreamRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ...) -> None: ...
 
 class StreamStats(_message.Message):
-    __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates")
+    __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates", "members")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_LOSS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     steps: int
     updates: int
     running_loss: float
     gradient_norm: float
     skipped_updates: int
-    def __init__(self, steps: _Optional[int] = ..., updates: _Optional[int] = ..., running_loss: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., skipped_updates: _Optional[int] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberStats]
+    def __init__(self, steps: _Optional[int] = ..., updates: _Optional[int] = ..., running_loss: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., skipped_updates: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStats, _Mapping]]] = ...) -> None: ...
+
+class MemberStats(_message.Message):
+    __slots__ = ("index", "running_loss", "weight")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_LOSS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    running_loss: float
+    weight: float
+    def __init__(self, index: _Optional[int] = ..., running_loss: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
     __slots__ = ("stream_id", "seq", "acked_seq", "durable_seq", "predictions", "losses", "forecast", "stats", "duplicate", "error", "model")

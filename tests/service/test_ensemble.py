@@ -16,7 +16,7 @@ from service.convert import spec_kwargs
 from service.engine import EnsembleEngine, Spec, make_engine
 from tests.service.conftest import code_of, make_chunks, make_spec, request, weights
 
-MEMBERS = [pb.MemberSpec(), pb.MemberSpec(cell=pb.GRU, hidden_sizes=[4], optimizer=pb.Optimizer(lr=0.05))]
+MEMBERS = [pb.MemberSpec(), pb.MemberSpec(cell=pb.CELL_GRU, hidden_sizes=[4], optimizer=pb.Optimizer(lr=0.05))]
 
 
 def _info(stub, sid="s"):
@@ -36,7 +36,7 @@ def test_two_members_stream_report_and_resume_after_a_restart(start_server):
 
     srv = start_server()
     model = srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
-    assert [m.cell for m in model.spec.members] == [pb.CELL_UNSPECIFIED, pb.GRU]
+    assert [m.cell for m in model.spec.members] == [pb.CELL_UNSPECIFIED, pb.CELL_GRU]
     assert model.spec.members[1].optimizer.lr == pytest.approx(0.05)
     assert {p.name.split(".")[1] for p in model.parameters} == {"0", "1"}
     assert model.num_parameters == engine.num_parameters
@@ -92,7 +92,7 @@ def test_bad_member_specs_are_refused(server, change, words):
 
 def test_kill9_then_replay_continues_the_members_and_their_weights_exactly(spawn, tmp_path):
     data = tmp_path / "data"
-    spec = make_spec("ens", members=MEMBERS, sharing=pb.PER_STREAM)
+    spec = make_spec("ens", members=MEMBERS, sharing=pb.SHARING_PER_STREAM)
     chunks = make_chunks(16, 4)
     srv = spawn(data, "--checkpoint-interval-s", "0.2")
     srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))

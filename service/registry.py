@@ -18,7 +18,7 @@ import numpy as np
 from service import batcher
 from service.config import Config
 from service.convert import spec_kwargs, validate_stream_id
-from service.engine import Engine, Spec, memory_per_stream
+from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
 from service.errors import ServiceError, exhausted, invalid, not_found
 from service.metrics import Metrics
 from service.session import StreamSession, plain_stats
@@ -31,7 +31,7 @@ _STEPS_KEY, _UPDATES_KEY = "__rnnstream_steps", "__rnnstream_updates"
 
 
 class ModelHost:
-    def __init__(self, spec: Spec, engine: Engine, created_unix_ms: int, metrics):
+    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics):
         self.name = spec.name
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
@@ -69,7 +69,7 @@ class Registry:
             spec = Spec.from_dict(stored.spec)
             state = dict(stored.state)
             steps, updates = int(state.pop(_STEPS_KEY, 0)), int(state.pop(_UPDATES_KEY, 0))
-            engine = Engine(spec)
+            engine = make_engine(spec)
             engine.restore_model(state)
             host = self._add(spec, engine, stored.created_unix_ms)
             host.steps, host.updates = steps, updates
@@ -99,11 +99,11 @@ class Registry:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         need = memory_per_stream(spec)
         if need > self.config.max_stream_memory_bytes:
-            hint = " Use algorithm SNAP1 (O(P) per stream) or TBPTT instead." if spec.algorithm == "rtrl" else ""
+            hint = " Use ALGORITHM_SNAP1 (O(P) per stream) or ALGORITHM_TBPTT instead." if spec.algorithm == "rtrl" else ""
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
         try:
-            engine = Engine(spec)
+            engine = make_engine(spec)
         except RuntimeError as exc:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         created = int(time.time() * 1000)

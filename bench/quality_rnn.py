@@ -137,6 +137,9 @@ def _new_options(c: dict):
                                               "tbptt_k1": 1, "tbptt_k2": 16}
     lrs = ({"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}, {"lr": 3e-2})
     c["ensemble lr 1e-3..3e-2"] = {"members": lrs}
+    c["ensemble adam 3e-3..3e-2 + sgd 3e-2, tbptt(1,16)"] = {
+        "members": ({"lr": 3e-3}, {"lr": 1e-2}, {"lr": 3e-2}, {"optimizer": "sgd", "lr": 3e-2}),
+        "tbptt_k1": 1, "tbptt_k2": 16}
     c["ensemble lr 1e-3..3e-2 skip"] = {"members": lrs, "linear_skip": True}
     c["ensemble lr 1e-3..3e-2 skip otaps=1"] = {"members": lrs, "linear_skip": True,
                                                 "output_taps": (1,)}
@@ -165,6 +168,18 @@ def _text(c: dict):
         "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "clip_norm": 1.0}
     c["emb=32 gru H=128 adam lr=3e-3 tbptt(16,16)"] = {
         "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "cell": "gru"}
+    c["emb=32 gru H=128 adam lr=1e-2 tbptt(16,16)"] = {
+        "input_size": 32, "lr": 1e-2, "hidden_sizes": (128,), "cell": "gru"}
+    c["emb=32 gru H=128 adam lr=3e-3 tbptt(32,32)"] = {
+        "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "cell": "gru", "tbptt_k1": 32}
+    c["emb=32 H=128 adam lr=3e-3 tbptt(32,32)"] = {
+        "input_size": 32, "lr": 3e-3, "hidden_sizes": (128,), "tbptt_k1": 32}
+    c["emb=32 H=256 adam lr=3e-3 tbptt(16,16)"] = {"input_size": 32, "lr": 3e-3,
+                                                   "hidden_sizes": (256,)}
+    c["emb=32 gru H=256 adam lr=3e-3 tbptt(16,16)"] = {
+        "input_size": 32, "lr": 3e-3, "hidden_sizes": (256,), "cell": "gru"}
+    c["emb=64 gru H=256 adam lr=2e-3 tbptt(16,16)"] = {
+        "input_size": 64, "lr": 2e-3, "hidden_sizes": (256,), "cell": "gru"}
 
 
 def candidates(task: str, which: str = "all") -> dict:

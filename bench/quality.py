@@ -207,12 +207,15 @@ def cached_best_peers(streams, log=print) -> dict:
     return {s.name: peers[s.name] for s in streams}
 
 
-def run_configs(streams, which="all", log=print) -> dict:
-    """{candidate: {stream: score or None (skipped)}}, plus the candidates' overrides."""
+def run_configs(streams, which="all", log=print, only=()) -> dict:
+    """{candidate: {stream: score or None (skipped)}}, plus the candidates' overrides.
+    ``only``: run just the candidates whose name contains one of these strings."""
     warm_up()
     table = {}
     for s in streams:
         for cand, overrides in qr.candidates(s.task, which).items():
+            if only and not any(o in cand for o in only):
+                continue
             row = table.setdefault(cand, {"overrides": overrides, "scores": {}, "seconds": {}})
             missing = qr.missing_fields(overrides)
             if missing:
@@ -269,6 +272,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", action="store_true", help="run the grid of rnnstream specs")
     ap.add_argument("--grid", choices=("all", "today", "new"), default="all",
                     help="with --configs: which candidates (today's options, the new ones)")
+    ap.add_argument("--only", default="", help="with --configs: comma-separated substrings; "
+                    "run only the candidates whose name contains one")
     ap.add_argument("--streams", default=",".join(qd.LOADERS),
                     help="comma-separated subset of: " + ", ".join(qd.LOADERS))
     ap.add_argument("--n", type=int, default=0, help="samples per stream (0: all)")
@@ -288,7 +293,8 @@ def main(argv=None) -> int:
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     if args.configs:
         peers = cached_best_peers(streams, log=log)
-        table = run_configs(streams, args.grid, log=log)
+        only = [o.strip() for o in args.only.split(",") if o.strip()]
+        table = run_configs(streams, args.grid, log=log, only=only)
         text = configs_markdown(table, peers, command.strip())
         out = Path(args.out or RESULTS / "quality_configs.md")
     else:

@@ -99,3 +99,17 @@ def test_every_method_scores_every_sample_on_every_stream():
             assert math.isfinite(v["score"]) and v["score"] >= 0, (name, meth)
     table = quality.markdown(results, "t", "cmd")
     assert table.count("\n| airline |") == 1 and "River ARF(10)" in table
+
+
+def test_missing_deepriver_venv_is_one_clear_line(monkeypatch, tmp_path):
+    from bench import quality_deepriver as qdr
+    monkeypatch.setattr(qdr, "VENV_PYTHON", tmp_path / "no-such-venv" / "python")
+    monkeypatch.setattr(qdr, "_reason_cache", [])
+    lines, notes = [], []
+    s = qd.Stream("tiny", qd.REGRESSION, np.zeros((3, 1)), np.array([1.0, 2.0, 3.0]),
+                  ["s"] * 3)
+    results = quality.run_suite([s], deepriver=True, log=lines.append, notes=notes)
+    skipped = [ln for ln in lines if ln.startswith("deep-river skipped:")]
+    assert len(skipped) == 1 and "no virtualenv python" in skipped[0]
+    assert notes == [skipped[0]]
+    assert "deep-river rolling LSTM" not in results["tiny"]["methods"]

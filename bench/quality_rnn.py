@@ -155,6 +155,33 @@ def _new_options(c: dict):
         "linear_skip": True, "output_taps": (1,), "tbptt_k1": 1, "tbptt_k2": 16}
 
 
+def _mixed(c: dict):
+    """Adam members win on classification, SGD members on smooth regression (today's grid):
+    ensembles that hold both, on the best single-model settings (TBPTT(1,16), skip, taps)."""
+    k = {"tbptt_k1": 1, "tbptt_k2": 16}
+    nf = {"linear_skip": True, "output_taps": (1, 2)}
+    a1, a3 = {"lr": 1e-2}, {"lr": 3e-2}
+    s3, s10 = {"optimizer": "sgd", "lr": 3e-2}, {"optimizer": "sgd", "lr": 1e-1}
+    for opt in ("sgd",):
+        for lr in (3e-2, 1e-1):
+            c[f"mix: {opt} lr={lr:g} skip otaps=1,2 tbptt(1,16)"] = {
+                "optimizer": opt, "lr": lr, **k, **nf}
+    c["mix: E4 adam 1e-2,3e-2 sgd 3e-2,1e-1 skip otaps=1,2 tbptt(1,16)"] = {
+        "members": (a1, a3, s3, s10), **k, **nf}
+    c["mix: E4 ... clip=1"] = {"members": (a1, a3, s3, s10), **k, **nf, "clip_norm": 1.0}
+    c["mix: E4 ... otaps=1"] = {"members": (a1, a3, s3, s10), **k, "linear_skip": True,
+                                "output_taps": (1,)}
+    c["mix: E4 ... no taps"] = {"members": (a1, a3, s3, s10), **k, "linear_skip": True}
+    c["mix: E4 ... no skip"] = {"members": (a1, a3, s3, s10), **k, "output_taps": (1, 2)}
+    c["mix: E2 adam 1e-2 sgd 1e-1 skip otaps=1,2 tbptt(1,16)"] = {"members": (a1, s10), **k,
+                                                                  **nf}
+    c["mix: E3 adam 1e-2 sgd 3e-2,1e-1 skip otaps=1,2 tbptt(1,16)"] = {
+        "members": (a1, s3, s10), **k, **nf}
+    c["mix: E6 adam 1e-2,3e-2 gru 1e-2 sgd 3e-2,1e-1 skip otaps=1,2"] = {
+        "members": (a1, a3, {"cell": "gru", "lr": 1e-2}, s3, s10), **k, **nf}
+    c["mix: E4 ... H=64"] = {"members": (a1, a3, s3, s10), **k, **nf, "hidden_sizes": (64,)}
+
+
 def _text(c: dict):
     """Token models: embedding width (the default was 1), learning rate, update interval."""
     for width in (8, 32):
@@ -202,4 +229,5 @@ def candidates(task: str, which: str = "all") -> dict:
         _today(c)
     if which in ("new", "all"):
         _new_options(c)
+        _mixed(c)
     return c

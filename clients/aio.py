@@ -20,7 +20,7 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert
-from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, _raise_refused, _request, chunk_kwargs
+from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
 from .connect import Backoff, Connection
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, NotFound, Unavailable, error_of,
                      from_rpc_error)
@@ -138,7 +138,14 @@ def _run_now(coro):
 def _watch_status(call) -> list:
     """The status ``call`` was first given, once it ends."""
     seen: list = []
-    call.add_done_callback(lambda c: seen.append(_status_now(c)))
+
+    def record(done_call) -> None:
+        try:  # runs inside grpc's own bookkeeping: nothing may escape
+            seen.append(_status_now(done_call))
+        except Exception:  # noqa: BLE001
+            pass
+
+    call.add_done_callback(record)
     return seen
 
 
@@ -342,7 +349,7 @@ class AsyncStreamSession:
         if self._log is not None and self._log.in_flight:
             raise RuntimeError("flush() while pipeline() chunks are in flight: finish that loop (or close it) first")
         await self.open()
-        limit = self.client.backoff.give_up_after_s if timeout is None else timeout
+        limit = FLUSH_TIMEOUT_S if timeout is None else timeout
         deadline, polls = time.monotonic() + limit, FLUSH_POLL.delays()
         while True:
             position = await _server_position(self.client, self.model, self.stream_id)

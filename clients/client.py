@@ -31,8 +31,10 @@ from .replay import ChunkLog, TransientRefusal
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
-# How often flush() asks the server how far its checkpoints have got.
+# How often flush() asks the server how far its checkpoints have got, and for how long by
+# default (many checkpoint intervals, and a restart or two).
 FLUSH_POLL = Backoff(initial_s=0.05, max_s=0.5, jitter=False)
+FLUSH_TIMEOUT_S = 60.0
 
 
 class Client:
@@ -333,11 +335,11 @@ class StreamSession:
         ``durable=True``: until a checkpoint holds them, so no crash can lose them;
         ``durable=False``: until they are applied (after a ``send`` that raised, say). Chunks
         the server lost meanwhile (it crashed after acknowledging them) are sent again.
-        Raises ``DeadlineExceeded`` after ``timeout`` s (default ``Backoff.give_up_after_s``).
+        Raises ``DeadlineExceeded`` after ``timeout`` s (default ``FLUSH_TIMEOUT_S``).
         """
         if self._log.in_flight:
             raise RuntimeError("flush() while pipeline() chunks are in flight: finish that loop (or close it) first")
-        limit = self.client.backoff.give_up_after_s if timeout is None else timeout
+        limit = FLUSH_TIMEOUT_S if timeout is None else timeout
         deadline, polls = time.monotonic() + limit, FLUSH_POLL.delays()
         while True:
             position = _server_position(self.client, self.model, self.stream_id)

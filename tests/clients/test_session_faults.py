@@ -62,6 +62,7 @@ def test_async_session_sees_unavailable_on_a_drain_and_reconnects(restartable):
     assert set(session.disconnects) == {grpc.StatusCode.UNAVAILABLE}, session.disconnects
     assert [r.seq for r in results] == list(range(1, 31)) and not any(r.duplicate for r in results)
     assert info.acked_seq == 30 and info.stats.steps == 30 * 4096
+    assert session.durable_seq == 30  # leaving the block waited for a checkpoint
 
 
 def test_sync_session_sees_unavailable_on_a_drain(restartable):
@@ -76,7 +77,7 @@ def test_sync_session_sees_unavailable_on_a_drain(restartable):
                     restarter = restart_in_background(restartable, "sigterm")
             restarter.join()
         assert s.reconnects >= 1 and set(s.disconnects) == {grpc.StatusCode.UNAVAILABLE}, s.disconnects
-        assert [r.seq for r in results] == list(range(1, 31))
+        assert [r.seq for r in results] == list(range(1, 31)) and s.durable_seq == 30
         assert client.get_stream("m", "s").stats.steps == 30 * 4096
 
 

@@ -185,7 +185,7 @@ class AsyncStreamSession:
         self.reconnects = 0
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._call = None
-        self._statuses: list = []  # what the current call's status was set to, in order
+        self._statuses: list = []  # the status the current call was first given, once it ends
         self._log: ChunkLog | None = None
         self._pipeline: object | None = None  # the pipeline() generator now sending
         self._closed = False

@@ -50,6 +50,7 @@ class Spec:
     device: str = "cpu"
     seed: int = 0
     target_mode: str = "explicit"
+    max_label_delay: int = 0  # > 0: labels may arrive up to this many steps after their step
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -117,6 +118,7 @@ class Spec:
                                  f"({self.tbptt_k2})")
             if self.k2 > 100_000:
                 raise ValueError(f"tbptt_k2 must be <= 100000, got {self.k2}")
+        _label_delay_ok(self)
         lr = self.learning_rate
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
@@ -161,6 +163,23 @@ class Spec:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         return cls(**d)
+
+
+def _label_delay_ok(spec):
+    d = spec.max_label_delay
+    if not isinstance(d, int) or not 0 <= d <= 100_000:
+        raise ValueError(f"max_label_delay must be an integer in [0, 100000], got {d!r}")
+    if d == 0:
+        return
+    if spec.target_mode != "explicit":
+        raise ValueError("max_label_delay > 0 needs target_mode 'explicit': with next_input the "
+                         "target of a step is the next input, it never arrives late")
+    if spec.algorithm == "rtrl":
+        raise ValueError("max_label_delay > 0 needs algorithm 'tbptt' or 'snap1': RTRL would keep "
+                         "an S x P sensitivity for every step a label may still name")
+    if spec.device != "cpu":
+        raise ValueError("max_label_delay > 0 runs on device 'cpu' only (the CUDA kernels have "
+                         "no late-label path yet)")
 
 
 def _one_of(name, value, allowed):

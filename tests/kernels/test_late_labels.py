@@ -47,6 +47,8 @@ def run_schedule(spec, plan, B=2, n=12, seed=1):
     for t in range(n + 1):
         steps, reset = plan(t)
         steps = [s for s in steps if s < t]
+        if t == n and not steps and not reset:
+            break
         labels = None
         if steps:
             labels = [(np.array(steps), y[b, steps]) for b in range(B)]
@@ -100,6 +102,19 @@ def test_labels_out_of_order_and_sparse_match_the_reference(rule, inp):
     check(spec, *run_schedule(spec, lambda t: (plan.get(t, []), False), n=12))
 
 
+@pytest.mark.parametrize("sharing", ["shared", "per_stream"])
+def test_sparse_labels_are_learned_before_they_leave_the_ring(sharing):
+    """TBPTT(3, 3), D = 2: a ring of 5 steps, one label per 3 steps, so a pending loss
+    reaches the ring's end before k1 = 3 are pending: it is learned then, not dropped."""
+    spec = make_spec("lstm", {}, "tbptt", 3, 3, sharing=sharing, max_label_delay=2)
+    eng, ref, init, sids, out = run_schedule(
+        spec, lambda t: ([t - 2] if t >= 3 and t % 3 == 0 else [], False), n=14)
+    check(spec, eng, ref, init, sids, out)
+    # labels of steps 1, 4, 7, 10: steps 1 and 7 reach the ring's end with 2 losses pending
+    # (updates then); waiting for k1 = 3 would have made one update and dropped step 1's loss
+    assert eng.stream_stats("s0")["updates"] == 2
+
+
 @pytest.mark.parametrize("rule", RULES, ids=rid)
 def test_segment_labels_with_reset_match_the_reference(rule):
     """Sequence-to-class: one label on each segment's last step, state reset after it."""
@@ -138,6 +153,8 @@ def test_label_zero_steps_late_is_the_ordinary_path(rule, sharing):
         if t:
             np.testing.assert_array_equal(np.concatenate(ec.last_call.label_losses), prev)
         prev = la[:, 0]
+    ec.step(sids, labels=[([8], y[b, 8:9]) for b in range(2)])  # the last step's label
+    np.testing.assert_array_equal(np.concatenate(ec.last_call.label_losses), prev)
     for sid in (sids if sharing == "per_stream" else [None]):
         for other in (eb, ec):
             got, want = other.state_dict(stream_id=sid), ea.state_dict(stream_id=sid)
@@ -162,6 +179,7 @@ def test_bad_labels_are_refused_and_change_nothing(alg):
     spec = make_spec("lstm", {}, alg, 2, 3, max_label_delay=2)
     eng = Engine(spec)
     x, y = data(spec, 1, 6)
+    x = x["inputs"]
     eng.step(["s"], inputs=x[:, :5])                       # steps 0..4 wait for labels
     eng.step(["s"], labels=[([4], y[0, 4:5])])
     before = _snapshot(eng, ["s"])
@@ -193,6 +211,7 @@ def test_bad_labels_are_refused_and_change_nothing(alg):
 def test_labels_need_a_delay_bound_and_a_rule_that_keeps_them():
     eng = Engine(make_spec("lstm", {}, "tbptt", 2, 2))
     x, y = data(eng.spec, 1, 2)
+    x = x["inputs"]
     eng.step(["s"], inputs=x[:, :1], targets=y[:, :1])
     with pytest.raises(ValueError, match="max_label_delay > 0"):
         eng.step(["s"], labels=[([0], y[0, :1])])

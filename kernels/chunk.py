@@ -25,7 +25,7 @@ from numba import njit
 from .cells import D_NFIELDS
 from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
                     C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING,
-                    FLAG_DONE, FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING,
+                    FLAG_DONE, FLAG_NONE, FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING,
                     K_SKIPPED, K_STEPS, K_UPDATES, R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS, R_STEPS,
                     R_UPDATES, RTRL, SNAP1, TBPTT)
 from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
@@ -152,7 +152,8 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
         if cnt[slot, K_NLOSS] >= cfg[C_K1]:
             need_bwd[b] = True
         return loss
-    hflag[slot, last] = FLAG_DONE
+    if cfg[C_DELAY] > 0:  # so that a second label for this step is refused
+        hflag[slot, last] = FLAG_DONE
     if not finite:
         _skip(model, pool, out, slot, False)
         return loss
@@ -299,12 +300,14 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
             _contribute(model, weights, pool, batch, out, acc, lead, g)
         for i in range(nb):
             todo[members[i]] = False
+    # learned; late labels must still see that these steps have their targets
+    done = FLAG_DONE if cfg[C_DELAY] > 0 else FLAG_NONE
     for b in range(B):
         if need_bwd[b]:
             slot = slots[b]
             for e in range(K):
                 if hflag[slot, e] == FLAG_PENDING:
-                    hflag[slot, e] = FLAG_DONE
+                    hflag[slot, e] = done
             cnt[slot, K_NLOSS] = 0
             cnt[slot, K_NONFINITE] = 0
             need_bwd[b] = False

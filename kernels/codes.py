@@ -73,7 +73,7 @@ K_NFIELDS = 8
 # history-ring flags (hflag): whether a step has a target, and whether it was learned yet
 FLAG_NONE = 0     # no target (yet): predicted only, or waiting for a late label
 FLAG_PENDING = 1  # TBPTT: target known, its loss waits for the next update
-FLAG_DONE = 2     # target known and already learned from (a second label is refused)
+FLAG_DONE = 2     # max_label_delay > 0: target known and learned (a second label is refused)
 
 # per-stream float64 stats
 F_RUNNING = 0    # running loss (exponential average, decay 0.99)

@@ -235,3 +235,23 @@ def test_memory_estimate_counts_the_label_window():
     eng.step(["s"], inputs=data(eng.spec, 1, 1)[0]["inputs"])
     held = sum(a[0].nbytes for a in eng.pool.arrays.values())
     assert held <= memory_per_stream(eng.spec)
+
+
+@pytest.mark.parametrize("alg", ["tbptt", "snap1"])
+def test_a_restored_stream_keeps_its_waiting_steps_and_pending_labels(alg):
+    spec = make_spec("lstm", {}, alg, 3, 3, max_label_delay=3)
+    x, y = data(spec, 1, 8)
+    x = x["inputs"]
+    a = Engine(spec)
+    a.step(["s"], inputs=x[:, :5])
+    a.step(["s"], labels=[([2, 4], y[0, [2, 4]])])          # TBPTT: 2 of k1 = 3 pending
+    b = Engine(spec)
+    b.restore_model(a.snapshot_model())
+    b.restore_stream("s", a.snapshot_stream("s"))
+    for eng in (a, b):
+        eng.step(["s"], inputs=x[:, 5:8], labels=[([3], y[0, 3:4])])
+        eng.step(["s"], labels=[([6, 7], y[0, 6:8])], reset_after=True)
+    assert a.stream_stats("s") == b.stream_stats("s")
+    assert a.stream_stats("s")["updates"] >= 2
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v, err_msg=k)

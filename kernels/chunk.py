@@ -25,9 +25,9 @@ from numba import njit
 from .cells import D_NFIELDS
 from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
                     C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING,
-                    FLAG_DONE, FLAG_NONE, FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING,
-                    K_SKIPPED, K_STEPS, K_UPDATES, R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS, R_STEPS,
-                    R_UPDATES, RTRL, SNAP1, TBPTT)
+                    FLAG_DONE, FLAG_NONE, FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE,
+                    K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES, R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS,
+                    R_STEPS, R_UPDATES, RTRL, SNAP1, TBPTT)
 from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
                     step_forward)
 from .optim import apply_update

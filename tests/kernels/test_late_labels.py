@@ -255,3 +255,24 @@ def test_a_restored_stream_keeps_its_waiting_steps_and_pending_labels(alg):
     assert a.stream_stats("s")["updates"] >= 2
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(b.state_dict()[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("alg", ["tbptt", "snap1"])
+def test_a_labels_only_row_batches_with_other_streams_steps(alg):
+    """One call: stream a sends only labels (length 0), stream b sends steps. With per-stream
+    weights this equals the two calls made apart."""
+    spec = make_spec("gru", {}, alg, 1, 2, sharing="per_stream", max_label_delay=2)
+    x, y = data(spec, 2, 4)
+    x = x["inputs"]
+    together, apart = Engine(spec), Engine(spec)
+    for eng in (together, apart):
+        eng.step(["a", "b"], inputs=x[:, :2])
+    lab = ([1, 0], y[0, [1, 0]])
+    together.step(["a", "b"], inputs=x[:, 2:4], lengths=np.array([0, 2]), labels=[lab, None])
+    apart.step(["a"], labels=[lab])
+    apart.step(["b"], inputs=x[1:, 2:4])
+    for sid in ("a", "b"):
+        assert together.stream_stats(sid) == pytest.approx(apart.stream_stats(sid), nan_ok=True)
+        for k, v in apart.state_dict(stream_id=sid).items():
+            np.testing.assert_array_equal(together.state_dict(stream_id=sid)[k], v, err_msg=k)
+    assert together.stream_stats("a")["steps"] == 2 and together.stream_stats("a")["updates"] > 0

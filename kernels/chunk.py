@@ -18,6 +18,11 @@ Order of events per position t (kernels/README.md): NEXT_INPUT finishes the pend
 this input as its target; every active stream runs its forward with the weights in force; the
 EXPLICIT mode finishes step t. Finishing = loss, gradient by the stream's rule, and, for
 shared weights, one summed update per position.
+
+Late labels (kernels/README.md, "Late labels"): ``learn_labels`` finishes earlier steps of
+the streams before their chunk runs, ``learn_pending`` takes TBPTT's pending update before a
+segment's reset, and with max_label_delay > 0 the chunk loop learns a pending step before its
+ring overwrites it.
 """
 import numpy as np
 from numba import njit

@@ -97,7 +97,12 @@ def validated_reset(engine, stream_ids, reset_after):
     """A bool [B] array of the streams to reset after the call, or None."""
     if reset_after is None:
         return None
-    flags = np.broadcast_to(np.asarray(reset_after, dtype=bool), (len(stream_ids),)).copy()
+    flags = np.asarray(reset_after, dtype=bool)
+    if flags.ndim == 0:
+        flags = np.full(len(stream_ids), bool(flags))
+    if flags.shape != (len(stream_ids),):
+        raise ValueError(f"reset_after must be one bool, or one per stream ({len(stream_ids)}), "
+                         f"got shape {flags.shape}")
     if not flags.any():
         return None
     if engine.spec.device != "cpu":

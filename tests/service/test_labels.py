@@ -97,3 +97,31 @@ def test_bad_labels_are_refused_and_change_nothing(server):
         raise AssertionError("RTRL with max_label_delay was accepted")
     except grpc.RpcError as err:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "RTRL" in err.details()
+
+
+def test_waiting_steps_survive_a_restart(start_server):
+    """Steps still waiting for labels, and a pending TBPTT loss, are part of the stream's
+    checkpoint: after a graceful restart their labels are learned as if nothing happened."""
+    from service.convert import spec_kwargs
+    from service.engine import Engine, Spec
+
+    spec = make_spec("m", max_label_delay=8, tbptt_k1=2, tbptt_k2=2)
+    srv = start_server()
+    srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
+    (x, y), = make_chunks(1, 6)
+    srv.stub.Predict(request("m", "s", 1, x))
+    srv.stub.Predict(pb.StreamRequest(model="m", stream_id="s", seq=2, labels=_labels([0], [y[0]])))
+    srv.stop()
+    srv = start_server()
+    resp = srv.stub.Predict(pb.StreamRequest(model="m", stream_id="s", seq=3,
+                                             labels=_labels([5, 3, 1], [y[5], y[3], y[1]])))
+    assert not resp.HasField("error") and resp.stats.steps == 6
+
+    engine = Engine(Spec(**spec_kwargs(spec)))
+    engine.step(["s"], inputs=x[None])
+    engine.step(["s"], labels=[([0], y[[0]])])
+    engine.step(["s"], labels=[([5, 3, 1], y[[5, 3, 1]])])
+    assert resp.stats.updates == engine.stream_stats("s")["updates"] == 2
+    got = weights(srv.stub, "m")
+    for k, v in engine.state_dict().items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)

@@ -276,3 +276,26 @@ def test_a_labels_only_row_batches_with_other_streams_steps(alg):
         for k, v in apart.state_dict(stream_id=sid).items():
             np.testing.assert_array_equal(together.state_dict(stream_id=sid)[k], v, err_msg=k)
     assert together.stream_stats("a")["steps"] == 2 and together.stream_stats("a")["updates"] > 0
+
+
+@pytest.mark.parametrize("rule", [("rtrl", 1, 1), ("tbptt", 3, 3), ("snap1", 1, 1)], ids=rid)
+@pytest.mark.parametrize("mode", ["explicit", "next_input"])
+def test_reset_after_without_labels_matches_the_reference(rule, mode):
+    """reset_after needs no late labels: any rule, either target mode; one stream of the
+    batch is reset after each chunk, the other runs on."""
+    alg, k1, k2 = rule
+    spec = make_spec("lstm", {}, alg, k1, k2, target_mode=mode)
+    eng = Engine(spec)
+    ref = reference_for(eng, spec)
+    x, y = data(spec, 2, 8)
+    for t in range(0, 8, 2):
+        kw = chunk_of(x, t, t + 2)
+        if mode == "explicit":
+            kw["targets"] = y[:, t:t + 2]
+        gp, gl = eng.step(["a", "b"], reset_after=[True, False], **kw)
+        wp, wl = ref.step(["a", "b"], reset_after=[True, False], **kw)
+        np.testing.assert_allclose(np.asarray(gp, np.float64), wp, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(gl, np.float64), wl, rtol=1e-4, atol=1e-5,
+                                   equal_nan=True)
+    assert_weights_close(eng.state_dict(), ref.params(), what="final weights")
+    assert eng.stream_stats("a")["steps"] == 8

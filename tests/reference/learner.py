@@ -161,10 +161,12 @@ class Learner:
                     losses[b, j] = self._score(sid, self.streams[sid]["pending"], tgt[b, j],
                                                learn, grads)
                 self._apply(grads)
-        if reset_after:
+        reset = np.broadcast_to(np.asarray(reset_after, dtype=bool), (B,))
+        if reset.any():
+            ids = [sid for sid, r in zip(stream_ids, reset) if r]
             if cfg.algorithm == "tbptt":
-                self._rule_grads(stream_ids, lambda sid, rule, params: rule.flush(params))
-            for sid in stream_ids:
+                self._rule_grads(ids, lambda sid, rule, params: rule.flush(params))
+            for sid in ids:
                 st = self._stream(sid)
                 st["state"], st["pending"] = zero_state(cfg), None
                 st["rule"].reset()

@@ -180,6 +180,33 @@ def _mixed(c: dict):
     c["mix: E6 adam 1e-2,3e-2 gru 1e-2 sgd 3e-2,1e-1 skip otaps=1,2"] = {
         "members": (a1, a3, {"cell": "gru", "lr": 1e-2}, s3, s10), **k, **nf}
     c["mix: E4 ... H=64"] = {"members": (a1, a3, s3, s10), **k, **nf, "hidden_sizes": (64,)}
+    # SGD members with the skip path diverge without clipping (lr 0.1 on ~20 standardised
+    # features is past a linear model's stability limit): the same with clip_norm = 1
+    cl = {"clip_norm": 1.0}
+    e4 = (a1, a3, s3, s10)
+    c["mixc: adam lr=0.01 skip otaps=1,2 clip=1"] = {"lr": 1e-2, **k, **nf, **cl}
+    c["mixc: sgd lr=0.1 skip otaps=1,2 clip=1"] = {"optimizer": "sgd", "lr": 0.1, **k, **nf,
+                                                   **cl}
+    c["mixc: E4 otaps=1"] = {"members": e4, **k, **cl, "linear_skip": True,
+                             "output_taps": (1,)}
+    c["mixc: E4 no taps"] = {"members": e4, **k, **cl, "linear_skip": True}
+    c["mixc: E4 no skip"] = {"members": e4, **k, **cl, "output_taps": (1, 2)}
+    c["mixc: E4 H=64"] = {"members": e4, **k, **nf, **cl, "hidden_sizes": (64,)}
+    c["mixc: E4 tbptt(1,8)"] = {"members": e4, "tbptt_k1": 1, "tbptt_k2": 8, **nf, **cl}
+    c["mixc: E4 clip=5"] = {"members": e4, **k, **nf, "clip_norm": 5.0}
+    c["mixc: E2 adam 1e-2 sgd 1e-1"] = {"members": (a1, s10), **k, **nf, **cl}
+    c["mixc: E3 adam 1e-2,3e-2 sgd 1e-1"] = {"members": (a1, a3, s10), **k, **nf, **cl}
+    c["mixc: E6 E4 + gru 1e-2"] = {"members": e4 + ({"cell": "gru", "lr": 1e-2},), **k,
+                                   **nf, **cl}
+    c["mixc: E5 E4 + adam 3e-3"] = {"members": ({"lr": 3e-3},) + e4, **k, **nf, **cl}
+    best = {"members": e4, **k, **cl, "linear_skip": True, "output_taps": (1,)}
+    for rate in (0.5, 2.0):
+        c[f"mixd: E4 otaps=1 hedge_rate={rate:g}"] = {**best, "hedge_rate": rate}
+    c["mixd: E4 otaps=1 normalize_decay=0.999"] = {**best, "normalize_decay": 0.999}
+    c["mixd: E4 + sgd 1e-2, otaps=1"] = {**best, "members": e4 + ({"optimizer": "sgd",
+                                                                   "lr": 1e-2},)}
+    c["mixd: E4 otaps=1,24"] = {**best, "output_taps": (1, 24)}
+    c["mixd: E4 otaps=1 H=16"] = {**best, "hidden_sizes": (16,)}
 
 
 def _text(c: dict):

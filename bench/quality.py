@@ -34,6 +34,7 @@ QUICK_N = 300          # samples per stream in --quick
 QUICK_TEXT = 5_000     # bytes of text in --quick
 FULL_TEXT = 100_000    # bytes of text in a full run (the whole text is ~470 KB)
 RNN = "rnnstream default"
+RECOMMENDED = "rnnstream recommended"  # the Spec NOTES-quality.md proposes as the default
 METHOD_NOTES = (
     "rnnstream: `Spec` given only the data's shape (input_size and output_size or "
     "num_classes; text: vocab_size=num_classes=256, target_mode=next_input), raw features, "
@@ -52,6 +53,8 @@ METHOD_NOTES = (
     "A River model that has not seen a class gives it probability 0 (clipped to 1e-15), as "
     "River's own predict_proba_one says; one that knows no class yet says uniform.",
     "Times are wall-clock on a shared 2-core machine: compare orders of magnitude only.",
+    "rnnstream recommended: the Spec NOTES-quality.md proposes as the new default "
+    "(bench/quality_rnn.py RECOMMENDED), run only where this engine has its fields.",
 )
 
 
@@ -120,7 +123,11 @@ def run_suite(streams, deepriver=True, log=print, notes=None) -> dict:
         deep = qdr.run_many([s for s in streams if s.task != qd.TEXT])
     for s in streams:
         methods = {}
-        runners = {RNN: qr.run, **qp.peers_for(s)}
+        runners = {RNN: qr.run}
+        rec = qr.recommended(s.task)
+        if not qr.missing_fields(rec):
+            runners[RECOMMENDED] = lambda st, rec=rec: qr.run(st, rec)
+        runners.update(qp.peers_for(s))
         if s.name in deep:
             runners["deep-river rolling LSTM"] = lambda _s, out=deep[s.name]: out
         for name, runner in runners.items():
@@ -144,15 +151,22 @@ def markdown(results: dict, title: str, command: str, notes=()) -> str:
              "for every method. MAE for regression, log loss (nats, clipped at 1e-15) for "
              "classification, bits per byte for text; lower is better. Ratio = rnnstream "
              "default / best peer (<= 1.01 meets the issue's target).", "",
-             "| stream | n | metric | rnnstream default | best peer | best peer score | ratio |",
-             "| --- | ---: | --- | ---: | --- | ---: | ---: |"]
+             "| stream | n | metric | rnnstream default | best peer | best peer score | ratio "
+             "| rnnstream recommended | ratio |",
+             "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         s, m = r["stream"], r["methods"]
         peer, peer_score = best_peer(m)
-        rnn = m[RNN]["score"]
-        ratio = rnn / peer_score if peer_score > 0 else float("inf")
-        lines.append(f"| {name} | {s.n} | {s.metric} | {rnn:.4f} | {peer} | {peer_score:.4f} "
-                     f"| {ratio:.2f} |")
+        cells = []
+        for who in (RNN, RECOMMENDED):
+            if who not in m:
+                cells += ["—", "—"]
+                continue
+            v = m[who]["score"]
+            ratio = v / peer_score if peer_score > 0 else float("inf")
+            cells += [f"{v:.4f}", f"{ratio:.2f}"]
+        lines.append(f"| {name} | {s.n} | {s.metric} | {cells[0]} | {peer} | {peer_score:.4f} "
+                     f"| {cells[1]} | {cells[2]} | {cells[3]} |")
     methods = []
     for r in results.values():
         methods += [k for k in r["methods"] if k not in methods]

@@ -94,6 +94,20 @@ def _run_text(engine, stream):
     return bits / stream.n
 
 
+# the defaults NOTES-quality.md recommends, shown beside today's default in the main table
+_E4 = ({"lr": 1e-2}, {"lr": 3e-2}, {"optimizer": "sgd", "lr": 3e-2},
+       {"optimizer": "sgd", "lr": 1e-1})
+RECOMMENDED = {
+    "dense": {"members": _E4, "tbptt_k1": 1, "tbptt_k2": 16, "clip_norm": 1.0,
+              "linear_skip": True, "output_taps": (1,)},
+    "text": {"input_size": 64, "cell": "gru", "hidden_sizes": (512,), "lr": 1e-3},
+}
+
+
+def recommended(task: str) -> dict:
+    return RECOMMENDED["text" if task == TEXT else "dense"]
+
+
 # candidates for --configs ----------------------------------------------------------------
 def _today(c: dict):
     """Options today's engine has: learning rate x update interval, SGD, clipping, sizes,

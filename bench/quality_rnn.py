@@ -97,15 +97,18 @@ def _run_text(engine, stream):
 # the defaults NOTES-quality.md recommends, shown beside today's default in the main table
 _E4 = ({"lr": 1e-2}, {"lr": 3e-2}, {"optimizer": "sgd", "lr": 3e-2},
        {"optimizer": "sgd", "lr": 1e-1})
+_DENSE = {"members": _E4, "tbptt_k1": 1, "tbptt_k2": 16, "clip_norm": 1.0,
+          "linear_skip": True}
 RECOMMENDED = {
-    "dense": {"members": _E4, "tbptt_k1": 1, "tbptt_k2": 16, "clip_norm": 1.0,
-              "linear_skip": True, "output_taps": (1,)},
-    "text": {"input_size": 64, "cell": "gru", "hidden_sizes": (512,), "lr": 1e-3},
+    # regression also feeds the last observed target back (NARX)
+    REGRESSION: {**_DENSE, "output_taps": (1,)},
+    CLASSIFICATION: _DENSE,
+    TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,), "lr": 1e-3},
 }
 
 
 def recommended(task: str) -> dict:
-    return RECOMMENDED["text" if task == TEXT else "dense"]
+    return RECOMMENDED[task]
 
 
 # candidates for --configs ----------------------------------------------------------------

@@ -257,6 +257,8 @@ def _text(c: dict):
         "input_size": 64, "lr": 1e-3, "hidden_sizes": (512,)}
     c["emb=64 gru H=512 adam lr=1e-3 tbptt(16,16)"] = {
         "input_size": 64, "lr": 1e-3, "hidden_sizes": (512,), "cell": "gru"}
+    c["emb=64 gru H=512 adam lr=2e-3 tbptt(16,16)"] = {
+        "input_size": 64, "lr": 2e-3, "hidden_sizes": (512,), "cell": "gru"}
     c["emb=64 H=256x2 adam lr=2e-3 tbptt(16,16)"] = {
         "input_size": 64, "lr": 2e-3, "hidden_sizes": (256, 256)}
 

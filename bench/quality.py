@@ -248,16 +248,19 @@ def run_configs(streams, which="all", log=print, only=()) -> dict:
     return table
 
 
-def configs_markdown(table: dict, peers: dict, command: str) -> str:
-    """Every candidate on every stream, as a ratio to the stream's best peer (and raw score)."""
+def configs_markdown(table: dict, peers: dict, command: str, sizes=None) -> str:
+    """Every candidate on every stream, as a ratio to the stream's best peer (and raw score).
+    ``sizes``: samples per stream, for the time per sample over the streams a candidate ran."""
     names = list(peers)
+    sizes = sizes or {}
     lines = ["# rnnstream candidate specs on the quality streams", "",
              f"Command: `{command}`", "",
              "Each cell: candidate's score / best peer's score on that stream (lower is better; "
              "<= 1.01 meets the target), raw score in brackets. `geo-mean` is the geometric "
-             "mean of the ratios over the streams the candidate ran on; `worst` the largest.", "",
-             "| candidate | " + " | ".join(names) + " | geo-mean | worst |",
-             "| --- |" + " ---: |" * (len(names) + 2)]
+             "mean of the ratios over the streams the candidate ran on; `worst` the largest; "
+             "`us/sample` its total time over those streams' samples.", "",
+             "| candidate | " + " | ".join(names) + " | geo-mean | worst | us/sample |",
+             "| --- |" + " ---: |" * (len(names) + 3)]
     for cand, row in table.items():
         cells, ratios = [], []
         for n in names:
@@ -270,7 +273,10 @@ def configs_markdown(table: dict, peers: dict, command: str) -> str:
             cells.append(f"{ratio:.2f} ({v:.3g})")
         geo = math.exp(np.mean(np.log(ratios))) if ratios else float("nan")
         worst = max(ratios) if ratios else float("nan")
-        lines.append(f"| {cand} | " + " | ".join(cells) + f" | {geo:.3f} | {worst:.2f} |")
+        secs = row.get("seconds", {})
+        n = sum(sizes.get(k, 0) for k in secs)
+        per = f"{1e6 * sum(secs.values()) / n:.0f}" if n else "—"
+        lines.append(f"| {cand} | " + " | ".join(cells) + f" | {geo:.3f} | {worst:.2f} | {per} |")
     lines += ["", "Best peer per stream: " + "; ".join(f"{n}: {p[0]} {p[1]:.4f}"
                                                      for n, p in peers.items()), ""]
     lines += ["Candidates' overrides of the shape-only Spec:", ""]
@@ -309,7 +315,7 @@ def main(argv=None) -> int:
         peers = cached_best_peers(streams, log=log)
         only = [o.strip() for o in args.only.split(",") if o.strip()]
         table = run_configs(streams, args.grid, log=log, only=only)
-        text = configs_markdown(table, peers, command.strip())
+        text = configs_markdown(table, peers, command.strip(), {s.name: s.n for s in streams})
         out = Path(args.out or RESULTS / "quality_configs.md")
     else:
         notes = []

@@ -19,7 +19,7 @@ import numpy as np
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, pieces
 from .client import DEFAULT_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
 from .connect import Backoff, Connection
 from .errors import RECONNECT_CODES, NotFound, Unavailable, from_rpc_error
@@ -72,12 +72,17 @@ class AsyncClient:
         await self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     async def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
-        msg = await self._call("ExportWeights", pb.ExportWeightsRequest(model=model, stream_id=stream_id or ""))
-        return convert.tensors_to_weights(msg.tensors)
+        """In pieces (``ExportWeightsStream``), so a model of any size fits."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+        try:
+            call = self._stub.ExportWeightsStream(request, timeout=self.timeout, metadata=self.connection.metadata())
+            return pieces.from_pieces([piece async for piece in call])
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     async def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
-        await self._call("ImportWeights", pb.ImportWeightsRequest(
-            model=model, stream_id=stream_id or "", tensors=convert.weights_to_tensors(weights)))
+        """In pieces (``ImportWeightsStream``)."""
+        await self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
 
     async def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
         return convert.StreamInfo.from_proto(
@@ -89,6 +94,10 @@ class AsyncClient:
 
     async def close_stream(self, model: str, stream_id: str) -> None:
         await self._call("CloseStream", pb.CloseStreamRequest(model=model, stream_id=stream_id))
+
+    async def delete_stream(self, model: str, stream_id: str) -> None:
+        """Forget a stream on the server, in memory and in its store."""
+        await self._call("DeleteStream", pb.DeleteStreamRequest(model=model, stream_id=stream_id))
 
     async def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                       horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:

@@ -22,7 +22,7 @@ import numpy as np
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, pieces
 from .connect import Backoff, Connection
 from .errors import RECONNECT_CODES, ChunkRefused, NotFound, Unavailable, from_rpc_error
 from .replay import ChunkLog, TransientRefusal
@@ -52,10 +52,12 @@ class Client:
         self._stub = pb_grpc.RnnStreamStub(self._channel)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, method: str, request, timeout: float | None = None):
+    def _call(self, method: str, request, timeout: float | None = None, stream: bool = False):
+        """One call; ``stream``: a server-streaming call, its responses read whole here."""
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                               metadata=self.connection.metadata())
+            answer = getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                                 metadata=self.connection.metadata())
+            return list(answer) if stream else answer
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -84,14 +86,15 @@ class Client:
         self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
-        """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM)."""
-        msg = self._call("ExportWeights", pb.ExportWeightsRequest(model=model, stream_id=stream_id or ""))
-        return convert.tensors_to_weights(msg.tensors)
+        """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM).
+        They come in pieces (``ExportWeightsStream``), so a model of any size fits."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+        return pieces.from_pieces(self._call("ExportWeightsStream", request, stream=True))
 
     def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
-        """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights)."""
-        self._call("ImportWeights", pb.ImportWeightsRequest(
-            model=model, stream_id=stream_id or "", tensors=convert.weights_to_tensors(weights)))
+        """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights),
+        in pieces (``ImportWeightsStream``)."""
+        self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
 
     # -- streams ----------------------------------------------------------------------------
     def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
@@ -105,6 +108,10 @@ class Client:
     def close_stream(self, model: str, stream_id: str) -> None:
         self._call("CloseStream", pb.CloseStreamRequest(model=model, stream_id=stream_id))
 
+    def delete_stream(self, model: str, stream_id: str) -> None:
+        """Forget a stream on the server, in memory and in its store."""
+        self._call("DeleteStream", pb.DeleteStreamRequest(model=model, stream_id=stream_id))
+
     def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                 horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
         """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1."""
@@ -117,9 +124,11 @@ class Client:
         return _raise_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
-               predict_only: bool = False) -> "StreamSession":
-        """Open a stream session (use it as a context manager)."""
-        return StreamSession(self, model, stream_id, window=window, predict_only=predict_only)
+               predict_only: bool = False, ephemeral: bool = False) -> "StreamSession":
+        """Open a stream session (use it as a context manager). ``ephemeral``: a new stream the
+        server never stores and drops when the session ends (e.g. for generation)."""
+        return StreamSession(self, model, stream_id, window=window, predict_only=predict_only,
+                             ephemeral=ephemeral)
 
 
 def _next_seq(get_stream) -> int:
@@ -169,10 +178,11 @@ class StreamSession:
     """
 
     def __init__(self, client: Client, model: str, stream_id: str, *, window: int = 8,
-                 predict_only: bool = False):
+                 predict_only: bool = False, ephemeral: bool = False):
         self.client, self.model, self.stream_id = client, model, stream_id
         self.window = max(1, int(window))
         self.predict_only = predict_only
+        self.ephemeral = ephemeral
         self.info = client.get_model(model)
         try:
             known = client.get_stream(model, stream_id)
@@ -241,6 +251,7 @@ class StreamSession:
                 predict_only: bool | None = None) -> None:
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req.ephemeral = self.ephemeral
         self._queue.put(self._log.add(req, steps))
 
     def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,

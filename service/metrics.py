@@ -126,6 +126,9 @@ class Metrics:
                                  ["reason"], registry=r)
         self.checkpoint_seconds = Histogram("rnnstream_checkpoint_seconds", "Time to write one checkpoint",
                                             buckets=LATENCY_BUCKETS, registry=r)
+        self.checkpoint_failures = Counter("rnnstream_checkpoint_failures",
+                                           "Rows (a model's or one stream's) a checkpoint could not write",
+                                           registry=r)
         self.chunk_errors = Counter("rnnstream_chunk_errors", "Chunks refused, by gRPC code",
                                     ["model", "code"], registry=r)
         # go-grpc-prometheus names, so existing dashboards work.

@@ -244,7 +244,7 @@ class ImportWeightsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon")
+    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon", "ephemeral")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,7 @@ class StreamRequest(_message.Message):
     TARGET_CLASSES_FIELD_NUMBER: _ClassVar[int]
     PREDICT_ONLY_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     stream_id: str
     seq: int
@@ -263,7 +264,32 @@ class StreamRequest(_message.Message):
     target_classes: _containers.RepeatedScalarFieldContainer[int]
     predict_only: bool
     horizon: int
-    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+
+class WeightsPiece(_message.Message):
+    __slots__ = ("model", "stream_id", "name", "shape", "offset", "data")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    data: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DeleteStreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class StreamStats(_message.Message):
     __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates")

@@ -189,13 +189,13 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
         if handler.request_streaming:
             return _rebuild(handler, _behavior(handler), request_deserializer=safe_parse)
         inner = _behavior(handler)
-        if handler.response_streaming:
+        if inspect.isasyncgenfunction(inner):
             async def behavior(request, context):
                 if isinstance(request, Undecodable):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 async for resp in inner(request, context):
                     yield resp
-        else:
+        else:  # unary, or streaming by context.write() (health's Watch)
             async def behavior(request, context):
                 if isinstance(request, Undecodable):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)

@@ -287,3 +287,34 @@ def test_a_v0_store_is_migrated_in_order_and_keeps_its_data(tmp_path):
     with pytest.raises(store_mod.SchemaTooNew, match="newer than this rnnstream knows"):
         store_mod.migrate(db)
     db.close()
+
+
+# -- item 3 -------------------------------------------------------------------------------
+def test_weights_over_the_message_limit_move_in_pieces(start_server):
+    srv = start_server(max_message_bytes=64 * 1024)
+    stub = srv.stub
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("m", hidden_sizes=[64], input_size=16)))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ExportWeights(pb.ExportWeightsRequest(model="m"))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "ExportWeightsStream" in info.value.details()
+    pieces = list(stub.ExportWeightsStream(pb.ExportWeightsRequest(model="m")))
+    assert len(pieces) > len({p.name for p in pieces})  # some tensor came in several pieces
+    assert max(p.ByteSize() for p in pieces) < 64 * 1024
+    for p in pieces:
+        p.data[:] = [0.125] * len(p.data)
+    stub.ImportWeightsStream(iter(pieces))
+    back = list(stub.ExportWeightsStream(pb.ExportWeightsRequest(model="m")))
+    assert all(v == 0.125 for p in back for v in p.data)
+    # a piece out of order, or a missing tail, is refused and changes nothing
+    assert code_of(stub.ImportWeightsStream, iter(pieces[1:])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(stub.ImportWeightsStream, iter(pieces[:-1])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(stub.ImportWeightsStream, iter([pb.WeightsPiece(model="m", name="nope")])) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert all(v == 0.125 for p in stub.ExportWeightsStream(pb.ExportWeightsRequest(model="m")) for v in p.data)
+
+
+def test_a_model_whose_snapshot_sqlite_cannot_hold_is_refused_at_create(server):
+    big = make_spec("big", algorithm=pb.TBPTT, hidden_sizes=[16384], input_size=1)  # ~1.07 G parameters
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.CreateModel(pb.CreateModelRequest(spec=big))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "store's limit" in info.value.details()

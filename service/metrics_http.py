@@ -48,6 +48,8 @@ def serve(registry, host: str, port: int, *, token: str = "", certfile: str = ""
         context.load_cert_chain(certfile, keyfile)
     httpd = make_server(host.strip("[]"), port, app, Server, handler_class=_QuietHandler)
     if context is not None:
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        # the handshake happens on the request's own thread (first read), not in the accept
+        # loop, where one silent client would hold up every scrape
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=httpd.serve_forever, name="rnnstream-metrics", daemon=True).start()
     return httpd

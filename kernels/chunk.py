@@ -110,8 +110,6 @@ def _flush_shared(model, weights, pool, batch, out, acc):
         gnorms[res[R_UPDATES]] = norm
         res[R_UPDATES] += 1
         res[R_CLIPPED] += clipped
-    else:
-        res[R_SKIP_GRAD] += 1
     cnt, fst = pool[8], pool[9]
     for b in range(contrib.shape[0]):
         if contrib[b]:
@@ -119,8 +117,9 @@ def _flush_shared(model, weights, pool, batch, out, acc):
             if applied:
                 cnt[slot, K_UPDATES] += 1
                 fst[slot, F_GNORM] = norm
-            else:
+            else:  # counted per contributing stream, as a stream's own skip is (and on CUDA)
                 cnt[slot, K_SKIPPED] += 1
+                res[R_SKIP_GRAD] += 1
             contrib[b] = False
     gsum[:] = 0.0
 

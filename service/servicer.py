@@ -16,7 +16,7 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from service import batcher
 from service import weights
-from service.convert import spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
+from service.convert import MAX_ID_BYTES, spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
 from service.errors import ServiceError, exhausted, invalid, unavailable
 from service.interceptors import Undecodable
 from service.registry import ModelHost, Registry
@@ -225,7 +225,10 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         except ServiceError as exc:
             if req.model in self.registry.hosts:
                 self.metrics.chunk_errors.labels(req.model, exc.code.name).inc()
-            return batcher.error_response(req.model, req.stream_id, req.seq, exc)
+            # an oversized name is not echoed back: the refusal already says what was wrong
+            model, stream_id = (v if len(v.encode("utf-8", "replace")) <= MAX_ID_BYTES else ""
+                                for v in (req.model, req.stream_id))
+            return batcher.error_response(model, stream_id, req.seq, exc)
         if touched is not None and session not in touched:
             touched.add(session)
             session.attached += 1

@@ -15,12 +15,14 @@ from numba import njit
 from .codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR,
                     O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
 
-# fastmath without 'nnan'/'ninf': the loops still reassociate and vectorise, but the compiler
-# may not assume values are finite, so the overflow checks below are not folded away
-FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# fastmath without 'nnan'/'ninf': the compiler may not assume values are finite, so the
+# overflow checks below are not folded away. The norm's sum may reassociate (to vectorise);
+# a step's arithmetic may not, so it overflows exactly where the CUDA twin's does
+# ((1 - b2) * g * g, not g * g * (1 - b2)).
+FAST = {"nsz", "arcp", "contract", "afn"}
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST | {"reassoc"})
 def grad_norm(g):
     s = 0.0
     for p in range(g.shape[0]):

@@ -87,6 +87,8 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             state = host.engine.state_dict(request.stream_id or None)  # a copy: later updates do not tear it
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
+        except ValueError as exc:  # the engine's refusal: the caller's mistake
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:1000])
         for piece in weights.split(host.name, request.stream_id, state,
                                    weights.piece_values(self.config.max_message_bytes)):
             yield piece

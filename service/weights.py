@@ -13,8 +13,8 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from service.convert import check_values, shown
 from service.errors import invalid
 
-# float32 values per piece: 4 bytes each plus framing, well under any sane message limit
-PIECE_VALUES = 1 << 20
+# float32 values per piece: 2 MiB of data, under a gRPC client's default 4 MiB receive limit
+PIECE_VALUES = 1 << 19
 
 
 def piece_values(max_message_bytes: int) -> int:

@@ -2,8 +2,8 @@
 optimizer state, for every optimizer x learning rule, with shared and per-stream weights.
 
 The engine is driven directly (the door's float32-square bound is tested over gRPC in
-test_faults.py): targets of 1e19 pass that bound, yet Adam's squared gradient, an SGD step
-with momentum or the sum of several streams' gradients overflow float32.
+test_faults.py): targets of 1e19 pass that bound, yet a squared gradient (Adagrad's g * g =
+4e38), the steps that follow huge updates, or a sum of streams' gradients overflow float32.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_huge_finite_targets_never_poison_weights(opt, rule, sharing):
     for sid in ("bad", "bad2", "control"):
         assert _all_finite(engine.snapshot_stream(sid)), f"stream {sid} state went non-finite"
         assert _all_finite(engine.state_dict(sid if sharing == "per_stream" else None))
-    assert engine.stream_stats("bad")["skipped_updates"] > 0
+    if opt["optimizer"] == "adagrad":  # its g * g = 4e38 overflows float32 for sure: skipped
+        assert engine.stream_stats("bad")["skipped_updates"] > 0
     engine.reset_stream("control")
     control_after, _ = engine.step(["control"], inputs=x, learn=False)
     assert np.isfinite(control_after).all()

@@ -58,7 +58,9 @@ class Requests:
         return self.pick(MODELS) if self.rng.random() < 0.8 else self.text()
 
     def uint(self, small=8) -> int:
-        return int(self.rng.integers(0, small)) if self.rng.random() < 0.8 else int(self.rng.integers(0, 2 ** 32))
+        # boundaries, not arbitrary large sizes: a large but valid model would only cost memory
+        return int(self.rng.integers(0, small)) if self.rng.random() < 0.8 else self.pick(
+            [65536, 65537, 2 ** 31, 2 ** 32 - 1])
 
     def chunk(self) -> pb.StreamRequest:
         n = int(self.rng.integers(0, 12))

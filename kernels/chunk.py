@@ -90,8 +90,9 @@ def _contribute(model, weights, pool, batch, out, acc, b, g):
     norm, clipped, applied = apply_update(W, batch[1][b], g, m, v, steps, hyp)
     if applied:
         _record_update(pool, out, slot, norm, clipped)
-    else:  # the step itself overflowed: W, m, v untouched
-        _skip(model, pool, out, slot, True)
+    else:  # the step itself overflowed: W, m, v untouched; the gradient and sensitivity were finite
+        pool[8][slot, K_SKIPPED] += 1
+        out[2][R_SKIP_GRAD] += 1
 
 
 @njit(cache=True)

@@ -24,9 +24,12 @@ FAST = {"nsz", "arcp", "contract", "afn"}
 
 @njit(cache=True, fastmath=FAST | {"reassoc"})
 def grad_norm(g):
+    # squares in float64: numba's float() keeps a float32 a float32, and a finite gradient's
+    # square overflows float32 above 1.8e19 (the norm read inf, and the update was lost)
     s = 0.0
     for p in range(g.shape[0]):
-        s += float(g[p]) * float(g[p])
+        x = np.float64(g[p])
+        s += x * x
     return np.sqrt(s)
 
 

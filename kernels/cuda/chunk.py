@@ -73,7 +73,7 @@ def _contribute(model, weights, pool, batch, wk, out, t, b, n):
         batch[8][b] = 1
         return
     norm, clipped, applied = apply_update(W, m, v, steps, batch[1][b], wk, so[W_G], n, P, hyp)
-    if applied == 0:  # the step itself overflowed float32: W, m, v untouched
+    if applied == 0:  # the step itself overflowed float32: W, m, v untouched (sensitivity kept)
         cnt[K_SKIPPED, n] += 1
         ev[t, b] |= EV_SKIP_GRAD
         return

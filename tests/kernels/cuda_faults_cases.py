@@ -3,7 +3,9 @@
 both twins must skip that step, count it alike and leave weights and moments finite and equal.
 
 Run by ``test_cuda_simulator.py`` under NUMBA_ENABLE_CUDASIM=1 (see cuda_chunk_cases.py), or on
-a GPU with ``python -m pytest tests/kernels/cuda_faults_cases.py``.
+a GPU with ``python -m pytest tests/kernels/cuda_faults_cases.py``. SGD is left to the CPU
+test (tests/service/test_faults_kernels.py): its 2e16-sized steps make the next forward's
+exp() overflow, which the simulator's Python math raises instead of returning inf.
 """
 import os
 
@@ -19,6 +21,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not
 
 from kernels.cuda import config as cuda_config  # noqa: E402
 from service.engine import Engine, Spec  # noqa: E402
+from service.engine.pool import OPTIONAL_FIELDS  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +44,7 @@ def _run(device, **kw):
 
 @pytest.mark.parametrize("sharing", ["shared", "per_stream"])
 @pytest.mark.parametrize("opt", [dict(optimizer="adagrad"), dict(optimizer="adam"),
-                                 dict(optimizer="sgd", momentum=0.9)],
+                                 dict(optimizer="rmsprop", momentum=0.5)],
                          ids=lambda d: d["optimizer"])
 @pytest.mark.parametrize("rule", [dict(algorithm="rtrl"), dict(algorithm="tbptt", tbptt_k1=2, tbptt_k2=2)],
                          ids=lambda d: d["algorithm"])
@@ -55,6 +58,6 @@ def test_overflowing_steps_are_skipped_alike(sharing, opt, rule):
     for snap_cpu, snap_gpu in [(cpu.snapshot_model(), gpu.snapshot_model()),
                                (cpu.snapshot_stream("bad"), gpu.snapshot_stream("bad"))]:
         for name, a in snap_cpu.items():
-            if np.asarray(a).dtype.kind == "f":
+            if np.asarray(a).dtype.kind == "f" and name not in OPTIONAL_FIELDS:  # those are CPU-only caches
                 assert np.isfinite(snap_gpu[name]).all(), name
                 np.testing.assert_allclose(snap_gpu[name], a, rtol=1e-4, atol=1e-5, err_msg=name)

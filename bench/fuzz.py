@@ -63,6 +63,8 @@ class Requests:
             [65536, 65537, 2 ** 31, 2 ** 32 - 1])
 
     def chunk(self) -> pb.StreamRequest:
+        if self.rng.random() < 0.5:
+            return self.valid_chunk()
         n = int(self.rng.integers(0, 12))
         seq = int(self.rng.integers(0, 6)) if self.rng.random() < 0.8 else int(self.rng.integers(0, 2 ** 64,
                                                                                                 dtype=np.uint64))
@@ -72,6 +74,21 @@ class Requests:
                                 target_classes=[int(t) for t in self.rng.integers(-2, 7, int(self.rng.integers(0, 3)))],
                                 predict_only=bool(self.rng.integers(2)), horizon=self.uint(3),
                                 ephemeral=bool(self.rng.integers(2)))
+
+    def valid_chunk(self) -> pb.StreamRequest:
+        """A well-formed chunk of a fuzz model, with extreme (but admissible) values: it trains."""
+        model, n = self.pick(MODELS), int(self.rng.integers(1, 9))
+        req = pb.StreamRequest(model=model, stream_id=self.pick(["s", "t", "u", "v"]),
+                               seq=int(self.rng.integers(1, 50)), predict_only=self.rng.random() < 0.2)
+        admissible = [v for v in EXTREME if np.isfinite(v) and abs(v) <= 1.8e19]
+        values = lambda k: [float(self.pick(admissible)) if self.rng.random() < 0.3 else float(self.rng.normal())
+                            for _ in range(k)]
+        if model == "fz-tokens":
+            req.tokens.extend(int(t) for t in self.rng.integers(0, 5, n))
+        else:
+            req.inputs.extend(values(2 * n))
+            req.targets.extend(values(n))
+        return req
 
     def spec(self) -> pb.ModelSpec:
         opt = pb.Optimizer(kind=int(self.rng.integers(0, 6)), lr=self.floats(1)[0] if self.rng.random() < 0.3 else 0.01)

@@ -137,15 +137,15 @@ def _touches_control(msg) -> bool:
 def run(address: str, n: int, seed: int) -> dict:
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.RnnStreamStub(channel)
-    spec = dict(cell=pb.LSTM, hidden_sizes=[4], input_size=2, output_size=1, algorithm=pb.TBPTT, tbptt_k1=2,
+    spec = dict(cell=pb.CELL_LSTM, hidden_sizes=[4], input_size=2, output_size=1, algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=2,
                 tbptt_k2=2, seed=1)
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=CONTROL, **spec)))
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[0], **spec)))
-    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[1], sharing=pb.PER_STREAM, **dict(
-        spec, optimizer=pb.Optimizer(kind=pb.SGD, lr=0.5, momentum=0.9)))))
+    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[1], sharing=pb.SHARING_PER_STREAM, **dict(
+        spec, optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_SGD, lr=0.5, momentum=0.9)))))
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
-        name=MODELS[2], cell=pb.GRU, hidden_sizes=[3], input_size=2, vocab_size=5, num_classes=5,
-        algorithm=pb.RTRL, target_mode=pb.NEXT_INPUT)))
+        name=MODELS[2], cell=pb.CELL_GRU, hidden_sizes=[3], input_size=2, vocab_size=5, num_classes=5,
+        algorithm=pb.ALGORITHM_RTRL, target_mode=pb.TARGET_MODE_NEXT_INPUT)))
     probe = pb.StreamRequest(model=CONTROL, stream_id="probe", seq=1, predict_only=True,
                              inputs=np.linspace(-1, 1, 8).tolist())
     before = list(stub.Predict(probe).predictions)

@@ -104,8 +104,8 @@ async def _bench(address: str, seconds: float, create: bool) -> dict:
         stub = pb_grpc.RnnStreamStub(channel)
         if create:
             await stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
-                name="bench", cell=pb.LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
-                algorithm=pb.TBPTT, tbptt_k1=16, tbptt_k2=16, optimizer=pb.Optimizer(kind=pb.ADAM, lr=1e-3))))
+                name="bench", cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
+                algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16, optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=1e-3))))
         return {
             "one stream, 64-step chunks": await _drive(stub, 1, 64, seconds, warmup=20),
             "256 streams, 1-step chunks": await _drive(stub, 256, 1, seconds, warmup=3),

@@ -20,9 +20,10 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
-from .client import DEFAULT_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
+from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
 from .connect import Backoff, Connection
-from .errors import RECONNECT_CODES, NotFound, Unavailable, from_rpc_error
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, NotFound, Unavailable, error_of,
+                     from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,69 @@ async def _next_seq(client: AsyncClient, model: str, stream_id: str) -> int:
         return 1
 
 
+# grpc.aio gives a call whose write was pending when the call ended (a drain) this local
+# status, hiding the server's. Either the server's status came first (a done callback saw
+# it) or it comes a moment later and replaces the local one.
+_LOCAL_WRITE_RACE = "Internal error from Core"
+_SETTLE_S = 1.0
+
+
+def _status_now(call) -> tuple[grpc.StatusCode, str]:
+    """A done call's status, read in place: once the call is done, the ``code()`` and
+    ``details()`` coroutines return without suspending, so a done callback can run them."""
+    return _run_now(call.code()), _run_now(call.details())
+
+
+def _run_now(coro):
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("the call is not done")
+
+
+def _watch_status(call) -> list:
+    """The status ``call`` was first given, once it ends."""
+    seen: list = []
+
+    def record(done_call) -> None:
+        try:  # runs inside grpc's own bookkeeping: nothing may escape
+            seen.append(_status_now(done_call))
+        except Exception:  # noqa: BLE001
+            pass
+
+    call.add_done_callback(record)
+    return seen
+
+
+def _is_local(code: grpc.StatusCode, details: str) -> bool:
+    return code == grpc.StatusCode.INTERNAL and details == _LOCAL_WRITE_RACE
+
+
+async def _server_status(call, err: grpc.RpcError, seen: list) -> tuple[grpc.StatusCode, str]:
+    """The code and details the call ended with: the server's, not grpc.aio's local stand-in."""
+    code, details = err.code(), err.details()
+    if not _is_local(code, details):
+        return code, details
+    for code, details in seen:
+        if not _is_local(code, details):
+            return code, details
+    deadline = time.monotonic() + _SETTLE_S
+    while _is_local(code, details) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        code, details = await call.code(), await call.details()
+    return code, details
+
+
 class AsyncStreamSession:
-    """The asyncio twin of :class:`clients.client.StreamSession` (same numbering and replay)."""
+    """The asyncio twin of :class:`clients.client.StreamSession`: same numbering, replay,
+    retry policy (see that class), ``flush`` and ``close(durable=True)``.
+
+    A write that races the server ending the call (a drain) makes grpc.aio report a local
+    ``INTERNAL: Internal error from Core``; the session waits for the server's own status
+    (UNAVAILABLE) and retries by that, so a drain is a reconnect, not an error.
+    """
 
     def __init__(self, client: AsyncClient, model: str, stream_id: str, *, window: int = 8,
                  predict_only: bool = False):
@@ -130,123 +192,231 @@ class AsyncStreamSession:
         self.window = max(1, int(window))
         self.predict_only = predict_only
         self.reconnects = 0
+        self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._call = None
+        self._statuses: list = []  # the status the current call was first given, once it ends
         self._log: ChunkLog | None = None
+        self._pipeline: object | None = None  # the pipeline() generator now sending
+        self._closed = False
 
     async def open(self) -> "AsyncStreamSession":
-        """Look the model and the stream up and start the call (done once, on first use)."""
+        """Look the model and the stream up and start the call (done once, on first use).
+
+        Retried while the server is unreachable (a restart), paced by the client's backoff."""
         if self._log is not None:
             return self
-        self.info = await self.client.get_model(self.model)
-        try:
-            known = await self.client.get_stream(self.model, self.stream_id)
-            self._log = ChunkLog(known.acked_seq + 1, known.durable_seq)
-        except NotFound:
-            self._log = ChunkLog()
+        backoff = self.client.backoff
+        delays, started = backoff.delays(), time.monotonic()
+        while True:
+            try:
+                self.info = await self.client.get_model(self.model)
+                known = await _stream_or_none(self.client, self.model, self.stream_id)
+                break
+            except (Unavailable, DeadlineExceeded) as err:
+                if time.monotonic() - started > backoff.give_up_after_s:
+                    raise Unavailable(f"open stream {self.stream_id!r} of {self.model!r}: gave up after "
+                                      f"{backoff.give_up_after_s:g}s ({err})") from None
+                await asyncio.sleep(next(delays))
+        self._log = ChunkLog(known.acked_seq + 1, known.durable_seq) if known else ChunkLog()
         await self._connect()
         return self
 
     async def _connect(self) -> None:
         metadata = self.client.connection.metadata() + (("x-stream-id", self.stream_id),)
         self._call = self.client._stub.Stream(metadata=metadata)
+        self._statuses = _watch_status(self._call)
         for req in self._log.replay():
-            await self._call.write(req)
+            if not await self._write(req):
+                break
 
-    async def _recover(self, cause: BaseException | None, started: float, delay: float) -> None:
-        """Hang up, wait, reconnect and replay; retried here until it works or time runs out."""
-        while True:
+    async def _write(self, req: pb.StreamRequest) -> bool:
+        try:
+            await self._call.write(req)
+            return True
+        except (grpc.RpcError, asyncio.InvalidStateError) as err:
+            # The call is gone; the chunk is kept, and the next read reconnects and replays it.
+            log.debug("stream %s/%s: write failed (%s); will replay", self.model, self.stream_id, err)
+            return False
+
+    def _hang_up(self) -> None:
+        if self._call is not None:
             self._call.cancel()
-            if time.monotonic() - started > self.client.backoff.give_up_after_s:
-                raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
-                                  f"to {self.client.connection.address} ({cause})") from None
-            await asyncio.sleep(delay)
-            self.reconnects += 1
-            log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
-                     self.model, self.stream_id, self._log.kept, cause)
-            try:
-                await self._connect()
-                return
-            except grpc.RpcError as err:
-                if err.code() not in RECONNECT_CODES:
-                    raise from_rpc_error(err) from None
-                cause, delay = err, min(delay * self.client.backoff.multiplier, self.client.backoff.max_s)
+        self._call = None
+
+    async def _reconnect(self, cause: BaseException | None, started: float) -> None:
+        self._hang_up()
+        if time.monotonic() - started > self.client.backoff.give_up_after_s:
+            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
+                              f"to {self.client.connection.address} ({cause})") from None
+        self.reconnects += 1
+        log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
+                 self.model, self.stream_id, self._log.kept, cause)
+        await self._connect()
 
     async def _next_result(self) -> convert.StreamResult:
-        delays, started = self.client.backoff.delays(), None
+        backoff = self.client.backoff
+        delays, started, quick = backoff.delays(), None, 0
         while True:
+            if self._closed:
+                raise RuntimeError(f"stream session {self.stream_id!r} is closed")
             try:
                 response = await self._call.read()
                 steps = None if response is grpc.aio.EOF else self._log.accept(response)
             except TransientRefusal as refusal:
-                cause: BaseException | None = refusal
+                cause: object = refusal
+                code = refusal.code
             except grpc.RpcError as err:
-                if err.code() not in RECONNECT_CODES:
+                if self._closed:
                     raise from_rpc_error(err) from None
-                cause = err
+                code, details = await _server_status(self._call, err, self._statuses)
+                if code in QUICK_RETRY_CODES and quick < backoff.quick_retries:
+                    quick += 1
+                elif code not in RECONNECT_CODES:
+                    raise error_of(code, details) from None
+                cause = f"{code.name}: {details}"
             else:
-                if response is grpc.aio.EOF:
-                    cause = None
-                elif steps is not None:
-                    return convert.StreamResult.from_proto(response, steps)
-                else:
+                if response is not grpc.aio.EOF:
+                    if steps is not None:
+                        return convert.StreamResult.from_proto(response, steps)
                     continue
+                cause, code = "the server ended the call", None
+            self.disconnects.append(code)
             started = started or time.monotonic()
-            await self._recover(cause, started, next(delays))
+            await asyncio.sleep(next(delays))
+            await self._reconnect(cause, started)
+
+    def _give_up_owed(self) -> None:
+        """The caller stopped waiting (an error, a cancellation, a pipeline left early): drop
+        the answers it is owed when they come; their chunks stay kept, and the next chunk goes
+        out on a fresh call, after a replay."""
+        if self._log is not None and self._log.in_flight:
+            self._log.abandon()
+            self._hang_up()
 
     async def _submit(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
                       predict_only: bool | None = None) -> None:
         await self.open()
+        if self._closed:
+            raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
-        req = self._log.add(req, steps)
-        try:
-            await self._call.write(req)
-        except (grpc.RpcError, asyncio.InvalidStateError) as err:
-            # The call is gone; the chunk is kept, and the next read reconnects and replays it.
-            log.debug("stream %s/%s: write failed (%s); will replay", self.model, self.stream_id, err)
+        if self._call is None:
+            await self._connect()
+        await self._write(self._log.add(req, steps))
 
     async def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
                    predict_only: bool | None = None) -> convert.StreamResult:
+        """Push one chunk and wait for its answer. Raises :class:`ChunkRefused` if refused."""
         if self._log is not None and self._log.in_flight:
-            raise RuntimeError("send() while pipeline() chunks are in flight")
-        await self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
-        return _raise_refused(await self._next_result())
+            raise RuntimeError("send() while pipeline() chunks are in flight: finish that loop (or close it) first")
+        self._pipeline = None  # a pipeline left suspended, closed later, must not touch this chunk
+        try:
+            await self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
+            result = await self._next_result()
+        except BaseException:
+            self._give_up_owed()
+            raise
+        return _raise_refused(result)
 
     async def pipeline(self, chunks: Iterable | AsyncIterator, *, window: int | None = None,
                        raise_refused: bool = True) -> AsyncIterator[convert.StreamResult]:
-        """Send chunks ahead (at most ``window`` unanswered); yield their answers in order."""
+        """Send chunks ahead (at most ``window`` unanswered); yield their answers in order.
+
+        Leaving the loop early gives up the answers in flight; their chunks are replayed."""
         await self.open()
+        if self._log.in_flight:
+            raise RuntimeError("pipeline() while another pipeline()'s chunks are in flight: finish that loop first")
         window = max(1, int(window or self.window))
         check = _raise_refused if raise_refused else (lambda r: r)
         source = chunks.__aiter__() if hasattr(chunks, "__aiter__") else None
         sync_source = None if source is not None else iter(chunks)
         exhausted = False
-        while True:
-            while not exhausted and self._log.in_flight < window:
-                try:
-                    chunk = await source.__anext__() if source is not None else next(sync_source)
-                except (StopIteration, StopAsyncIteration):
-                    exhausted = True
-                    break
-                await self._submit(**chunk_kwargs(chunk))
-            if not self._log.in_flight:
-                return
-            yield check(await self._next_result())
+        self._pipeline = owner = object()
+        try:
+            while True:
+                while not exhausted and self._log.in_flight < window:
+                    try:
+                        chunk = await source.__anext__() if source is not None else next(sync_source)
+                    except (StopIteration, StopAsyncIteration):
+                        exhausted = True
+                        break
+                    await self._submit(**chunk_kwargs(chunk))
+                if not self._log.in_flight:
+                    return
+                yield check(await self._next_result())
+        finally:
+            if self._pipeline is owner:  # not a stale pipeline closed after a newer one began
+                self._pipeline = None
+                self._give_up_owed()
 
     @property
     def durable_seq(self) -> int:
-        return self._log.durable_seq
+        return self._log.durable_seq if self._log is not None else 0
 
-    async def close(self) -> None:
-        if self._call is not None:
-            try:
-                await self._call.done_writing()
-            except (grpc.RpcError, asyncio.InvalidStateError):
-                pass
-            self._call.cancel()
+    async def flush(self, *, durable: bool = True, timeout: float | None = None) -> int:
+        """Wait until the server holds every chunk sent so far; see ``StreamSession.flush``."""
+        if self._log is not None and self._log.in_flight:
+            raise RuntimeError("flush() while pipeline() chunks are in flight: finish that loop (or close it) first")
+        await self.open()
+        limit = FLUSH_TIMEOUT_S if timeout is None else timeout
+        deadline, polls = time.monotonic() + limit, FLUSH_POLL.delays()
+        while True:
+            position = await _server_position(self.client, self.model, self.stream_id)
+            if position is not None:
+                acked, durable_seq = position
+                self._log.advance_durable(durable_seq)
+                missing = self._log.replay(after=acked)
+                if not (self._log.kept if durable else missing):
+                    return durable_seq
+                for req in missing:  # the server lost them (a crash): send them again
+                    try:
+                        self._log.accept(await self.client._call("Predict", req))
+                    except (Unavailable, DeadlineExceeded, TransientRefusal):
+                        break
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"stream {self.stream_id!r} of {self.model!r}: {self._log.kept} chunk(s) "
+                                       f"not {'durable' if durable else 'applied'} after {limit:g}s "
+                                       f"(durable_seq {self._log.durable_seq})")
+            await asyncio.sleep(min(next(polls), max(0.0, deadline - time.monotonic())))
+
+    async def close(self, *, durable: bool = True, timeout: float | None = None) -> None:
+        """Wait until every chunk is durable (see ``flush``), then finish the call."""
+        try:
+            if durable and not self._closed and self._log is not None and self._log.kept:
+                await self.flush(durable=True, timeout=timeout)
+        finally:
+            self._closed = True
+            if self._call is not None:
+                try:
+                    await self._call.done_writing()
+                except (grpc.RpcError, asyncio.InvalidStateError):
+                    pass
+            self._hang_up()
 
     async def __aenter__(self) -> "AsyncStreamSession":
         return await self.open()
 
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type, *exc) -> None:
+        await self.close(durable=exc_type is None)
+
+
+async def _stream_or_none(client, model: str, stream_id: str):
+    """GetStream, or None for a stream the server does not know."""
+    try:
+        return await client.get_stream(model, stream_id)
+    except NotFound:
+        return None
+
+
+async def _server_position(client, model: str, stream_id: str) -> tuple[int, int] | None:
+    """The server's (acked_seq, durable_seq) of a stream (0, 0 if it holds nothing of it), or
+    None while it cannot be reached."""
+    try:
+        try:
+            info = await client.get_stream(model, stream_id)
+            return info.acked_seq, info.durable_seq
+        except NotFound:
+            await client.get_model(model)  # NotFound if the model is gone, not just the stream
+            return 0, 0
+    except (Unavailable, DeadlineExceeded):
+        return None

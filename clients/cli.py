@@ -19,14 +19,11 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 from .client import Client
 from .connect import ADDRESS_ENV, DEFAULT_ADDRESS, Connection
+from .convert import enum_choices
 from .datafiles import DataError
 from .errors import RnnStreamError, Unavailable
 
 PROG = "rnnstream"
-
-
-def _choices(enum) -> list[str]:
-    return [n.lower() for n in enum.keys() if not n.endswith("_UNSPECIFIED")]
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -48,19 +45,19 @@ def _connection_flags() -> argparse.ArgumentParser:
 def _model_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="model name")
     p.add_argument("--spec", metavar="JSON", help="a JSON file of spec fields; flags override it")
-    p.add_argument("--cell", choices=_choices(pb.Cell))
-    p.add_argument("--lstm-variant", choices=_choices(pb.LstmVariant))
-    p.add_argument("--gru-variant", choices=_choices(pb.GruVariant))
+    p.add_argument("--cell", choices=enum_choices(pb.Cell))
+    p.add_argument("--lstm-variant", choices=enum_choices(pb.LstmVariant))
+    p.add_argument("--gru-variant", choices=enum_choices(pb.GruVariant))
     p.add_argument("--hidden", dest="hidden_sizes", metavar="H[,H...]",
                    type=lambda s: [int(h) for h in s.split(",")], help="hidden sizes, one per layer")
     p.add_argument("--input-size", type=int, help="features per step (embedding width for tokens)")
     p.add_argument("--vocab-size", type=int, help="> 0: token input through an embedding")
     p.add_argument("--output-size", type=int, help="regression outputs")
     p.add_argument("--num-classes", type=int, help="classification outputs (softmax head)")
-    p.add_argument("--algorithm", choices=_choices(pb.Algorithm), help="learning rule (default tbptt)")
+    p.add_argument("--algorithm", choices=enum_choices(pb.Algorithm), help="learning rule (default tbptt)")
     p.add_argument("--k1", dest="tbptt_k1", type=int, help="TBPTT: update every k1 steps")
     p.add_argument("--k2", dest="tbptt_k2", type=int, help="TBPTT: back-propagate through k2 steps")
-    p.add_argument("--optimizer", choices=_choices(pb.OptimizerKind), help="default adam")
+    p.add_argument("--optimizer", choices=enum_choices(pb.OptimizerKind), help="default adam")
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--nesterov", action="store_true", default=None)
@@ -69,10 +66,10 @@ def _model_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="RMSProp smoothing constant")
     p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm (0: off)")
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--sharing", choices=_choices(pb.Sharing))
-    p.add_argument("--device", choices=_choices(pb.Device))
+    p.add_argument("--sharing", choices=enum_choices(pb.Sharing))
+    p.add_argument("--device", choices=enum_choices(pb.Device))
     p.add_argument("--seed", type=int)
-    p.add_argument("--target-mode", choices=_choices(pb.TargetMode),
+    p.add_argument("--target-mode", choices=enum_choices(pb.TargetMode),
                    help="explicit targets, or next_input (forecasting, language models)")
 
 

@@ -24,12 +24,17 @@ from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .connect import Backoff, Connection
-from .errors import RECONNECT_CODES, ChunkRefused, NotFound, Unavailable, from_rpc_error
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, NotFound, Unavailable,
+                     from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
+# How often flush() asks the server how far its checkpoints have got, and for how long by
+# default (many checkpoint intervals, and a restart or two).
+FLUSH_POLL = Backoff(initial_s=0.05, max_s=0.5, jitter=False)
+FLUSH_TIMEOUT_S = 60.0
 
 
 class Client:
@@ -171,10 +176,23 @@ class StreamSession:
 
     ``send`` pushes a chunk and returns its :class:`StreamResult`; ``pipeline`` takes an
     iterable of chunks and yields their results in order while keeping up to ``window``
-    chunks in flight. Chunks are numbered here (continuing from the server's acked_seq);
-    every chunk after the server's ``durable_seq`` is kept, and when the call drops
-    (UNAVAILABLE, a server restart, a reset connection) the session reconnects with
-    backoff and replays them, so the caller sees one answer per chunk, in order.
+    chunks in flight. Chunks are numbered here (continuing from the server's acked_seq), and
+    every chunk after the server's ``durable_seq`` is kept until a checkpoint holds it.
+
+    Retry policy. When the call ends for a passing reason -- UNAVAILABLE (a restart, a crash,
+    a drain), CANCELLED or DEADLINE_EXCEEDED from the server or a proxy, ABORTED, or a chunk
+    refused UNAVAILABLE/ABORTED -- the session waits (exponential backoff with full jitter,
+    see :class:`Backoff`), reconnects and replays the kept chunks; the server skips seqs it
+    has applied, so the caller sees one answer per chunk, in order, and nothing trains twice.
+    It gives up with ``Unavailable`` after ``Backoff.give_up_after_s``. INTERNAL and UNKNOWN
+    get ``Backoff.quick_retries`` tries, then are raised; any other code is raised at once.
+    Opening the session retries UNAVAILABLE the same way, so a session can start while the
+    server restarts.
+
+    A ``send`` that raises (anything but :class:`ChunkRefused`) leaves the session usable:
+    its chunk stays kept, and the next ``send`` replays it first on a fresh call. ``close()``
+    waits until the server has checkpointed every chunk (``flush``), so a crash right after
+    cannot lose acknowledged chunks; ``close(durable=False)`` does not wait.
     """
 
     def __init__(self, client: Client, model: str, stream_id: str, *, window: int = 8,
@@ -183,15 +201,15 @@ class StreamSession:
         self.window = max(1, int(window))
         self.predict_only = predict_only
         self.ephemeral = ephemeral
-        self.info = client.get_model(model)
-        try:
-            known = client.get_stream(model, stream_id)
-            self._log = ChunkLog(known.acked_seq + 1, known.durable_seq)
-        except NotFound:
-            self._log = ChunkLog()
         self.reconnects = 0
+        self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._queue: queue.SimpleQueue | None = None
         self._responses = None
+        self._pipeline: object | None = None  # the pipeline() generator now sending
+        self._closed = False
+        self.info, known = _retry_open(lambda: (client.get_model(model), _stream_or_none(client, model, stream_id)),
+                                       client.backoff, f"open stream {stream_id!r} of {model!r}")
+        self._log = ChunkLog(known.acked_seq + 1, known.durable_seq) if known else ChunkLog()
         self._connect()
 
     # -- connection -------------------------------------------------------------------------
@@ -213,6 +231,7 @@ class StreamSession:
             self._queue.put(None)
         if self._responses is not None:
             self._responses.cancel()
+        self._queue = self._responses = None
 
     def _reconnect(self, cause: BaseException | None, started: float) -> None:
         self._hang_up()
@@ -225,8 +244,11 @@ class StreamSession:
         self._connect()
 
     def _next_result(self) -> convert.StreamResult:
-        delays, started = self.client.backoff.delays(), None
+        backoff = self.client.backoff
+        delays, started, quick = backoff.delays(), None, 0
         while True:
+            if self._closed:
+                raise RuntimeError(f"stream session {self.stream_id!r} is closed")
             try:
                 response = next(self._responses)
                 steps = self._log.accept(response)
@@ -235,60 +257,184 @@ class StreamSession:
             except TransientRefusal as refusal:
                 cause = refusal
             except grpc.RpcError as err:
-                if err.code() not in RECONNECT_CODES:
+                code = err.code()
+                if self._closed:
+                    raise from_rpc_error(err) from None
+                if code in QUICK_RETRY_CODES and quick < backoff.quick_retries:
+                    quick += 1
+                elif code not in RECONNECT_CODES:
                     raise from_rpc_error(err) from None
                 cause = err
             else:
                 if steps is not None:
                     return convert.StreamResult.from_proto(response, steps)
                 continue
+            self.disconnects.append(_code_of(cause))
             started = started or time.monotonic()
             time.sleep(next(delays))
             self._reconnect(cause, started)
 
+    def _give_up_owed(self) -> None:
+        """The caller stopped waiting (an error, an interrupt, a pipeline left early): drop the
+        answers it is owed when they come; their chunks stay kept, and the next chunk goes out
+        on a fresh call, after a replay."""
+        if self._log.in_flight:
+            self._log.abandon()
+            self._hang_up()
+
     # -- sending ----------------------------------------------------------------------------
     def _submit(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
                 predict_only: bool | None = None) -> None:
+        if self._closed:
+            raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
         req.ephemeral = self.ephemeral
+        if self._responses is None:
+            self._connect()
         self._queue.put(self._log.add(req, steps))
 
     def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
              predict_only: bool | None = None) -> convert.StreamResult:
         """Push one chunk and wait for its answer. Raises :class:`ChunkRefused` if refused."""
         if self._log.in_flight:
-            raise RuntimeError("send() while pipeline() chunks are in flight")
-        self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
-        return _raise_refused(self._next_result())
+            raise RuntimeError("send() while pipeline() chunks are in flight: finish that loop (or close it) first")
+        self._pipeline = None  # a pipeline left suspended, closed later, must not touch this chunk
+        try:
+            self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
+            result = self._next_result()
+        except BaseException:
+            self._give_up_owed()
+            raise
+        return _raise_refused(result)
 
     def pipeline(self, chunks: Iterable, *, window: int | None = None,
                  raise_refused: bool = True) -> Iterator[convert.StreamResult]:
         """Send chunks ahead (at most ``window`` unanswered) and yield their answers in order.
 
         With ``raise_refused=False`` a refused chunk's result is yielded with ``error`` set.
+        Leaving the loop early (``break``, an exception) gives up the answers still in flight;
+        their chunks stay kept and are replayed before the next chunk.
         """
+        if self._log.in_flight:
+            raise RuntimeError("pipeline() while another pipeline()'s chunks are in flight: finish that loop first")
         window = max(1, int(window or self.window))
         check = _raise_refused if raise_refused else (lambda r: r)
         chunks = iter(chunks)
-        while True:
-            for chunk in itertools.islice(chunks, window - self._log.in_flight):
-                self._submit(**chunk_kwargs(chunk))
-            if not self._log.in_flight:
-                return
-            yield check(self._next_result())
+        self._pipeline = owner = object()
+        try:
+            while True:
+                for chunk in itertools.islice(chunks, window - self._log.in_flight):
+                    self._submit(**chunk_kwargs(chunk))
+                if not self._log.in_flight:
+                    return
+                yield check(self._next_result())
+        finally:
+            if self._pipeline is owner:  # not a stale pipeline closed after a newer one began
+                self._pipeline = None
+                self._give_up_owed()
 
+    # -- durability -------------------------------------------------------------------------
     @property
     def durable_seq(self) -> int:
         """The last chunk the server has checkpointed; later chunks are kept for a replay."""
         return self._log.durable_seq
 
-    def close(self) -> None:
-        """Finish the call (the server keeps the stream's state; see ``Client.close_stream``)."""
-        self._hang_up()
+    def flush(self, *, durable: bool = True, timeout: float | None = None) -> int:
+        """Wait until the server holds every chunk sent so far, and return its ``durable_seq``.
+
+        ``durable=True``: until a checkpoint holds them, so no crash can lose them;
+        ``durable=False``: until they are applied (after a ``send`` that raised, say). Chunks
+        the server lost meanwhile (it crashed after acknowledging them) are sent again.
+        Raises ``DeadlineExceeded`` after ``timeout`` s (default ``FLUSH_TIMEOUT_S``).
+        """
+        if self._log.in_flight:
+            raise RuntimeError("flush() while pipeline() chunks are in flight: finish that loop (or close it) first")
+        limit = FLUSH_TIMEOUT_S if timeout is None else timeout
+        deadline, polls = time.monotonic() + limit, FLUSH_POLL.delays()
+        while True:
+            position = _server_position(self.client, self.model, self.stream_id)
+            if position is not None:
+                acked, durable_seq = position
+                self._log.advance_durable(durable_seq)
+                missing = self._log.replay(after=acked)
+                if not (self._log.kept if durable else missing):
+                    return durable_seq
+                for req in missing:  # the server lost them (a crash): send them again
+                    if not self._resend(req):
+                        break
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"stream {self.stream_id!r} of {self.model!r}: {self._log.kept} chunk(s) "
+                                       f"not {'durable' if durable else 'applied'} after {limit:g}s "
+                                       f"(durable_seq {self._log.durable_seq})")
+            time.sleep(min(next(polls), max(0.0, deadline - time.monotonic())))
+
+    def _resend(self, req: pb.StreamRequest) -> bool:
+        """Send one kept chunk again (unary); False if the server cannot take it now."""
+        try:
+            self._log.accept(self.client._call("Predict", req))
+            return True
+        except (Unavailable, DeadlineExceeded, TransientRefusal):
+            return False
+
+    def close(self, *, durable: bool = True, timeout: float | None = None) -> None:
+        """Wait until every chunk is durable (see ``flush``), then finish the call.
+
+        The server keeps the stream's state (``Client.close_stream`` drops it). With
+        ``durable=False`` the kept chunks are given up at once.
+        """
+        try:
+            if durable and not self._closed and self._log.kept:
+                self.flush(durable=True, timeout=timeout)
+        finally:
+            self._closed = True
+            self._hang_up()
 
     def __enter__(self) -> "StreamSession":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # After an error, do not hold the caller up waiting for a checkpoint.
+        self.close(durable=exc_type is None)
+
+
+def _code_of(cause: BaseException | None) -> grpc.StatusCode | None:
+    if isinstance(cause, grpc.RpcError):
+        return cause.code()
+    if isinstance(cause, TransientRefusal):
+        return cause.code
+    return None
+
+
+def _stream_or_none(client, model: str, stream_id: str):
+    """GetStream, or None for a stream the server does not know."""
+    try:
+        return client.get_stream(model, stream_id)
+    except NotFound:
+        return None
+
+
+def _server_position(client, model: str, stream_id: str) -> tuple[int, int] | None:
+    """The server's (acked_seq, durable_seq) of a stream (0, 0 if it holds nothing of it), or
+    None while it cannot be reached."""
+    try:
+        try:
+            info = client.get_stream(model, stream_id)
+            return info.acked_seq, info.durable_seq
+        except NotFound:
+            client.get_model(model)  # NotFound if the model is gone, not just the stream
+            return 0, 0
+    except (Unavailable, DeadlineExceeded):
+        return None
+
+
+def _retry_open(call, backoff: Backoff, what: str):
+    """``call()``, retried while the server is unreachable (a restart), paced by ``backoff``."""
+    delays, started = backoff.delays(), time.monotonic()
+    while True:
+        try:
+            return call()
+        except (Unavailable, DeadlineExceeded) as err:
+            if time.monotonic() - started > backoff.give_up_after_s:
+                raise Unavailable(f"{what}: gave up after {backoff.give_up_after_s:g}s ({err})") from None
+            time.sleep(next(delays))

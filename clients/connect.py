@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import random
 
 import grpc
 
@@ -101,15 +102,26 @@ class Connection:
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Reconnect pacing of a stream session: exponential, capped, bounded in total time."""
+    """Retry pacing of a stream session: exponential, capped, with full jitter, bounded in time.
+
+    The n-th wait is drawn uniformly from [0, min(max_s, initial_s * multiplier**n)] ("full
+    jitter"), so the clients one server restart cut off come back spread out, not in
+    lockstep. A session gives up (raising ``Unavailable``) once it has been trying for
+    ``give_up_after_s``. INTERNAL and UNKNOWN are not outages: they get ``quick_retries``
+    tries at this pace and are then raised. ``jitter=False`` waits the full ceiling each time.
+    """
 
     initial_s: float = 0.1
     max_s: float = 2.0
     multiplier: float = 2.0
     give_up_after_s: float = 60.0
+    quick_retries: int = 2
+    jitter: bool = True
 
-    def delays(self):
-        delay = self.initial_s
+    def delays(self, rng: random.Random | None = None):
+        """The waits before each retry, endless; ``rng`` makes them reproducible."""
+        uniform = (rng or random).uniform
+        ceiling = self.initial_s
         while True:
-            yield delay
-            delay = min(delay * self.multiplier, self.max_s)
+            yield uniform(0.0, ceiling) if self.jitter else ceiling
+            ceiling = min(ceiling * self.multiplier, self.max_s)

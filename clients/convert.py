@@ -15,7 +15,8 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 from .errors import status_code
 
-# spec field -> proto enum; values accept the enum name in any case, or its number.
+# spec field -> proto enum; values accept the short name in any case ("lstm"), the full
+# proto name ("CELL_LSTM") or the number.
 _ENUMS = {
     "cell": pb.Cell,
     "lstm_variant": pb.LstmVariant,
@@ -32,24 +33,45 @@ SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas
                          *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS))
 
 
+def _prefix(enum) -> str:
+    # Every enum's zero is <PREFIX>UNSPECIFIED (buf's ENUM_ZERO_VALUE_SUFFIX), and every other
+    # value starts with the same prefix: CELL_LSTM, SHARING_PER_STREAM.
+    zero = enum.Name(0)
+    return zero[: -len("UNSPECIFIED")]
+
+
 def _enum_value(field: str, enum, value) -> int:
+    """The wire number of ``value``: a short name in any case ("lstm", "per-stream"), the full
+    proto name ("CELL_LSTM"), or a number."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if int(value) not in enum.values():
             raise ValueError(f"{field}: {value} is not one of {_choices(enum)}")
         return int(value)
     key = str(value).strip().upper().replace("-", "_")
-    try:
-        return enum.Value(key)
-    except ValueError:
-        raise ValueError(f"{field}: {value!r} is not one of {_choices(enum)}") from None
+    prefix = _prefix(enum)
+    for name in (prefix + key, key):
+        if name.startswith(prefix) and name != prefix + "UNSPECIFIED" and name in enum.keys():
+            return enum.Value(name)
+    raise ValueError(f"{field}: {value!r} is not one of {_choices(enum)}")
+
+
+def enum_choices(enum) -> list[str]:
+    """The short lower-case names users type for an enum's values: ``["elman", "jordan", ...]``."""
+    return [enum.Name(number)[len(_prefix(enum)):].lower() for number in enum.values() if number]
 
 
 def _choices(enum) -> str:
-    return ", ".join(name.lower() for name in enum.keys() if not name.endswith("_UNSPECIFIED"))
+    return ", ".join(enum_choices(enum))
 
 
-def _enum_name(enum, number: int) -> str:
-    return enum.Name(number).lower()
+def _enum_name(enum, number: int) -> str | None:
+    """The short lower-case name of a wire value (CELL_LSTM -> "lstm"); None for *_UNSPECIFIED,
+    which spec_to_proto reads as "leave it to the server"."""
+    return enum.Name(number)[len(_prefix(enum)):].lower() if number else None
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _f32(value: float) -> float:
@@ -69,8 +91,8 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
         raise TypeError(f"unknown model spec field(s): {', '.join(sorted(unknown))}; "
                         f"known: {', '.join(sorted(SPEC_FIELDS))}")
     msg = pb.ModelSpec(name=str(spec.get("name", "")))
-    msg.cell = _enum_value("cell", pb.Cell, spec.get("cell", "lstm"))
-    msg.algorithm = _enum_value("algorithm", pb.Algorithm, spec.get("algorithm", "tbptt"))
+    msg.cell = _enum_value("cell", pb.Cell, _or(spec.get("cell"), "lstm"))
+    msg.algorithm = _enum_value("algorithm", pb.Algorithm, _or(spec.get("algorithm"), "tbptt"))
     for field, enum in _ENUMS.items():
         if field in spec and field not in ("cell", "algorithm") and spec[field] is not None:
             setattr(msg, field, _enum_value(field, enum, spec[field]))
@@ -83,7 +105,7 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
         if spec.get(field) is not None:
             setattr(msg, field, float(spec[field]))
     opt = msg.optimizer
-    opt.kind = _enum_value("optimizer", pb.OptimizerKind, spec.get("optimizer", "adam"))
+    opt.kind = _enum_value("optimizer", pb.OptimizerKind, _or(spec.get("optimizer"), "adam"))
     for field in _OPTIMIZER_FLOATS:
         if spec.get(field) is not None:
             setattr(opt, field, float(spec[field]))

@@ -81,9 +81,17 @@ _BY_CODE = {
                 PermissionDenied, ResourceExhausted, Unavailable, DeadlineExceeded)
 }
 
-# Codes for which a stream session reconnects and replays instead of giving up.
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
-                             grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED})
+# A stream session's retry policy, by the code that ended its call (the session's docstring
+# says it for users). The call went away for a passing reason -- the server restarted or is
+# draining (UNAVAILABLE; CANCELLED or DEADLINE_EXCEEDED from the server or a proxy, never from
+# the session itself), a commit or lease was lost (ABORTED): reconnect and replay with
+# exponential backoff and full jitter until ``Backoff.give_up_after_s``.
+RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                             grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED})
+# A bug on one side or the other, not an outage: ``Backoff.quick_retries`` tries, then raised.
+QUICK_RETRY_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+# Anything else (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED, ...) would
+# fail again the same way: raised at once.
 
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -93,9 +101,12 @@ def status_code(number: int) -> grpc.StatusCode:
     return _CODE_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
 
 
+def error_of(code: grpc.StatusCode, message: str | None) -> RnnStreamError:
+    """The SDK's exception for a gRPC status."""
+    return _BY_CODE.get(code, RnnStreamError)(message or code.name.lower(), code)
+
+
 def from_rpc_error(err: grpc.RpcError) -> RnnStreamError:
     """Translate a grpc error (sync or aio) into the SDK's exception of the same code."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    message = (err.details() if hasattr(err, "details") else None) or str(code.name).lower()
-    cls = _BY_CODE.get(code, RnnStreamError)
-    return cls(message, code)
+    return error_of(code, err.details() if hasattr(err, "details") else None)

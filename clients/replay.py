@@ -22,7 +22,11 @@ TRANSIENT_CHUNK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.
 
 
 class TransientRefusal(Exception):
-    """The owed chunk was refused for a passing reason; the session should reconnect and replay."""
+    """A kept chunk was refused for a passing reason; the session should reconnect and replay."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
 
 
 class ChunkLog:
@@ -42,7 +46,7 @@ class ChunkLog:
 
     @property
     def in_flight(self) -> int:
-        """Chunks sent whose answer the caller has not had yet."""
+        """Chunks sent whose answer the caller is still owed."""
         return len(self._pending)
 
     @property
@@ -50,29 +54,46 @@ class ChunkLog:
         """Chunks held for a replay (sent, not yet durable)."""
         return len(self._kept)
 
-    def replay(self) -> list[pb.StreamRequest]:
-        """Every kept chunk, oldest first: what to send again on a fresh connection."""
-        return list(self._kept.values())
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest chunk numbered here (0: none yet)."""
+        return self.next_seq - 1
+
+    def replay(self, after: int = 0) -> list[pb.StreamRequest]:
+        """Every kept chunk with seq > ``after``, oldest first: what to send again."""
+        return [req for seq, req in self._kept.items() if seq > after]
+
+    def abandon(self) -> None:
+        """The caller gave up waiting (an error, an interrupt, a pipeline left early): the
+        answers it was owed are dropped when they come; the chunks stay kept for a replay."""
+        self._pending.clear()
+
+    def advance_durable(self, durable_seq: int) -> None:
+        """The server has checkpointed every chunk up to ``durable_seq``: stop keeping them."""
+        if durable_seq > self.durable_seq:
+            self.durable_seq = durable_seq
+            while self._kept and next(iter(self._kept)) <= durable_seq:
+                self._kept.popitem(last=False)
 
     def accept(self, response: pb.StreamResponse) -> int | None:
         """Take one answer off the wire; return the chunk's step count if the caller is owed it.
 
-        ``None`` means the answer is to a replayed chunk whose answer the caller already has.
-        Raises :class:`TransientRefusal` (keeping the chunk) when it is worth sending again.
+        ``None`` means the answer is to a chunk whose answer the caller already has (a replay)
+        or gave up on. Raises :class:`TransientRefusal` (keeping the chunk) when a kept chunk
+        was refused for a passing reason: it must be sent again before the server moves past it.
         """
-        if response.durable_seq > self.durable_seq:
-            self.durable_seq = response.durable_seq
-            while self._kept and next(iter(self._kept)) <= self.durable_seq:
-                self._kept.popitem(last=False)
-        if not self._pending or response.seq < self._pending[0][0]:
-            return None
-        seq, steps = self._pending[0]
-        if response.seq != seq:
-            raise RuntimeError(f"stream answered chunk {response.seq} while chunk {seq} was owed an answer")
+        self.advance_durable(response.durable_seq)
+        seq = response.seq
         if response.HasField("error") and response.error.code != 0:
-            if status_code(response.error.code) in TRANSIENT_CHUNK_CODES:
-                raise TransientRefusal(f"{status_code(response.error.code).name}: {response.error.message}")
+            code = status_code(response.error.code)
+            if code in TRANSIENT_CHUNK_CODES and seq in self._kept:
+                raise TransientRefusal(code, response.error.message)
             # Refused for what it is: it changed nothing and would be refused again.
             self._kept.pop(seq, None)
+        if not self._pending or seq < self._pending[0][0]:
+            return None
+        owed, steps = self._pending[0]
+        if seq != owed:
+            raise RuntimeError(f"stream answered chunk {seq} while chunk {owed} was owed an answer")
         self._pending.popleft()
         return steps

@@ -247,6 +247,7 @@ def _observe(host, jobs: list[Job], losses: np.ndarray) -> None:
     if len(call.gradient_norms):
         m.gradient_norm.observe_many(call.gradient_norms)
     m.loss.observe_many(losses.ravel())
+    m.observe_members(call)
     if call.steps:
         m.step_seconds.observe(call.seconds / call.steps)
     m.batch_streams.observe(len(jobs))

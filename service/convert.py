@@ -11,23 +11,29 @@ import re
 import numpy as np
 
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from service.engine.spec import MAX_MEMBERS
 from service.errors import invalid
 
 DEFAULT_TBPTT_K = 16
 MAX_HIDDEN = 65536
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-# proto enum value -> the engine's string, and back.
-CELLS = {pb.ELMAN: "elman", pb.JORDAN: "jordan", pb.LSTM: "lstm", pb.GRU: "gru"}
-LSTM_VARIANTS = {pb.STANDARD: "standard", pb.PEEPHOLE: "peephole", pb.COUPLED: "coupled",
-                 pb.NO_FORGET: "no_forget"}
-GRU_VARIANTS = {pb.PYTORCH: "pytorch", pb.CHO: "cho"}
-ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "tbptt", pb.RTRL: "rtrl", pb.TBPTT: "tbptt", pb.SNAP1: "snap1"}
-OPTIMIZERS = {pb.OPTIMIZER_UNSPECIFIED: "adam", pb.SGD: "sgd", pb.ADAM: "adam", pb.RMSPROP: "rmsprop",
-              pb.ADAGRAD: "adagrad"}
-SHARINGS = {pb.SHARED: "shared", pb.PER_STREAM: "per_stream"}
-DEVICES = {pb.CPU: "cpu", pb.CUDA: "cuda"}
-TARGET_MODES = {pb.EXPLICIT: "explicit", pb.NEXT_INPUT: "next_input"}
+# proto enum value -> the engine's string, and back. Each *_UNSPECIFIED (a field left unset)
+# maps to the server's default; CELL_UNSPECIFIED is refused in spec_kwargs instead.
+CELLS = {pb.CELL_ELMAN: "elman", pb.CELL_JORDAN: "jordan", pb.CELL_LSTM: "lstm", pb.CELL_GRU: "gru"}
+LSTM_VARIANTS = {pb.LSTM_VARIANT_UNSPECIFIED: "standard", pb.LSTM_VARIANT_STANDARD: "standard",
+                 pb.LSTM_VARIANT_PEEPHOLE: "peephole", pb.LSTM_VARIANT_COUPLED: "coupled",
+                 pb.LSTM_VARIANT_NO_FORGET: "no_forget"}
+GRU_VARIANTS = {pb.GRU_VARIANT_UNSPECIFIED: "pytorch", pb.GRU_VARIANT_PYTORCH: "pytorch",
+                pb.GRU_VARIANT_CHO: "cho"}
+ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "tbptt", pb.ALGORITHM_RTRL: "rtrl", pb.ALGORITHM_TBPTT: "tbptt",
+              pb.ALGORITHM_SNAP1: "snap1"}
+OPTIMIZERS = {pb.OPTIMIZER_KIND_UNSPECIFIED: "adam", pb.OPTIMIZER_KIND_SGD: "sgd", pb.OPTIMIZER_KIND_ADAM: "adam",
+              pb.OPTIMIZER_KIND_RMSPROP: "rmsprop", pb.OPTIMIZER_KIND_ADAGRAD: "adagrad"}
+SHARINGS = {pb.SHARING_UNSPECIFIED: "shared", pb.SHARING_SHARED: "shared", pb.SHARING_PER_STREAM: "per_stream"}
+DEVICES = {pb.DEVICE_UNSPECIFIED: "cpu", pb.DEVICE_CPU: "cpu", pb.DEVICE_CUDA: "cuda"}
+TARGET_MODES = {pb.TARGET_MODE_UNSPECIFIED: "explicit", pb.TARGET_MODE_EXPLICIT: "explicit",
+                pb.TARGET_MODE_NEXT_INPUT: "next_input"}
 
 
 def _enum(table: dict, value: int, field: str) -> str:
@@ -37,7 +43,7 @@ def _enum(table: dict, value: int, field: str) -> str:
 
 
 def _back(table: dict, value: str) -> int:
-    # ALGORITHM_UNSPECIFIED and OPTIMIZER_UNSPECIFIED map to defaults; prefer the named value.
+    # *_UNSPECIFIED (0) maps to a default too; the effective spec names the value itself.
     return max(k for k, v in table.items() if v == value)
 
 
@@ -101,7 +107,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
     """The keyword arguments of ``service.engine.Spec`` for a wire spec, defaults filled in."""
     validate_name(msg.name)
     if msg.cell == pb.CELL_UNSPECIFIED:
-        raise invalid("spec.cell must be set: ELMAN, JORDAN, LSTM or GRU")
+        raise invalid("spec.cell must be set: CELL_ELMAN, CELL_JORDAN, CELL_LSTM or CELL_GRU")
     if not msg.hidden_sizes or any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
         raise invalid(f"spec.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, got {list(msg.hidden_sizes)}")
     if msg.input_size == 0:
@@ -121,6 +127,10 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
     eps = opt.eps if opt.HasField("eps") else None
     if eps is not None and not (math.isfinite(eps) and eps > 0):
         raise invalid(f"spec.optimizer.eps must be > 0, got {eps}")
+    if not math.isfinite(msg.hedge_rate) or msg.hedge_rate < 0:
+        raise invalid(f"spec.hedge_rate must be a finite number >= 0 (0: the default), got {msg.hedge_rate}")
+    if len(msg.members) > MAX_MEMBERS:
+        raise invalid(f"spec.members: at most {MAX_MEMBERS} members, got {len(msg.members)}")
     return dict(
         name=msg.name,
         cell=_enum(CELLS, msg.cell, "cell"),
@@ -148,7 +158,86 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         device=_enum(DEVICES, msg.device, "device"),
         seed=int(msg.seed),
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
+        members=tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members)),
+        hedge_rate=_f32(msg.hedge_rate),
     )
+
+
+def _member_overrides(msg: pb.MemberSpec, k: int, base_algorithm: str, base_k1: int) -> dict:
+    """The engine Spec fields member ``k`` sets; unset or zero fields inherit the model's."""
+    where = f"spec.members[{k}]"
+    out = {}
+    if msg.cell != pb.CELL_UNSPECIFIED:
+        out["cell"] = _enum(CELLS, msg.cell, f"members[{k}].cell")
+    if msg.HasField("lstm_variant"):
+        out["lstm_variant"] = _enum(LSTM_VARIANTS, msg.lstm_variant, f"members[{k}].lstm_variant")
+    if msg.HasField("gru_variant"):
+        out["gru_variant"] = _enum(GRU_VARIANTS, msg.gru_variant, f"members[{k}].gru_variant")
+    if msg.hidden_sizes:
+        if any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
+            raise invalid(f"{where}.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, "
+                          f"got {list(msg.hidden_sizes)}")
+        out["hidden_sizes"] = tuple(int(h) for h in msg.hidden_sizes)
+    if msg.algorithm != pb.ALGORITHM_UNSPECIFIED:
+        out["algorithm"] = _enum(ALGORITHMS, msg.algorithm, f"members[{k}].algorithm")
+    k1, k2 = msg.tbptt_k1, msg.tbptt_k2
+    if k1 or k2:  # a member that names a window names both ends, as the model does
+        out["tbptt_k1"], out["tbptt_k2"] = int(k1 or k2), int(k2 or k1)
+    elif out.get("algorithm", base_algorithm) == "tbptt" and not base_k1:
+        out["tbptt_k1"] = out["tbptt_k2"] = DEFAULT_TBPTT_K
+    if msg.HasField("optimizer"):
+        opt = msg.optimizer
+        if opt.kind != pb.OPTIMIZER_KIND_UNSPECIFIED:
+            out["optimizer"] = _enum(OPTIMIZERS, opt.kind, f"members[{k}].optimizer.kind")
+        if not math.isfinite(opt.lr) or opt.lr < 0:
+            raise invalid(f"{where}.optimizer.lr must be > 0 (or unset to inherit), got {opt.lr}")
+        if opt.lr > 0:
+            out["lr"] = _f32(opt.lr)
+        for field in ("momentum", "alpha"):
+            if opt.HasField(field):
+                out[field] = _finite_nonneg(getattr(opt, field), f"members[{k}].optimizer.{field}")
+        if opt.HasField("beta1") or opt.HasField("beta2"):
+            if not (opt.HasField("beta1") and opt.HasField("beta2")):
+                raise invalid(f"{where}.optimizer: set both beta1 and beta2, or neither")
+            out["betas"] = (_finite_nonneg(opt.beta1, f"members[{k}].optimizer.beta1"),
+                            _finite_nonneg(opt.beta2, f"members[{k}].optimizer.beta2"))
+        if opt.HasField("eps"):
+            if not (math.isfinite(opt.eps) and opt.eps > 0):
+                raise invalid(f"{where}.optimizer.eps must be > 0, got {opt.eps}")
+            out["eps"] = _f32(opt.eps)
+        if opt.nesterov:
+            out["nesterov"] = True
+    if msg.HasField("clip_norm"):
+        out["clip_norm"] = _finite_nonneg(msg.clip_norm, f"members[{k}].clip_norm")
+    if msg.HasField("weight_decay"):
+        out["weight_decay"] = _finite_nonneg(msg.weight_decay, f"members[{k}].weight_decay")
+    if msg.HasField("seed"):
+        out["seed"] = int(msg.seed)
+    return out
+
+
+def _member_to_proto(m: dict) -> pb.MemberSpec:
+    msg = pb.MemberSpec(hidden_sizes=list(m.get("hidden_sizes", ())), tbptt_k1=m.get("tbptt_k1", 0),
+                        tbptt_k2=m.get("tbptt_k2", 0))
+    for field, table in (("cell", CELLS), ("lstm_variant", LSTM_VARIANTS), ("gru_variant", GRU_VARIANTS),
+                         ("algorithm", ALGORITHMS)):
+        if field in m:
+            setattr(msg, field, _back(table, m[field]))
+    for field in ("clip_norm", "weight_decay", "seed"):
+        if field in m:
+            setattr(msg, field, m[field])
+    opt_fields = {"optimizer", "lr", "momentum", "nesterov", "betas", "eps", "alpha"}
+    if opt_fields & set(m):
+        opt = msg.optimizer
+        opt.kind = _back(OPTIMIZERS, m["optimizer"]) if "optimizer" in m else pb.OPTIMIZER_KIND_UNSPECIFIED
+        opt.lr = m.get("lr") or 0.0
+        opt.nesterov = bool(m.get("nesterov", False))
+        for field in ("momentum", "alpha", "eps"):
+            if m.get(field) is not None:
+                setattr(opt, field, m[field])
+        if "betas" in m:
+            opt.beta1, opt.beta2 = m["betas"]
+    return msg
 
 
 def spec_to_proto(spec) -> pb.ModelSpec:
@@ -164,7 +253,8 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         num_classes=spec.num_classes, algorithm=_back(ALGORITHMS, spec.algorithm), tbptt_k1=spec.tbptt_k1,
         tbptt_k2=spec.tbptt_k2, optimizer=opt, clip_norm=spec.clip_norm, weight_decay=spec.weight_decay,
         sharing=_back(SHARINGS, spec.sharing), device=_back(DEVICES, spec.device), seed=spec.seed,
-        target_mode=_back(TARGET_MODES, spec.target_mode))
+        target_mode=_back(TARGET_MODES, spec.target_mode),
+        members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate)
 
 
 def tensors_to_proto(state: dict) -> list[pb.Tensor]:

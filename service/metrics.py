@@ -21,6 +21,7 @@ LATENCY_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1
 LOSS_BUCKETS = tuple(float(f"{x:.2g}") for x in 10.0 ** np.arange(-6, 4.5, 0.5))
 NORM_BUCKETS = tuple(float(f"{x:.2g}") for x in 10.0 ** np.arange(-4, 5.5, 0.5))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WEIGHT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
 class _BulkChild:
@@ -83,6 +84,13 @@ class BulkHistogram(Collector):
         with self._lock:
             self._children.pop(tuple(str(v) for v in values), None)
 
+    def remove_prefix(self, *values: str) -> None:
+        """Drop every child whose first labels are ``values`` (e.g. all members of a model)."""
+        prefix = tuple(str(v) for v in values)
+        with self._lock:
+            for key in [k for k in self._children if k[:len(prefix)] == prefix]:
+                del self._children[key]
+
     def describe(self):
         return [HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)]
 
@@ -129,6 +137,12 @@ class Metrics:
         self.checkpoint_failures = Counter("rnnstream_checkpoint_failures",
                                            "Rows (a model's or one stream's) a checkpoint could not write",
                                            registry=r)
+        # ensembles: per member, over all streams (a stream label would be unbounded)
+        self.member_loss = BulkHistogram("rnnstream_member_loss", "Per-step loss of each ensemble member",
+                                         ["model", "member"], LOSS_BUCKETS, r)
+        self.member_weight = BulkHistogram("rnnstream_member_weight",
+                                           "Hedge weight of each ensemble member, per stream after each chunk",
+                                           ["model", "member"], WEIGHT_BUCKETS, r)
         self.chunk_errors = Counter("rnnstream_chunk_errors", "Chunks refused, by gRPC code",
                                     ["model", "code"], registry=r)
         # go-grpc-prometheus names, so existing dashboards work.
@@ -154,6 +168,8 @@ class Metrics:
                 pass
         self.loss.remove(model)
         self.gradient_norm.remove(model)
+        self.member_loss.remove_prefix(model)
+        self.member_weight.remove_prefix(model)
 
 
 class ModelMetrics:
@@ -172,6 +188,20 @@ class ModelMetrics:
         self.batch_streams = m.batch_streams.labels(model)
         self.active_streams = m.active_streams.labels(model)
         self._skipped: dict = {}
+        self._members: list = []
+
+    def observe_members(self, call) -> None:
+        """An ensemble's call: each member's step losses and its weight on each stream."""
+        losses = getattr(call, "member_losses", None)
+        if not losses:
+            return
+        while len(self._members) < len(losses):
+            k = str(len(self._members))
+            self._members.append((self._m.member_loss.labels(self._model, k),
+                                  self._m.member_weight.labels(self._model, k)))
+        for (loss, weight), member_losses, member_weights in zip(self._members, losses, call.member_weights):
+            loss.observe_many(np.ravel(member_losses))
+            weight.observe_many(np.ravel(member_weights))
 
     def skipped(self, reason: str):
         child = self._skipped.get(reason)

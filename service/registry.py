@@ -18,7 +18,7 @@ import numpy as np
 from service import batcher
 from service.config import Config
 from service.convert import check_id, shown, spec_kwargs, validate_stream_id
-from service.engine import Engine, Spec, memory_per_stream
+from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
 from service.engine.layout import build_layout
 from service.errors import ServiceError, exhausted, invalid, not_found
 from service.metrics import Metrics
@@ -38,7 +38,7 @@ _STEPS_KEY, _UPDATES_KEY = "__rnnstream_steps", "__rnnstream_updates"
 
 
 class ModelHost:
-    def __init__(self, spec: Spec, engine: Engine, created_unix_ms: int, metrics):
+    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics):
         self.name = spec.name
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
@@ -76,7 +76,7 @@ class Registry:
             spec = Spec.from_dict(stored.spec)
             state = dict(stored.state)
             steps, updates = int(state.pop(_STEPS_KEY, 0)), int(state.pop(_UPDATES_KEY, 0))
-            engine = Engine(spec)
+            engine = make_engine(spec)
             engine.restore_model(state)
             host = self._add(spec, engine, stored.created_unix_ms)
             host.steps, host.updates = steps, updates
@@ -107,12 +107,12 @@ class Registry:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         need = memory_per_stream(spec)
         if need > self.config.max_stream_memory_bytes:
-            hint = " Use algorithm SNAP1 (O(P) per stream) or TBPTT instead." if spec.algorithm == "rtrl" else ""
+            hint = " Use ALGORITHM_SNAP1 (O(P) per stream) or ALGORITHM_TBPTT instead." if spec.algorithm == "rtrl" else ""
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
         self._check_snapshot_fits(spec, need)
         try:
-            engine = Engine(spec)
+            engine = make_engine(spec)
         except RuntimeError as exc:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         created = int(time.time() * 1000)
@@ -125,7 +125,8 @@ class Registry:
 
     def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> None:
         """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB."""
-        P = build_layout(spec).num_parameters
+        members = [spec.member_spec(k) for k in range(len(spec.members))] if getattr(spec, "members", None) else [spec]
+        P = sum(build_layout(m).num_parameters for m in members)
         # shared: weights, both moments and the start template; per stream: the template alone
         model_bytes = 4 * P * (4 if spec.sharing == "shared" else 1) + 4096
         limit = self.store.max_blob_bytes
@@ -244,6 +245,11 @@ class Registry:
         if stream_id:
             session = await self.open_stream(host, stream_id, create=True)
             fresh = not host.engine.has_stream(stream_id)
+            if fresh and not hasattr(host.engine, "add_stream"):  # an ensemble: members start together
+                if not existed:
+                    self._drop(session, "import_refused")
+                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"stream {stream_id!r} has not applied a chunk yet; send it one, then import")
             if fresh:  # a new stream: give it its start state, then its weights
                 host.engine.add_stream(stream_id)
         try:

@@ -94,7 +94,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
     targets = target_classes = None
     if spec.target_mode == "next_input":
         if len(req.targets) or len(req.target_classes):
-            raise invalid("target_mode NEXT_INPUT: targets come from the next input; send none")
+            raise invalid("target_mode TARGET_MODE_NEXT_INPUT: targets come from the next input; send none")
     elif spec.num_classes > 0:
         if len(req.targets):
             raise invalid("a classification model takes target_classes, not targets")
@@ -116,7 +116,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
             targets = flat.reshape(steps, spec.output_size)
     learn = not req.predict_only
     if learn and spec.target_mode == "explicit" and targets is None and target_classes is None:
-        raise invalid("a learning chunk of an EXPLICIT-target model needs targets (or set predict_only)")
+        raise invalid("a learning chunk of a TARGET_MODE_EXPLICIT model needs targets (or set predict_only)")
     return Chunk(req.seq, steps, inputs, tokens, targets, target_classes, learn, int(req.horizon))
 
 
@@ -124,13 +124,21 @@ def stats_proto(stats: dict) -> pb.StreamStats:
     return pb.StreamStats(steps=int(stats.get("steps", 0)), updates=int(stats.get("updates", 0)),
                           running_loss=float(stats.get("running_loss", 0.0)),
                           gradient_norm=float(stats.get("gradient_norm", 0.0)),
-                          skipped_updates=int(stats.get("skipped_updates", 0)))
+                          skipped_updates=int(stats.get("skipped_updates", 0)),
+                          members=[pb.MemberStats(index=int(m["index"]),
+                                                  running_loss=float(m["running_loss"]),
+                                                  weight=float(m["weight"]))
+                                   for m in stats.get("members", ())])
 
 
 def plain_stats(stats: dict) -> dict:
-    """JSON-able copy of ``engine.stream_stats`` (numpy scalars become Python numbers)."""
+    """JSON-able copy of ``engine.stream_stats`` (numpy scalars become Python numbers; an
+    ensemble's per-member list is copied the same way)."""
     out = {}
     for k, v in stats.items():
+        if isinstance(v, (list, tuple)):
+            out[k] = [plain_stats(m) for m in v]
+            continue
         v = v.item() if hasattr(v, "item") else v
         out[k] = v if isinstance(v, (int, float)) else float(v)
     return out

@@ -1,10 +1,15 @@
 """The in-process online learner the gRPC service drives; usable on its own.
 
-    from service.engine import Spec, Engine
-    eng = Engine(Spec(cell="lstm", hidden_sizes=(32,), input_size=4, output_size=1))
+    from service.engine import Spec, make_engine
+    eng = make_engine(Spec(cell="lstm", hidden_sizes=(32,), input_size=4, output_size=1))
     predictions, losses = eng.step(["sensor-7"], inputs=x, targets=y)
+
+``make_engine`` returns an :class:`Engine`, or an :class:`EnsembleEngine` when the spec names
+two or more members; both have the same interface.
 """
-from .engine import CallStats, Engine, SKIP_REASONS, memory_per_stream, warm_up
+from .engine import CallStats, Engine, SKIP_REASONS, warm_up
+from .ensemble import EnsembleCallStats, EnsembleEngine, make_engine, memory_per_stream
 from .spec import Spec
 
-__all__ = ["Spec", "Engine", "CallStats", "SKIP_REASONS", "memory_per_stream", "warm_up"]
+__all__ = ["Spec", "Engine", "EnsembleEngine", "make_engine", "CallStats", "EnsembleCallStats",
+           "SKIP_REASONS", "memory_per_stream", "warm_up"]

@@ -20,6 +20,14 @@ DEFAULT_EPS = {"sgd": 0.0, "adam": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10}
 
 MAX_WIDTH = 1 << 16
 
+# Ensembles (online model selection, service/engine/ensemble.py): the fields a member may
+# override. The rest (input/output shape, vocab, target mode, sharing, device) every member
+# shares with the model, so their predictions can be combined step by step.
+MEMBER_FIELDS = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1",
+                 "tbptt_k2", "optimizer", "lr", "momentum", "nesterov", "betas", "eps", "alpha",
+                 "clip_norm", "weight_decay", "seed")
+MAX_MEMBERS = 8
+
 
 @dataclass
 class Spec:
@@ -50,10 +58,14 @@ class Spec:
     device: str = "cpu"
     seed: int = 0
     target_mode: str = "explicit"
+    # K member overrides run side by side, combined by Hedge; () or one member: a plain model
+    members: tuple = ()
+    hedge_rate: float = 0.0  # 0: the default of service.engine.hedge (by head kind)
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.betas = tuple(float(b) for b in self.betas)
+        self.members = tuple(_member_overrides(m) for m in self.members)
 
     # derived values -------------------------------------------------------------------
     @property
@@ -144,13 +156,39 @@ class Spec:
                              "device='cpu', or tbptt/rtrl on cuda")
         if not (0 <= int(self.seed) < 1 << 64):
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
+        self._validate_members()
         return self
+
+    # ensembles ------------------------------------------------------------------------
+    def member_spec(self, k: int) -> "Spec":
+        """Member ``k``: this spec with the member's overrides, as a plain (memberless) spec."""
+        return dataclasses.replace(self, members=(), hedge_rate=0.0, **self.members[k])
+
+    def _validate_members(self):
+        if len(self.members) > MAX_MEMBERS:
+            raise ValueError(f"members: at most {MAX_MEMBERS} members, got {len(self.members)}")
+        if not (math.isfinite(self.hedge_rate) and self.hedge_rate >= 0):
+            raise ValueError(f"hedge_rate must be a finite number >= 0 (0: the default), "
+                             f"got {self.hedge_rate}")
+        for k, overrides in enumerate(self.members):
+            fixed = sorted(set(overrides) - set(MEMBER_FIELDS))
+            if fixed:
+                raise ValueError(
+                    f"members[{k}] may not set {', '.join(fixed)}: a member overrides only "
+                    f"{', '.join(MEMBER_FIELDS)}; shapes, vocab, target mode, sharing and "
+                    "device are the model's, shared by every member")
+            try:
+                self.member_spec(k).validate()
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"members[{k}]: {exc}") from None
 
     # serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
         d["betas"] = list(self.betas)
+        d["members"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in m.items()}
+                        for m in self.members]
         return d
 
     @classmethod
@@ -161,6 +199,17 @@ class Spec:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         return cls(**d)
+
+
+def _member_overrides(m) -> dict:
+    if not isinstance(m, dict):
+        raise ValueError(f"each member must be a dict of overridden spec fields, got {m!r}")
+    m = dict(m)
+    if "hidden_sizes" in m:
+        m["hidden_sizes"] = tuple(int(h) for h in m["hidden_sizes"])
+    if "betas" in m:
+        m["betas"] = tuple(float(b) for b in m["betas"])
+    return m
 
 
 def _one_of(name, value, allowed):

@@ -12,16 +12,16 @@ def test_spec_maps_snake_case_and_lower_case_enums_onto_the_proto():
                                      input_size=3, output_size=2, algorithm="rtrl", optimizer="sgd",
                                      lr=0.1, momentum=0.9, nesterov=True, sharing="per_stream",
                                      target_mode="next_input", clip_norm=1.5, seed=7))
-    assert msg.cell == pb.GRU and msg.gru_variant == pb.CHO and msg.algorithm == pb.RTRL
-    assert list(msg.hidden_sizes) == [8, 4] and msg.sharing == pb.PER_STREAM
-    assert msg.optimizer.kind == pb.SGD and msg.optimizer.nesterov
+    assert msg.cell == pb.CELL_GRU and msg.gru_variant == pb.GRU_VARIANT_CHO and msg.algorithm == pb.ALGORITHM_RTRL
+    assert list(msg.hidden_sizes) == [8, 4] and msg.sharing == pb.SHARING_PER_STREAM
+    assert msg.optimizer.kind == pb.OPTIMIZER_KIND_SGD and msg.optimizer.nesterov
     assert msg.optimizer.HasField("momentum") and not msg.optimizer.HasField("eps")
-    assert msg.target_mode == pb.NEXT_INPUT and msg.seed == 7
+    assert msg.target_mode == pb.TARGET_MODE_NEXT_INPUT and msg.seed == 7
 
 
 def test_spec_defaults_are_an_lstm_trained_by_tbptt_with_adam():
     msg = convert.spec_to_proto({"name": "m", "hidden_sizes": 16})
-    assert (msg.cell, msg.algorithm, msg.optimizer.kind) == (pb.LSTM, pb.TBPTT, pb.ADAM)
+    assert (msg.cell, msg.algorithm, msg.optimizer.kind) == (pb.CELL_LSTM, pb.ALGORITHM_TBPTT, pb.OPTIMIZER_KIND_ADAM)
     assert list(msg.hidden_sizes) == [16]
 
 
@@ -32,6 +32,29 @@ def test_spec_round_trips_through_the_proto():
     back = convert.spec_from_proto(convert.spec_to_proto(spec))
     assert convert.spec_to_proto(back) == convert.spec_to_proto(spec)
     assert back["lr"] == 0.01 and back["betas"] == (0.8, 0.95) and back["lstm_variant"] == "peephole"
+
+
+ENUMS = [pb.Cell, pb.LstmVariant, pb.GruVariant, pb.Algorithm, pb.OptimizerKind, pb.Sharing, pb.Device,
+         pb.TargetMode]
+
+
+@pytest.mark.parametrize("enum", ENUMS, ids=lambda e: e.DESCRIPTOR.name)
+def test_every_enum_value_carries_its_prefix_and_zero_is_unspecified(enum):
+    # buf's ENUM_VALUE_PREFIX and ENUM_ZERO_VALUE_SUFFIX: LstmVariant -> LSTM_VARIANT_...
+    prefix = "".join("_" + c if c.isupper() and i else c for i, c in enumerate(enum.DESCRIPTOR.name)).upper() + "_"
+    assert enum.Name(0) == prefix + "UNSPECIFIED"
+    assert all(name.startswith(prefix) for name in enum.keys())
+    assert sorted(enum.values()) == list(range(len(enum.keys())))
+
+
+def test_short_names_full_names_and_numbers_all_name_the_same_value():
+    for value in ("per_stream", "PER-STREAM", "SHARING_PER_STREAM", pb.SHARING_PER_STREAM):
+        assert convert.spec_to_proto(dict(name="m", sharing=value)).sharing == pb.SHARING_PER_STREAM
+    assert convert.enum_choices(pb.LstmVariant) == ["standard", "peephole", "coupled", "no_forget"]
+    with pytest.raises(ValueError, match="shared, per_stream"):
+        convert.spec_to_proto(dict(name="m", sharing="unspecified"))
+    with pytest.raises(ValueError, match="sharing"):
+        convert.spec_to_proto(dict(name="m", sharing="CELL_LSTM"))  # another enum's value
 
 
 @pytest.mark.parametrize("spec, words", [

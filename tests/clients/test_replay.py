@@ -64,3 +64,29 @@ def test_a_chunk_refused_for_a_passing_reason_is_kept_and_still_owed():
         log.accept(draining)
     assert log.in_flight == 1 and [r.seq for r in log.replay()] == [1]
     assert log.accept(answer(1)) == 1
+
+
+def test_answers_the_caller_gave_up_on_are_dropped_but_their_chunks_replayed():
+    log = ChunkLog()
+    for _ in range(3):
+        log.add(pb.StreamRequest(), 1)
+    assert log.accept(answer(1)) == 1
+    log.abandon()  # e.g. the send waiting for chunk 2 was cancelled
+    assert log.in_flight == 0 and [r.seq for r in log.replay()] == [1, 2, 3]
+    assert log.add(pb.StreamRequest(), 1).seq == 4
+    assert [log.accept(answer(seq)) for seq in (2, 3, 4)] == [None, None, 1]
+
+
+def test_a_replayed_chunk_refused_for_a_passing_reason_is_sent_again():
+    log = ChunkLog()
+    log.add(pb.StreamRequest(), 1)
+    log.add(pb.StreamRequest(), 1)
+    assert log.accept(answer(1)) == 1
+    # after a reconnect, the replay of chunk 1 (answered already, not durable) meets a drain
+    draining = answer(1)
+    draining.error.code = 14
+    with pytest.raises(TransientRefusal):  # else chunk 2 could be applied without chunk 1
+        log.accept(draining)
+    assert [r.seq for r in log.replay()] == [1, 2]
+    log.advance_durable(1)
+    assert [r.seq for r in log.replay()] == [2] and log.durable_seq == 1

@@ -35,6 +35,17 @@ def test_model_lifecycle_and_typed_errors(client, name):
         client.create_model(name=name, **{**SPEC, "hidden_sizes": []})
 
 
+def test_enums_left_unset_get_the_servers_defaults_by_name(client, name):
+    # The SDK leaves these fields at *_UNSPECIFIED; the server fills in and names its defaults.
+    info = client.create_model(name=name, cell="gru", hidden_sizes=[4], input_size=1, output_size=1)
+    assert {k: info.spec[k] for k in ("gru_variant", "lstm_variant", "sharing", "device", "target_mode")} == \
+        dict(gru_variant="pytorch", lstm_variant="standard", sharing="shared", device="cpu", target_mode="explicit")
+    info = client.create_model(name=name + "-2", cell="lstm", hidden_sizes=[4], input_size=1, output_size=1,
+                               lstm_variant="coupled", sharing="per_stream", target_mode="next_input")
+    assert (info.spec["lstm_variant"], info.spec["sharing"], info.spec["target_mode"]) == \
+        ("coupled", "per_stream", "next_input")
+
+
 def test_exported_weights_load_into_torch_and_predict_the_same(client, name):
     torch = pytest.importorskip("torch")
     client.create_model(name=name, **SPEC)

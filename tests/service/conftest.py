@@ -23,8 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def make_spec(name="m", **kw) -> pb.ModelSpec:
     """A small LSTM regression model, TBPTT(4, 4), Adam; keyword arguments override fields."""
-    opt = kw.pop("optimizer", pb.Optimizer(kind=pb.ADAM, lr=0.01))
-    fields = dict(name=name, cell=pb.LSTM, hidden_sizes=[8], input_size=2, output_size=1, algorithm=pb.TBPTT,
+    opt = kw.pop("optimizer", pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=0.01))
+    fields = dict(name=name, cell=pb.CELL_LSTM, hidden_sizes=[8], input_size=2, output_size=1, algorithm=pb.ALGORITHM_TBPTT,
                   tbptt_k1=4, tbptt_k2=4, optimizer=opt, seed=7)
     fields.update(kw)
     return pb.ModelSpec(**fields)

@@ -23,7 +23,7 @@ def _wait_durable(stub, seq, timeout=15.0):
 
 def test_kill9_then_replay_after_durable_seq_equals_an_uninterrupted_run(spawn, tmp_path):
     data = tmp_path / "data"
-    spec = make_spec("m", sharing=pb.PER_STREAM)
+    spec = make_spec("m", sharing=pb.SHARING_PER_STREAM)
     chunks = make_chunks(24, 4)
     srv = spawn(data, "--checkpoint-interval-s", "0.2")
     srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))

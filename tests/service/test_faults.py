@@ -105,7 +105,7 @@ def test_values_whose_square_overflows_float32_are_refused(server):
 def test_huge_finite_targets_leave_weights_and_other_streams_finite(server):
     """The issue's repro: default LSTM H=4, x = 0.5, y = 1e19 (within the door's bound)."""
     stub = server.stub
-    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name="m", cell=pb.LSTM, hidden_sizes=[4],
+    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name="m", cell=pb.CELL_LSTM, hidden_sizes=[4],
                                                              input_size=1, output_size=1)))
     x = np.full((8, 1), 0.5, np.float32)
     for seq in range(1, 6):
@@ -128,7 +128,7 @@ def test_export_of_a_shared_model_with_a_stream_id_is_invalid_argument(server):
 
 def test_failed_import_leaves_no_phantom_stream(server):
     stub = server.stub
-    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("m", sharing=pb.PER_STREAM)))
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("m", sharing=pb.SHARING_PER_STREAM)))
     bad = [pb.Tensor(name="head.bias", shape=[1], data=[0.0])]  # the others are missing
     assert code_of(stub.ImportWeights, pb.ImportWeightsRequest(model="m", stream_id="s", tensors=bad)) \
         == grpc.StatusCode.INVALID_ARGUMENT
@@ -314,7 +314,7 @@ def test_weights_over_the_message_limit_move_in_pieces(start_server):
 
 
 def test_a_model_whose_snapshot_sqlite_cannot_hold_is_refused_at_create(server):
-    big = make_spec("big", algorithm=pb.TBPTT, hidden_sizes=[16384], input_size=1)  # ~1.07 G parameters
+    big = make_spec("big", algorithm=pb.ALGORITHM_TBPTT, hidden_sizes=[16384], input_size=1)  # ~1.07 G parameters
     with pytest.raises(grpc.RpcError) as info:
         server.stub.CreateModel(pb.CreateModelRequest(spec=big))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "store's limit" in info.value.details()

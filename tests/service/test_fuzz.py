@@ -40,11 +40,11 @@ def fuzzed(tmp_path_factory):
     stub = srv.stub
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(CONTROL)))
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[0], hidden_sizes=[4])))
-    stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[1], hidden_sizes=[3], sharing=pb.PER_STREAM,
-                                                          optimizer=pb.Optimizer(kind=pb.SGD, lr=0.5, momentum=0.9))))
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[1], hidden_sizes=[3], sharing=pb.SHARING_PER_STREAM,
+                                                          optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_SGD, lr=0.5, momentum=0.9))))
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[2], hidden_sizes=[3], vocab_size=5,
-                                                          output_size=0, num_classes=5, algorithm=pb.RTRL,
-                                                          target_mode=pb.NEXT_INPUT)))
+                                                          output_size=0, num_classes=5, algorithm=pb.ALGORITHM_RTRL,
+                                                          target_mode=pb.TARGET_MODE_NEXT_INPUT)))
     probe = request(CONTROL, "probe", 1, np.linspace(-1, 1, 8, dtype=np.float32).reshape(4, 2), predict_only=True)
     before = list(stub.Predict(probe).predictions)
     stub.DeleteStream(pb.DeleteStreamRequest(model=CONTROL, stream_id="probe"))

@@ -15,7 +15,7 @@ from tests.service.conftest import code_of, make_spec, weights
     (dict(output_size=0), "output_size"),
     (dict(num_classes=3), "exactly one"),
     (dict(tbptt_k1=8, tbptt_k2=4), "tbptt_k1"),
-    (dict(optimizer=pb.Optimizer(kind=pb.SGD, lr=-0.1)), "lr"),
+    (dict(optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_SGD, lr=-0.1)), "lr"),
     (dict(cell=42), "cell"),
     (dict(algorithm=9), "algorithm"),
     (dict(name="bad name!"), "name"),
@@ -47,12 +47,12 @@ def test_create_get_list_delete(server):
 
 def test_rtrl_over_the_memory_limit_is_refused_with_a_way_out(start_server):
     srv = start_server(max_stream_memory_bytes=1_000_000)
-    spec = make_spec("big", algorithm=pb.RTRL, hidden_sizes=[64])
+    spec = make_spec("big", algorithm=pb.ALGORITHM_RTRL, hidden_sizes=[64])
     with pytest.raises(grpc.RpcError) as info:
         srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_stream_memory_bytes" in info.value.details() and "SNAP1" in info.value.details()
-    srv.stub.CreateModel(pb.CreateModelRequest(spec=make_spec("big", algorithm=pb.SNAP1, hidden_sizes=[64])))
+    srv.stub.CreateModel(pb.CreateModelRequest(spec=make_spec("big", algorithm=pb.ALGORITHM_SNAP1, hidden_sizes=[64])))
 
 
 def test_weights_round_trip_and_bad_imports(server):

@@ -105,7 +105,7 @@ def test_forecast_feeds_predictions_back(server):
 
 
 def test_tokens_and_classes(server):
-    spec = make_spec("lm", vocab_size=5, input_size=3, output_size=0, num_classes=5, target_mode=pb.NEXT_INPUT)
+    spec = make_spec("lm", vocab_size=5, input_size=3, output_size=0, num_classes=5, target_mode=pb.TARGET_MODE_NEXT_INPUT)
     _create(server.stub, spec)
     ok = pb.StreamRequest(model="lm", stream_id="t", seq=1, tokens=[0, 1, 2, 3, 4, 0], horizon=2)
     bad = pb.StreamRequest(model="lm", stream_id="t", seq=2, tokens=[1, 5])
@@ -156,7 +156,7 @@ def test_stream_limits_and_message_size(start_server):
 
 def test_idle_streams_are_stored_dropped_and_resume_exactly(start_server):
     srv = start_server(stream_idle_ttl_s=0.2)
-    spec = make_spec("m", sharing=pb.PER_STREAM)
+    spec = make_spec("m", sharing=pb.SHARING_PER_STREAM)
     _create(srv.stub, spec)
     chunks = make_chunks(4, 3)
     list(srv.stub.Stream(iter([request("m", "s", i + 1, *c) for i, c in enumerate(chunks[:2])])))
@@ -195,7 +195,7 @@ def test_get_reset_close_stream(server):
 
 def test_concurrent_streams_are_batched_and_each_learns_its_own_weights(start_server):
     srv = start_server(batch_window_s=0.02)
-    spec = make_spec("ps", sharing=pb.PER_STREAM)
+    spec = make_spec("ps", sharing=pb.SHARING_PER_STREAM)
     _create(srv.stub, spec)
     data = {f"s{i}": make_chunks(5, 2 + i % 3, seed=i) for i in range(6)}  # ragged chunk lengths
     barrier = threading.Barrier(len(data))

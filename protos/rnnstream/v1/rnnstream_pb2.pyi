@@ -12,78 +12,88 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Cell(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CELL_UNSPECIFIED: _ClassVar[Cell]
-    ELMAN: _ClassVar[Cell]
-    JORDAN: _ClassVar[Cell]
-    LSTM: _ClassVar[Cell]
-    GRU: _ClassVar[Cell]
+    CELL_ELMAN: _ClassVar[Cell]
+    CELL_JORDAN: _ClassVar[Cell]
+    CELL_LSTM: _ClassVar[Cell]
+    CELL_GRU: _ClassVar[Cell]
 
 class LstmVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    STANDARD: _ClassVar[LstmVariant]
-    PEEPHOLE: _ClassVar[LstmVariant]
-    COUPLED: _ClassVar[LstmVariant]
-    NO_FORGET: _ClassVar[LstmVariant]
+    LSTM_VARIANT_UNSPECIFIED: _ClassVar[LstmVariant]
+    LSTM_VARIANT_STANDARD: _ClassVar[LstmVariant]
+    LSTM_VARIANT_PEEPHOLE: _ClassVar[LstmVariant]
+    LSTM_VARIANT_COUPLED: _ClassVar[LstmVariant]
+    LSTM_VARIANT_NO_FORGET: _ClassVar[LstmVariant]
 
 class GruVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    PYTORCH: _ClassVar[GruVariant]
-    CHO: _ClassVar[GruVariant]
+    GRU_VARIANT_UNSPECIFIED: _ClassVar[GruVariant]
+    GRU_VARIANT_PYTORCH: _ClassVar[GruVariant]
+    GRU_VARIANT_CHO: _ClassVar[GruVariant]
 
 class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
-    RTRL: _ClassVar[Algorithm]
-    TBPTT: _ClassVar[Algorithm]
-    SNAP1: _ClassVar[Algorithm]
+    ALGORITHM_RTRL: _ClassVar[Algorithm]
+    ALGORITHM_TBPTT: _ClassVar[Algorithm]
+    ALGORITHM_SNAP1: _ClassVar[Algorithm]
 
 class OptimizerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    OPTIMIZER_UNSPECIFIED: _ClassVar[OptimizerKind]
-    SGD: _ClassVar[OptimizerKind]
-    ADAM: _ClassVar[OptimizerKind]
-    RMSPROP: _ClassVar[OptimizerKind]
-    ADAGRAD: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_UNSPECIFIED: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_SGD: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_ADAM: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_RMSPROP: _ClassVar[OptimizerKind]
+    OPTIMIZER_KIND_ADAGRAD: _ClassVar[OptimizerKind]
 
 class Sharing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    SHARED: _ClassVar[Sharing]
-    PER_STREAM: _ClassVar[Sharing]
+    SHARING_UNSPECIFIED: _ClassVar[Sharing]
+    SHARING_SHARED: _ClassVar[Sharing]
+    SHARING_PER_STREAM: _ClassVar[Sharing]
 
 class Device(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    CPU: _ClassVar[Device]
-    CUDA: _ClassVar[Device]
+    DEVICE_UNSPECIFIED: _ClassVar[Device]
+    DEVICE_CPU: _ClassVar[Device]
+    DEVICE_CUDA: _ClassVar[Device]
 
 class TargetMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    EXPLICIT: _ClassVar[TargetMode]
-    NEXT_INPUT: _ClassVar[TargetMode]
+    TARGET_MODE_UNSPECIFIED: _ClassVar[TargetMode]
+    TARGET_MODE_EXPLICIT: _ClassVar[TargetMode]
+    TARGET_MODE_NEXT_INPUT: _ClassVar[TargetMode]
 CELL_UNSPECIFIED: Cell
-ELMAN: Cell
-JORDAN: Cell
-LSTM: Cell
-GRU: Cell
-STANDARD: LstmVariant
-PEEPHOLE: LstmVariant
-COUPLED: LstmVariant
-NO_FORGET: LstmVariant
-PYTORCH: GruVariant
-CHO: GruVariant
+CELL_ELMAN: Cell
+CELL_JORDAN: Cell
+CELL_LSTM: Cell
+CELL_GRU: Cell
+LSTM_VARIANT_UNSPECIFIED: LstmVariant
+LSTM_VARIANT_STANDARD: LstmVariant
+LSTM_VARIANT_PEEPHOLE: LstmVariant
+LSTM_VARIANT_COUPLED: LstmVariant
+LSTM_VARIANT_NO_FORGET: LstmVariant
+GRU_VARIANT_UNSPECIFIED: GruVariant
+GRU_VARIANT_PYTORCH: GruVariant
+GRU_VARIANT_CHO: GruVariant
 ALGORITHM_UNSPECIFIED: Algorithm
-RTRL: Algorithm
-TBPTT: Algorithm
-SNAP1: Algorithm
-OPTIMIZER_UNSPECIFIED: OptimizerKind
-SGD: OptimizerKind
-ADAM: OptimizerKind
-RMSPROP: OptimizerKind
-ADAGRAD: OptimizerKind
-SHARED: Sharing
-PER_STREAM: Sharing
-CPU: Device
-CUDA: Device
-EXPLICIT: TargetMode
-NEXT_INPUT: TargetMode
+ALGORITHM_RTRL: Algorithm
+ALGORITHM_TBPTT: Algorithm
+ALGORITHM_SNAP1: Algorithm
+OPTIMIZER_KIND_UNSPECIFIED: OptimizerKind
+OPTIMIZER_KIND_SGD: OptimizerKind
+OPTIMIZER_KIND_ADAM: OptimizerKind
+OPTIMIZER_KIND_RMSPROP: OptimizerKind
+OPTIMIZER_KIND_ADAGRAD: OptimizerKind
+SHARING_UNSPECIFIED: Sharing
+SHARING_SHARED: Sharing
+SHARING_PER_STREAM: Sharing
+DEVICE_UNSPECIFIED: Device
+DEVICE_CPU: Device
+DEVICE_CUDA: Device
+TARGET_MODE_UNSPECIFIED: TargetMode
+TARGET_MODE_EXPLICIT: TargetMode
+TARGET_MODE_NEXT_INPUT: TargetMode
 
 class Optimizer(_message.Message):
     __slots__ = ("kind", "lr", "momentum", "beta1", "beta2", "eps", "nesterov", "alpha")
@@ -106,7 +116,7 @@ class Optimizer(_message.Message):
     def __init__(self, kind: _Optional[_Union[OptimizerKind, str]] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., eps: _Optional[float] = ..., nesterov: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant")
+    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "members", "hedge_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
     LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +136,8 @@ class ModelSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TARGET_MODE_FIELD_NUMBER: _ClassVar[int]
     GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     cell: Cell
     lstm_variant: LstmVariant
@@ -145,7 +157,35 @@ class ModelSpec(_message.Message):
     seed: int
     target_mode: TargetMode
     gru_variant: GruVariant
-    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberSpec]
+    hedge_rate: float
+    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
+
+class MemberSpec(_message.Message):
+    __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed")
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K1_FIELD_NUMBER: _ClassVar[int]
+    TBPTT_K2_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    cell: Cell
+    lstm_variant: LstmVariant
+    gru_variant: GruVariant
+    hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
+    algorithm: Algorithm
+    tbptt_k1: int
+    tbptt_k2: int
+    optimizer: Optimizer
+    clip_norm: float
+    weight_decay: float
+    seed: int
+    def __init__(self, cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ParameterInfo(_message.Message):
     __slots__ = ("name", "shape", "offset")
@@ -292,18 +332,30 @@ class DeleteStreamRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class StreamStats(_message.Message):
-    __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates")
+    __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates", "members")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_LOSS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     steps: int
     updates: int
     running_loss: float
     gradient_norm: float
     skipped_updates: int
-    def __init__(self, steps: _Optional[int] = ..., updates: _Optional[int] = ..., running_loss: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., skipped_updates: _Optional[int] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberStats]
+    def __init__(self, steps: _Optional[int] = ..., updates: _Optional[int] = ..., running_loss: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., skipped_updates: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStats, _Mapping]]] = ...) -> None: ...
+
+class MemberStats(_message.Message):
+    __slots__ = ("index", "running_loss", "weight")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_LOSS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    running_loss: float
+    weight: float
+    def __init__(self, index: _Optional[int] = ..., running_loss: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
     __slots__ = ("stream_id", "seq", "acked_seq", "durable_seq", "predictions", "losses", "forecast", "stats", "duplicate", "error", "model")

@@ -1,0 +1,250 @@
+"""Online model selection: K member engines on the same streams, combined by Hedge.
+
+``make_engine(spec)`` is how the service builds a model: a plain :class:`Engine` when the
+spec names fewer than two members (no overhead), else an :class:`EnsembleEngine` with the
+same public interface. Members are plain engines built from ``spec.member_spec(k)``, so each
+learns exactly as it would alone; the ensemble only combines their predictions per stream
+(``service.engine.hedge``). Weights are named ``members.{k}.<torch name>``; snapshots are
+flat dicts of arrays (``members.{k}.<field>`` and ``hedge.<field>``) the store keeps as is.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import hedge
+from .engine import CallStats, Engine
+from .engine import memory_per_stream as _engine_memory_per_stream
+from .spec import Spec
+
+
+def make_engine(spec: Spec, dtype=np.float32):
+    """An Engine for a plain spec (or one member, merged in), an EnsembleEngine for K >= 2."""
+    spec.validate()
+    if len(spec.members) == 1:
+        return Engine(spec.member_spec(0), dtype)
+    if not spec.members:
+        return Engine(spec, dtype)
+    return EnsembleEngine(spec, dtype)
+
+
+def memory_per_stream(spec: Spec) -> int:
+    """Bytes one stream holds: every member's share plus its Hedge state."""
+    if not spec.members:
+        return _engine_memory_per_stream(spec)
+    K, O = len(spec.members), spec.out_size
+    own = 8 * sum(int(np.prod(s, dtype=np.int64)) for s in hedge.state_shapes(K, O).values())
+    return own + sum(_engine_memory_per_stream(spec.member_spec(k)) for k in range(K))
+
+
+@dataclass
+class EnsembleCallStats(CallStats):
+    """CallStats summed over the members, plus what each member did (for metrics)."""
+
+    member_losses: list = None   # K arrays of the step losses, NaN where none
+    member_weights: list = None  # K arrays of the streams' weights after the call
+
+
+class EnsembleEngine:
+    """K member engines on the same streams; predictions combined by Hedge, per stream."""
+
+    def __init__(self, spec: Spec, dtype=np.float32):
+        spec.validate()
+        if not spec.members:
+            raise ValueError("an ensemble needs members; use Engine for a plain model")
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.members = [Engine(spec.member_spec(k), dtype) for k in range(len(spec.members))]
+        self.eta = spec.hedge_rate or hedge.default_rate(spec.classify)
+        self._hedge = hedge.HedgeStates(len(self.members), spec.out_size)
+        self.total_steps = 0
+        self.total_updates = 0
+        self.last_call = EnsembleCallStats()
+
+    # properties -----------------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return sum(m.num_parameters for m in self.members)
+
+    def param_layout(self):
+        out, base = [], 0
+        for k, m in enumerate(self.members):
+            out += [(f"members.{k}.{name}", shape, base + offset)
+                    for name, shape, offset in m.param_layout()]
+            base += m.num_parameters
+        return out
+
+    def has_stream(self, sid) -> bool:
+        return sid in self._hedge.rows
+
+    def stream_ids(self):
+        return list(self._hedge.rows)
+
+    # the main job ---------------------------------------------------------------------
+    def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
+             learn=True, lengths=None):
+        """As ``Engine.step``; the predictions and losses are the Hedge combination's."""
+        t0 = time.perf_counter()
+        # Every member validates the same way: refuse here, before any member has moved.
+        batch = self.members[0]._validated_batch(stream_ids, inputs, tokens, targets,
+                                                 target_classes, learn, lengths)
+        outs, calls = [], []
+        for m in self.members:
+            outs.append(m.step(stream_ids, inputs=inputs, tokens=tokens, targets=targets,
+                               target_classes=target_classes, learn=learn, lengths=lengths))
+            calls.append(m.last_call)
+        K = len(self.members)
+        rows, stacked = self._hedge.gather(stream_ids)
+        member_preds = np.stack([p for p, _ in outs])
+        member_losses = np.stack([l for _, l in outs])
+        preds, losses = hedge.combine_chunk(
+            stacked, member_preds, member_losses, batch, classify=self.spec.classify,
+            next_input=self.spec.target_mode == "next_input", eta=self.eta)
+        self._hedge.scatter(rows, stacked)
+        weights = hedge.weights(stacked["loss"], self.eta)  # [B, K]
+        steps, updates = calls[0].steps, sum(c.updates for c in calls)
+        self.total_steps += steps
+        self.total_updates += updates
+        self.last_call = EnsembleCallStats(
+            steps=steps, updates=updates, clipped=sum(c.clipped for c in calls),
+            skipped={r: sum(c.skipped[r] for c in calls) for r in calls[0].skipped},
+            gradient_norms=[g for c in calls for g in c.gradient_norms],
+            seconds=time.perf_counter() - t0, batch_streams=len(stream_ids),
+            member_losses=[member_losses[k] for k in range(K)],
+            member_weights=[weights[:, k] for k in range(K)])
+        return preds.astype(self.dtype), losses.astype(self.dtype)
+
+    def forecast(self, stream_id, horizon: int) -> np.ndarray:
+        """Each member forecasts on its own (feeding back its own predictions); the forecasts
+        are combined with the stream's current weights."""
+        each = np.stack([m.forecast(stream_id, horizon) for m in self.members])  # [K, H, O]
+        if horizon == 0:
+            return each[0]
+        row = self._hedge.row(stream_id)
+        loss = self._hedge.arrays["loss"][row] if row is not None else np.zeros(len(self.members))
+        w = hedge.weights(loss, self.eta)
+        return np.einsum("k,kho->ho", w, each.astype(np.float64)).astype(self.dtype)
+
+    # weights --------------------------------------------------------------------------
+    def state_dict(self, stream_id=None) -> dict:
+        return {f"members.{k}.{name}": a for k, m in enumerate(self.members)
+                for name, a in m.state_dict(stream_id).items()}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        parts = self._split(d, "tensor")
+        for k, m in enumerate(self.members):  # check all before any member changes
+            m._flatten(parts[k])
+            if stream_id is not None:
+                m._theta(stream_id)
+        for k, m in enumerate(self.members):
+            m.load_state_dict(parts[k], stream_id)
+
+    def weight_norm(self, stream_id=None) -> float:
+        return float(np.sqrt(sum(m.weight_norm(stream_id) ** 2 for m in self.members)))
+
+    # streams --------------------------------------------------------------------------
+    def reset_stream(self, sid):
+        """Every member's stream back to a fresh state, and the Hedge weights back to even."""
+        self._known(sid)
+        for m in self.members:
+            m.reset_stream(sid)
+        self._hedge.clear(sid)
+
+    def stream_stats(self, sid) -> dict:
+        """The combined prediction's running loss; steps as one model; updates, skips summed
+        over the members; the gradient norm of the member with the largest weight; and per
+        member its own running loss and Hedge weight."""
+        state = self._known(sid)
+        each = [m.stream_stats(sid) for m in self.members]
+        w = hedge.weights(state["loss"], self.eta)
+        lead = int(np.argmax(w))
+        running, has = state["running"]
+        return {"steps": each[0]["steps"], "updates": sum(s["updates"] for s in each),
+                "running_loss": float(running) if has else float("nan"),
+                "gradient_norm": each[lead]["gradient_norm"],
+                "skipped_updates": sum(s["skipped_updates"] for s in each),
+                "members": [{"index": k, "running_loss": s["running_loss"], "weight": float(w[k])}
+                            for k, s in enumerate(each)]}
+
+    def drop_stream(self, sid):
+        self._known(sid)
+        for m in self.members:
+            m.drop_stream(sid)
+        self._hedge.drop(sid)
+
+    def snapshot_stream(self, sid) -> dict:
+        state = self._known(sid)
+        d = {f"hedge.{name}": a.copy() for name, a in state.items()}
+        for k, m in enumerate(self.members):
+            d.update({f"members.{k}.{name}": a for name, a in m.snapshot_stream(sid).items()})
+        return d
+
+    def restore_stream(self, sid, d: dict):
+        parts = self._split(d, "stream snapshot field", extra="hedge")
+        K, O = len(self.members), self.spec.out_size
+        state = {}
+        for name, shape in hedge.state_shapes(K, O).items():
+            a = parts["hedge"].get(name)
+            if a is None or np.shape(a) != shape:
+                raise ValueError(f"stream snapshot field hedge.{name} is missing or not of shape "
+                                 f"{shape}: the snapshot is not of this ensemble")
+            state[name] = np.array(a, dtype=np.float64)
+        before = [m.snapshot_stream(sid) if m.has_stream(sid) else None for m in self.members]
+        try:
+            for k, m in enumerate(self.members):
+                m.restore_stream(sid, parts[k])
+        except ValueError:
+            for m, old in zip(self.members, before):  # undo the members already restored
+                if old is not None:
+                    m.restore_stream(sid, old)
+                elif m.has_stream(sid):
+                    m.drop_stream(sid)
+            raise
+        self._hedge.set(sid, state)
+
+    def snapshot_model(self) -> dict:
+        d = {"counters": np.array([self.total_steps, self.total_updates], dtype=np.int64)}
+        for k, m in enumerate(self.members):
+            d.update({f"members.{k}.{name}": a for name, a in m.snapshot_model().items()})
+        return d
+
+    def restore_model(self, d: dict):
+        if np.shape(d.get("counters")) != (2,):
+            raise ValueError("model snapshot lacks counters: it is not of this ensemble")
+        parts = self._split({k: v for k, v in d.items() if k != "counters"}, "model snapshot field")
+        before = [m.snapshot_model() for m in self.members]
+        try:
+            for k, m in enumerate(self.members):
+                m.restore_model(parts[k])
+        except ValueError:
+            for m, old in zip(self.members, before):
+                m.restore_model(old)
+            raise
+        self.total_steps, self.total_updates = (int(c) for c in d["counters"])
+
+    # internals ------------------------------------------------------------------------
+    def _known(self, sid) -> dict:
+        if sid not in self._hedge.rows:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return self._hedge.get(sid)
+
+    def _split(self, d: dict, what: str, extra: str | None = None) -> dict:
+        """``members.{k}.rest`` (and ``{extra}.rest``) keys into one dict per prefix."""
+        K = len(self.members)
+        parts = {k: {} for k in range(K)}
+        if extra:
+            parts[extra] = {}
+        for key, value in d.items():
+            head, _, rest = key.partition(".")
+            if head == extra and rest:
+                parts[extra][rest] = value
+                continue
+            index, _, name = rest.partition(".")
+            if head != "members" or not index.isdigit() or int(index) >= K or not name:
+                raise ValueError(f"{what} {key!r} is not of this ensemble: names are "
+                                 f"members.{{0..{K - 1}}}.<name>")
+            parts[int(index)][name] = value
+        return parts

@@ -384,7 +384,7 @@ class StreamSession:
         ``durable=False`` the kept chunks are given up at once.
         """
         try:
-            if durable and not self._closed and self._log.kept:
+            if durable and not self._closed and self._log.kept and not self.ephemeral:  # never durable
                 self.flush(durable=True, timeout=timeout)
         finally:
             self._closed = True

@@ -122,6 +122,11 @@ class Requests:
             return "CreateModel", pb.CreateModelRequest(spec=self.spec())
         if kind < 0.55:
             return "ImportWeights", self.import_request()
+        if kind < 0.6:  # the streaming import: the unary import's tensors as pieces
+            req = self.import_request()
+            return "ImportWeightsStream", [pb.WeightsPiece(model=req.model, stream_id=req.stream_id, name=t.name,
+                                                           shape=t.shape, offset=self.uint(3), data=t.data)
+                                           for t in req.tensors]
         if kind < 0.75:
             action = self.pick(["GetStream", "ResetStream", "CloseStream", "DeleteStream", "ExportWeights"])
             cls = pb.ExportWeightsRequest if action == "ExportWeights" else getattr(pb, action + "Request")
@@ -154,7 +159,7 @@ def run(address: str, n: int, seed: int) -> dict:
     sent = 0
     while sent < n:
         method, msg = gen.next()
-        if _touches_control(msg):
+        if _touches_control(msg if not isinstance(msg, list) else [str(m) for m in msg]):
             continue
         sent += 1
         try:
@@ -164,6 +169,9 @@ def run(address: str, n: int, seed: int) -> dict:
                 for raw in call(iter([item, item]), timeout=10):
                     err = pb.StreamResponse.FromString(raw).error
                     codes["stream:" + (grpc.StatusCode(_code(err.code)).name if err.code else "OK")] += 1
+                codes["OK"] += 1
+            elif method == "ImportWeightsStream":
+                stub.ImportWeightsStream(iter(msg), timeout=10)
                 codes["OK"] += 1
             elif isinstance(msg, bytes):
                 channel.unary_unary(f"/rnnstream.v1.RnnStream/{method}")(msg, timeout=10)

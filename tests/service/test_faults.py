@@ -323,3 +323,18 @@ def test_a_model_whose_snapshot_sqlite_cannot_hold_is_refused_at_create(server):
     with pytest.raises(grpc.RpcError) as info:
         server.stub.CreateModel(pb.CreateModelRequest(spec=big))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "store's limit" in info.value.details()
+
+
+def test_shutdown_checkpoints_the_others_when_one_row_cannot_be_written(start_server, tmp_path):
+    srv = start_server()
+    stub = srv.stub
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("a")))
+    x, y = np.zeros((2, 2), np.float32), np.zeros((2, 1), np.float32)
+    for sid in ("bad", "good"):
+        stub.Predict(request("a", sid, 1, x, y))
+    srv.server.registry.hosts["a"].sessions["bad"].acked_seq = 2 ** 64  # what the store cannot hold
+    srv.stop()  # was: OverflowError, exit 1, nothing written
+    again = start_server()
+    assert again.stub.GetStream(pb.GetStreamRequest(model="a", stream_id="good")).durable_seq == 1
+    assert code_of(again.stub.GetStream, pb.GetStreamRequest(model="a", stream_id="bad")) \
+        == grpc.StatusCode.NOT_FOUND

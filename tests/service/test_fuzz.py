@@ -173,3 +173,16 @@ def test_fuzz_stream_ids(fuzzed, model, stream_id, action):
     assume(model != CONTROL)
     cls = {"ExportWeights": pb.ExportWeightsRequest}.get(action) or getattr(pb, action + "Request")
     _check(getattr(fuzzed.stub, action), cls(model=model, stream_id=stream_id))
+
+
+@SETTINGS
+@given(req=imports(), offsets=st.lists(st.integers(0, 50), min_size=4, max_size=4), raw=st.binary(max_size=40))
+def test_fuzz_import_weights_stream(fuzzed, req, offsets, raw):
+    assume(req.model != CONTROL)
+    pieces = [pb.WeightsPiece(model=req.model, stream_id=req.stream_id, name=t.name, shape=t.shape, offset=o,
+                              data=t.data) for t, o in zip(req.tensors, offsets)]
+    _check(fuzzed.stub.ImportWeightsStream, iter(pieces))
+    _check(fuzzed.channel.stream_unary("/rnnstream.v1.RnnStream/ImportWeightsStream"),
+           iter([p.SerializeToString() for p in pieces] + [raw]))
+    _check(lambda r, timeout: list(fuzzed.stub.ExportWeightsStream(r, timeout=timeout)),
+           pb.ExportWeightsRequest(model=req.model, stream_id=req.stream_id))

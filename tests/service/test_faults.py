@@ -338,3 +338,21 @@ def test_shutdown_checkpoints_the_others_when_one_row_cannot_be_written(start_se
     assert again.stub.GetStream(pb.GetStreamRequest(model="a", stream_id="good")).durable_seq == 1
     assert code_of(again.stub.GetStream, pb.GetStreamRequest(model="a", stream_id="bad")) \
         == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_forward_that_overflows_does_not_poison_the_stream(server):
+    """Jordan, H=2: admissible weights (|w| <= 1.8e19) and inputs make the next step's
+    pre-activation inf + (-inf) = NaN through the fed-back prediction. The stream restarts
+    from a zero state instead of answering NaN for ever; the weights stay as imported."""
+    stub = server.stub
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("j", cell=pb.CELL_JORDAN, hidden_sizes=[2])))
+    big = 1.8e19
+    shapes = {t.name: list(t.shape) for t in stub.ExportWeights(pb.ExportWeightsRequest(model="j")).tensors}
+    values = {"weight_ih_l0": big, "weight_hh_l0": -big, "head.weight": big}
+    tensors = [pb.Tensor(name=n, shape=s, data=[values.get(n, 0.0)] * int(np.prod(s))) for n, s in shapes.items()]
+    stub.ImportWeights(pb.ImportWeightsRequest(model="j", tensors=tensors))
+    first = stub.Predict(request("j", "s", 1, np.full((3, 2), big, np.float32), predict_only=True))
+    assert not np.isfinite(first.predictions).all()  # the overflow happened
+    calm = stub.Predict(request("j", "s", 2, np.full((2, 2), 0.1, np.float32), predict_only=True))
+    assert np.isfinite(calm.predictions).all() and calm.acked_seq == 2
+    assert all(np.isfinite(a).all() for a in weights(stub, "j").values())

@@ -18,15 +18,21 @@ Order of events per position t (kernels/README.md): NEXT_INPUT finishes the pend
 this input as its target; every active stream runs its forward with the weights in force; the
 EXPLICIT mode finishes step t. Finishing = loss, gradient by the stream's rule, and, for
 shared weights, one summed update per position.
+
+Late labels (kernels/README.md, "Late labels"): ``learn_labels`` finishes earlier steps of
+the streams before their chunk runs, ``learn_pending`` takes TBPTT's pending update before a
+segment's reset, and with max_label_delay > 0 the chunk loop learns a pending step before its
+ring overwrites it.
 """
 import numpy as np
 from numba import njit
 
 from .cells import D_NFIELDS
-from .codes import (C_CACHE, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL, C_OUT,
-                    C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING, K_HCOUNT,
-                    K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES,
-                    R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS, R_STEPS, R_UPDATES, RTRL, SNAP1, TBPTT)
+from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
+                    C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING,
+                    FLAG_DONE, FLAG_NONE, FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE,
+                    K_PENDING, K_SKIPPED, K_STEPS, K_UPDATES, R_CLIPPED, R_SKIP_GRAD, R_SKIP_LOSS,
+                    R_STEPS, R_UPDATES, RTRL, SNAP1, TBPTT)
 from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
                     step_forward)
 from .optim import apply_update
@@ -126,9 +132,10 @@ def _flush_shared(model, weights, pool, batch, out, acc):
 
 
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_bwd, dz):
-    """Loss of the stream's latest step (logits z) against its target, then its rule's
-    gradient. dz [1, O] is scratch for the loss's gradient w.r.t. z."""
+def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, need_bwd, dz):
+    """Loss of the stream's step ``back`` steps before its latest one (logits z, as they were
+    predicted) against its target, then its rule's gradient (back > 0: a late label; never
+    for RTRL). dz [1, O] is scratch for the loss's gradient w.r.t. z."""
     cfg, lay = model[0], model[1]
     W = weights[0]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
@@ -148,18 +155,20 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_b
     if learn != 1:
         return loss
     K = cfg[C_HIST]
-    last = (cnt[slot, K_HPOS] - 1 + K) % K
+    last = (cnt[slot, K_HPOS] - 1 - back + K) % K
     rule = cfg[C_RULE]
     if rule == TBPTT:
         hy[slot, last] = target
         hcls[slot, last] = cls
-        hflag[slot, last] = 1
+        hflag[slot, last] = FLAG_PENDING
         if not finite:
             cnt[slot, K_NONFINITE] = 1
         cnt[slot, K_NLOSS] += 1
         if cnt[slot, K_NLOSS] >= cfg[C_K1]:
             need_bwd[b] = True
         return loss
+    if cfg[C_DELAY] > 0:  # so that a second label for this step is refused
+        hflag[slot, last] = FLAG_DONE
     if not finite:
         _skip(model, pool, out, slot, False)
         return loss
@@ -184,15 +193,42 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, target, cls, need_b
         step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, 2,
                       np.empty(0, dtype=theta.dtype), no_rows, 0)
         add_embedding_grad(cfg, htok[slot, last:last + 1], dx, g)
-        snap_gradient(cfg, lay, sens[slot], dHs[0], g)
+        if back == 0:
+            snap_gradient(cfg, lay, sens[slot], dHs[0], g)
+        else:  # the sensitivity of the labelled step, kept beside the ring
+            snap_gradient(cfg, lay, sens[slot, 2 * P * (1 + last):2 * P * (2 + last)], dHs[0], g)
     _contribute(model, weights, pool, batch, out, acc, b, g)
     return loss
 
 
 @njit(cache=True)
-def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, n, g):
-    """Gather the last n steps of the member streams from their rings and add their window
-    gradient to g."""
+def _window_span(cfg, hflag, cnt, slot):
+    """(back, n): the update's window is the n steps ending ``back`` steps before the
+    stream's latest one. It ends at the newest step whose loss is pending and reaches k2
+    steps back from there, or further when an older pending step (a late label that came
+    out of order) needs it, never past the ring's oldest step. Without late labels the
+    newest pending step is the latest step: the last min(count, k2) steps, as always."""
+    K = cfg[C_HIST]
+    k2 = K - cfg[C_DELAY]
+    count = min(cnt[slot, K_HCOUNT], K)
+    pos = cnt[slot, K_HPOS]
+    newest = -1
+    oldest = -1
+    for j in range(count):
+        if hflag[slot, (pos - 1 - j + K) % K] == FLAG_PENDING:
+            if newest < 0:
+                newest = j
+            oldest = j
+    if newest < 0:
+        return 0, count
+    start = min(max(newest + k2 - 1, oldest), count - 1)
+    return newest, start - newest + 1
+
+
+@njit(cache=True)
+def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, ends, n, g):
+    """Gather n steps of each member stream i from its ring, ending ends[i] steps before its
+    latest step, and add their window gradient to g."""
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     K = cfg[C_HIST]
     nb = members.shape[0]
@@ -210,7 +246,7 @@ def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, n, g):
     for i in range(nb):
         slot = slots[members[i]]
         for tau in range(n):
-            e = (cnt[slot, K_HPOS] - n + tau + K) % K
+            e = (cnt[slot, K_HPOS] - ends[i] - n + tau + K) % K
             wx[tau, i] = hx[slot, e]
             wtok[tau, i] = htok[slot, e]
             ws[tau, i] = hs[slot, e]
@@ -242,16 +278,19 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
         if need_bwd[b] and cnt[slots[b], K_NONFINITE] != 0:
             _skip(model, pool, out, slots[b], False)
     todo = need_bwd.copy()
+    ends = np.zeros(B, dtype=np.int64)
+    lens = np.zeros(B, dtype=np.int64)
     for b in range(B):
         if todo[b] and cnt[slots[b], K_NONFINITE] != 0:
             todo[b] = False
+        if todo[b]:
+            ends[b], lens[b] = _window_span(cfg, hflag, cnt, slots[b])
     while todo.any():
         lead = np.argmax(todo)
-        n = min(cnt[slots[lead], K_HCOUNT], K)
+        n = lens[lead]
         group = np.zeros(B, dtype=np.bool_)
         for b in range(B):
-            if todo[b] and min(cnt[slots[b], K_HCOUNT], K) == n and (
-                    cfg[C_SHARED] == 1 or b == lead):
+            if todo[b] and lens[b] == n and (cfg[C_SHARED] == 1 or b == lead):
                 group[b] = True
         members = np.nonzero(group)[0]
         nb = members.shape[0]
@@ -261,7 +300,8 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
         # heap (kernels/README.md: the shared gradient is summed per sub-batch, then added).
         for lo in range(0, nb, WINDOW_STREAMS):
             _window_grad(cfg, lay, weights, pool, wrow[lead], theta, slots,
-                         members[lo:lo + WINDOW_STREAMS], n, g)
+                         members[lo:lo + WINDOW_STREAMS], ends[members[lo:lo + WINDOW_STREAMS]],
+                         n, g)
         if cfg[C_SHARED] == 1:
             if _all_finite(g):
                 gsum, contrib = acc
@@ -275,10 +315,14 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
             _contribute(model, weights, pool, batch, out, acc, lead, g)
         for i in range(nb):
             todo[members[i]] = False
+    # learned; late labels must still see that these steps have their targets
+    done = FLAG_DONE if cfg[C_DELAY] > 0 else FLAG_NONE
     for b in range(B):
         if need_bwd[b]:
             slot = slots[b]
-            hflag[slot, :] = 0
+            for e in range(K):
+                if hflag[slot, e] == FLAG_PENDING:
+                    hflag[slot, e] = done
             cnt[slot, K_NLOSS] = 0
             cnt[slot, K_NONFINITE] = 0
             need_bwd[b] = False
@@ -293,6 +337,73 @@ def _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x):
     for b in range(x.shape[0]):
         base = cfg[C_EMB] + tokens[b, t] * I
         x[b, :] = W[wrow[b], base:base + I]
+
+
+@njit(cache=True)
+def _learn_before_eviction(model, weights, pool, batch, out, acc, need_bwd, t):
+    """Late labels (TBPTT): a step whose loss is still pending is learned before the ring
+    overwrites it, so a label once accepted is never dropped (k1 labels may take longer than
+    the ring holds, e.g. one segment label per many steps)."""
+    cfg = model[0]
+    hflag, cnt = pool[7], pool[8]
+    slots, lengths = batch[0], batch[6]
+    K = cfg[C_HIST]
+    for b in range(slots.shape[0]):
+        slot = slots[b]
+        if (t < lengths[b] and cnt[slot, K_HCOUNT] >= K
+                and hflag[slot, cnt[slot, K_HPOS]] == FLAG_PENDING):
+            need_bwd[b] = True
+    _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
+    _flush_shared(model, weights, pool, batch, out, acc)
+
+
+@njit(cache=True, nogil=True)
+def learn_labels(model, weights, pool, batch, labels, out):
+    """Late labels of B streams, before their chunk's steps run. labels = (count [B], back
+    [B, L] (steps before the stream's latest step), targets [B, L, O], classes [B, L], losses
+    [B, L] out). Round r scores every stream's r-th label against the logits its step was
+    predicted with, then takes the rules' gradients, as one position of run_chunk does: SnAp-1
+    at once (with the step's stored sensitivity), TBPTT when k1 losses are pending; shared
+    weights take one summed update per round."""
+    cfg = model[0]
+    W = weights[0]
+    cnt, hz = pool[8], pool[11]
+    count, back, ly, lcls, lloss = labels
+    slots = batch[0]
+    B = slots.shape[0]
+    K = cfg[C_HIST]
+    dt = W.dtype
+    acc = (np.zeros(cfg[C_P], dtype=dt), np.zeros(B, dtype=np.bool_))
+    need_bwd = np.zeros(B, dtype=np.bool_)
+    dz = np.empty((1, cfg[C_OUT]), dtype=dt)
+    st = np.empty((B, cfg[C_S]), dtype=dt)  # RTRL's current state: RTRL takes no late labels
+    for r in range(back.shape[1]):
+        for b in range(B):
+            if r < count[b]:
+                slot = slots[b]
+                z = hz[slot, (cnt[slot, K_HPOS] - 1 - back[b, r] + K) % K].copy()
+                lloss[b, r] = _finish(model, weights, pool, batch, out, acc, st, z, b,
+                                      back[b, r], ly[b, r], lcls[b, r], need_bwd, dz)
+        _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
+        _flush_shared(model, weights, pool, batch, out, acc)
+
+
+@njit(cache=True, nogil=True)
+def learn_pending(model, weights, pool, batch, which, out):
+    """TBPTT: the update for the pending losses of the streams with which[b] set, now (fewer
+    than k1 of them), e.g. before their state is reset at a segment's end."""
+    cfg = model[0]
+    if cfg[C_RULE] != TBPTT:
+        return
+    cnt = pool[8]
+    slots = batch[0]
+    B = slots.shape[0]
+    need_bwd = np.zeros(B, dtype=np.bool_)
+    for b in range(B):
+        need_bwd[b] = which[b] and cnt[slots[b], K_NLOSS] > 0
+    acc = (np.zeros(cfg[C_P], dtype=weights[0].dtype), np.zeros(B, dtype=np.bool_))
+    _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
+    _flush_shared(model, weights, pool, batch, out, acc)
 
 
 # nogil: the service runs engine calls on a worker thread while gRPC I/O goes on
@@ -313,6 +424,7 @@ def run_chunk(model, weights, pool, batch, out):
     rule = cfg[C_RULE]
     nxt = cfg[C_NEXT] == 1
     shared = cfg[C_SHARED] == 1
+    delayed = cfg[C_DELAY] > 0
     dt = W.dtype
     st = np.empty((B, S), dtype=dt)
     for b in range(B):
@@ -341,14 +453,16 @@ def run_chunk(model, weights, pool, batch, out):
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               empty_target, tokens[b, t], need_bwd, dz)
+                                               0, empty_target, tokens[b, t], need_bwd, dz)
                     else:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               inputs[b, t], 0, need_bwd, dz)
+                                               0, inputs[b, t], 0, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)
+        if rule == TBPTT and delayed:
+            _learn_before_eviction(model, weights, pool, batch, out, acc, need_bwd, t)
         _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x)
         if shared:
             step_forward(W[0], cfg, lay, x, st, st1, cache, Z)
@@ -380,6 +494,8 @@ def run_chunk(model, weights, pool, batch, out):
                 sens[slot, :] = Mtmp
             elif rule == SNAP1:
                 snap_propagate(theta, cfg, lay, x[b], st[b], st1[b], cache[b], sens[slot])
+                if delayed:  # what a late label for this step will need
+                    sens[slot, 2 * P * (1 + pos):2 * P * (2 + pos)] = sens[slot, :2 * P]
             st[b] = st1[b]
             predict_row(cfg, Z[b], preds[b, t])
             cnt[slot, K_STEPS] += 1
@@ -392,7 +508,7 @@ def run_chunk(model, weights, pool, batch, out):
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
                     losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                           targets[b, t], tclass[b, t], need_bwd, dz)
+                                           0, targets[b, t], tclass[b, t], need_bwd, dz)
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)
     for b in range(B):

@@ -40,7 +40,8 @@ C_RULE = 19
 C_NEXT = 20      # 1: NEXT_INPUT target mode
 C_K1 = 21
 C_SHARED = 22    # 1: every stream trains the one weight row 0
-C_NFIELDS = 23
+C_DELAY = 23     # max_label_delay: how many steps back a late label may name
+C_NFIELDS = 24
 
 # layer fields
 L_CELL = 0
@@ -68,6 +69,11 @@ K_NLOSS = 5      # TBPTT: losses pending since the last update
 K_PENDING = 6    # NEXT_INPUT: the last step still waits for its target
 K_NONFINITE = 7  # TBPTT: a pending loss was not finite
 K_NFIELDS = 8
+
+# history-ring flags (hflag): whether a step has a target, and whether it was learned yet
+FLAG_NONE = 0     # no target (yet): predicted only, or waiting for a late label
+FLAG_PENDING = 1  # TBPTT: target known, its loss waits for the next update
+FLAG_DONE = 2     # max_label_delay > 0: target known and learned (a second label is refused)
 
 # per-stream float64 stats
 F_RUNNING = 0    # running loss (exponential average, decay 0.99)

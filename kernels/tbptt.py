@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .cells import D_NFIELDS, deferred_sizes, flush_outer
-from .codes import C_CACHE, C_NL, C_OUT, C_S, C_VARIANT, C_VOCAB
+from .codes import C_CACHE, C_NL, C_OUT, C_S, C_VARIANT, C_VOCAB, FLAG_PENDING
 from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 
@@ -57,7 +57,7 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
             step_forward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, Z)
         dZ[:, :] = 0.0
         for b in range(nb):
-            if wflag[tau, b] != 0:
+            if wflag[tau, b] == FLAG_PENDING:
                 loss_grad(cfg, Z[b], wy[tau, b], wcls[tau, b], dZ[b])
         step_backward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, dZ, dS, grad, dx, dS0,
                       dHs, 1, dbuf, dofs, tau * nb)

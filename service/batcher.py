@@ -190,6 +190,10 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
     if first.target_classes is not None:
         arrays["target_classes"] = _pad([c.target_classes for c in chunks], t_max, (), np.int64)
     lengths = None if min(steps) == t_max else np.asarray(steps, dtype=np.int64)
+    if any(c.labels is not None for c in chunks):
+        arrays["labels"] = [c.labels for c in chunks]
+    if any(c.reset_after for c in chunks):
+        arrays["reset_after"] = [c.reset_after for c in chunks]
     try:
         preds, losses = engine.step([job.session.stream_id for job in jobs], learn=first.learn,
                                     lengths=lengths, **arrays)
@@ -213,9 +217,10 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
         session.acked_seq = job.chunk.seq
         session.dirty = True
         session.touch()
+        stats = engine.stream_stats(session.stream_id)
         resp = pb.StreamResponse(model=name, stream_id=session.stream_id, seq=job.chunk.seq,
                                  acked_seq=session.acked_seq, durable_seq=session.durable_seq,
-                                 stats=stats_proto(engine.stream_stats(session.stream_id)))
+                                 first_step=stats["steps"] - t, stats=stats_proto(stats))
         resp.predictions.extend(preds[b, :t].ravel().tolist())
         resp.losses.extend(losses[b, :t].tolist())
         if job.chunk.horizon:
@@ -269,6 +274,8 @@ def _observe(host, jobs: list[Job], losses: np.ndarray) -> None:
         m.gradient_norm.observe_many(call.gradient_norms)
     m.loss.observe_many(losses.ravel())
     m.observe_members(call)
+    for label_losses in host.engine.last_call.label_losses:
+        m.loss.observe_many(label_losses)
     if call.steps:
         m.step_seconds.observe(call.seconds / call.steps)
     m.batch_streams.observe(len(jobs))

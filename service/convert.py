@@ -160,6 +160,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
         members=tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members)),
         hedge_rate=_f32(msg.hedge_rate),
+        max_label_delay=int(msg.max_label_delay),
     )
 
 
@@ -253,7 +254,7 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         num_classes=spec.num_classes, algorithm=_back(ALGORITHMS, spec.algorithm), tbptt_k1=spec.tbptt_k1,
         tbptt_k2=spec.tbptt_k2, optimizer=opt, clip_norm=spec.clip_norm, weight_decay=spec.weight_decay,
         sharing=_back(SHARINGS, spec.sharing), device=_back(DEVICES, spec.device), seed=spec.seed,
-        target_mode=_back(TARGET_MODES, spec.target_mode),
+        target_mode=_back(TARGET_MODES, spec.target_mode), max_label_delay=spec.max_label_delay,
         members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate)
 
 

@@ -44,6 +44,8 @@ class Chunk:
     target_classes: np.ndarray | None  # [T] int64
     learn: bool
     horizon: int
+    labels: tuple | None = None        # (steps [n] int64, targets [n, O] or classes [n])
+    reset_after: bool = False
 
     @property
     def kind(self) -> tuple:
@@ -82,8 +84,9 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
         steps = flat.size // spec.input_size
         check_values(flat, "inputs")
         inputs = flat.reshape(steps, spec.input_size)
-    if steps == 0:
-        raise invalid("empty chunk: send at least one step of inputs or tokens")
+    labels = parse_labels(req, spec, config)
+    if steps == 0 and labels is None and not req.reset_after:
+        raise invalid("empty chunk: send at least one step of inputs or tokens (or labels)")
     if steps > config.max_chunk_steps:
         raise exhausted(f"chunk has {steps} steps; the limit max_chunk_steps is {config.max_chunk_steps}")
     if req.horizon > config.max_horizon:
@@ -115,9 +118,44 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
             check_values(flat, "targets")
             targets = flat.reshape(steps, spec.output_size)
     learn = not req.predict_only
-    if learn and spec.target_mode == "explicit" and targets is None and target_classes is None:
-        raise invalid("a learning chunk of a TARGET_MODE_EXPLICIT model needs targets (or set predict_only)")
-    return Chunk(req.seq, steps, inputs, tokens, targets, target_classes, learn, int(req.horizon))
+    if (learn and steps and spec.target_mode == "explicit" and targets is None and target_classes is None
+            and spec.max_label_delay == 0):
+        raise invalid("a learning chunk of a TARGET_MODE_EXPLICIT model needs targets (or set predict_only, "
+                      "or create the model with max_label_delay > 0 and send labels later)")
+    if labels is not None and not learn:
+        raise invalid("labels are for learning: a predict_only chunk cannot carry them")
+    return Chunk(req.seq, steps, inputs, tokens, targets, target_classes, learn, int(req.horizon),
+                 labels, bool(req.reset_after))
+
+
+def parse_labels(req: pb.StreamRequest, spec, config) -> tuple | None:
+    """The request's late labels as arrays; which steps they may name is the engine's check."""
+    if not len(req.labels):
+        return None
+    if spec.max_label_delay == 0:
+        raise invalid("this model takes no labels: create it with max_label_delay > 0, or send "
+                      "targets with the chunk's steps")
+    if len(req.labels) > config.max_chunk_steps:
+        raise exhausted(f"{len(req.labels)} labels; the limit max_chunk_steps is {config.max_chunk_steps}")
+    steps = np.asarray([lab.step for lab in req.labels], dtype=np.uint64)
+    if steps.max() >= 1 << 62:
+        raise invalid(f"label step {int(steps.max())} is in the future")
+    steps = steps.astype(np.int64)
+    if spec.num_classes > 0:
+        if any(len(lab.target) for lab in req.labels):
+            raise invalid("a classification model's labels take target_class, not target")
+        values = np.asarray([lab.target_class for lab in req.labels], dtype=np.int64)
+        if values.min() < 0 or values.max() >= spec.num_classes:
+            raise invalid(f"label class out of range: classes must lie in [0, {spec.num_classes})")
+        return steps, values
+    bad = [lab.step for lab in req.labels if len(lab.target) != spec.output_size]
+    if bad:
+        raise invalid(f"label for step {bad[0]} has the wrong number of target values: a regression "
+                      f"label needs output_size = {spec.output_size}")
+    values = np.asarray([list(lab.target) for lab in req.labels], dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise invalid("label targets hold NaN or Inf")
+    return steps, values
 
 
 def stats_proto(stats: dict) -> pb.StreamStats:

@@ -12,8 +12,9 @@ import numpy as np
 
 from kernels import codes as kc
 from kernels.chunk import forecast as _forecast_kernel
-from kernels.chunk import run_chunk
+from kernels.chunk import learn_labels, learn_pending, run_chunk
 
+from .labels import validated_labels, validated_reset
 from .layout import OPT_CODE, build_layout, init_weights
 from .malloc import keep_freed_memory
 from .pool import StreamPool, sensitivity_width
@@ -34,6 +35,7 @@ class CallStats:
     gradient_norms: list = field(default_factory=list)
     seconds: float = 0.0
     batch_streams: int = 0
+    label_losses: list = field(default_factory=list)  # per stream: the losses of its labels
 
 
 def memory_per_stream(spec: Spec) -> int:
@@ -42,10 +44,13 @@ def memory_per_stream(spec: Spec) -> int:
     cfg = layout.cfg
     P, S = layout.num_parameters, layout.state_size
     K, I, O = int(cfg[kc.C_HIST]), int(cfg[kc.C_IN]), int(cfg[kc.C_OUT])
-    floats = S + sensitivity_width(spec, layout) + K * (I + S + O)
+    C = int(cfg[kc.C_CACHE])
+    # the ring: input, state before and after, target, logits, forward cache per step
+    floats = S + sensitivity_width(spec, layout) + K * (I + 2 * S + 2 * O + C)
     if spec.sharing == "per_stream":
         floats += 3 * P
-    return 4 * floats + K * 17 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
+    # per step: token, class, version (int64) and flag (int8)
+    return 4 * floats + K * 25 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
 
 
 def warm_up() -> float:
@@ -109,16 +114,30 @@ class Engine:
 
     # the main job ---------------------------------------------------------------------
     def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
-             learn=True, lengths=None):
+             learn=True, lengths=None, labels=None, reset_after=None):
         """Predict, then learn, T steps of each of B streams.
 
         inputs [B, T, input_size] (or tokens [B, T]); targets [B, T, output_size] (or
         target_classes [B, T]) in EXPLICIT mode, none in NEXT_INPUT mode; lengths [B] for
         ragged batches (rows padded to T). Returns predictions [B, T, output_size or
         num_classes] and losses [B, T]; entries past a row's length are NaN.
+
+        Late labels (a model with max_label_delay > 0; kernels/README.md, "Late labels"):
+        without targets, the steps wait for labels. ``labels[b]`` is None or ``(steps,
+        values)``: stream step indices (0-based count of the stream's steps, at most
+        max_label_delay before its latest step, not yet labelled) and their targets [n,
+        output_size] or classes [n]. They are learned before this call's steps run; their
+        losses land in ``last_call.label_losses``. With labels or ``reset_after``, inputs may
+        be None (no new steps) and rows may have length 0. ``reset_after[b]`` (or one bool
+        for all): after the labels and steps, stream b's pending TBPTT losses are learned and
+        its recurrent state, sensitivity and ring go to zero; weights, step count and
+        statistics stay.
         """
+        extras = labels is not None or bool(np.any(reset_after))
         batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
-                                      learn, lengths)
+                                      learn, lengths, allow_empty=extras)
+        lab = validated_labels(self, stream_ids, labels, learn)
+        reset = validated_reset(self, stream_ids, reset_after)
         slots, new = [], []
         for sid in stream_ids:
             slot = self.pool.slot(sid)
@@ -134,16 +153,26 @@ class Engine:
         preds = np.full((B, T, O), np.nan, dtype=self.dtype)
         losses = np.full((B, T), np.nan, dtype=self.dtype)
         res = np.zeros(kc.R_NFIELDS, dtype=np.int64)
-        gnorms = np.zeros(B * T * 2 + 1, dtype=np.float64)
+        n_labels = 0 if lab is None else lab[1].shape[1]
+        gnorms = np.zeros(B * (T + 1) * 2 + B * n_labels + 1, dtype=np.float64)
         wrow = slots if self.pool.per_stream else np.zeros(B, dtype=np.int64)
         kbatch = (slots, wrow, batch["inputs"], batch["tokens"], batch["targets"],
                   batch["tclass"], batch["lengths"], batch["learn"])
+        out = (preds, losses, res, gnorms)
         t0 = time.perf_counter()
-        if self._cuda is not None:
-            self._cuda.run_chunk(kbatch, (preds, losses, res, gnorms))
+        if lab is not None:
+            learn_labels(self._model, self._weights(), self.pool.bundle(),
+                         kbatch[:7] + (1,), lab, out)
+        if T == 0:
+            pass
+        elif self._cuda is not None:
+            self._cuda.run_chunk(kbatch, out)
         else:
-            run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch,
-                      (preds, losses, res, gnorms))
+            run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch, out)
+        if reset is not None:
+            learn_pending(self._model, self._weights(), self.pool.bundle(), kbatch, reset, out)
+            for b in np.nonzero(reset)[0]:
+                self.pool.reset_recurrent(int(slots[b]))
         seconds = time.perf_counter() - t0
         if batch["learn"] == 2:
             losses[:] = np.nan
@@ -154,7 +183,8 @@ class Engine:
             steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
             skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
                      "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
-            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B)
+            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B,
+            label_losses=[] if lab is None else [lab[4][b, :lab[0][b]].copy() for b in range(B)])
         return preds, losses
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
@@ -333,7 +363,7 @@ class Engine:
         return flat
 
     def _validated_batch(self, stream_ids, inputs, tokens, targets, target_classes, learn,
-                         lengths) -> dict:
+                         lengths, allow_empty=False) -> dict:
         spec = self.spec
         if isinstance(stream_ids, (str, bytes)) or len(stream_ids) == 0:
             raise ValueError("stream_ids must be a non-empty list of stream ids")
@@ -342,14 +372,20 @@ class Engine:
                              "one longer chunk")
         B = len(stream_ids)
         I, O = spec.input_size, spec.out_size
+        least = 0 if allow_empty else 1  # labels or a reset alone: no new steps needed
+        if allow_empty and inputs is None and tokens is None:
+            if spec.vocab_size > 0:
+                tokens = np.zeros((B, 0), dtype=np.int64)
+            else:
+                inputs = np.zeros((B, 0, I), dtype=self.dtype)
         if spec.vocab_size > 0:
             if inputs is not None:
                 raise ValueError("this model takes tokens, not inputs")
             if tokens is None:
                 raise ValueError("tokens [B, T] are required for a token model")
             tok = np.asarray(tokens)
-            if tok.ndim != 2 or tok.shape[0] != B or tok.shape[1] < 1:
-                raise ValueError(f"tokens must have shape [B={B}, T>=1], got {tok.shape}")
+            if tok.ndim != 2 or tok.shape[0] != B or tok.shape[1] < least:
+                raise ValueError(f"tokens must have shape [B={B}, T>={least}], got {tok.shape}")
             if not np.issubdtype(tok.dtype, np.integer):
                 raise ValueError("tokens must be integers")
             if tok.size and (tok.min() < 0 or tok.max() >= spec.vocab_size):
@@ -364,9 +400,9 @@ class Engine:
             if inputs is None:
                 raise ValueError(f"inputs [B, T, {I}] are required")
             x = np.asarray(inputs)
-            if x.ndim != 3 or x.shape[0] != B or x.shape[1] < 1 or x.shape[2] != I:
-                raise ValueError(f"inputs must have shape [B={B}, T>=1, input_size={I}], got "
-                                 f"{x.shape}")
+            if x.ndim != 3 or x.shape[0] != B or x.shape[1] < least or x.shape[2] != I:
+                raise ValueError(f"inputs must have shape [B={B}, T>={least}, input_size={I}], "
+                                 f"got {x.shape}")
             if not np.issubdtype(x.dtype, np.number):
                 raise ValueError("inputs must be numbers")
             if not np.all(np.isfinite(x)):
@@ -385,15 +421,16 @@ class Engine:
             if targets is not None:
                 raise ValueError("this model classifies: send target_classes, not targets")
             if target_classes is None:
-                if learn:
-                    raise ValueError("target_classes [B, T] are required to learn")
+                if learn and not (spec.max_label_delay > 0 or T == 0):
+                    raise ValueError("target_classes [B, T] are required to learn (or create the "
+                                     "model with max_label_delay > 0 and label the steps later)")
                 mode = 2
             else:
                 c = np.asarray(target_classes)
                 if c.shape != (B, T) or not np.issubdtype(c.dtype, np.integer):
                     raise ValueError(f"target_classes must be integers of shape [B={B}, T={T}], "
                                      f"got {c.shape} {c.dtype}")
-                if c.min() < 0 or c.max() >= spec.num_classes:
+                if c.size and (c.min() < 0 or c.max() >= spec.num_classes):
                     raise ValueError(f"target class out of range: every class must be in [0, "
                                      f"{spec.num_classes}), got {c.min()}..{c.max()}")
                 cls = c.astype(np.int64)
@@ -401,8 +438,9 @@ class Engine:
             if target_classes is not None:
                 raise ValueError("this model regresses: send targets, not target_classes")
             if targets is None:
-                if learn:
-                    raise ValueError(f"targets [B, T, {O}] are required to learn")
+                if learn and not (spec.max_label_delay > 0 or T == 0):
+                    raise ValueError(f"targets [B, T, {O}] are required to learn (or create the "
+                                     "model with max_label_delay > 0 and label the steps later)")
                 mode = 2
             else:
                 t = np.asarray(targets)
@@ -418,8 +456,8 @@ class Engine:
             lens = np.asarray(lengths)
             if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer):
                 raise ValueError(f"lengths must be {B} integers")
-            if lens.min() < 1 or lens.max() > T:
-                raise ValueError(f"every length must be in [1, T={T}]")
+            if lens.min() < least or lens.max() > T:
+                raise ValueError(f"every length must be in [{least}, T={T}]")
             lens = lens.astype(np.int64)
         return {"inputs": x, "tokens": tok, "targets": y, "tclass": cls, "lengths": lens,
                 "learn": mode, "T": T}

@@ -108,12 +108,21 @@ def build_layout(spec) -> Layout:
     cfg[kc.C_CACHE] = max(cache, 1)
     cfg[kc.C_GHMAX] = max(G * h for h in spec.hidden_sizes)
     cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), I, O)
-    cfg[kc.C_HIST] = spec.k2 if spec.algorithm == "tbptt" else 1
+    cfg[kc.C_HIST] = history_length(spec)
     cfg[kc.C_RULE] = RULE_CODE[spec.algorithm]
     cfg[kc.C_NEXT] = int(spec.target_mode == "next_input")
     cfg[kc.C_K1] = spec.tbptt_k1
     cfg[kc.C_SHARED] = int(spec.sharing == "shared")
+    cfg[kc.C_DELAY] = spec.max_label_delay
     return Layout(tuple(params), offset, state, cfg, lay)
+
+
+def history_length(spec) -> int:
+    """Steps of the per-stream ring. TBPTT: a late label's window (k2 steps) may end
+    max_label_delay steps back. SnAp-1 with late labels: the steps a label may still name."""
+    if spec.algorithm == "tbptt":
+        return spec.k2 + spec.max_label_delay
+    return spec.max_label_delay + 1
 
 
 def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:

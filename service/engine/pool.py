@@ -20,7 +20,10 @@ def sensitivity_width(spec, layout) -> int:
     if spec.algorithm == "rtrl":
         return S * P
     if spec.algorithm == "snap1":
-        return 2 * P
+        # the current sensitivity, then (with late labels) a copy per step of the ring, so a
+        # label for step s takes SnAp's gradient with the sensitivity of step s
+        D = spec.max_label_delay
+        return 2 * P * (1 + (D + 1 if D > 0 else 0))
     return 1
 
 
@@ -90,6 +93,16 @@ class StreamPool:
         for name in STREAM_FIELDS + (() if keep_weights else WEIGHT_FIELDS):
             if name in self.arrays:
                 self.arrays[name][slot] = 0
+
+    def reset_recurrent(self, slot):
+        """A segment's end: state, sensitivity and ring back to empty; the step count,
+        statistics and weights stay (later labels may not name steps before this)."""
+        for name in STREAM_FIELDS:
+            if name not in ("cnt", "fst"):
+                self.arrays[name][slot] = 0
+        cnt = self.arrays["cnt"][slot]
+        for k in (kc.K_HCOUNT, kc.K_HPOS, kc.K_NLOSS, kc.K_PENDING, kc.K_NONFINITE):
+            cnt[k] = 0
 
     def bundle(self):
         return tuple(self.arrays[name] for name in STREAM_FIELDS)

@@ -61,6 +61,7 @@ class Spec:
     # K member overrides run side by side, combined by Hedge; () or one member: a plain model
     members: tuple = ()
     hedge_rate: float = 0.0  # 0: the default of service.engine.hedge (by head kind)
+    max_label_delay: int = 0  # > 0: labels may arrive up to this many steps after their step
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -129,6 +130,7 @@ class Spec:
                                  f"({self.tbptt_k2})")
             if self.k2 > 100_000:
                 raise ValueError(f"tbptt_k2 must be <= 100000, got {self.k2}")
+        _label_delay_ok(self)
         lr = self.learning_rate
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
@@ -170,6 +172,11 @@ class Spec:
         if not (math.isfinite(self.hedge_rate) and self.hedge_rate >= 0):
             raise ValueError(f"hedge_rate must be a finite number >= 0 (0: the default), "
                              f"got {self.hedge_rate}")
+        if len(self.members) > 1 and self.max_label_delay > 0:
+            # the combination's weights are scored per step as it is predicted; a late label
+            # would have to rescore a combination made steps ago
+            raise ValueError("an ensemble (two or more members) takes its targets with its steps: "
+                             "max_label_delay > 0 needs a single model")
         for k, overrides in enumerate(self.members):
             fixed = sorted(set(overrides) - set(MEMBER_FIELDS))
             if fixed:
@@ -210,6 +217,21 @@ def _member_overrides(m) -> dict:
     if "betas" in m:
         m["betas"] = tuple(float(b) for b in m["betas"])
     return m
+def _label_delay_ok(spec):
+    d = spec.max_label_delay
+    if not isinstance(d, int) or not 0 <= d <= 100_000:
+        raise ValueError(f"max_label_delay must be an integer in [0, 100000], got {d!r}")
+    if d == 0:
+        return
+    if spec.target_mode != "explicit":
+        raise ValueError("max_label_delay > 0 needs target_mode 'explicit': with next_input the "
+                         "target of a step is the next input, it never arrives late")
+    if spec.algorithm == "rtrl":
+        raise ValueError("max_label_delay > 0 needs algorithm 'tbptt' or 'snap1': RTRL would keep "
+                         "an S x P sensitivity for every step a label may still name")
+    if spec.device != "cpu":
+        raise ValueError("max_label_delay > 0 runs on device 'cpu' only (the CUDA kernels have "
+                         "no late-label path yet)")
 
 
 def _one_of(name, value, allowed):

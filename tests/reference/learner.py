@@ -8,6 +8,11 @@ of all streams at position j are summed into one update. NEXT_INPUT: a step's lo
 against the next input when it arrives, and its update is done before that input is
 predicted; ``losses[j]`` is the previous step's loss (NaN for a stream's first step).
 
+Late labels (kernels/README.md, "Late labels"): a call's labels are learned first, in rounds
+(the r-th label of every stream, then one summed update per weight set), then its steps run
+(without targets they wait for labels; with D > 0, TBPTT first learns a pending step that
+would leave its ring), then ``reset_after`` learns what is pending and zeroes the state.
+
 SGD follows ``torch.optim.SGD`` (momentum, dampening 0, nesterov, weight_decay) and clipping
 ``clip_grad_norm_`` (coef = clip / (norm + 1e-6) when < 1), decay added after clipping.
 """
@@ -56,7 +61,7 @@ class Learner:
 
     def _stream(self, sid):
         if sid not in self.streams:
-            self.streams[sid] = {"state": zero_state(self.cfg), "pending": None,
+            self.streams[sid] = {"state": zero_state(self.cfg), "pending": None, "steps": 0,
                                  "rule": make_rule(self.cfg, **self.rule_kwargs)}
         return self.streams[sid]
 
@@ -91,17 +96,49 @@ class Learner:
             grads.setdefault(self._key(sid), []).append((sid, g))
         return loss
 
+    def _rule_grads(self, stream_ids, call):
+        """One round: ``call(sid, rule, params)`` -> gradient or None per stream, then one
+        summed update per weight set."""
+        grads = {}
+        for sid in stream_ids:
+            st = self._stream(sid)
+            g = call(sid, st["rule"], unflatten(self.cfg, self._weights(sid)["theta"]))
+            if g is not None:
+                grads.setdefault(self._key(sid), []).append((sid, g))
+        self._apply(grads)
+
+    def _labels(self, stream_ids, labels):
+        """labels[b] = None or (stream step indices, targets): returns each stream's losses."""
+        out = [[] for _ in stream_ids]
+        todo = {sid: list(zip(*lab)) for sid, lab in zip(stream_ids, labels) if lab is not None}
+        rounds = max((len(v) for v in todo.values()), default=0)
+        for r in range(rounds):
+            def one(sid, rule, params, r=r):
+                if r >= len(todo.get(sid, ())):
+                    return None
+                step, target = todo[sid][r]
+                loss, g = rule.label(params, self.streams[sid]["steps"] - 1 - int(step), target)
+                out[stream_ids.index(sid)].append(loss)
+                return g
+            self._rule_grads(stream_ids, one)
+        return out
+
     def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
-             learn=True):
+             learn=True, labels=None, reset_after=False):
         cfg = self.cfg
+        self.label_losses = self._labels(stream_ids, labels) if labels is not None else []
         seq = tokens if cfg.vocab_size > 0 else inputs
-        seq = np.asarray(seq)
+        seq = np.zeros((len(stream_ids), 0)) if seq is None else np.asarray(seq)
         B, T = seq.shape[:2]
+        tgt = None
         if cfg.target_mode == "explicit":
-            tgt = np.asarray(target_classes if cfg.classes else targets)
+            tgt = target_classes if cfg.classes else targets
+            tgt = None if tgt is None else np.asarray(tgt)
         preds = np.zeros((B, T, cfg.out_size))
         losses = np.full((B, T), np.nan)
         for j in range(T):
+            if cfg.max_label_delay > 0 and cfg.algorithm == "tbptt":
+                self._rule_grads(stream_ids, lambda sid, rule, params: rule.due(params))
             if cfg.target_mode == "next_input":
                 grads = {}
                 for b, sid in enumerate(stream_ids):
@@ -117,12 +154,22 @@ class Learner:
                 st["rule"].observe(params, prev, seq[b, j], cache)
                 preds[b, j] = cache["y"]
                 st["pending"] = cache
-            if cfg.target_mode == "explicit":
+                st["steps"] += 1
+            if cfg.target_mode == "explicit" and tgt is not None:
                 grads = {}
                 for b, sid in enumerate(stream_ids):
                     losses[b, j] = self._score(sid, self.streams[sid]["pending"], tgt[b, j],
                                                learn, grads)
                 self._apply(grads)
+        reset = np.broadcast_to(np.asarray(reset_after, dtype=bool), (B,))
+        if reset.any():
+            ids = [sid for sid, r in zip(stream_ids, reset) if r]
+            if cfg.algorithm == "tbptt":
+                self._rule_grads(ids, lambda sid, rule, params: rule.flush(params))
+            for sid in ids:
+                st = self._stream(sid)
+                st["state"], st["pending"] = zero_state(cfg), None
+                st["rule"].reset()
         return preds, losses
 
 

@@ -42,6 +42,7 @@ class Config:
     sharing: str = "shared"
     seed: int = 0
     target_mode: str = "explicit"
+    max_label_delay: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))

@@ -9,6 +9,12 @@ Each rule object follows one small protocol, used by ``tests.reference.learner``
   that ran it; ``gradient(params, cache, dz, learn, target)`` — once the step's loss gradient dz is
   known; returns the flat gradient to apply now, or None; ``forget()`` — zero the
   sensitivity (after a non-finite gradient).
+Late labels (``cfg.max_label_delay`` D > 0, TBPTT and SnAp-1; kernels/README.md, "Late
+labels"): ``label(params, back, target)`` — the target of the step ``back`` steps before the
+latest one arrives now; returns (the loss of that step's prediction, the gradient to apply now
+or None). TBPTT also has ``due(params)`` — before a step is run, the gradient to apply first
+because a pending step would leave the ring, or None — and ``flush(params)`` — the pending
+losses' gradient now (before a reset), or None. ``reset()`` empties the state's history.
 """
 
 from collections import deque
@@ -110,6 +116,9 @@ class RTRL:
     def forget(self):
         self.M[:] = 0.0
 
+    def reset(self):
+        self.forget()
+
 
 # ----------------------------------------------------------------------------- SnAp-1
 
@@ -156,6 +165,7 @@ class SnAp1:
         P = num_params(cfg)
         self.m_h, self.m_c = np.zeros(P), np.zeros(P)
         self.prev_cache = None
+        self.history = deque(maxlen=cfg.max_label_delay + 1)  # what a late label needs
 
     def _jordan_readout_jacobian(self, params):
         """R = dy_{t-1}/dh_{0,t-1} [O, H_0]; zero at a stream's start (y_{-1} = 0 is fixed)."""
@@ -199,16 +209,35 @@ class SnAp1:
                     I_c, dr, dc_prev = self._local_rows(params, k, cache, j, "c")
                     self.m_c[sel] = dr[j] * mh + dc_prev[j] * mc + I_c[sel]
         self.prev_cache = cache
+        self.history.append({"inp": inp, "x": cache["x"].copy(), "prev": copy_state(prev_state),
+                             "z": cache["z"].copy(), "m_h": self.m_h.copy()})
+
+    def label(self, params, back, target):
+        """The step's loss against its stored prediction; its gradient from the step's forward
+        recomputed with the current weights (from its stored layer-0 input and state) and the
+        sensitivity the step had."""
+        e = self.history[-1 - back]
+        loss, dz = loss_and_grad(self.cfg, e["z"], target)
+        _, cache = model_step(self.cfg, stored_embedding(self.cfg, params, e), e["prev"], e["inp"])
+        return loss, self._gradient(params, cache, dz, e["m_h"])
+
+    def reset(self):
+        self.forget()
+        self.prev_cache = None
+        self.history.clear()
 
     def gradient(self, params, cache, dz, learn, target=None):
         if not learn:
             return None
+        return self._gradient(params, cache, dz, self.m_h)
+
+    def _gradient(self, params, cache, dz, m_h):
         cfg = self.cfg
         _, g, dh_total = model_step_backward(cfg, params, cache, None, dz)
         grad = flatten(cfg, g)                       # head and embedding: within-step gradient
         rec = self.layer >= 0
         dh_at = np.array([dh_total[k][j] for k, j in zip(self.layer[rec], self.unit[rec])])
-        grad[rec] = dh_at * self.m_h[rec]
+        grad[rec] = dh_at * m_h[rec]
         return grad
 
     def forget(self):
@@ -235,14 +264,15 @@ class TBPTT:
 
     def __init__(self, cfg, recompute="per_step", embedding="current"):
         self.cfg = cfg
-        self.buffer = deque(maxlen=cfg.tbptt_k2)
+        self.k2 = cfg.tbptt_k2 or cfg.tbptt_k1
+        self.buffer = deque(maxlen=self.k2 + cfg.max_label_delay)
         self.count = 0
         self.recompute = recompute
         self.embedding = embedding
 
     def observe(self, params, prev_state, inp, cache):
         self.buffer.append({"inp": inp, "x": cache["x"].copy(), "prev": copy_state(prev_state),
-                            "target": None, "in_window": False})
+                            "z": cache["z"].copy(), "target": None, "in_window": False})
 
     def _params_for(self, params, e):
         if self.cfg.vocab_size == 0 or self.embedding == "current":
@@ -255,17 +285,46 @@ class TBPTT:
     def gradient(self, params, cache, dz, learn, target=None):
         if not learn:
             return None
-        newest = self.buffer[-1]
-        newest["target"], newest["in_window"] = target, True
+        return self._pend(params, self.buffer[-1], target)
+
+    def _pend(self, params, entry, target):
+        entry["target"], entry["in_window"] = target, True
         self.count += 1
         if self.count < self.cfg.tbptt_k1:
             return None
         self.count = 0
         return self._window_gradient(params)
 
+    def label(self, params, back, target):
+        entry = self.buffer[-1 - back]
+        loss = loss_and_grad(self.cfg, entry["z"], target)[0]
+        return loss, self._pend(params, entry, target)
+
+    def due(self, params):
+        if (self.cfg.max_label_delay > 0 and len(self.buffer) == self.buffer.maxlen
+                and self.buffer[0]["in_window"]):
+            self.count = 0
+            return self._window_gradient(params)
+        return None
+
+    def flush(self, params):
+        if self.count == 0:
+            return None
+        self.count = 0
+        return self._window_gradient(params)
+
+    def reset(self):
+        self.forget()
+
     def _window_gradient(self, params):
+        """The window ends at the newest pending step and reaches k2 steps back from it, or
+        back to the oldest pending step if that is older (labels out of order)."""
         cfg = self.cfg
         entries = list(self.buffer)
+        pending = [i for i, e in enumerate(entries) if e["in_window"]]
+        if pending:
+            end = pending[-1]
+            entries = entries[max(min(end - self.k2 + 1, pending[0]), 0):end + 1]
         caches = []
         state = entries[0]["prev"]
         for e in entries:
@@ -286,6 +345,17 @@ class TBPTT:
     def forget(self):
         self.buffer.clear()
         self.count = 0
+
+
+def stored_embedding(cfg, params, entry):
+    """The weights with the step's embedding row as it was when the step ran (the kernels
+    keep the layer-0 input a step ran with)."""
+    if cfg.vocab_size == 0:
+        return params
+    p = dict(params)
+    p["embedding.weight"] = params["embedding.weight"].copy()
+    p["embedding.weight"][int(entry["inp"])] = entry["x"]
+    return p
 
 
 def make_rule(cfg, **kwargs):

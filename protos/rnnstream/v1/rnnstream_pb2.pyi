@@ -116,7 +116,7 @@ class Optimizer(_message.Message):
     def __init__(self, kind: _Optional[_Union[OptimizerKind, str]] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., eps: _Optional[float] = ..., nesterov: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "members", "hedge_rate")
+    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "max_label_delay", "members", "hedge_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
     LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class ModelSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TARGET_MODE_FIELD_NUMBER: _ClassVar[int]
     GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABEL_DELAY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -157,9 +158,10 @@ class ModelSpec(_message.Message):
     seed: int
     target_mode: TargetMode
     gru_variant: GruVariant
+    max_label_delay: int
     members: _containers.RepeatedCompositeFieldContainer[MemberSpec]
     hedge_rate: float
-    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., max_label_delay: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
 
 class MemberSpec(_message.Message):
     __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed")
@@ -284,7 +286,7 @@ class ImportWeightsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon", "ephemeral")
+    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon", "labels", "reset_after", "ephemeral")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +296,8 @@ class StreamRequest(_message.Message):
     TARGET_CLASSES_FIELD_NUMBER: _ClassVar[int]
     PREDICT_ONLY_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RESET_AFTER_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     stream_id: str
@@ -304,8 +308,20 @@ class StreamRequest(_message.Message):
     target_classes: _containers.RepeatedScalarFieldContainer[int]
     predict_only: bool
     horizon: int
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    reset_after: bool
     ephemeral: bool
-    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., reset_after: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("step", "target", "target_class")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CLASS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    target: _containers.RepeatedScalarFieldContainer[float]
+    target_class: int
+    def __init__(self, step: _Optional[int] = ..., target: _Optional[_Iterable[float]] = ..., target_class: _Optional[int] = ...) -> None: ...
 
 class WeightsPiece(_message.Message):
     __slots__ = ("model", "stream_id", "name", "shape", "offset", "data")
@@ -358,7 +374,7 @@ class MemberStats(_message.Message):
     def __init__(self, index: _Optional[int] = ..., running_loss: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
-    __slots__ = ("stream_id", "seq", "acked_seq", "durable_seq", "predictions", "losses", "forecast", "stats", "duplicate", "error", "model")
+    __slots__ = ("stream_id", "seq", "acked_seq", "durable_seq", "predictions", "losses", "forecast", "stats", "duplicate", "error", "model", "first_step")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +386,7 @@ class StreamResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    FIRST_STEP_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     seq: int
     acked_seq: int
@@ -381,7 +398,8 @@ class StreamResponse(_message.Message):
     duplicate: bool
     error: _status_pb2.Status
     model: str
-    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., durable_seq: _Optional[int] = ..., predictions: _Optional[_Iterable[float]] = ..., losses: _Optional[_Iterable[float]] = ..., forecast: _Optional[_Iterable[float]] = ..., stats: _Optional[_Union[StreamStats, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    first_step: int
+    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., durable_seq: _Optional[int] = ..., predictions: _Optional[_Iterable[float]] = ..., losses: _Optional[_Iterable[float]] = ..., forecast: _Optional[_Iterable[float]] = ..., stats: _Optional[_Union[StreamStats, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., first_step: _Optional[int] = ...) -> None: ...
 
 class GetStreamRequest(_message.Message):
     __slots__ = ("model", "stream_id")

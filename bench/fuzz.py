@@ -73,7 +73,10 @@ class Requests:
                                 tokens=[int(t) for t in self.rng.integers(-2, 7, int(self.rng.integers(0, n + 1)))],
                                 target_classes=[int(t) for t in self.rng.integers(-2, 7, int(self.rng.integers(0, 3)))],
                                 predict_only=bool(self.rng.integers(2)), horizon=self.uint(3),
-                                ephemeral=bool(self.rng.integers(2)))
+                                ephemeral=bool(self.rng.integers(2)), reset_after=bool(self.rng.integers(2)),
+                                labels=[pb.Label(step=self.uint(20), target=self.floats(int(self.rng.integers(0, 3))),
+                                                 target_class=int(self.rng.integers(-2, 7)))
+                                        for _ in range(int(self.rng.integers(0, 3)))])
 
     def valid_chunk(self) -> pb.StreamRequest:
         """A well-formed chunk of a fuzz model, with extreme (but admissible) values: it trains."""
@@ -145,7 +148,7 @@ def run(address: str, n: int, seed: int) -> dict:
     spec = dict(cell=pb.CELL_LSTM, hidden_sizes=[4], input_size=2, output_size=1, algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=2,
                 tbptt_k2=2, seed=1)
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=CONTROL, **spec)))
-    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[0], **spec)))
+    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[0], max_label_delay=8, **spec)))
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name=MODELS[1], sharing=pb.SHARING_PER_STREAM, **dict(
         spec, optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_SGD, lr=0.5, momentum=0.9)))))
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(

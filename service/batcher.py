@@ -208,7 +208,6 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
             _refuse(host, job, grpc.StatusCode.INTERNAL, f"engine failure: {exc}", metrics)
         return []
     _observe(host, jobs, losses)
-    _restart_poisoned(host, jobs, preds, steps)
     if first.learn:
         host.model_dirty = True
     answered = []
@@ -229,6 +228,7 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
             except Exception:  # the chunk is applied; a lost forecast must not hide that
                 log.exception("forecast failed for model %s", name)
         answered.append((job, resp))
+    _restart_poisoned(host, jobs, preds, steps)  # after the answers: they report the chunk as it ran
     return answered
 
 
@@ -236,7 +236,8 @@ def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]
     """A forward that overflowed (inf - inf inside a cell: huge but admissible weights, a
     Jordan layer's fed-back prediction) leaves NaN in the stream's state, and every later
     prediction of that stream would be NaN. Such a stream restarts from a zero state (its
-    weights, optimizer state and acked seq kept), logged and counted. The check reads the
+    weights, optimizer state and acked seq kept; its step count and pending labels start
+    afresh, as after ResetStream), logged and counted. The check reads the
     state only when a prediction is not finite, so it costs nothing on healthy traffic."""
     engine = host.engine
     for b, job in enumerate(jobs):

@@ -153,8 +153,7 @@ def parse_labels(req: pb.StreamRequest, spec, config) -> tuple | None:
         raise invalid(f"label for step {bad[0]} has the wrong number of target values: a regression "
                       f"label needs output_size = {spec.output_size}")
     values = np.asarray([list(lab.target) for lab in req.labels], dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise invalid("label targets hold NaN or Inf")
+    check_values(values, "label targets")  # NaN, Inf, or a square that overflows float32
     return steps, values
 
 

@@ -39,7 +39,7 @@ def fuzzed(tmp_path_factory):
     logging.getLogger().addHandler(watch)
     stub = srv.stub
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(CONTROL)))
-    stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[0], hidden_sizes=[4])))
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[0], hidden_sizes=[4], max_label_delay=8)))
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[1], hidden_sizes=[3], sharing=pb.SHARING_PER_STREAM,
                                                           optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_SGD, lr=0.5, momentum=0.9))))
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec(FUZZ_MODELS[2], hidden_sizes=[3], vocab_size=5,
@@ -90,7 +90,10 @@ def chunks(draw):
                            tokens=draw(st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), max_size=n)),
                            target_classes=draw(st.lists(st.integers(-3, 9), max_size=n)),
                            predict_only=draw(st.booleans()), horizon=draw(st.one_of(st.integers(0, 3), uints)),
-                           ephemeral=draw(st.booleans()))
+                           ephemeral=draw(st.booleans()), reset_after=draw(st.booleans()))
+    for _ in range(draw(st.integers(0, 2))):  # late labels
+        req.labels.add(step=draw(st.one_of(st.integers(0, 20), st.integers(0, 2 ** 64 - 1))),
+                       target=draw(st.lists(floats, max_size=2)), target_class=draw(st.integers(-2 ** 63, 2 ** 63 - 1)))
     assume(req.model != CONTROL)
     return req
 

@@ -110,9 +110,11 @@ class AsyncClient:
         return _raise_refused(convert.StreamResult.from_proto(await self._call("Predict", req), steps))
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
-               predict_only: bool = False) -> "AsyncStreamSession":
-        """A stream session, opened by ``async with`` (or by its first send)."""
-        return AsyncStreamSession(self, model, stream_id, window=window, predict_only=predict_only)
+               predict_only: bool = False, ephemeral: bool = False) -> "AsyncStreamSession":
+        """A stream session, opened by ``async with`` (or by its first send). ``ephemeral``: a
+        new stream the server never stores and drops when the session ends."""
+        return AsyncStreamSession(self, model, stream_id, window=window, predict_only=predict_only,
+                                  ephemeral=ephemeral)
 
 
 async def _next_seq(client: AsyncClient, model: str, stream_id: str) -> int:
@@ -187,10 +189,11 @@ class AsyncStreamSession:
     """
 
     def __init__(self, client: AsyncClient, model: str, stream_id: str, *, window: int = 8,
-                 predict_only: bool = False):
+                 predict_only: bool = False, ephemeral: bool = False):
         self.client, self.model, self.stream_id = client, model, stream_id
         self.window = max(1, int(window))
         self.predict_only = predict_only
+        self.ephemeral = ephemeral
         self.reconnects = 0
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._call = None
@@ -300,6 +303,7 @@ class AsyncStreamSession:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req.ephemeral = self.ephemeral
         if self._call is None:
             await self._connect()
         await self._write(self._log.add(req, steps))
@@ -382,7 +386,7 @@ class AsyncStreamSession:
     async def close(self, *, durable: bool = True, timeout: float | None = None) -> None:
         """Wait until every chunk is durable (see ``flush``), then finish the call."""
         try:
-            if durable and not self._closed and self._log is not None and self._log.kept:
+            if durable and not self._closed and self._log is not None and self._log.kept and not self.ephemeral:
                 await self.flush(durable=True, timeout=timeout)
         finally:
             self._closed = True

@@ -56,3 +56,11 @@ async def _async_round_trip(address, name):
         assert all((v == 0.5).all() for v in (await client.export_weights(name, "s")).values())
         await client.delete_stream(name, "s")
         assert (await client.get_model(name)).active_streams == 0
+        async with client.stream(name, "scratch", ephemeral=True, predict_only=True) as session:
+            await session.send([[0.1, 0.2]])
+        for _ in range(100):  # the server drops it when it sees the call end
+            info = await client.get_model(name)
+            if info.active_streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert info.active_streams == 0 and info.stored_streams == 0

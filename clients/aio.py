@@ -19,7 +19,7 @@ import numpy as np
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, pieces
 from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
 from .connect import Backoff, Connection
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, NotFound, Unavailable, error_of,
@@ -73,12 +73,17 @@ class AsyncClient:
         await self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     async def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
-        msg = await self._call("ExportWeights", pb.ExportWeightsRequest(model=model, stream_id=stream_id or ""))
-        return convert.tensors_to_weights(msg.tensors)
+        """In pieces (``ExportWeightsStream``), so a model of any size fits."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+        try:
+            call = self._stub.ExportWeightsStream(request, timeout=self.timeout, metadata=self.connection.metadata())
+            return pieces.from_pieces([piece async for piece in call])
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     async def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
-        await self._call("ImportWeights", pb.ImportWeightsRequest(
-            model=model, stream_id=stream_id or "", tensors=convert.weights_to_tensors(weights)))
+        """In pieces (``ImportWeightsStream``)."""
+        await self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
 
     async def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
         return convert.StreamInfo.from_proto(
@@ -91,6 +96,10 @@ class AsyncClient:
     async def close_stream(self, model: str, stream_id: str) -> None:
         await self._call("CloseStream", pb.CloseStreamRequest(model=model, stream_id=stream_id))
 
+    async def delete_stream(self, model: str, stream_id: str) -> None:
+        """Forget a stream on the server, in memory and in its store."""
+        await self._call("DeleteStream", pb.DeleteStreamRequest(model=model, stream_id=stream_id))
+
     async def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                       horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
         info = await self.get_model(model)
@@ -101,9 +110,11 @@ class AsyncClient:
         return _raise_refused(convert.StreamResult.from_proto(await self._call("Predict", req), steps))
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
-               predict_only: bool = False) -> "AsyncStreamSession":
-        """A stream session, opened by ``async with`` (or by its first send)."""
-        return AsyncStreamSession(self, model, stream_id, window=window, predict_only=predict_only)
+               predict_only: bool = False, ephemeral: bool = False) -> "AsyncStreamSession":
+        """A stream session, opened by ``async with`` (or by its first send). ``ephemeral``: a
+        new stream the server never stores and drops when the session ends."""
+        return AsyncStreamSession(self, model, stream_id, window=window, predict_only=predict_only,
+                                  ephemeral=ephemeral)
 
 
 async def _next_seq(client: AsyncClient, model: str, stream_id: str) -> int:
@@ -178,10 +189,11 @@ class AsyncStreamSession:
     """
 
     def __init__(self, client: AsyncClient, model: str, stream_id: str, *, window: int = 8,
-                 predict_only: bool = False):
+                 predict_only: bool = False, ephemeral: bool = False):
         self.client, self.model, self.stream_id = client, model, stream_id
         self.window = max(1, int(window))
         self.predict_only = predict_only
+        self.ephemeral = ephemeral
         self.reconnects = 0
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._call = None
@@ -291,6 +303,7 @@ class AsyncStreamSession:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req.ephemeral = self.ephemeral
         if self._call is None:
             await self._connect()
         await self._write(self._log.add(req, steps))
@@ -373,7 +386,7 @@ class AsyncStreamSession:
     async def close(self, *, durable: bool = True, timeout: float | None = None) -> None:
         """Wait until every chunk is durable (see ``flush``), then finish the call."""
         try:
-            if durable and not self._closed and self._log is not None and self._log.kept:
+            if durable and not self._closed and self._log is not None and self._log.kept and not self.ephemeral:
                 await self.flush(durable=True, timeout=timeout)
         finally:
             self._closed = True

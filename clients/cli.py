@@ -100,11 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_models_delete)
 
-    streams = sub.add_parser("streams", help="show, reset, close one stream").add_subparsers(
+    streams = sub.add_parser("streams", help="show, reset, close, delete one stream").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     for action, what in (("show", "a stream's seq, steps and running loss"),
                          ("reset", "zero a stream's state (keeps the weights)"),
-                         ("close", "drop a stream's state from the server")):
+                         ("close", "drop a stream's state from the server"),
+                         ("delete", "forget a stream: its state in memory and in the server's store")):
         p = streams.add_parser(action, parents=[conn], help=what)
         p.add_argument("model")
         p.add_argument("stream")
@@ -205,6 +206,10 @@ def cmd_streams(args) -> int:
         if args.action == "close":
             client.close_stream(args.model, args.stream)
             sys.stdout.write(f"closed {args.model}/{args.stream}\n")
+            return 0
+        if args.action == "delete":
+            client.delete_stream(args.model, args.stream)
+            sys.stdout.write(f"deleted {args.model}/{args.stream}\n")
             return 0
         call = client.get_stream if args.action == "show" else client.reset_stream
         info = call(args.model, args.stream)

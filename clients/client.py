@@ -22,7 +22,7 @@ import numpy as np
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, pieces
 from .connect import Backoff, Connection
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, NotFound, Unavailable,
                      from_rpc_error)
@@ -57,10 +57,12 @@ class Client:
         self._stub = pb_grpc.RnnStreamStub(self._channel)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, method: str, request, timeout: float | None = None):
+    def _call(self, method: str, request, timeout: float | None = None, stream: bool = False):
+        """One call; ``stream``: a server-streaming call, its responses read whole here."""
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                               metadata=self.connection.metadata())
+            answer = getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                                 metadata=self.connection.metadata())
+            return list(answer) if stream else answer
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -89,14 +91,15 @@ class Client:
         self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
-        """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM)."""
-        msg = self._call("ExportWeights", pb.ExportWeightsRequest(model=model, stream_id=stream_id or ""))
-        return convert.tensors_to_weights(msg.tensors)
+        """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM).
+        They come in pieces (``ExportWeightsStream``), so a model of any size fits."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+        return pieces.from_pieces(self._call("ExportWeightsStream", request, stream=True))
 
     def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
-        """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights)."""
-        self._call("ImportWeights", pb.ImportWeightsRequest(
-            model=model, stream_id=stream_id or "", tensors=convert.weights_to_tensors(weights)))
+        """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights),
+        in pieces (``ImportWeightsStream``)."""
+        self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
 
     # -- streams ----------------------------------------------------------------------------
     def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
@@ -110,6 +113,10 @@ class Client:
     def close_stream(self, model: str, stream_id: str) -> None:
         self._call("CloseStream", pb.CloseStreamRequest(model=model, stream_id=stream_id))
 
+    def delete_stream(self, model: str, stream_id: str) -> None:
+        """Forget a stream on the server, in memory and in its store."""
+        self._call("DeleteStream", pb.DeleteStreamRequest(model=model, stream_id=stream_id))
+
     def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                 horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
         """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1."""
@@ -122,9 +129,11 @@ class Client:
         return _raise_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
-               predict_only: bool = False) -> "StreamSession":
-        """Open a stream session (use it as a context manager)."""
-        return StreamSession(self, model, stream_id, window=window, predict_only=predict_only)
+               predict_only: bool = False, ephemeral: bool = False) -> "StreamSession":
+        """Open a stream session (use it as a context manager). ``ephemeral``: a new stream the
+        server never stores and drops when the session ends (e.g. for generation)."""
+        return StreamSession(self, model, stream_id, window=window, predict_only=predict_only,
+                             ephemeral=ephemeral)
 
 
 def _next_seq(get_stream) -> int:
@@ -187,10 +196,11 @@ class StreamSession:
     """
 
     def __init__(self, client: Client, model: str, stream_id: str, *, window: int = 8,
-                 predict_only: bool = False):
+                 predict_only: bool = False, ephemeral: bool = False):
         self.client, self.model, self.stream_id = client, model, stream_id
         self.window = max(1, int(window))
         self.predict_only = predict_only
+        self.ephemeral = ephemeral
         self.reconnects = 0
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._queue: queue.SimpleQueue | None = None
@@ -279,6 +289,7 @@ class StreamSession:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
         req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req.ephemeral = self.ephemeral
         if self._responses is None:
             self._connect()
         self._queue.put(self._log.add(req, steps))
@@ -373,7 +384,7 @@ class StreamSession:
         ``durable=False`` the kept chunks are given up at once.
         """
         try:
-            if durable and not self._closed and self._log.kept:
+            if durable and not self._closed and self._log.kept and not self.ephemeral:  # never durable
                 self.flush(durable=True, timeout=timeout)
         finally:
             self._closed = True

@@ -1,7 +1,9 @@
 """Sampling text from a token model: temperature and top-k over the served probabilities.
 
 The server predicts; the client samples. Generation runs on a scratch stream with
-``predict_only`` chunks, so it advances no real stream and trains nothing.
+``predict_only`` chunks, so it advances no real stream and trains nothing; the scratch stream
+is ephemeral (never stored, gone when the call ends), or deleted afterwards when it needed
+another stream's weights imported.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def generate(client: Client, model: str, prime: Sequence[int], length: int, *, t
     """Yield ``length`` sampled token ids that continue ``prime`` (at least one token).
 
     ``weights_of`` names a stream whose weights to sample from (PER_STREAM models); the
-    shared weights are used otherwise. The scratch stream is closed afterwards.
+    shared weights are used otherwise. The scratch stream is never left in the server's store.
     """
     if len(prime) == 0:
         raise ValueError("generation needs a prime of at least one token")
@@ -47,7 +49,7 @@ def generate(client: Client, model: str, prime: Sequence[int], length: int, *, t
     if weights_of:
         client.import_weights(model, client.export_weights(model, weights_of), stream_id=scratch)
     try:
-        with client.stream(model, scratch, predict_only=True) as session:
+        with client.stream(model, scratch, predict_only=True, ephemeral=not weights_of) as session:
             probs = session.send(tokens=np.asarray(prime)).predictions[-1]
             for i in range(length):
                 token = sample(probs, temperature, top_k, rng)
@@ -55,7 +57,8 @@ def generate(client: Client, model: str, prime: Sequence[int], length: int, *, t
                 if i + 1 < length:
                     probs = session.send(tokens=[token]).predictions[-1]
     finally:
-        try:
-            client.close_stream(model, scratch)
-        except Exception:  # the scratch stream is best-effort tidying; the sample stands
-            pass
+        if weights_of:  # the import stored it: forget it (an ephemeral one is already gone)
+            try:
+                client.delete_stream(model, scratch)
+            except Exception:  # best-effort tidying; the sample stands
+                pass

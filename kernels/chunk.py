@@ -93,8 +93,12 @@ def _contribute(model, weights, pool, batch, out, acc, b, g):
         gsum += g
         contrib[b] = True
         return
-    norm, clipped = apply_update(W, batch[1][b], g, m, v, steps, hyp)
-    _record_update(pool, out, slot, norm, clipped)
+    norm, clipped, applied = apply_update(W, batch[1][b], g, m, v, steps, hyp)
+    if applied:
+        _record_update(pool, out, slot, norm, clipped)
+    else:  # the step itself overflowed: W, m, v untouched; the gradient and sensitivity were finite
+        pool[8][slot, K_SKIPPED] += 1
+        out[2][R_SKIP_GRAD] += 1
 
 
 @njit(cache=True)
@@ -106,17 +110,23 @@ def _flush_shared(model, weights, pool, batch, out, acc):
     if not contrib.any():
         return
     W, m, v, steps = weights
-    norm, clipped = apply_update(W, 0, gsum, m, v, steps, hyp)
+    # the sum of finite gradients can overflow; apply_update then skips the step
+    norm, clipped, applied = apply_update(W, 0, gsum, m, v, steps, hyp)
     res, gnorms = out[2], out[3]
-    gnorms[res[R_UPDATES]] = norm
-    res[R_UPDATES] += 1
-    res[R_CLIPPED] += clipped
+    if applied:
+        gnorms[res[R_UPDATES]] = norm
+        res[R_UPDATES] += 1
+        res[R_CLIPPED] += clipped
     cnt, fst = pool[8], pool[9]
     for b in range(contrib.shape[0]):
         if contrib[b]:
             slot = batch[0][b]
-            cnt[slot, K_UPDATES] += 1
-            fst[slot, F_GNORM] = norm
+            if applied:
+                cnt[slot, K_UPDATES] += 1
+                fst[slot, F_GNORM] = norm
+            else:  # counted per contributing stream, as a stream's own skip is (and on CUDA)
+                cnt[slot, K_SKIPPED] += 1
+                res[R_SKIP_GRAD] += 1
             contrib[b] = False
     gsum[:] = 0.0
 

@@ -4,6 +4,10 @@ Clipping follows ``torch.nn.utils.clip_grad_norm_`` (coef = max_norm / (norm + 1
 when below 1); weight decay adds wd * θ to the gradient inside the optimizer, after clipping,
 as torch.optim does (NNDL 6.5's clipping and weight decay). Moment buffers live in ``m`` and
 ``v`` ([rows, P]); ``steps`` counts each row's optimizer steps.
+
+A step is computed whole before anything is written: finite gradients can still overflow
+float32 (a squared gradient in Adam's second moment, a sum of many streams' gradients), and
+a step with any non-finite new weight or moment is skipped, leaving the row untouched.
 """
 import numpy as np
 from numba import njit
@@ -11,23 +15,69 @@ from numba import njit
 from .codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR,
                     O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
 
+# fastmath without 'nnan'/'ninf': the compiler may not assume values are finite, so the
+# overflow checks below are not folded away. The norm's sum may reassociate (to vectorise);
+# a step's arithmetic may not, so it overflows exactly where the CUDA twin's does
+# ((1 - b2) * g * g, not g * g * (1 - b2)).
+FAST = {"nsz", "arcp", "contract", "afn"}
 
-# fastmath: the gradient is known finite here, and reassociation lets the loops vectorise
-@njit(cache=True, fastmath=True)
+
+@njit(cache=True, fastmath=FAST | {"reassoc"})
 def grad_norm(g):
+    # squares in float64: numba's float() keeps a float32 a float32, and a finite gradient's
+    # square overflows float32 above 1.8e19 (the norm read inf, and the update was lost)
     s = 0.0
     for p in range(g.shape[0]):
-        s += float(g[p]) * float(g[p])
+        x = np.float64(g[p])
+        s += x * x
     return np.sqrt(s)
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def _param_step(kind, c, t, gp, w, mo, ve):
+    """(new weight, new m, new v) of one parameter with gradient gp (clipped, before weight
+    decay) at optimizer step t; ``c`` holds the hyper-parameters in the weights' precision:
+    (1, lr, wd, eps, beta1, beta2, step_size, sqrt(bias correction 2), alpha, momentum, nesterov)."""
+    one, lr, wd, eps, b1, b2, step_size, bc2_sqrt, alpha, mom, nesterov = c
+    gp = gp + wd * w
+    if kind == ADAM:
+        mo = mo + (one - b1) * (gp - mo)
+        ve = b2 * ve + (one - b2) * gp * gp
+        return w - step_size * mo / (np.sqrt(ve) / bc2_sqrt + eps), mo, ve
+    if kind == RMSPROP:
+        ve = alpha * ve + (one - alpha) * gp * gp
+        avg = np.sqrt(ve) + eps
+        if mom > 0.0:
+            mo = mom * mo + gp / avg
+            return w - lr * mo, mo, ve
+        return w - lr * gp / avg, mo, ve
+    if kind == ADAGRAD:
+        ve = ve + gp * gp
+        return w - lr * gp / (np.sqrt(ve) + eps), mo, ve
+    # SGD
+    if mom != 0.0:
+        mo = gp if t == 1 else mom * mo + gp
+        gp = gp + mom * mo if nesterov else mo
+    return w - lr * gp, mo, ve
+
+
+@njit(cache=True)
+def _coefficients(hyp, t, like):
+    f = like.dtype.type  # the weights' precision, so the loops stay in float32 and vectorise
+    return (f(1.0), f(hyp[O_LR]), f(hyp[O_WD]), f(hyp[O_EPS]), f(hyp[O_BETA1]), f(hyp[O_BETA2]),
+            f(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t)), f(np.sqrt(1.0 - hyp[O_BETA2] ** t)),
+            f(hyp[O_ALPHA]), f(hyp[O_MOMENTUM]), hyp[O_NESTEROV] != 0.0)
 
 
 # error_model="numpy": no zero-division check per element, which kept the loops scalar; the
 # denominators are >= eps > 0 (service.engine.spec refuses eps = 0 for these optimizers)
-@njit(cache=True, fastmath=True, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def apply_update(W, row, g, m, v, steps, hyp):
     """One optimizer step on W[row] with gradient g (g is modified: clipped).
 
-    Returns (pre-clip gradient norm, 1 if clipped else 0). The caller has checked g is finite.
+    Returns (pre-clip gradient norm, 1 if clipped else 0, 1 if applied else 0). The step is
+    computed first and written only when every new weight and moment is finite; otherwise
+    W, m, v and steps stay as they were (the caller counts a skipped update).
     """
     norm = grad_norm(g)
     clipped = 0
@@ -43,54 +93,18 @@ def apply_update(W, row, g, m, v, steps, hyp):
     w = W[row]
     mm = m[row]
     vv = v[row]
-    # hyper-parameters in the weights' precision, so the loops stay in float32 and vectorise
-    one = w.dtype.type(1.0)
-    lr = w.dtype.type(hyp[O_LR])
-    wd = w.dtype.type(hyp[O_WD])
-    eps = w.dtype.type(hyp[O_EPS])
-    steps[row] += 1
-    t = steps[row]
+    t = steps[row] + 1
+    c = _coefficients(hyp, t, w[:1])
     P = g.shape[0]
-    if kind == ADAM:
-        b1 = w.dtype.type(hyp[O_BETA1])
-        b2 = w.dtype.type(hyp[O_BETA2])
-        step_size = w.dtype.type(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t))
-        bc2_sqrt = w.dtype.type(np.sqrt(1.0 - hyp[O_BETA2] ** t))
-        for p in range(P):
-            gp = g[p] + wd * w[p]
-            mm[p] = mm[p] + (one - b1) * (gp - mm[p])
-            vv[p] = b2 * vv[p] + (one - b2) * gp * gp
-            w[p] = w[p] - step_size * mm[p] / (np.sqrt(vv[p]) / bc2_sqrt + eps)
-    elif kind == RMSPROP:
-        alpha = w.dtype.type(hyp[O_ALPHA])
-        mom = w.dtype.type(hyp[O_MOMENTUM])
-        for p in range(P):
-            gp = g[p] + wd * w[p]
-            vv[p] = alpha * vv[p] + (one - alpha) * gp * gp
-            avg = np.sqrt(vv[p]) + eps
-            if mom > 0.0:
-                mm[p] = mom * mm[p] + gp / avg
-                w[p] = w[p] - lr * mm[p]
-            else:
-                w[p] = w[p] - lr * gp / avg
-    elif kind == ADAGRAD:
-        for p in range(P):
-            gp = g[p] + wd * w[p]
-            vv[p] = vv[p] + gp * gp
-            w[p] = w[p] - lr * gp / (np.sqrt(vv[p]) + eps)
-    else:  # SGD
-        mom = w.dtype.type(hyp[O_MOMENTUM])
-        nesterov = hyp[O_NESTEROV] != 0.0
-        for p in range(P):
-            gp = g[p] + wd * w[p]
-            if mom != 0.0:
-                if t == 1:
-                    mm[p] = gp
-                else:
-                    mm[p] = mom * mm[p] + gp
-                if nesterov:
-                    gp = gp + mom * mm[p]
-                else:
-                    gp = mm[p]
-            w[p] = w[p] - lr * gp
-    return norm, clipped
+    # pass 1: is the whole step finite? (x - x is 0 only for a finite x; an OR of flags vectorises)
+    bad = not np.isfinite(norm)
+    for p in range(P):
+        nw, nm, nv = _param_step(kind, c, t, g[p], w[p], mm[p], vv[p])
+        bad |= ((nw - nw) != 0.0) | ((nm - nm) != 0.0) | ((nv - nv) != 0.0)
+    if bad:
+        return norm, clipped, 0
+    # pass 2: the same arithmetic, written
+    steps[row] = t
+    for p in range(P):
+        w[p], mm[p], vv[p] = _param_step(kind, c, t, g[p], w[p], mm[p], vv[p])
+    return norm, clipped, 1

@@ -228,7 +228,29 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
             except Exception:  # the chunk is applied; a lost forecast must not hide that
                 log.exception("forecast failed for model %s", name)
         answered.append((job, resp))
+    _restart_poisoned(host, jobs, preds, steps)  # after the answers: they report the chunk as it ran
     return answered
+
+
+def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]) -> None:
+    """A forward that overflowed (inf - inf inside a cell: huge but admissible weights, a
+    Jordan layer's fed-back prediction) leaves NaN in the stream's state, and every later
+    prediction of that stream would be NaN. Such a stream restarts from a zero state (its
+    weights, optimizer state and acked seq kept; its step count and pending labels start
+    afresh, as after ResetStream), logged and counted. The check reads the
+    state only when a prediction is not finite, so it costs nothing on healthy traffic."""
+    engine = host.engine
+    for b, job in enumerate(jobs):
+        if np.isfinite(preds[b, :steps[b]]).all():
+            continue
+        sid = job.session.stream_id
+        state = engine.snapshot_stream(sid)
+        if all(np.isfinite(a).all() for a in state.values() if np.asarray(a).dtype.kind == "f"):
+            continue
+        engine.reset_stream(sid)
+        host.metrics.poisoned_restarts.inc()
+        log.warning("model %s, stream %r: the forward went non-finite; the stream restarts from a zero state",
+                    host.name, sid)
 
 
 def _refuse(host, job: Job, code: grpc.StatusCode, message: str, metrics) -> None:

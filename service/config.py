@@ -21,7 +21,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 50051                     # 0: pick a free port (logged at start)
     metrics_port: int = 9464              # -1: no metrics endpoint
-    metrics_host: str = ""                # "": same as host
+    metrics_host: str = "127.0.0.1"       # its own: not --host (model names are in its labels)
+    metrics_tls_cert: str = ""            # set with metrics_tls_key: the endpoint speaks HTTPS
+    metrics_tls_key: str = ""
+    metrics_token_file: str = ""          # set: a scrape needs "Authorization: Bearer <token>"
     data_dir: str = "./rnnstream-data"
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
@@ -47,6 +50,8 @@ class Config:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {self.durability!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
+        if bool(self.metrics_tls_cert) != bool(self.metrics_tls_key):
+            raise ValueError("--metrics-tls-cert and --metrics-tls-key go together")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
         for name in ("checkpoint_interval_s", "stream_idle_ttl_s"):

@@ -58,17 +58,49 @@ def _finite_nonneg(value: float, field: str) -> float:
     return _f32(value)
 
 
+MAX_ID_BYTES = 256  # model names and stream ids: the store keys and status messages stay small
+# The largest magnitude whose square fits float32: the squared error and Adam's second moment
+# of a bigger value overflow, so the door refuses it (inputs, targets, imported weights).
+MAX_ABS_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+MAX_SEQ = 2 ** 63 - 1  # the store keeps seq as a signed 64-bit integer
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """``text`` quoted for a status message or log line, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text.encode())} bytes)"
+
+
+def check_id(value: str, what: str) -> str:
+    """INVALID_ARGUMENT unless ``value`` is 1..MAX_ID_BYTES UTF-8 bytes of printable characters."""
+    if not value:
+        raise invalid(f"{what} must be set (1-{MAX_ID_BYTES} bytes of printable characters)")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        raise invalid(f"{what} is {size} bytes; the limit is {MAX_ID_BYTES} bytes")
+    if not value.isprintable():
+        raise invalid(f"{what} {shown(value)} holds a non-printable character; use printable characters only")
+    return value
+
+
 def validate_name(name: str, what: str = "model name") -> str:
-    if not NAME_RE.match(name or ""):
-        raise invalid(f"{what} {name!r} must be 1-128 characters of letters, digits, '.', '_', '-', "
+    check_id(name, what)
+    if not NAME_RE.match(name):
+        raise invalid(f"{what} {shown(name)} must be 1-128 characters of letters, digits, '.', '_', '-', "
                       "starting with a letter or digit")
     return name
 
 
 def validate_stream_id(stream_id: str) -> str:
-    if not stream_id or len(stream_id) > 256:
-        raise invalid("stream_id must be a non-empty string of at most 256 characters")
-    return stream_id
+    return check_id(stream_id, "stream_id")
+
+
+def check_values(flat: np.ndarray, what: str) -> None:
+    """INVALID_ARGUMENT for NaN, Inf or a magnitude whose square overflows float32."""
+    if not np.isfinite(flat).all():
+        raise invalid(f"{what} hold NaN or Inf")
+    if flat.size and float(np.abs(flat).max()) > MAX_ABS_VALUE:
+        raise invalid(f"{what} hold a value of magnitude {float(np.abs(flat).max()):.3g}; values must lie "
+                      f"within +-{MAX_ABS_VALUE:.4g} (their square must fit float32)")
 
 
 def spec_kwargs(msg: pb.ModelSpec) -> dict:
@@ -237,7 +269,7 @@ def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
     got = {}
     for t in tensors:
         if t.name not in expected:
-            raise invalid(f"tensor {t.name!r} is not a parameter of this model; expected {sorted(expected)}")
+            raise invalid(f"tensor {shown(t.name)} is not a parameter of this model; expected {sorted(expected)}")
         if t.name in got:
             raise invalid(f"tensor {t.name!r} appears twice")
         shape = tuple(t.shape)
@@ -246,8 +278,7 @@ def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
         data = np.asarray(t.data, dtype=np.float32)
         if data.size != math.prod(shape):
             raise invalid(f"tensor {t.name!r}: {data.size} values for shape {list(shape)}")
-        if not np.isfinite(data).all():
-            raise invalid(f"tensor {t.name!r} holds NaN or Inf")
+        check_values(data, f"tensor {t.name!r}")
         got[t.name] = data.reshape(shape)
     missing = sorted(set(expected) - set(got))
     if missing:

@@ -1,15 +1,22 @@
-"""Server interceptors: go-grpc-prometheus style RPC metrics, and bearer-token auth."""
+"""Server interceptors: go-grpc-prometheus style RPC metrics, bearer-token auth, and safe
+decoding (an undecodable message is the caller's mistake: INVALID_ARGUMENT, no traceback).
+
+Order (outermost first): metrics, auth, decoding. Auth decides from the call's metadata
+alone, before any message is parsed; a refused call's messages are never decoded.
+"""
 from __future__ import annotations
 
 import asyncio
 import hmac
 import inspect
+import logging
 import time
 
 import grpc
 
 from service.metrics import Metrics
 
+log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
@@ -37,7 +44,7 @@ def _code_name(context, exc: BaseException | None) -> str:
     return "UNKNOWN" if exc is not None else "OK"
 
 
-def _rebuild(handler, behavior):
+def _rebuild(handler, behavior, request_deserializer=None):
     """A handler like ``handler`` (same kind, same (de)serializers) that runs ``behavior``."""
     kinds = {
         (False, False): (grpc.unary_unary_rpc_method_handler, "unary_unary"),
@@ -46,7 +53,7 @@ def _rebuild(handler, behavior):
         (True, True): (grpc.stream_stream_rpc_method_handler, "stream_stream"),
     }
     make, _ = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
-    return make(behavior, request_deserializer=handler.request_deserializer,
+    return make(behavior, request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
 
@@ -115,28 +122,82 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return _rebuild(handler, behavior)
 
 
+def _unparsed(data: bytes) -> bytes:
+    return data
+
+
+def _denied(handler, code: grpc.StatusCode, message: str):
+    """A handler like ``handler`` that answers ``code`` without decoding any message."""
+    if handler.response_streaming:
+        async def deny(request, context):
+            await context.abort(code, message)
+            yield  # an async generator, like the handler it replaces
+    else:
+        async def deny(request, context):
+            await context.abort(code, message)
+    return _rebuild(handler, deny, request_deserializer=_unparsed)
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Every call but health checking needs ``authorization: Bearer <token>``."""
+    """Every call but health checking needs exactly one ``authorization: Bearer <token>``."""
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
     async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(HEALTH_PREFIX):
-            return handler
-        given = ""
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value
-        if hmac.compare_digest(str(given).encode(), self._expected):
-            return handler
-
-        if handler.response_streaming:
-            async def deny(request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer' token")
-                yield  # an async generator, like the handler it replaces
+        if details.method.startswith(HEALTH_PREFIX):
+            return await continuation(details)
+        given = [value for key, value in details.invocation_metadata or () if key == "authorization"]
+        if len(given) > 1:
+            refusal = f"send one 'authorization' header, not {len(given)}"
+        elif given and hmac.compare_digest(str(given[0]).encode(), self._expected):
+            return await continuation(details)
         else:
-            async def deny(request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer' token")
-        return _rebuild(handler, deny)
+            refusal = "missing or wrong 'authorization: Bearer' token"
+        handler = await continuation(details)  # only its kind is used: nothing is decoded
+        if handler is None:
+            return None
+        return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, refusal)
+
+
+class Undecodable:
+    """Stands for a message that did not parse; the streaming handlers answer it themselves."""
+
+    def __init__(self, type_name: str, error: Exception):
+        self.message = (f"the message is not a valid {type_name}: {str(error)[:200] or type(error).__name__}")
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):
+    """Parse messages without grpc's logged traceback: a unary call with an undecodable request
+    gets INVALID_ARGUMENT; streaming handlers receive an :class:`Undecodable` and refuse it."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        type_name = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        type_name = type_name.full_name if type_name is not None else "request"
+
+        def safe_parse(data: bytes):
+            try:
+                return parse(data)
+            except Exception as exc:  # DecodeError, or a field that is not valid UTF-8
+                log.debug("undecodable %s on %s (%d bytes)", type_name, details.method, len(data))
+                return Undecodable(type_name, exc)
+
+        if handler.request_streaming:
+            return _rebuild(handler, _behavior(handler), request_deserializer=safe_parse)
+        inner = _behavior(handler)
+        if inspect.isasyncgenfunction(inner):
+            async def behavior(request, context):
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                async for resp in inner(request, context):
+                    yield resp
+        else:  # unary, or streaming by context.write() (health's Watch)
+            async def behavior(request, context):
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                return await inner(request, context)
+        return _rebuild(handler, behavior, request_deserializer=safe_parse)

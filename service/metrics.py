@@ -134,6 +134,12 @@ class Metrics:
                                  ["reason"], registry=r)
         self.checkpoint_seconds = Histogram("rnnstream_checkpoint_seconds", "Time to write one checkpoint",
                                             buckets=LATENCY_BUCKETS, registry=r)
+        self.stream_restarts = Counter("rnnstream_stream_restarts",
+                                       "Streams restarted from a zero state because their forward went non-finite",
+                                       registry=r)
+        self.checkpoint_failures = Counter("rnnstream_checkpoint_failures",
+                                           "Rows (a model's or one stream's) a checkpoint could not write",
+                                           registry=r)
         # ensembles: per member, over all streams (a stream label would be unbounded)
         self.member_loss = BulkHistogram("rnnstream_member_loss", "Per-step loss of each ensemble member",
                                          ["model", "member"], LOSS_BUCKETS, r)
@@ -184,6 +190,7 @@ class ModelMetrics:
         self.chunk_seconds = m.chunk_seconds.labels(model)
         self.batch_streams = m.batch_streams.labels(model)
         self.active_streams = m.active_streams.labels(model)
+        self.poisoned_restarts = m.stream_restarts  # server-wide: rare, and a model label adds nothing
         self._skipped: dict = {}
         self._members: list = []
 

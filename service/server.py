@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import ssl
 import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from service import metrics_http
 from service.config import Config
 from service.engine import warm_up
-from service.interceptors import AuthInterceptor, MetricsInterceptor
+from service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
 from service.metrics import Metrics
 from service.registry import Registry
 from service.servicer import RnnStreamServicer
-from service.store import Store
+from service.store import SchemaTooNew, Store
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
@@ -41,6 +43,19 @@ class StartupError(Exception):
     """The server cannot start as configured; the message says what to change."""
 
 
+def read_token(path: str, flag: str) -> str:
+    """The bearer token in ``path``: one line of printable, non-blank text."""
+    try:
+        token = _read(path).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise StartupError(f"{flag} {path}: the token file is not UTF-8 text") from None
+    if not token:
+        raise StartupError(f"{flag} {path}: the token file is empty or only whitespace; put the token in it")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise StartupError(f"{flag} {path}: the token must be one word of printable characters")
+    return token
+
+
 class Server:
     """One rnnstream server. ``await start()``, then ``await stop()`` (graceful, checkpoints)."""
 
@@ -54,18 +69,25 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
+        # settings that can be wrong are checked before the slow start-up work
+        token = read_token(config.auth_token_file, "--auth-token-file") if config.auth_token_file else ""
+        self._metrics_token = (read_token(config.metrics_token_file, "--metrics-token-file")
+                               if config.metrics_token_file else "")
         # before anything is served: the first chunk should not wait for the kernels to load
         log.info("kernels loaded in %.2f s", warm_up())
-        self.store = Store(config.data_dir)
+        try:
+            self.store = Store(config.data_dir)
+        except SchemaTooNew as e:
+            raise StartupError(str(e)) from None
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise StartupError(f"cannot open the store in {config.data_dir}: {e}") from None
         self.metrics = Metrics()
         self.registry = Registry(config, self.store, self.metrics)
         self.registry.load()
         interceptors = [MetricsInterceptor(self.metrics)]
-        if config.auth_token_file:
-            token = _read(config.auth_token_file).decode().strip()
-            if not token:
-                raise ValueError(f"auth token file {config.auth_token_file} is empty")
+        if token:
             interceptors.append(AuthInterceptor(token))
+        interceptors.append(DecodeInterceptor())  # innermost: only authorised calls are parsed
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),
                    ("grpc.so_reuseport", 0),
@@ -97,15 +119,7 @@ class Server:
                                "available here (another rnnstream running? set --port / "
                                "RNNSTREAM_PORT)") from None
         if config.metrics_port >= 0:  # before gRPC starts: a refused port stops everything
-            try:
-                self._http, _ = start_http_server(config.metrics_port,
-                                                  config.metrics_host or config.host,
-                                                  registry=self.metrics.registry)
-            except OSError as e:
-                raise StartupError(
-                    f"cannot serve metrics on {config.metrics_host or config.host}:"
-                    f"{config.metrics_port}: {e.strerror} (set --metrics-port, or -1 to turn "
-                    "the endpoint off)") from None
+            self._http = self._serve_metrics()
             self.metrics_port = self._http.server_port
         await self.grpc.start()
         for name in ("", SERVICE_NAME):
@@ -114,6 +128,26 @@ class Server:
         log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
                  self.metrics_port if self._http else "off", config.data_dir, config.durability)
+        if self._http:
+            log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
+                     _address(config.metrics_host, self.metrics_port),
+                     " (bearer token required)" if self._metrics_token else "")
+
+    def _serve_metrics(self):
+        config = self.config
+        where = _address(config.metrics_host, config.metrics_port)
+        if config.metrics_tls_cert:  # an unreadable file: its own clear line
+            _read(config.metrics_tls_cert), _read(config.metrics_tls_key)
+        try:
+            return metrics_http.serve(self.metrics.registry, config.metrics_host, config.metrics_port,
+                                      token=self._metrics_token, certfile=config.metrics_tls_cert,
+                                      keyfile=config.metrics_tls_key)
+        except ssl.SSLError as e:
+            raise StartupError(f"--metrics-tls-cert/--metrics-tls-key: not a usable certificate and key "
+                               f"({e.reason or e})") from None
+        except OSError as e:
+            raise StartupError(f"cannot serve metrics on {where}: {e.strerror or e} (set --metrics-port and "
+                               "--metrics-host, or --metrics-port -1 to turn the endpoint off)") from None
 
     async def _housekeeping(self) -> None:
         """Checkpoint every ``checkpoint_interval_s``; evict streams idle for ``stream_idle_ttl_s``."""
@@ -138,7 +172,10 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await self.grpc.stop(self.config.shutdown_grace_s)
-        await self.registry.checkpoint()
+        try:
+            await self.registry.checkpoint()  # a row that cannot be written is logged there, alone
+        except Exception:
+            log.exception("final checkpoint failed; streams after their durable_seq are lost")
         for host in self.registry.hosts.values():
             host.closed = True
             host.wake.set()

@@ -15,8 +15,10 @@ from google.protobuf import empty_pb2
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from service import batcher
-from service.convert import spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
-from service.errors import ServiceError, invalid, unavailable
+from service import weights
+from service.convert import MAX_ID_BYTES, spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
+from service.errors import ServiceError, exhausted, invalid, unavailable
+from service.interceptors import Undecodable
 from service.registry import ModelHost, Registry
 from service.session import parse_chunk, stats_proto
 
@@ -33,6 +35,9 @@ def _unary(method):
             return await method(self, request, context)
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
+        except ValueError as exc:  # the engine's refusal of bad input: the caller's mistake
+            log.warning("%s refused: %s", method.__name__, str(exc)[:300])
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:1000])
         except Exception:
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
@@ -69,15 +74,53 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ExportWeights(self, request, context):
         host = await self._weights_owner(request.model, request.stream_id)
         state = host.engine.state_dict(request.stream_id or None)
+        size = weights.unary_bytes(state)
+        if size > self.config.max_message_bytes:
+            raise exhausted(f"the weights of model {host.name!r} take about {size} bytes, over the message limit "
+                            f"max_message_bytes = {self.config.max_message_bytes}; use ExportWeightsStream, "
+                            "which sends them in pieces")
         return pb.Weights(model=host.name, stream_id=request.stream_id, tensors=tensors_to_proto(state))
+
+    async def ExportWeightsStream(self, request, context):
+        try:
+            host = await self._weights_owner(request.model, request.stream_id)
+            state = host.engine.state_dict(request.stream_id or None)  # a copy: later updates do not tear it
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+        except ValueError as exc:  # the engine's refusal: the caller's mistake
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:1000])
+        for piece in weights.split(host.name, request.stream_id, state,
+                                   weights.piece_values(self.config.max_message_bytes)):
+            yield piece
 
     @_unary
     async def ImportWeights(self, request, context):
         host = self.registry.get(request.model)
-        if request.stream_id and host.spec.sharing != "per_stream":
-            raise invalid("stream_id is only for PER_STREAM models; a SHARED model has one set of weights")
+        self._check_weights_target(host, request.stream_id)
         tensors = tensors_from_proto(request.tensors, host.engine.param_layout())
         await self.registry.import_weights(host, request.stream_id, tensors)
+        return empty_pb2.Empty()
+
+    @_unary
+    async def ImportWeightsStream(self, request_iterator, context):
+        host = assembler = None
+        stream_id = ""
+        async for piece in request_iterator:
+            if isinstance(piece, Undecodable):
+                raise invalid(piece.message)
+            if host is None:
+                host = self.registry.get(piece.model)
+                stream_id = piece.stream_id
+                self._check_weights_target(host, stream_id)
+                assembler = weights.Assembler(host.engine.param_layout())
+            elif (piece.model or host.name) != host.name or (piece.stream_id or stream_id) != stream_id:
+                raise invalid("every piece of one import must name the same model and stream_id as the first")
+            assembler.add(piece)
+        if host is None:
+            raise invalid("no pieces arrived: send the model's tensors")
+        if self.registry.hosts.get(host.name) is not host:
+            raise ServiceError(grpc.StatusCode.NOT_FOUND, f"model {host.name!r} was deleted during the import")
+        await self.registry.import_weights(host, stream_id, assembler.result())
         return empty_pb2.Empty()
 
     # -- streams --------------------------------------------------------------------------
@@ -105,12 +148,18 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             self._readers.discard(reader)
             for session in touched:
                 session.attached -= 1
+                self.registry.end_ephemeral(session)
 
     @_unary
     async def Predict(self, request, context):
         t_in = time.perf_counter()
         pending = await self._submit(request, None)
         resp = await pending if isinstance(pending, asyncio.Future) else pending
+        if request.ephemeral:  # a one-chunk call: its ephemeral stream ends with it
+            host = self.registry.hosts.get(request.model)
+            session = host.sessions.get(request.stream_id) if host is not None else None
+            if session is not None:
+                self.registry.end_ephemeral(session)
         if resp.HasField("error"):
             raise ServiceError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
         self.registry.get(request.model).metrics.chunk_seconds.observe(time.perf_counter() - t_in)
@@ -135,6 +184,12 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         await self.registry.close_stream(host, validate_stream_id(request.stream_id))
         return empty_pb2.Empty()
 
+    @_unary
+    async def DeleteStream(self, request, context):
+        host = self.registry.get(request.model)
+        await self.registry.delete_stream(host, validate_stream_id(request.stream_id))
+        return empty_pb2.Empty()
+
     # -- helpers --------------------------------------------------------------------------
     async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, touched: set,
                     failed: list) -> None:
@@ -144,6 +199,9 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             async for req in requests:
                 await window.acquire()
                 t_in = time.perf_counter()
+                if isinstance(req, Undecodable):  # refused like any bad chunk; the call stays open
+                    out.put_nowait((t_in, None, batcher.error_response(model, stream_id, 0, invalid(req.message))))
+                    continue
                 model, stream_id = req.model or model, req.stream_id or stream_id
                 req.model, req.stream_id = model, stream_id
                 pending = await self._submit(req, touched)
@@ -165,22 +223,32 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             host = self.registry.get(req.model)
             validate_stream_id(req.stream_id)
             chunk = parse_chunk(req, host.spec, self.config)
-            session = await self.registry.open_stream(host, req.stream_id)
+            session = await self.registry.open_stream(host, req.stream_id, ephemeral=req.ephemeral)
         except ServiceError as exc:
             if req.model in self.registry.hosts:
                 self.metrics.chunk_errors.labels(req.model, exc.code.name).inc()
-            return batcher.error_response(req.model, req.stream_id, req.seq, exc)
+            # an oversized name is not echoed back: the refusal already says what was wrong
+            model, stream_id = (v if len(v.encode("utf-8", "replace")) <= MAX_ID_BYTES else ""
+                                for v in (req.model, req.stream_id))
+            return batcher.error_response(model, stream_id, req.seq, exc)
         if touched is not None and session not in touched:
             touched.add(session)
             session.attached += 1
         return batcher.submit(host, session, chunk, self.registry)
 
+    @staticmethod
+    def _check_weights_target(host: ModelHost, stream_id: str) -> None:
+        if stream_id and host.spec.sharing != "per_stream":
+            raise invalid("stream_id is only for PER_STREAM models; a SHARED model has one set of weights: "
+                          "leave stream_id empty")
+        if stream_id:
+            validate_stream_id(stream_id)
+
     async def _weights_owner(self, model: str, stream_id: str) -> ModelHost:
         host = self.registry.get(model)
-        if host.spec.sharing == "per_stream":
-            if not stream_id:
-                raise invalid("a PER_STREAM model has weights per stream: set stream_id")
-            await self.registry.open_stream(host, stream_id, create=False)
+        self._check_weights_target(host, stream_id)
+        if stream_id:  # PER_STREAM; without a stream_id: the weights new streams start from
+            await self.registry.weights_session(host, stream_id)
         return host
 
     async def _model(self, host: ModelHost) -> pb.Model:

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from service.convert import MAX_SEQ, check_values
 from service.errors import exhausted, invalid
 
 
@@ -25,6 +26,8 @@ class StreamSession:
     pending: int = 0        # chunks queued, not yet answered
     attached: int = 0       # Stream calls that sent a chunk of this stream and are still open
     dirty: bool = False     # changed since the last checkpoint
+    ephemeral: bool = False  # never checkpointed; dropped when its last call ends
+    failed: str = ""        # why its last checkpoint failed (it is not durable), "" when fine
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -61,6 +64,9 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
     """Check a request against the model before anything is touched; raise ServiceError."""
     if req.seq == 0:
         raise invalid("seq must be >= 1: it counts the client's chunks, and acked_seq 0 means none applied")
+    if req.seq > MAX_SEQ:
+        raise invalid(f"seq {req.seq} is too large: it must be at most 2^63 - 1 = {MAX_SEQ} (stored as a signed "
+                      "64-bit integer)")
     tokens = inputs = None
     if spec.vocab_size > 0:
         if len(req.inputs):
@@ -76,8 +82,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
         if flat.size % spec.input_size:
             raise invalid(f"inputs has {flat.size} values, not a multiple of input_size {spec.input_size}")
         steps = flat.size // spec.input_size
-        if not np.isfinite(flat).all():
-            raise invalid("inputs hold NaN or Inf")
+        check_values(flat, "inputs")
         inputs = flat.reshape(steps, spec.input_size)
     labels = parse_labels(req, spec, config)
     if steps == 0 and labels is None and not req.reset_after:
@@ -110,8 +115,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
             if flat.size != steps * spec.output_size:
                 raise invalid(f"targets has {flat.size} values; {steps} steps x output_size {spec.output_size} "
                               f"= {steps * spec.output_size}")
-            if not np.isfinite(flat).all():
-                raise invalid("targets hold NaN or Inf")
+            check_values(flat, "targets")
             targets = flat.reshape(steps, spec.output_size)
     learn = not req.predict_only
     if (learn and steps and spec.target_mode == "explicit" and targets is None and target_classes is None
@@ -149,8 +153,7 @@ def parse_labels(req: pb.StreamRequest, spec, config) -> tuple | None:
         raise invalid(f"label for step {bad[0]} has the wrong number of target values: a regression "
                       f"label needs output_size = {spec.output_size}")
     values = np.asarray([list(lab.target) for lab in req.labels], dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise invalid("label targets hold NaN or Inf")
+    check_values(values, "label targets")  # NaN, Inf, or a square that overflows float32
     return steps, values
 
 

@@ -19,24 +19,58 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY,
-    spec_json TEXT NOT NULL,
-    created_unix_ms INTEGER NOT NULL,
-    state BLOB NOT NULL,            -- engine.snapshot_model(): weights, optimizer state, counters
-    updated_unix_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS streams (
-    model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
-    stream_id TEXT NOT NULL,
-    acked_seq INTEGER NOT NULL,     -- the last chunk this state includes
-    stats_json TEXT NOT NULL,
-    state BLOB NOT NULL,            -- engine.snapshot_stream(sid)
-    updated_unix_ms INTEGER NOT NULL,
-    PRIMARY KEY (model, stream_id)
-);
-"""
+# Numbered migrations, applied in order at open, each in one transaction with its
+# ``PRAGMA user_version`` bump. A store made before versioning is version 0 and holds the
+# tables of migration 1 already (hence IF NOT EXISTS). Add, never edit, a migration.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (1, (
+        """CREATE TABLE IF NOT EXISTS models (
+            name TEXT PRIMARY KEY,
+            spec_json TEXT NOT NULL,
+            created_unix_ms INTEGER NOT NULL,
+            state BLOB NOT NULL,            -- engine.snapshot_model(): weights, optimizer state, counters
+            updated_unix_ms INTEGER NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS streams (
+            model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+            stream_id TEXT NOT NULL,
+            acked_seq INTEGER NOT NULL,     -- the last chunk this state includes
+            stats_json TEXT NOT NULL,
+            state BLOB NOT NULL,            -- engine.snapshot_stream(sid)
+            updated_unix_ms INTEGER NOT NULL,
+            PRIMARY KEY (model, stream_id)
+        )""",
+    )),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class SchemaTooNew(RuntimeError):
+    """The store was written by a newer rnnstream; this one must not touch it."""
+
+
+def migrate(db: sqlite3.Connection, migrations=None) -> int:
+    """Bring ``db`` to the newest schema; returns the version it had. Each step commits alone,
+    so a crash mid-way leaves a store at some version, never between two."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    newest = migrations[-1][0]
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > newest:
+        raise SchemaTooNew(f"the store's schema version is {found}, newer than this rnnstream knows ({newest}); "
+                           "run a newer rnnstream, or point --data-dir elsewhere")
+    for version, statements in migrations:
+        if version <= found:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {int(version)}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return found
 
 
 def pack(arrays: dict[str, np.ndarray]) -> bytes:
@@ -72,6 +106,13 @@ class StreamRecord(NamedTuple):
     state: dict[str, np.ndarray]
 
 
+class CheckpointFailure(NamedTuple):
+    """A row a checkpoint could not write: the model's (stream_id "") or one stream's."""
+    model: str
+    stream_id: str
+    error: str
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -92,7 +133,9 @@ class Store:
         # FULL: a commit survives power loss, not only a process crash.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
+        migrate(db)
+        # the largest BLOB (or row) this SQLite accepts: bigger snapshots are refused at create
+        self.max_blob_bytes = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._db = db
 
     async def call(self, fn: Callable[..., Any], *args) -> Any:
@@ -148,20 +191,37 @@ class Store:
         self._db.execute("DELETE FROM streams WHERE model = ? AND stream_id = ?", (model, stream_id))
 
     # -- checkpoints ----------------------------------------------------------------------
-    def checkpoint(self, models: Iterable[tuple[str, dict]], streams: Iterable[StreamRecord]) -> None:
-        """Model snapshots and stream snapshots, committed together."""
+    def checkpoint(self, models: Iterable[tuple[str, dict]], streams: Iterable[StreamRecord]) -> list[CheckpointFailure]:
+        """Model snapshots and stream snapshots, committed together.
+
+        Each row is written under its own savepoint: a row the store cannot hold (a value
+        SQLite cannot represent, a blob over its limit) is left out and returned as a
+        failure; every other row still commits. Returns the failures ([] when all fit).
+        """
         now = _now_ms()
-        model_rows = [(pack(state), now, name) for name, state in models]
-        stream_rows = [(r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now)
-                       for r in streams]
+        failures: list[CheckpointFailure] = []
         with self._tx():
-            self._db.executemany("UPDATE models SET state = ?, updated_unix_ms = ? WHERE name = ?", model_rows)
-            # A stream of a model deleted meanwhile is left out (foreign key), not an error.
-            self._db.executemany(
-                "INSERT INTO streams SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM models WHERE name = ?1) "
-                "ON CONFLICT (model, stream_id) DO UPDATE SET acked_seq = excluded.acked_seq, "
-                "stats_json = excluded.stats_json, state = excluded.state, updated_unix_ms = excluded.updated_unix_ms",
-                stream_rows)
+            for name, state in models:
+                self._row(failures, name, "", "UPDATE models SET state = ?, updated_unix_ms = ? WHERE name = ?",
+                          lambda: (pack(state), now, name))
+            for r in streams:
+                # A stream of a model deleted meanwhile is left out (foreign key), not an error.
+                self._row(failures, r.model, r.stream_id,
+                          "INSERT INTO streams SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM models "
+                          "WHERE name = ?1) ON CONFLICT (model, stream_id) DO UPDATE SET acked_seq = "
+                          "excluded.acked_seq, stats_json = excluded.stats_json, state = excluded.state, "
+                          "updated_unix_ms = excluded.updated_unix_ms",
+                          lambda r=r: (r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
+        return failures
+
+    def _row(self, failures: list, model: str, stream_id: str, sql: str, params: Callable[[], tuple]) -> None:
+        self._db.execute("SAVEPOINT row")
+        try:
+            self._db.execute(sql, params())
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+            self._db.execute("ROLLBACK TO row")
+            failures.append(CheckpointFailure(model, stream_id, f"{type(exc).__name__}: {exc}"))
+        self._db.execute("RELEASE row")
 
     @contextlib.contextmanager
     def _tx(self):

@@ -33,7 +33,8 @@ from ..codes import (C_EMB, C_HIST, C_HTOP, C_IN, C_K1, C_NEXT, C_OUT, C_P, C_RU
 from . import config
 from .model import (add_embedding_grad, head_logits, loss_grad, predict_row, step_backward,
                     step_forward)
-from .optim import (U_ANY, U_CLIPPED, U_NFIELDS, U_NORM, apply_update, k_apply, k_norm,
+from .optim import (U_ANY, U_CLIPPED, U_NFIELDS, U_NORM, U_SKIP, apply_update, k_apply,
+                    k_norm,
                     k_reduce_final, k_reduce_part)
 from .rtrl import rtrl_gradient, rtrl_propagate
 from .scratch import W_DS, W_DZ, W_G, W_M, W_ST1, W_X, W_Z
@@ -71,7 +72,11 @@ def _contribute(model, weights, pool, batch, wk, out, t, b, n):
     if cfg[C_SHARED] == 1:
         batch[8][b] = 1
         return
-    norm, clipped = apply_update(W, m, v, steps, batch[1][b], wk, so[W_G], n, P, hyp)
+    norm, clipped, applied = apply_update(W, m, v, steps, batch[1][b], wk, so[W_G], n, P, hyp)
+    if applied == 0:  # the step itself overflowed float32: W, m, v untouched (sensitivity kept)
+        cnt[K_SKIPPED, n] += 1
+        ev[t, b] |= EV_SKIP_GRAD
+        return
     ev[t, b] |= EV_UPDATE | (EV_CLIPPED * clipped)
     nrm[t, b] = norm
     cnt[K_UPDATES, n] += 1
@@ -248,8 +253,9 @@ def k_forward(model, weights, pool, batch, wk, out, t):
 
 
 @cuda.jit
-def k_book(batch, pool, upd, ev_s, nrm_s, t):
-    """After a shared update: the contributing streams' counters, the position's record."""
+def k_book(batch, pool, upd, ev, ev_s, nrm_s, t):
+    """After a shared update: the contributing streams' counters, the position's record
+    (a skipped step counts as a skip for each contributing stream, as on the CPU)."""
     b = cuda.grid(1)
     contrib = batch[8]
     if b == 0 and upd[U_ANY] != 0:
@@ -258,8 +264,12 @@ def k_book(batch, pool, upd, ev_s, nrm_s, t):
     if b >= contrib.shape[0] or contrib[b] == 0:
         return
     n = batch[0][b]
-    pool[8][K_UPDATES, n] += 1
-    pool[9][F_GNORM, n] = upd[U_NORM]
+    if upd[U_SKIP] != 0:
+        pool[8][K_SKIPPED, n] += 1
+        ev[t, b] |= EV_SKIP_GRAD
+    else:
+        pool[8][K_UPDATES, n] += 1
+        pool[9][F_GNORM, n] = upd[U_NORM]
     contrib[b] = 0
 
 
@@ -280,10 +290,10 @@ def _flush_shared(model, weights, pool, batch, wk, out, gsum, upd, g0, t):
     blocks = min((P + config.THREADS_PER_BLOCK - 1) // config.THREADS_PER_BLOCK,
                  config.MAX_BLOCKS)
     k_reduce_final[blocks, config.THREADS_PER_BLOCK](part, gsum)
-    k_norm[1, config.REDUCE_THREADS](gsum, batch[8], model[2], steps, upd)
+    k_norm[1, config.REDUCE_THREADS](gsum, batch[8], model[2], steps, upd, W, m, v)
     k_apply[blocks, config.THREADS_PER_BLOCK](W, m, v, gsum, model[2], upd)
     g, tpb = _grid(B)
-    k_book[g, tpb](batch, pool, upd, out[4], out[5], t)
+    k_book[g, tpb](batch, pool, upd, out[2], out[4], out[5], t)
 
 
 def run_chunk(model, weights, pool, batch, wk, out, gsum, upd, T, learn, host):

@@ -6,6 +6,11 @@ Per-stream weights: the stream's thread updates its own column (``apply_update``
 weights: the per-stream gradients are summed on the device (``k_reduce_part``, then
 ``k_reduce_final``: lanes of a warp read consecutive streams of one row), then one block takes the norm
 (``k_norm``) and a grid-stride kernel steps every parameter (``k_apply``).
+
+As on the CPU, a step is computed whole before anything is written: one with any non-finite
+new weight or moment (float32 overflow of finite gradients) is skipped, W, m, v and the step
+count untouched. For the shared update ``k_norm`` makes that check over every parameter
+(its one block already reads them all for the norm) and tells ``k_apply`` via ``U_ANY``.
 """
 import math
 
@@ -15,62 +20,76 @@ from ..codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_
                      O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
 
 # upd[]: the shared update of one position, written by k_norm
-U_NORM, U_COEF, U_STEP, U_ANY, U_CLIPPED, U_NFIELDS = 0, 1, 2, 3, 4, 5
+# (U_SKIP: 1 when streams contributed but the step overflowed and was skipped)
+U_NORM, U_COEF, U_STEP, U_ANY, U_CLIPPED, U_SKIP, U_NFIELDS = 0, 1, 2, 3, 4, 5, 6
 # most threads a reduction block may have (its launch uses config.REDUCE_THREADS, a power of 2)
 MAX_REDUCE = 1024
 
 
 @cuda.jit(device=True)
-def param_step(W, m, v, p, col, gp, t, hyp):
-    """One parameter's optimizer step with the (clipped) gradient gp at optimizer step t, in
-    float32 arithmetic like the CPU twin (hyper-parameters cast once)."""
+def param_values(w, mo, ve, gp, t, hyp):
+    """(new weight, new m, new v) of one parameter with the (clipped) gradient gp at optimizer
+    step t, in float32 arithmetic like the CPU twin (hyper-parameters cast once)."""
     kind = int(hyp[O_KIND])
     one = float32(1.0)
     lr = float32(hyp[O_LR])
     eps = float32(hyp[O_EPS])
-    w = W[p, col]
     gp = float32(gp) + float32(hyp[O_WD]) * w
     if kind == ADAM:
         b1 = float32(hyp[O_BETA1])
         b2 = float32(hyp[O_BETA2])
         step_size = float32(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t))
         bc2_sqrt = float32(math.sqrt(1.0 - hyp[O_BETA2] ** t))
-        mm = m[p, col] + (one - b1) * (gp - m[p, col])
-        m[p, col] = mm
-        vv = b2 * v[p, col] + (one - b2) * gp * gp
-        v[p, col] = vv
-        W[p, col] = w - step_size * m[p, col] / (math.sqrt(v[p, col]) / bc2_sqrt + eps)
-    elif kind == RMSPROP:
+        mo = mo + (one - b1) * (gp - mo)
+        ve = b2 * ve + (one - b2) * gp * gp
+        return w - step_size * mo / (math.sqrt(ve) / bc2_sqrt + eps), mo, ve
+    if kind == RMSPROP:
         alpha = float32(hyp[O_ALPHA])
         mom = float32(hyp[O_MOMENTUM])
-        v[p, col] = alpha * v[p, col] + (one - alpha) * gp * gp
-        avg = math.sqrt(v[p, col]) + eps
+        ve = alpha * ve + (one - alpha) * gp * gp
+        avg = math.sqrt(ve) + eps
         if mom > 0.0:
-            m[p, col] = mom * m[p, col] + gp / avg
-            W[p, col] = w - lr * m[p, col]
+            mo = mom * mo + gp / avg
+            return w - lr * mo, mo, ve
+        return w - lr * gp / avg, mo, ve
+    if kind == ADAGRAD:
+        ve = ve + gp * gp
+        return w - lr * gp / (math.sqrt(ve) + eps), mo, ve
+    # SGD
+    mom = float32(hyp[O_MOMENTUM])
+    if mom != 0.0:
+        if t == 1:
+            mo = gp
         else:
-            W[p, col] = w - lr * gp / avg
-    elif kind == ADAGRAD:
-        v[p, col] = v[p, col] + gp * gp
-        W[p, col] = w - lr * gp / (math.sqrt(v[p, col]) + eps)
-    else:  # SGD
-        mom = float32(hyp[O_MOMENTUM])
-        if mom != 0.0:
-            if t == 1:
-                m[p, col] = gp
-            else:
-                m[p, col] = mom * m[p, col] + gp
-            if hyp[O_NESTEROV] != 0.0:
-                gp = gp + mom * m[p, col]
-            else:
-                gp = float32(m[p, col])
-        W[p, col] = w - lr * gp
+            mo = mom * mo + gp
+        if hyp[O_NESTEROV] != 0.0:
+            gp = gp + mom * mo
+        else:
+            gp = float32(mo)
+    return w - lr * gp, mo, ve
+
+
+@cuda.jit(device=True)
+def step_finite(W, m, v, p, col, gp, t, hyp):
+    """Whether parameter p's step leaves its weight and moments finite (nothing written)."""
+    nw, nm, nv = param_values(W[p, col], m[p, col], v[p, col], gp, t, hyp)
+    return math.isfinite(nw) and math.isfinite(nm) and math.isfinite(nv)
+
+
+@cuda.jit(device=True)
+def param_step(W, m, v, p, col, gp, t, hyp):
+    """One parameter's optimizer step, written."""
+    nw, nm, nv = param_values(W[p, col], m[p, col], v[p, col], gp, t, hyp)
+    W[p, col] = nw
+    m[p, col] = nm
+    v[p, col] = nv
 
 
 @cuda.jit(device=True)
 def apply_update(W, m, v, steps, col, G, g0, n, P, hyp):
     """One optimizer step on column ``col`` with the gradient G[g0:g0+P, n] (clipped in
-    place). Returns (pre-clip norm, 1 if clipped else 0); the caller checked G is finite."""
+    place). Returns (pre-clip norm, 1 if clipped else 0, 1 if applied else 0); the caller
+    checked G is finite, and counts a skip when the step itself overflowed."""
     s = 0.0
     for p in range(P):
         gp = float64(G[g0 + p, n])
@@ -85,11 +104,14 @@ def apply_update(W, m, v, steps, col, G, g0, n, P, hyp):
             c = float32(coef)
             for p in range(P):
                 G[g0 + p, n] = G[g0 + p, n] * c
-    steps[col] += 1
-    t = steps[col]
+    t = steps[col] + 1
+    for p in range(P):
+        if not step_finite(W, m, v, p, col, float64(G[g0 + p, n]), t, hyp):
+            return norm, clipped, 0
+    steps[col] = t
     for p in range(P):
         param_step(W, m, v, p, col, float64(G[g0 + p, n]), t, hyp)
-    return norm, clipped
+    return norm, clipped, 1
 
 
 @cuda.jit
@@ -119,9 +141,11 @@ def k_reduce_final(part, gsum):
 
 
 @cuda.jit
-def k_norm(gsum, contrib, hyp, steps, upd):
-    """One block: the global norm of gsum, the clip coefficient and the optimizer step."""
+def k_norm(gsum, contrib, hyp, steps, upd, W, m, v):
+    """One block: the global norm of gsum, the clip coefficient, the optimizer step, and
+    whether that step stays finite for every parameter (``U_ANY`` 0 and ``U_SKIP`` 1 if not)."""
     buf = cuda.shared.array(MAX_REDUCE, float64)
+    shared = cuda.shared.array(4, float64)  # coef, clipped, step t, any non-finite
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
     anyc = 0
@@ -140,21 +164,38 @@ def k_norm(gsum, contrib, hyp, steps, upd):
             buf[tid] += buf[tid + half]
         cuda.syncthreads()
         half //= 2
+    norm = math.sqrt(buf[0])
     if tid == 0:
-        upd[U_ANY] = anyc
-        if anyc:
-            norm = math.sqrt(buf[0])
-            coef = 1.0
-            clipped = 0.0
-            if hyp[O_CLIP] > 0.0:
-                c = hyp[O_CLIP] / (norm + 1e-6)
-                if c < 1.0:
-                    coef = c
-                    clipped = 1.0
+        coef = 1.0
+        clipped = 0.0
+        if hyp[O_CLIP] > 0.0:
+            c = hyp[O_CLIP] / (norm + 1e-6)
+            if c < 1.0:
+                coef = c
+                clipped = 1.0
+        shared[0] = coef
+        shared[1] = clipped
+        shared[2] = steps[0] + 1
+        shared[3] = 0.0 if math.isfinite(norm) else 1.0
+    cuda.syncthreads()
+    if anyc:
+        t = int(shared[2])
+        for p in range(tid, gsum.shape[0], nt):
+            g = float32(gsum[p])  # as k_apply will use it
+            if shared[1] != 0.0:
+                g = g * float32(shared[0])
+            if not step_finite(W, m, v, p, 0, g, t, hyp):
+                shared[3] = 1.0  # benign race: every writer writes 1
+    cuda.syncthreads()
+    if tid == 0:
+        ok = anyc != 0 and shared[3] == 0.0
+        upd[U_ANY] = 1 if ok else 0
+        upd[U_SKIP] = 1 if anyc != 0 and not ok else 0
+        if ok:
             steps[0] += 1
             upd[U_NORM] = norm
-            upd[U_COEF] = coef
-            upd[U_CLIPPED] = clipped
+            upd[U_COEF] = shared[0]
+            upd[U_CLIPPED] = shared[1]
             upd[U_STEP] = steps[0]
 
 

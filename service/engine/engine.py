@@ -251,6 +251,13 @@ class Engine:
                 "gradient_norm": float(fst[kc.F_GNORM]),
                 "skipped_updates": int(cnt[kc.K_SKIPPED])}
 
+    def add_stream(self, sid):
+        """A stream at its start, as its first chunk would make it (zero state; PER_STREAM:
+        the weights new streams start from), so its weights can be set before it runs."""
+        if self.pool.slot(sid) is None:
+            self.pool.allocate(sid)
+            self._push(sid)
+
     def drop_stream(self, sid):
         self._slot(sid)
         self.pool.release(sid)

@@ -45,10 +45,12 @@ def query(base: str, expr: str) -> list:
 
 def traffic(address: str, rounds: int = 8) -> None:
     """Enough of everything for every panel, spread over several scrapes so that rates move:
-    steps, clipped updates, several streams at once, a skipped update (a target so large the
-    loss overflows float32), a refused chunk, a closed stream (an eviction), checkpoints."""
+    steps, clipped updates, several streams at once, skipped updates (an Adagrad model whose
+    squared gradient overflows float32: the largest target the server admits), a refused chunk,
+    a closed stream (an eviction), checkpoints."""
     with Client(address) as client:
         client.create_model(name="dash", **{**SPEC, "clip_norm": 1e-4})
+        client.create_model(name="dash-skip", **{**SPEC, "optimizer": "adagrad"})
         sessions = [client.stream("dash", f"s{i}", window=4) for i in range(4)]
         chunks = sine_chunks(5, 8)
         for _ in range(rounds):
@@ -57,7 +59,7 @@ def traffic(address: str, rounds: int = 8) -> None:
                 for it in iters:
                     next(it)
             x, _ = chunks[0]
-            sessions[1].send(x, targets=np.full((len(x), 1), 1e30, np.float32))
+            client.predict("dash-skip", "s", x, targets=np.full((len(x), 1), 1.8e19, np.float32))
             client.get_stream("dash", "s0")  # unary calls all along, for the gRPC latency panel
             time.sleep(SCRAPE_S)
         with pytest.raises(ChunkRefused):

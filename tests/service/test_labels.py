@@ -91,7 +91,7 @@ def test_bad_labels_are_refused_and_change_nothing(server):
         model="m", stream_id="s", seq=3, labels=_labels([4], [y[4]])))
     assert "max_label_delay" in _refusal(server, pb.StreamRequest(
         model="plain", stream_id="s", seq=1, inputs=x.ravel().tolist(), labels=_labels([0], [y[0]])))
-    rtrl = make_spec("r", algorithm=pb.RTRL, max_label_delay=2)
+    rtrl = make_spec("r", algorithm=pb.ALGORITHM_RTRL, max_label_delay=2)
     try:
         server.stub.CreateModel(pb.CreateModelRequest(spec=rtrl))
         raise AssertionError("RTRL with max_label_delay was accepted")

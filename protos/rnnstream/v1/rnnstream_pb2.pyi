@@ -286,7 +286,7 @@ class ImportWeightsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon", "labels", "reset_after")
+    __slots__ = ("model", "stream_id", "seq", "inputs", "tokens", "targets", "target_classes", "predict_only", "horizon", "labels", "reset_after", "ephemeral")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class StreamRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RESET_AFTER_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     stream_id: str
     seq: int
@@ -309,7 +310,8 @@ class StreamRequest(_message.Message):
     horizon: int
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     reset_after: bool
-    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., reset_after: _Optional[bool] = ...) -> None: ...
+    ephemeral: bool
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., inputs: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[float]] = ..., target_classes: _Optional[_Iterable[int]] = ..., predict_only: _Optional[bool] = ..., horizon: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., reset_after: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("step", "target", "target_class")
@@ -320,6 +322,30 @@ class Label(_message.Message):
     target: _containers.RepeatedScalarFieldContainer[float]
     target_class: int
     def __init__(self, step: _Optional[int] = ..., target: _Optional[_Iterable[float]] = ..., target_class: _Optional[int] = ...) -> None: ...
+
+class WeightsPiece(_message.Message):
+    __slots__ = ("model", "stream_id", "name", "shape", "offset", "data")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    data: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DeleteStreamRequest(_message.Message):
+    __slots__ = ("model", "stream_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stream_id: str
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class StreamStats(_message.Message):
     __slots__ = ("steps", "updates", "running_loss", "gradient_norm", "skipped_updates", "members")

@@ -65,6 +65,16 @@ class RnnStreamStub:
                 request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.ImportWeightsRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ExportWeightsStream = channel.unary_stream(
+                '/rnnstream.v1.RnnStream/ExportWeightsStream',
+                request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.ExportWeightsRequest.SerializeToString,
+                response_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.FromString,
+                _registered_method=True)
+        self.ImportWeightsStream = channel.stream_unary(
+                '/rnnstream.v1.RnnStream/ImportWeightsStream',
+                request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.Stream = channel.stream_stream(
                 '/rnnstream.v1.RnnStream/Stream',
                 request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.StreamRequest.SerializeToString,
@@ -88,6 +98,11 @@ class RnnStreamStub:
         self.CloseStream = channel.unary_unary(
                 '/rnnstream.v1.RnnStream/CloseStream',
                 request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.CloseStreamRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DeleteStream = channel.unary_unary(
+                '/rnnstream.v1.RnnStream/DeleteStream',
+                request_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.DeleteStreamRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
@@ -131,6 +146,19 @@ class RnnStreamServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportWeightsStream(self, request, context):
+        """The same in pieces under the message size limit, for models of any size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportWeightsStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stream(self, request_iterator, context):
         """The main job: chunks in, one response per chunk out, in order.
         """
@@ -159,6 +187,13 @@ class RnnStreamServicer:
 
     def CloseStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteStream(self, request, context):
+        """Forget a stream: from memory and from the store.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -196,6 +231,16 @@ def add_RnnStreamServicer_to_server(servicer, server):
                     request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.ImportWeightsRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
+            'ExportWeightsStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportWeightsStream,
+                    request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.ExportWeightsRequest.FromString,
+                    response_serializer=rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.SerializeToString,
+            ),
+            'ImportWeightsStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportWeightsStream,
+                    request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
                     request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.StreamRequest.FromString,
@@ -219,6 +264,11 @@ def add_RnnStreamServicer_to_server(servicer, server):
             'CloseStream': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseStream,
                     request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.CloseStreamRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DeleteStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStream,
+                    request_deserializer=rnnstream_dot_v1_dot_rnnstream__pb2.DeleteStreamRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -395,6 +445,60 @@ class RnnStream:
             _registered_method=True)
 
     @staticmethod
+    def ExportWeightsStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rnnstream.v1.RnnStream/ExportWeightsStream',
+            rnnstream_dot_v1_dot_rnnstream__pb2.ExportWeightsRequest.SerializeToString,
+            rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportWeightsStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/rnnstream.v1.RnnStream/ImportWeightsStream',
+            rnnstream_dot_v1_dot_rnnstream__pb2.WeightsPiece.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Stream(request_iterator,
             target,
             options=(),
@@ -518,6 +622,33 @@ class RnnStream:
             target,
             '/rnnstream.v1.RnnStream/CloseStream',
             rnnstream_dot_v1_dot_rnnstream__pb2.CloseStreamRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rnnstream.v1.RnnStream/DeleteStream',
+            rnnstream_dot_v1_dot_rnnstream__pb2.DeleteStreamRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

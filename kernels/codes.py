@@ -40,7 +40,8 @@ C_RULE = 19
 C_NEXT = 20      # 1: NEXT_INPUT target mode
 C_K1 = 21
 C_SHARED = 22    # 1: every stream trains the one weight row 0
-C_NFIELDS = 23
+C_SKIP = 23      # offset of skip.weight [O, C_IN] (linear skip to the head), else -1
+C_NFIELDS = 24
 
 # layer fields
 L_CELL = 0

@@ -28,6 +28,8 @@ OPTIMIZERS = {pb.OPTIMIZER_UNSPECIFIED: "adam", pb.SGD: "sgd", pb.ADAM: "adam", 
 SHARINGS = {pb.SHARED: "shared", pb.PER_STREAM: "per_stream"}
 DEVICES = {pb.CPU: "cpu", pb.CUDA: "cuda"}
 TARGET_MODES = {pb.EXPLICIT: "explicit", pb.NEXT_INPUT: "next_input"}
+NORMALIZATIONS = {pb.NORMALIZATION_UNSPECIFIED: "shared", pb.NORMALIZATION_OFF: "off",
+                  pb.NORMALIZATION_SHARED: "shared", pb.NORMALIZATION_PER_STREAM: "per_stream"}
 
 
 def _enum(table: dict, value: int, field: str) -> str:
@@ -72,8 +74,12 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         raise invalid("spec.cell must be set: ELMAN, JORDAN, LSTM or GRU")
     if not msg.hidden_sizes or any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
         raise invalid(f"spec.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, got {list(msg.hidden_sizes)}")
-    if msg.input_size == 0:
-        raise invalid("spec.input_size must be > 0 (features, or the embedding width when vocab_size > 0)")
+    if msg.input_size == 0 and msg.vocab_size == 0:
+        raise invalid("spec.input_size must be > 0: the number of features (only a token model, "
+                      "vocab_size > 0, may leave it unset for the default embedding width)")
+    decay = msg.normalize_decay
+    if not (math.isfinite(decay) and (decay == 0 or 0 < decay < 1)):
+        raise invalid(f"spec.normalize_decay must be 0 (no forgetting) or in (0, 1), got {decay}")
     if (msg.output_size > 0) == (msg.num_classes > 0):
         raise invalid("set exactly one of spec.output_size (regression) and spec.num_classes (classification)")
     algorithm = _enum(ALGORITHMS, msg.algorithm, "algorithm")
@@ -116,6 +122,11 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         device=_enum(DEVICES, msg.device, "device"),
         seed=int(msg.seed),
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
+        normalize=_enum(NORMALIZATIONS, msg.normalize, "normalize"),
+        normalize_decay=_f32(decay),
+        input_taps=tuple(int(t) for t in msg.input_taps),
+        output_taps=tuple(int(t) for t in msg.output_taps),
+        linear_skip=bool(msg.linear_skip) if msg.HasField("linear_skip") else False,
     )
 
 
@@ -132,7 +143,10 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         num_classes=spec.num_classes, algorithm=_back(ALGORITHMS, spec.algorithm), tbptt_k1=spec.tbptt_k1,
         tbptt_k2=spec.tbptt_k2, optimizer=opt, clip_norm=spec.clip_norm, weight_decay=spec.weight_decay,
         sharing=_back(SHARINGS, spec.sharing), device=_back(DEVICES, spec.device), seed=spec.seed,
-        target_mode=_back(TARGET_MODES, spec.target_mode))
+        target_mode=_back(TARGET_MODES, spec.target_mode),
+        normalize=_back(NORMALIZATIONS, spec.normalize), normalize_decay=spec.normalize_decay,
+        input_taps=list(spec.input_taps), output_taps=list(spec.output_taps),
+        linear_skip=spec.linear_skip)
 
 
 def tensors_to_proto(state: dict) -> list[pb.Tensor]:

@@ -13,7 +13,9 @@ import numpy as np
 from kernels import codes as kc
 from kernels.chunk import forecast as _forecast_kernel
 from kernels.chunk import run_chunk
+from kernels.narx import forecast_rows
 
+from .features import FeaturePath, empty_rings, stream_shapes
 from .layout import OPT_CODE, build_layout, init_weights
 from .malloc import keep_freed_memory
 from .pool import StreamPool, sensitivity_width
@@ -45,7 +47,9 @@ def memory_per_stream(spec: Spec) -> int:
     floats = S + sensitivity_width(spec, layout) + K * (I + S + O)
     if spec.sharing == "per_stream":
         floats += 3 * P
-    return 4 * floats + K * 17 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
+    feature_bytes = sum(int(np.prod(shape)) * np.dtype(dt).itemsize
+                        for shape, dt in stream_shapes(spec).values())
+    return 4 * floats + K * 17 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS) + feature_bytes
 
 
 def warm_up() -> float:
@@ -80,6 +84,7 @@ class Engine:
         self.hyp = _hyper(spec)
         self._model = (self.layout.cfg, self.layout.lay, self.hyp)
         self.pool = StreamPool(spec, self.layout, self.dtype, theta0)
+        self._features = FeaturePath(spec) if spec.uses_features else None
         if spec.sharing == "shared":
             self._W = theta0.reshape(1, P).copy()
             self._m = np.zeros((1, P), self.dtype)
@@ -129,6 +134,25 @@ class Engine:
         if self._cuda is not None:
             self._cuda.push(new)
         slots = np.asarray(slots, dtype=np.int64)
+        B = batch["lengths"].shape[0]
+        if self._features is None:
+            preds, losses, res, gnorms, seconds = self._run_kernel(slots, batch)
+        else:
+            preds, losses, res, gnorms, seconds = self._features.step(self, slots, batch)
+        if batch["learn"] == 2:
+            losses[:] = np.nan
+        n_up = int(res[kc.R_UPDATES])
+        self.total_steps += int(res[kc.R_STEPS])
+        self.total_updates += n_up
+        self.last_call = CallStats(
+            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
+            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
+                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
+            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B)
+        return preds, losses
+
+    def _run_kernel(self, slots, batch):
+        """One chunk kernel call on the batch as given (features already applied)."""
         B, T = batch["lengths"].shape[0], batch["T"]
         O = self.spec.out_size
         preds = np.full((B, T, O), np.nan, dtype=self.dtype)
@@ -144,18 +168,7 @@ class Engine:
         else:
             run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch,
                       (preds, losses, res, gnorms))
-        seconds = time.perf_counter() - t0
-        if batch["learn"] == 2:
-            losses[:] = np.nan
-        n_up = int(res[kc.R_UPDATES])
-        self.total_steps += int(res[kc.R_STEPS])
-        self.total_updates += n_up
-        self.last_call = CallStats(
-            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
-            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
-                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
-            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B)
-        return preds, losses
+        return preds, losses, res, gnorms, time.perf_counter() - t0
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """The next ``horizon`` predictions, each fed back as the next input; the stream's
@@ -178,6 +191,22 @@ class Engine:
         self._pull(stream_id if slot is not None else None)
         state = (np.zeros(self.layout.state_size, self.dtype) if slot is None
                  else self.pool.arrays["state"][slot])
+        if self._features is not None or spec.linear_skip:
+            x_last = np.zeros(int(self.layout.cfg[kc.C_IN]), self.dtype)
+            cnt = None if slot is None else self.pool.arrays["cnt"][slot]
+            if cnt is not None and cnt[kc.K_HCOUNT] > 0:
+                K = int(self.layout.cfg[kc.C_HIST])
+                x_last = self.pool.arrays["hx"][slot, (cnt[kc.K_HPOS] - 1) % K]
+            theta = self._theta(stream_id)
+            if self._features is not None:
+                self._features.forecast(self, slot, theta, state, x_last, out)
+            else:
+                I = spec.input_size
+                forecast_rows(theta, self.layout.cfg, self.layout.lay, state, x_last,
+                              empty_rings(spec, self.dtype), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64),
+                              (np.ones(I, self.dtype), np.zeros(I, self.dtype)), out)
+            return out
         _forecast_kernel(self._theta(stream_id), self.layout.cfg, self.layout.lay,
                          state, horizon, out)
         return out
@@ -216,8 +245,12 @@ class Engine:
         self._pull(sid)
         cnt = self.pool.arrays["cnt"][slot]
         fst = self.pool.arrays["fst"][slot]
+        running = float(fst[kc.F_RUNNING]) if fst[kc.F_HASLOSS] else float("nan")
+        if self._features is not None:
+            caller = self._features.running_loss(self.pool, slot)
+            running = running if caller is None else caller
         return {"steps": int(cnt[kc.K_STEPS]), "updates": int(cnt[kc.K_UPDATES]),
-                "running_loss": float(fst[kc.F_RUNNING]) if fst[kc.F_HASLOSS] else float("nan"),
+                "running_loss": running,
                 "gradient_norm": float(fst[kc.F_GNORM]),
                 "skipped_updates": int(cnt[kc.K_SKIPPED])}
 
@@ -241,6 +274,8 @@ class Engine:
         if not self.pool.per_stream:
             d.update(weights=self._W.copy(), opt_m=self._m.copy(), opt_v=self._v.copy(),
                      opt_steps=self._steps.copy())
+        if self._features is not None:
+            d.update(self._features.snapshot())
         return d
 
     def restore_model(self, d: dict):
@@ -255,6 +290,8 @@ class Engine:
             self._m[:] = d["opt_m"]
             self._v[:] = d["opt_v"]
             self._steps[:] = d["opt_steps"]
+        if self._features is not None:
+            self._features.restore(d)
         self.pool.template[:] = d["template"]
         self.total_steps, self.total_updates = (int(c) for c in d["counters"])
         self._forget_forward_results()

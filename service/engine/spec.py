@@ -13,12 +13,17 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 SHARINGS = ("shared", "per_stream")
 DEVICES = ("cpu", "cuda")
 TARGET_MODES = ("explicit", "next_input")
+NORMALIZATIONS = ("off", "shared", "per_stream")
 
 # torch.optim's defaults
 DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
 DEFAULT_EPS = {"sgd": 0.0, "adam": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10}
 
 MAX_WIDTH = 1 << 16
+MAX_TAP = 1 << 12  # longest lag a stream keeps in its ring
+# the token embedding width when input_size is left at 0 (never 1: a 1-wide embedding cannot
+# tell tokens apart beyond an ordering); bench/quality.py measures it
+DEFAULT_EMBEDDING_WIDTH = 32
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Spec:
     lstm_variant: str = "standard"
     gru_variant: str = "pytorch"
     hidden_sizes: tuple = (32,)
-    input_size: int = 1
+    input_size: int = 0  # dense: the feature count (required); tokens: 0 = the default width
     vocab_size: int = 0
     output_size: int = 0
     num_classes: int = 0
@@ -50,10 +55,21 @@ class Spec:
     device: str = "cpu"
     seed: int = 0
     target_mode: str = "explicit"
+    # online standardisation of dense inputs and regression targets (kernels/README.md,
+    # "Features"): off, shared (one set of statistics per model) or per_stream
+    normalize: str = "shared"
+    normalize_decay: float = 0.0  # 0: plain Welford; in (0, 1): exponential forgetting
+    input_taps: tuple = ()        # lags l of the input fed beside x_t (TDNN / NARX)
+    output_taps: tuple = ()       # lags m of the observed target fed beside x_t (NARX)
+    linear_skip: bool = False     # y = head(h) + skip.weight . features
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.betas = tuple(float(b) for b in self.betas)
+        self.input_taps = tuple(int(t) for t in self.input_taps)
+        self.output_taps = tuple(int(t) for t in self.output_taps)
+        if self.vocab_size and not self.input_size:
+            self.input_size = DEFAULT_EMBEDDING_WIDTH
 
     # derived values -------------------------------------------------------------------
     @property
@@ -67,6 +83,31 @@ class Spec:
     @property
     def k2(self) -> int:
         return self.tbptt_k2 or self.tbptt_k1
+
+    @property
+    def normalizes_inputs(self) -> bool:
+        """Dense inputs are standardised (tokens have nothing to standardise)."""
+        return self.normalize != "off" and self.vocab_size == 0
+
+    @property
+    def normalizes_targets(self) -> bool:
+        """Explicit regression targets are standardised with statistics of their own
+        (NEXT_INPUT's targets are the inputs, standardised with the input statistics)."""
+        return (self.normalize != "off" and not self.classify
+                and self.target_mode == "explicit")
+
+    @property
+    def feature_size(self) -> int:
+        """Width of the kernel's input row: x_t, then x_{t-l} per input tap, then y_{t-m}
+        per output tap."""
+        return (self.input_size * (1 + len(self.input_taps))
+                + self.out_size * len(self.output_taps))
+
+    @property
+    def uses_features(self) -> bool:
+        """Any option that the engine's feature path handles (no extra work when False)."""
+        return (self.normalizes_inputs or self.normalizes_targets or bool(self.input_taps)
+                or bool(self.output_taps))
 
     @property
     def learning_rate(self) -> float:
@@ -91,6 +132,10 @@ class Spec:
             raise ValueError("hidden_sizes must name at least one layer, e.g. [32]")
         for k, h in enumerate(self.hidden_sizes):
             _size(f"hidden_sizes[{k}]", h)
+        if self.vocab_size == 0 and self.input_size == 0:
+            raise ValueError("input_size must be set to the number of features of a dense "
+                             "model (it may be left at 0 only for token input, where it is "
+                             f"the embedding width, default {DEFAULT_EMBEDDING_WIDTH})")
         _size("input_size", self.input_size)
         if self.vocab_size < 0 or self.vocab_size > 1 << 24:
             raise ValueError(f"vocab_size must be in [0, 2^24], got {self.vocab_size}")
@@ -142,15 +187,41 @@ class Spec:
             raise ValueError("snap1 on a stacked Jordan model runs on device 'cpu' only (its "
                              "CUDA kernel lacks the loop through the upper layers); use "
                              "device='cpu', or tbptt/rtrl on cuda")
+        self._validate_features()
         if not (0 <= int(self.seed) < 1 << 64):
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
         return self
+
+    def _validate_features(self):
+        _one_of("normalize", self.normalize, NORMALIZATIONS)
+        d = self.normalize_decay
+        if not (math.isfinite(d) and (d == 0.0 or 0.0 < d < 1.0)):
+            raise ValueError(f"normalize_decay must be 0 (no forgetting) or in (0, 1), e.g. "
+                             f"0.999; got {d}")
+        for name in ("input_taps", "output_taps"):
+            taps = getattr(self, name)
+            if any(not 1 <= t <= MAX_TAP for t in taps) or len(set(taps)) != len(taps):
+                raise ValueError(f"{name} must be distinct lags in [1, {MAX_TAP}], got "
+                                 f"{list(taps)}")
+        if (self.input_taps or self.output_taps) and self.vocab_size > 0:
+            raise ValueError("input_taps/output_taps need dense input; a token model sees "
+                             "its past through its state (or use a dense model)")
+        if self.output_taps and self.target_mode == "next_input":
+            raise ValueError("output_taps with target_mode next_input repeat the input: the "
+                             "target of step t-m is input t-m+1; use input_taps instead")
+        _size("feature row (input_size x (1 + input taps) + outputs x output taps)",
+              self.feature_size)
+        if self.device == "cuda" and (self.linear_skip or self.input_taps or self.output_taps):
+            raise ValueError("linear_skip, input_taps and output_taps run on device 'cpu' "
+                             "only for now (the CUDA kernels lack them); use device='cpu'")
 
     # serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
         d["betas"] = list(self.betas)
+        d["input_taps"] = list(self.input_taps)
+        d["output_taps"] = list(self.output_taps)
         return d
 
     @classmethod
@@ -160,6 +231,8 @@ class Spec:
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
+        if "normalize" not in d:  # stored before normalisation existed: it keeps running without
+            d = dict(d, normalize="off")
         return cls(**d)
 
 

@@ -11,13 +11,18 @@ standardised with the statistics as they were before position t, then the statis
 the rows of position t (in the batch's order; with shared statistics all streams of the batch
 feed one row). z = (x - mean) / sqrt(var); while the variance is not yet known (fewer than two
 rows) or is below a floor (a constant feature), the scale is 0 and z = 0, so the model's
-output maps back to the running mean.
+output maps back to the running mean. A row with |z| >= Z_ERROR is not absorbed (below).
 """
 import numpy as np
 from numba import njit
 
 # a variance at most this fraction of mean^2 is rounding noise of a constant feature
 VAR_FLOOR_REL = 1e-20
+# a value this many standard deviations away is an error value (a sensor's 1e30), not data:
+# its square overflows float32, so its step's loss is not finite and the kernel skips it; the
+# statistics skip its row too (else one such value would set the scale for good), and the
+# kernel sees it clipped to this, finite
+Z_ERROR = 1e20
 
 
 @njit(cache=True)
@@ -38,21 +43,27 @@ def standardize(stats, sets, x, lengths, decay, absorb, z, mu, sc, mu_next, sc_n
     B = x.shape[0]
     D = x.shape[2]
     T = x.shape[1]
+    error = np.zeros(B, dtype=np.bool_)
     for t in range(T):
         for b in range(B):
             if t >= lengths[b]:
                 continue
             row = stats[sets[b]]
             n = row[0]
+            error[b] = False
             for d in range(D):
                 m = row[1 + d]
                 s = _scale(n, m, row[1 + D + d])
                 mu[b, t, d] = m
                 sc[b, t, d] = s
-                z[b, t, d] = (x[b, t, d] - m) / s if s > 0.0 else 0.0
+                v = (x[b, t, d] - m) / s if s > 0.0 else 0.0
+                if abs(v) >= Z_ERROR:
+                    error[b] = True
+                    v = Z_ERROR if v > 0 else -Z_ERROR
+                z[b, t, d] = v
         if absorb:
             for b in range(B):
-                if t >= lengths[b]:
+                if t >= lengths[b] or error[b]:
                     continue
                 row = stats[sets[b]]
                 n1 = decay * row[0] + 1.0

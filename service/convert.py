@@ -28,7 +28,8 @@ OPTIMIZERS = {pb.OPTIMIZER_UNSPECIFIED: "adam", pb.SGD: "sgd", pb.ADAM: "adam", 
 SHARINGS = {pb.SHARED: "shared", pb.PER_STREAM: "per_stream"}
 DEVICES = {pb.CPU: "cpu", pb.CUDA: "cuda"}
 TARGET_MODES = {pb.EXPLICIT: "explicit", pb.NEXT_INPUT: "next_input"}
-NORMALIZATIONS = {pb.NORMALIZATION_UNSPECIFIED: "shared", pb.NORMALIZATION_OFF: "off",
+# NORMALIZATION_UNSPECIFIED: the Spec's default, which follows the weights' sharing
+NORMALIZATIONS = {pb.NORMALIZATION_UNSPECIFIED: "", pb.NORMALIZATION_OFF: "off",
                   pb.NORMALIZATION_SHARED: "shared", pb.NORMALIZATION_PER_STREAM: "per_stream"}
 
 

@@ -58,11 +58,14 @@ def warm_up() -> float:
     cell and rule: the kernels read those from arrays, so their signatures are shared. Returns
     the seconds it took."""
     t0 = time.perf_counter()
-    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
-                         algorithm="tbptt", tbptt_k1=1, tbptt_k2=1))
     x = np.zeros((1, 1, 1), dtype=np.float32)
-    engine.step(["warm-up"], inputs=x, targets=x)
-    engine.forecast("warm-up", 1)
+    # the plain path, and the feature path (normalisation, taps, their forecast) of the default
+    for extra in (dict(normalize="off"), dict(input_taps=(1,), output_taps=(1,))):
+        engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                             algorithm="tbptt", tbptt_k1=1, tbptt_k2=1, **extra))
+        engine.step(["warm-up"], inputs=x, targets=x)
+        engine.step(["warm-up"], inputs=x, learn=False)  # no targets: predictions stand in
+        engine.forecast("warm-up", 1)
     return time.perf_counter() - t0
 
 

@@ -56,8 +56,10 @@ class Spec:
     seed: int = 0
     target_mode: str = "explicit"
     # online standardisation of dense inputs and regression targets (kernels/README.md,
-    # "Features"): off, shared (one set of statistics per model) or per_stream
-    normalize: str = "shared"
+    # "Features"): off, shared (one set of statistics per model) or per_stream; "" (unset)
+    # follows `sharing`: shared weights share statistics, per-stream models (independent of
+    # each other) keep their own, so a stream's results never depend on the others'
+    normalize: str = ""
     normalize_decay: float = 0.0  # 0: plain Welford; in (0, 1): exponential forgetting
     input_taps: tuple = ()        # lags l of the input fed beside x_t (TDNN / NARX)
     output_taps: tuple = ()       # lags m of the observed target fed beside x_t (NARX)
@@ -70,6 +72,8 @@ class Spec:
         self.output_taps = tuple(int(t) for t in self.output_taps)
         if self.vocab_size and not self.input_size:
             self.input_size = DEFAULT_EMBEDDING_WIDTH
+        if not self.normalize:
+            self.normalize = "per_stream" if self.sharing == "per_stream" else "shared"
 
     # derived values -------------------------------------------------------------------
     @property

@@ -229,6 +229,10 @@ def test_spec_refusals_and_defaults():
     with pytest.raises(ValueError, match="dense input"):
         Spec(vocab_size=5, num_classes=5, input_taps=(1,)).validate()
     assert Spec(input_size=1, output_size=1).normalize == "shared"
+    # unset follows the weights: per-stream models keep their streams independent
+    assert Spec(input_size=1, output_size=1, sharing="per_stream").normalize == "per_stream"
+    assert Spec(input_size=1, output_size=1, sharing="per_stream",
+                normalize="shared").normalize == "shared"
 
 
 def test_stored_spec_without_normalize_keeps_running_without_it():
@@ -263,3 +267,18 @@ def test_bad_chunk_changes_no_statistics():
         np.testing.assert_array_equal(v, snap_m[k])
     for k, v in eng.snapshot_stream("a").items():
         np.testing.assert_array_equal(v, snap_s[k])
+
+
+def test_an_error_value_does_not_set_the_scale_for_good():
+    """A sensor's 1e30 is skipped by the kernel (its loss overflows) and by the statistics:
+    the predictions after it stay on the data's scale."""
+    spec = Spec(cell="gru", hidden_sizes=(4,), input_size=1, output_size=1)
+    eng = Engine(spec)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 30, 1)).astype(np.float32)
+    eng.step(["s"], inputs=x, targets=x)
+    _, losses = eng.step(["s"], inputs=x[:, :1], targets=np.full((1, 1, 1), 1e30, np.float32))
+    assert not np.isfinite(losses).any()
+    p, losses = eng.step(["s"], inputs=x, targets=x)
+    assert eng.stream_stats("s")["skipped_updates"] == 1  # the window that held it
+    assert np.all(np.abs(p) < 10) and np.all(losses < 100)

@@ -10,6 +10,7 @@ of its past (standardised) inputs and targets.
 import numpy as np
 
 VAR_FLOOR_REL = 1e-20
+Z_ERROR = 1e20  # an error value (|z| this large): clipped, and the statistics skip its row
 
 
 class Welford:
@@ -33,7 +34,7 @@ class Welford:
     def standardize(self, x):
         s = self.scale()
         z = np.where(s > 0, (np.asarray(x, np.float64) - self.mean) / np.where(s > 0, s, 1.0), 0.0)
-        return z, self.mean.copy(), s
+        return np.clip(z, -Z_ERROR, Z_ERROR), self.mean.copy(), s
 
     def add(self, x):
         x = np.asarray(x, np.float64)
@@ -71,8 +72,9 @@ class Features:
     def standardize(self, what, sids, rows):
         """One position: [(z, mean, scale)] per stream, then the statistics take the rows."""
         out = [self._welford(what, sid).standardize(r) for sid, r in zip(sids, rows)]
-        for sid, r in zip(sids, rows):
-            self._welford(what, sid).add(r)
+        for sid, r, (z, _, _) in zip(sids, rows, out):
+            if np.all(np.abs(z) < Z_ERROR):
+                self._welford(what, sid).add(r)
         return out
 
     def current(self, what, sid):

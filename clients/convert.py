@@ -24,12 +24,14 @@ _ENUMS = {
     "sharing": pb.Sharing,
     "device": pb.Device,
     "target_mode": pb.TargetMode,
+    "normalize": pb.Normalization,
 }
 _UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed")
-_FLOATS = ("clip_norm", "weight_decay")
+_FLOATS = ("clip_norm", "weight_decay", "normalize_decay")
 _OPTIMIZER_FLOATS = ("lr", "momentum", "eps", "alpha")
-SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", *_ENUMS,
-                         *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS))
+_UINT_LISTS = ("input_taps", "output_taps")
+SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", "linear_skip",
+                         *_ENUMS, *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS, *_UINT_LISTS))
 
 
 def _enum_value(field: str, enum, value) -> int:
@@ -38,18 +40,27 @@ def _enum_value(field: str, enum, value) -> int:
             raise ValueError(f"{field}: {value} is not one of {_choices(enum)}")
         return int(value)
     key = str(value).strip().upper().replace("-", "_")
-    try:
-        return enum.Value(key)
-    except ValueError:
-        raise ValueError(f"{field}: {value!r} is not one of {_choices(enum)}") from None
+    for name in (key, f"{_prefix(enum)}_{key}"):  # prefixed enums: "off" is NORMALIZATION_OFF
+        if name in enum.keys():
+            return enum.Value(name)
+    raise ValueError(f"{field}: {value!r} is not one of {_choices(enum)}")
+
+
+def _prefix(enum) -> str:
+    """NORMALIZATION for Normalization (buf's ENUM_VALUE_PREFIX)."""
+    name = enum.DESCRIPTOR.name
+    return "".join("_" + c if c.isupper() and i else c for i, c in enumerate(name)).upper()
 
 
 def _choices(enum) -> str:
-    return ", ".join(name.lower() for name in enum.keys() if not name.endswith("_UNSPECIFIED"))
+    return ", ".join(_enum_name(enum, enum.Value(name)) for name in enum.keys()
+                     if not name.endswith("_UNSPECIFIED"))
 
 
 def _enum_name(enum, number: int) -> str:
-    return enum.Name(number).lower()
+    name = enum.Name(number)
+    prefix = _prefix(enum) + "_"
+    return (name[len(prefix):] if name.startswith(prefix) else name).lower()
 
 
 def _f32(value: float) -> float:
@@ -91,6 +102,11 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
         opt.nesterov = True
     if spec.get("betas") is not None:
         opt.beta1, opt.beta2 = (float(b) for b in spec["betas"])
+    for field in _UINT_LISTS:
+        if spec.get(field) is not None:
+            getattr(msg, field).extend(int(t) for t in spec[field])
+    if spec.get("linear_skip") is not None:
+        msg.linear_skip = bool(spec["linear_skip"])
     return msg
 
 
@@ -112,6 +128,10 @@ def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
             spec[field] = _f32(getattr(opt, field))
     if opt.HasField("beta1") or opt.HasField("beta2"):
         spec["betas"] = (_f32(opt.beta1), _f32(opt.beta2))
+    for field in _UINT_LISTS:
+        spec[field] = [int(t) for t in getattr(msg, field)]
+    if msg.HasField("linear_skip"):
+        spec["linear_skip"] = bool(msg.linear_skip)
     return spec
 
 

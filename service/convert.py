@@ -155,9 +155,12 @@ def tensors_to_proto(state: dict) -> list[pb.Tensor]:
             for name, a in state.items()]
 
 
-def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
-    """Checks names, shapes and finiteness against ``layout`` [(name, shape, offset)]."""
+def tensors_from_proto(tensors, layout, optional=()) -> dict[str, np.ndarray]:
+    """Checks names, shapes and finiteness against ``layout`` [(name, shape, offset)], every
+    one required, and ``optional`` [(name, shape)] (normalisation statistics)."""
     expected = {name: tuple(shape) for name, shape, _ in layout}
+    required = set(expected)
+    expected.update({name: tuple(shape) for name, shape in optional})
     got = {}
     for t in tensors:
         if t.name not in expected:
@@ -173,7 +176,7 @@ def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
         if not np.isfinite(data).all():
             raise invalid(f"tensor {t.name!r} holds NaN or Inf")
         got[t.name] = data.reshape(shape)
-    missing = sorted(set(expected) - set(got))
+    missing = sorted(required - set(got))
     if missing:
         raise invalid(f"missing tensors: {missing}")
     return got

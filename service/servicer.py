@@ -69,6 +69,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ExportWeights(self, request, context):
         host = await self._weights_owner(request.model, request.stream_id)
         state = host.engine.state_dict(request.stream_id or None)
+        state.update(host.engine.statistics(request.stream_id or None))  # normalisation
         return pb.Weights(model=host.name, stream_id=request.stream_id, tensors=tensors_to_proto(state))
 
     @_unary
@@ -76,7 +77,8 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         host = self.registry.get(request.model)
         if request.stream_id and host.spec.sharing != "per_stream":
             raise invalid("stream_id is only for PER_STREAM models; a SHARED model has one set of weights")
-        tensors = tensors_from_proto(request.tensors, host.engine.param_layout())
+        tensors = tensors_from_proto(request.tensors, host.engine.param_layout(),
+                                     optional=host.engine.statistics_layout())
         await self.registry.import_weights(host, request.stream_id, tensors)
         return empty_pb2.Empty()
 

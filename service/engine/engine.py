@@ -223,12 +223,40 @@ class Engine:
 
     def load_state_dict(self, d: dict, stream_id=None):
         """Set the weights from PyTorch-named tensors (all of them, exact shapes, finite).
-        PER_STREAM without a stream id: the weights new streams start from."""
-        flat = self._flatten(d)
+        PER_STREAM without a stream id: the weights new streams start from. Normalisation
+        statistics (``statistics()``'s names) may come along; they are set too."""
+        layout = dict(self.statistics_layout())
+        stats = {k: v for k, v in d.items() if k in layout}
+        for k, v in stats.items():
+            if np.shape(v) != layout[k]:
+                raise ValueError(f"{k} has shape {np.shape(v)}, expected {layout[k]}")
+        rows = self._features.statistics_rows(stats) if stats else {}
+        slot = None
+        if rows and self.spec.normalize == "per_stream":
+            slot = None if stream_id is None else self.pool.slot(stream_id)
+            if slot is None:
+                raise ValueError("this model keeps its statistics per stream: import them with "
+                                 "the id of a stream that has sent a chunk")
+        flat = self._flatten({k: v for k, v in d.items() if k not in layout})
         self._pull(stream_id)
         self._theta(stream_id)[:] = flat
         self._push(stream_id)
         self._forget_forward_results()
+        if rows:
+            self._features.load_statistics(self.pool, rows, slot)
+
+    def statistics(self, stream_id=None) -> dict:
+        """The normalisation statistics as tensors: ``input_norm.`` / ``target_norm.`` +
+        ``count``, ``running_mean``, ``running_var`` (the model's, or stream ``stream_id``'s for
+        per-stream statistics); {} when it has none."""
+        if self._features is None:
+            return {}
+        slot = None if stream_id is None else self._slot(stream_id)
+        return self._features.statistics(self.pool, slot)
+
+    def statistics_layout(self) -> list:
+        """[(name, shape)] of the statistics tensors ``statistics()`` may return."""
+        return [] if self._features is None else self._features.statistics_layout()
 
     def weight_norm(self, stream_id=None) -> float:
         self._pull(stream_id)

@@ -73,14 +73,28 @@ class FeaturePath:
                     mu1, sc1)
         return z, (mu, sc), (mu1, sc1)
 
+    def _groups(self):
+        spec = self.spec
+        return [(what, name) for what, name, on in
+                (("input", "norm_x", spec.normalizes_inputs),
+                 ("target", "norm_y", spec.normalizes_targets)) if on]
+
+    def statistics_layout(self) -> list:
+        """[(name, shape)] of the exported statistics (BatchNorm's names for them)."""
+        out = []
+        for what, name in self._groups():
+            D = self.spec.input_size if name == "norm_x" else self.spec.out_size
+            out += [(f"{what}_norm.count", (1,)), (f"{what}_norm.running_mean", (D,)),
+                    (f"{what}_norm.running_var", (D,))]
+        return out
+
     def statistics(self, pool, slot=None) -> dict:
-        """Mean, variance and weight of the inputs (and targets) as float64 arrays."""
+        """Weight, mean and (population) variance of the inputs (and targets), float64; {} for
+        a per-stream model without a stream."""
         out = {}
-        names = [("input", "norm_x", self.spec.normalizes_inputs),
-                 ("target", "norm_y", self.spec.normalizes_targets)]
-        for what, name, on in names:
-            if not on:
-                continue
+        if not self.shared and slot is None:
+            return out
+        for what, name in self._groups():
             row = self.stats[name][0] if self.shared else pool.arrays[name][slot]
             D = (row.shape[0] - 1) // 2
             n = row[0]
@@ -88,6 +102,37 @@ class FeaturePath:
             out[f"{what}_norm.running_mean"] = row[1:1 + D].copy()
             out[f"{what}_norm.running_var"] = row[1 + D:] / n if n > 0 else np.zeros(D)
         return out
+
+    def statistics_rows(self, d: dict) -> dict:
+        """Validated table rows {norm_x/norm_y: [n, mean, m2]} from exported statistics (all
+        three tensors of a group, or none of them); raises ValueError."""
+        rows = {}
+        for what, name in self._groups():
+            keys = [f"{what}_norm.{k}" for k in ("count", "running_mean", "running_var")]
+            given = [k for k in keys if k in d]
+            if not given:
+                continue
+            if len(given) != 3:
+                raise ValueError(f"statistics need all of {', '.join(keys)}")
+            n, mean, var = (np.asarray(d[k], np.float64) for k in keys)
+            if not (np.all(np.isfinite(n)) and np.all(np.isfinite(mean))
+                    and np.all(np.isfinite(var))) or n.min() < 0 or var.min() < 0:
+                raise ValueError(f"{what}_norm: count and running_var must be finite and >= 0, "
+                                 "running_mean finite")
+            rows[name] = np.concatenate([n.reshape(1), mean.reshape(-1), var.reshape(-1) * n[0]])
+        return rows
+
+    def load_statistics(self, pool, rows: dict, slot=None):
+        if not rows:
+            return
+        if not self.shared and slot is None:
+            raise ValueError("a per-stream model keeps its statistics per stream: give the "
+                             "stream id")
+        for name, row in rows.items():
+            if self.shared:
+                self.stats[name][0] = row
+            else:
+                pool.arrays[name][slot] = row
 
     # one chunk ------------------------------------------------------------------------
     def step(self, engine, slots, batch):

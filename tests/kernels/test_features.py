@@ -282,3 +282,36 @@ def test_an_error_value_does_not_set_the_scale_for_good():
     p, losses = eng.step(["s"], inputs=x, targets=x)
     assert eng.stream_stats("s")["skipped_updates"] == 1  # the window that held it
     assert np.all(np.abs(p) < 10) and np.all(losses < 100)
+
+
+@pytest.mark.parametrize("norm", ["shared", "per_stream"])
+def test_statistics_export_as_running_mean_and_variance_and_import_back(norm):
+    spec = make_spec("lstm", {}, "tbptt", 2, 2, normalize=norm, sharing=norm)
+    eng = Engine(spec)
+    chunk = random_chunks(spec, 1, (6,), seed=4)[0]
+    eng.step(["a"], **chunk)
+    sid = None if norm == "shared" else "a"
+    stats = eng.statistics(sid)
+    assert [n for n, _ in eng.statistics_layout()] == list(stats)
+    x, y = chunk["inputs"][0].astype(np.float64), chunk["targets"][0].astype(np.float64)
+    for what, data in (("input", x), ("target", y)):
+        assert stats[f"{what}_norm.count"][0] == 6
+        np.testing.assert_allclose(stats[f"{what}_norm.running_mean"], data.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(stats[f"{what}_norm.running_var"], data.var(0), rtol=1e-9)
+    other = Engine(spec)
+    other.step(["a"], **random_chunks(spec, 1, (2,), seed=9)[0])
+    before = other.statistics(sid)
+    bad = dict(other.state_dict(sid), **{k: v.copy() for k, v in stats.items()})
+    bad["input_norm.running_var"] = -bad["input_norm.running_var"]
+    with pytest.raises(ValueError):
+        other.load_state_dict(bad, stream_id=sid)
+    for k, v in other.statistics(sid).items():
+        np.testing.assert_array_equal(v, before[k])
+    other.load_state_dict(dict(eng.state_dict(sid), **stats), stream_id=sid)
+    for k, v in other.statistics(sid).items():
+        np.testing.assert_allclose(v, stats[k], rtol=1e-12)
+    for e in (eng, other):  # a fresh state; the learned weights and statistics stay
+        e.reset_stream("a")
+    p1, _ = eng.step(["a"], learn=False, **chunk)
+    p2, _ = other.step(["a"], learn=False, **chunk)
+    np.testing.assert_allclose(p1, p2, rtol=1e-6, atol=1e-7)

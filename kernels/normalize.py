@@ -83,12 +83,13 @@ def standardize(stats, sets, x, lengths, decay, absorb, z, mu, sc, mu_next, sc_n
 
 
 @njit(cache=True)
-def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, pending):
+def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, pending, run, scored):
     """Predictions back to the caller's units (preds = mu + sc * preds, in place) and each
-    finite-or-scored loss recomputed from them: the mean over outputs of the squared error
-    against the caller's target (NEXT_INPUT: against the next input; the first step of a
-    chunk against ``pending[b]``, the stream's last prediction, which is then replaced).
-    A loss the kernel left NaN (nothing to score) stays NaN."""
+    scored loss recomputed from them: the mean over outputs of the squared error against the
+    caller's target (NEXT_INPUT: against the next input; the first step of a chunk against
+    ``pending[b]``, the stream's last prediction, which is then replaced). A loss the kernel
+    left NaN (nothing to score) stays NaN. scored: the running loss ``run[b] = (value, has)``
+    (decay 0.99, kernels/README.md) takes the chunk's finite losses."""
     B = preds.shape[0]
     O = preds.shape[2]
     prev = np.empty(O, dtype=np.float64)
@@ -112,21 +113,12 @@ def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, pendin
                     acc += d * d
             if not nxt and not np.isnan(losses[b, t]):
                 losses[b, t] = acc / O
+            loss = np.float64(losses[b, t])
+            if scored and np.isfinite(loss):
+                if run[b, 1] == 0.0:
+                    run[b, 0] = loss
+                    run[b, 1] = 1.0
+                else:
+                    run[b, 0] = 0.99 * run[b, 0] + 0.01 * loss
         for o in range(O):
             pending[b, o] = prev[o]
-
-
-@njit(cache=True)
-def running_losses(run, has, losses, lengths):
-    """The per-stream running loss (decay 0.99, kernels/README.md) over the chunk's losses,
-    from the values (run, has) it had before the chunk; updated in place."""
-    for b in range(losses.shape[0]):
-        for t in range(lengths[b]):
-            loss = np.float64(losses[b, t])
-            if not np.isfinite(loss):
-                continue
-            if has[b] == 0.0:
-                run[b] = loss
-                has[b] = 1.0
-            else:
-                run[b] = 0.99 * run[b] + 0.01 * loss

@@ -12,7 +12,7 @@ import numpy as np
 
 from kernels import codes as kc
 from kernels.narx import build_rows, forecast_rows, push_rows
-from kernels.normalize import running_losses, standardize, to_caller_units
+from kernels.normalize import standardize, to_caller_units
 
 # per-stream arrays of this path
 STAT_FIELDS = ("norm_x", "norm_y")                          # statistics: kept like weights
@@ -68,7 +68,7 @@ class FeaturePath:
         B, T, D = rows.shape
         sets = np.zeros(B, np.int64) if self.shared else slots
         z = np.empty(rows.shape, rows.dtype)
-        mu, sc, mu1, sc1 = (np.zeros((B, T, D)) for _ in range(4))
+        mu, sc, mu1, sc1 = np.zeros((4, B, T, D))
         standardize(self._table(pool, name), sets, rows, lengths, self.decay, absorb, z, mu, sc,
                     mu1, sc1)
         return z, (mu, sc), (mu1, sc1)
@@ -152,7 +152,6 @@ class FeaturePath:
                                                  learn != 2)
         elif self.next_input and spec.normalizes_inputs:
             out_stats = nxt_stats
-        run0 = pool.arrays["nrun"][slots].copy()
         kbatch = dict(batch, inputs=rows, targets=kt)
         if not self.taps:
             preds, losses, res, gnorms, seconds = engine._run_kernel(slots, kbatch)
@@ -162,15 +161,11 @@ class FeaturePath:
             kbatch["inputs"] = self._rows(pool, slots, batch, rows, kt)
             preds, losses, res, gnorms, seconds = engine._run_kernel(slots, kbatch)
         if self.rescore:
-            pending = pool.arrays["npend"][slots]
+            pending, run = pool.arrays["npend"][slots], pool.arrays["nrun"][slots]
             to_caller_units(preds, losses, lengths, out_stats[0], out_stats[1], targets,
-                            self.next_input, inputs, pending)
+                            self.next_input, inputs, pending, run, learn != 2)
             pool.arrays["npend"][slots] = pending
-            if learn != 2:
-                run, has = run0[:, 0].copy(), run0[:, 1].copy()
-                running_losses(run, has, losses, lengths)
-                pool.arrays["nrun"][slots, 0] = run
-                pool.arrays["nrun"][slots, 1] = has
+            pool.arrays["nrun"][slots] = run
         return preds, losses, res, gnorms, seconds
 
     # taps -----------------------------------------------------------------------------

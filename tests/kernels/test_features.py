@@ -315,3 +315,25 @@ def test_statistics_export_as_running_mean_and_variance_and_import_back(norm):
     p1, _ = eng.step(["a"], learn=False, **chunk)
     p2, _ = other.step(["a"], learn=False, **chunk)
     np.testing.assert_allclose(p1, p2, rtol=1e-6, atol=1e-7)
+
+
+def test_wire_spec_round_trips_the_feature_fields():
+    from protos.rnnstream.v1 import rnnstream_pb2 as pb
+    from service.convert import spec_kwargs, spec_to_proto
+    spec = Spec(name="m", input_size=3, output_size=1, normalize="per_stream", tbptt_k2=16,
+                normalize_decay=0.99, input_taps=(1, 12), output_taps=(1,), linear_skip=True)
+    back = Spec(**spec_kwargs(spec_to_proto(spec)))
+    assert back == spec
+    msg = pb.ModelSpec(name="m", cell=pb.LSTM, hidden_sizes=[4], input_size=2, output_size=1)
+    assert Spec(**spec_kwargs(msg)).normalize == "shared"
+    msg.sharing = pb.PER_STREAM
+    assert Spec(**spec_kwargs(msg)).normalize == "per_stream"
+    assert Spec(**spec_kwargs(msg)).linear_skip is False
+    tokens = pb.ModelSpec(name="t", cell=pb.GRU, hidden_sizes=[4], vocab_size=9, num_classes=9)
+    assert Spec(**spec_kwargs(tokens)).input_size == 32
+    msg.normalize_decay = 1.5
+    with pytest.raises(Exception, match="normalize_decay"):
+        spec_kwargs(msg)
+    dense = pb.ModelSpec(name="d", cell=pb.GRU, hidden_sizes=[4], output_size=1)
+    with pytest.raises(Exception, match="input_size"):
+        spec_kwargs(dense)

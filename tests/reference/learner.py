@@ -141,10 +141,11 @@ class Learner:
                 row = fx.row(sid, xs[b]) if self.taps else xs[b]
                 st["state"], cache = model_step(cfg, params, prev, row)
                 st["rule"].observe(params, prev, row, cache)
-                preds[b, j] = cache["y"] if units[b] is None else units[b][0] + units[b][1] * cache["y"]
+                y = cache["y"]
+                preds[b, j] = y if units[b] is None else units[b][0] + units[b][1] * y
                 if self.taps:
                     fx.remember(sid, xs[b], cache["y"] if ys is None else fx.target_row(ys[b]))
-                st["pending"], st["pending_units"], st["pending_pred"] = cache, units[b], preds[b, j]
+                st.update(pending=cache, pending_units=units[b], pending_pred=preds[b, j])
             if ys is not None:
                 grads = {}
                 for b, sid in enumerate(stream_ids):

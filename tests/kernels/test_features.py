@@ -337,3 +337,36 @@ def test_wire_spec_round_trips_the_feature_fields():
     dense = pb.ModelSpec(name="d", cell=pb.GRU, hidden_sizes=[4], output_size=1)
     with pytest.raises(Exception, match="input_size"):
         spec_kwargs(dense)
+
+
+def test_explicit_forecast_feeds_back_through_both_statistics():
+    """Explicit targets and inputs have statistics of their own: the forecast's second value
+    is what a predict-only step fed the first would predict (statistics as they are now)."""
+    spec = make_spec("lstm", {}, "tbptt", 2, 2, input_taps=(1, 2), output_taps=(1,),
+                     linear_skip=True, normalize="shared", input_size=2)
+    eng = Engine(spec)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x = (5 + 3 * rng.standard_normal((1, 4, 2))).astype(np.float32)
+        eng.step(["s"], inputs=x, targets=(x * 2 - 7).astype(np.float32))
+    fc = eng.forecast("s", 2)
+    twin = Engine(spec)
+    twin.restore_model(eng.snapshot_model())
+    twin.restore_stream("s", eng.snapshot_stream("s"))
+    p, _ = twin.step(["s"], inputs=fc[:1][None].astype(np.float32), learn=False)
+    np.testing.assert_allclose(p[0, 0], fc[1], rtol=1e-4, atol=1e-4)
+
+
+def test_token_forecast_with_a_skip_feeds_the_most_probable_token():
+    spec = make_spec("gru", {}, "snap1", inp="token", target_mode="next_input",
+                     linear_skip=True, optimizer="adam", lr=0.05)
+    eng = Engine(spec)
+    for c in random_chunks(spec, 1, (6, 5), seed=4):
+        eng.step(["s"], **c)
+    fc = eng.forecast("s", 4)
+    twin = Engine(spec)
+    twin.restore_model(eng.snapshot_model())
+    twin.restore_stream("s", eng.snapshot_stream("s"))
+    for i in range(3):
+        p, _ = twin.step(["s"], tokens=np.array([[np.argmax(fc[i])]]), learn=False)
+        np.testing.assert_allclose(p[0, 0], fc[i + 1], rtol=1e-5, atol=1e-6)

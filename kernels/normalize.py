@@ -83,19 +83,22 @@ def standardize(stats, sets, x, lengths, decay, absorb, z, mu, sc, mu_next, sc_n
 
 
 @njit(cache=True)
-def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, pending, run, scored):
+def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, slots, pending, run,
+                    scored):
     """Predictions back to the caller's units (preds = mu + sc * preds, in place) and each
     scored loss recomputed from them: the mean over outputs of the squared error against the
     caller's target (NEXT_INPUT: against the next input; the first step of a chunk against
-    ``pending[b]``, the stream's last prediction, which is then replaced). A loss the kernel
-    left NaN (nothing to score) stays NaN. scored: the running loss ``run[b] = (value, has)``
-    (decay 0.99, kernels/README.md) takes the chunk's finite losses."""
+    ``pending[slots[b]]``, the stream's last prediction, which is then replaced). A loss the
+    kernel left NaN (nothing to score) stays NaN. scored: the stream's running loss
+    ``run[slots[b]] = (value, has)`` (decay 0.99, kernels/README.md) takes the chunk's finite
+    losses."""
     B = preds.shape[0]
     O = preds.shape[2]
     prev = np.empty(O, dtype=np.float64)
     for b in range(B):
+        slot = slots[b]
         for o in range(O):
-            prev[o] = pending[b, o]
+            prev[o] = pending[slot, o]
         for t in range(lengths[b]):
             if nxt and not np.isnan(losses[b, t]):
                 acc = 0.0
@@ -115,10 +118,10 @@ def to_caller_units(preds, losses, lengths, mu, sc, targets, nxt, inputs, pendin
                 losses[b, t] = acc / O
             loss = np.float64(losses[b, t])
             if scored and np.isfinite(loss):
-                if run[b, 1] == 0.0:
-                    run[b, 0] = loss
-                    run[b, 1] = 1.0
+                if run[slot, 1] == 0.0:
+                    run[slot, 0] = loss
+                    run[slot, 1] = 1.0
                 else:
-                    run[b, 0] = 0.99 * run[b, 0] + 0.01 * loss
+                    run[slot, 0] = 0.99 * run[slot, 0] + 0.01 * loss
         for o in range(O):
-            pending[b, o] = prev[o]
+            pending[slot, o] = prev[o]

@@ -161,11 +161,9 @@ class FeaturePath:
             kbatch["inputs"] = self._rows(pool, slots, batch, rows, kt)
             preds, losses, res, gnorms, seconds = engine._run_kernel(slots, kbatch)
         if self.rescore:
-            pending, run = pool.arrays["npend"][slots], pool.arrays["nrun"][slots]
             to_caller_units(preds, losses, lengths, out_stats[0], out_stats[1], targets,
-                            self.next_input, inputs, pending, run, learn != 2)
-            pool.arrays["npend"][slots] = pending
-            pool.arrays["nrun"][slots] = run
+                            self.next_input, inputs, slots, pool.arrays["npend"],
+                            pool.arrays["nrun"], learn != 2)
         return preds, losses, res, gnorms, seconds
 
     # taps -----------------------------------------------------------------------------

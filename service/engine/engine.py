@@ -123,7 +123,9 @@ class Engine:
         inputs [B, T, input_size] (or tokens [B, T]); targets [B, T, output_size] (or
         target_classes [B, T]) in EXPLICIT mode, none in NEXT_INPUT mode; lengths [B] for
         ragged batches (rows padded to T). Returns predictions [B, T, output_size or
-        num_classes] and losses [B, T]; entries past a row's length are NaN.
+        num_classes] and losses [B, T], in the caller's units also when the model
+        standardises its data (service/engine/features.py); entries past a row's length are
+        NaN.
         """
         batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
                                       learn, lengths)

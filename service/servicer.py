@@ -69,7 +69,6 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ExportWeights(self, request, context):
         host = await self._weights_owner(request.model, request.stream_id)
         state = host.engine.state_dict(request.stream_id or None)
-        state.update(host.engine.statistics(request.stream_id or None))  # normalisation
         return pb.Weights(model=host.name, stream_id=request.stream_id, tensors=tensors_to_proto(state))
 
     @_unary

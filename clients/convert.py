@@ -25,12 +25,14 @@ _ENUMS = {
     "sharing": pb.Sharing,
     "device": pb.Device,
     "target_mode": pb.TargetMode,
+    "normalize": pb.Normalization,
 }
 _UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed")
-_FLOATS = ("clip_norm", "weight_decay")
+_FLOATS = ("clip_norm", "weight_decay", "normalize_decay")
 _OPTIMIZER_FLOATS = ("lr", "momentum", "eps", "alpha")
-SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", *_ENUMS,
-                         *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS))
+_UINT_LISTS = ("input_taps", "output_taps")
+SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", "linear_skip",
+                         *_ENUMS, *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS, *_UINT_LISTS))
 
 
 def _prefix(enum) -> str:
@@ -113,6 +115,11 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
         opt.nesterov = True
     if spec.get("betas") is not None:
         opt.beta1, opt.beta2 = (float(b) for b in spec["betas"])
+    for field in _UINT_LISTS:
+        if spec.get(field) is not None:
+            getattr(msg, field).extend(int(t) for t in spec[field])
+    if spec.get("linear_skip") is not None:
+        msg.linear_skip = bool(spec["linear_skip"])
     return msg
 
 
@@ -134,6 +141,10 @@ def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
             spec[field] = _f32(getattr(opt, field))
     if opt.HasField("beta1") or opt.HasField("beta2"):
         spec["betas"] = (_f32(opt.beta1), _f32(opt.beta2))
+    for field in _UINT_LISTS:
+        spec[field] = [int(t) for t in getattr(msg, field)]
+    if msg.HasField("linear_skip"):
+        spec["linear_skip"] = bool(msg.linear_skip)
     return spec
 
 

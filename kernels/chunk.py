@@ -175,7 +175,7 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     P = cfg[C_P]
     g = np.zeros(P, dtype=theta.dtype)
     if rule == RTRL:
-        rtrl_gradient(theta, cfg, st[b], sens[slot], dz[0], g)
+        rtrl_gradient(theta, cfg, st[b], sens[slot], dz[0], htok[slot, last], hx[slot, last], g)
     else:
         # SnAp-1: dL_t/dS_t within step t, from the step's recomputed forward
         S = cfg[C_S]
@@ -456,7 +456,7 @@ def run_chunk(model, weights, pool, batch, out):
                                                0, empty_target, tokens[b, t], need_bwd, dz)
                     else:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, inputs[b, t], 0, need_bwd, dz)
+                                               0, inputs[b, t, :O], 0, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
@@ -528,7 +528,7 @@ def forecast(theta, cfg, lay, s, horizon, out):
     Z = np.empty((1, O), dtype=theta.dtype)
     x = np.empty((1, cfg[C_IN]), dtype=theta.dtype)
     htop = cfg[C_HTOP]
-    head_logits(theta, cfg, st[:, htop:htop + cfg[C_HLAST]], Z)
+    head_logits(theta, cfg, st[:, htop:htop + cfg[C_HLAST]], x, Z)  # no skip on this path
     for i in range(horizon):
         predict_row(cfg, Z[0], out[i])
         if i == horizon - 1:

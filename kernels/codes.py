@@ -41,7 +41,8 @@ C_NEXT = 20      # 1: NEXT_INPUT target mode
 C_K1 = 21
 C_SHARED = 22    # 1: every stream trains the one weight row 0
 C_DELAY = 23     # max_label_delay: how many steps back a late label may name
-C_NFIELDS = 24
+C_SKIP = 24      # offset of skip.weight [O, C_IN] (linear skip to the head), else -1
+C_NFIELDS = 25
 
 # layer fields
 L_CELL = 0

@@ -2,25 +2,29 @@
 
 ``S0``/``S1`` are the states before/after the step ([nb, S] rows: per layer h and c, then
 y_{t-1} for a Jordan model); ``x`` [nb, I] is the layer-0 input (a feature row or an embedding
-row). Head: z = W_head h_last + b_head; prediction y = z (MSE) or softmax(z) (cross-entropy).
+row). Head: z = W_head h_last + b_head (+ W_skip x with a linear skip); prediction y = z (MSE)
+or softmax(z) (cross-entropy).
 """
 import numpy as np
 from numba import njit
 
 from .cells import layer_backward, layer_forward, mat
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT,
-                    C_VARIANT, C_VOCAB, C_Y, JORDAN, L_CELL, L_H, L_REC, L_SC, L_SH)
+                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, JORDAN, L_CELL, L_H, L_REC, L_SC, L_SH)
 
 
 @njit(cache=True)
-def head_logits(theta, cfg, htop, Z):
-    """Z [nb, O] = htop W_head^T + b_head."""
+def head_logits(theta, cfg, htop, x, Z):
+    """Z [nb, O] = htop W_head^T + b_head (+ x W_skip^T: the linear skip from the layer-0
+    input row x [nb, C_IN])."""
     O = cfg[C_OUT]
     W = mat(theta, cfg[C_HW], O, cfg[C_HLAST])
     Z[:, :] = np.dot(np.ascontiguousarray(htop), W.T)
     for b in range(Z.shape[0]):
         for o in range(O):
             Z[b, o] += theta[cfg[C_HB] + o]
+    if cfg[C_SKIP] >= 0:
+        Z += np.dot(np.ascontiguousarray(x), mat(theta, cfg[C_SKIP], O, cfg[C_IN]).T)
 
 
 @njit(cache=True)
@@ -112,7 +116,7 @@ def step_forward(theta, cfg, lay, x, S0, S1, cache, Z):
         if sc >= 0:
             S1[:, sc:sc + H] = Cn
     htop = cfg[C_HTOP]
-    head_logits(theta, cfg, S1[:, htop:htop + cfg[C_HLAST]], Z)
+    head_logits(theta, cfg, S1[:, htop:htop + cfg[C_HLAST]], x, Z)
     if cfg[C_Y] >= 0:
         y = np.empty(cfg[C_OUT], dtype=theta.dtype)
         for b in range(nb):
@@ -159,6 +163,9 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
         for b in range(nb):
             for o in range(O):
                 grad[cfg[C_HB] + o] += dZ[b, o]
+        if cfg[C_SKIP] >= 0:
+            sk = mat(grad, cfg[C_SKIP], O, cfg[C_IN])
+            sk += np.dot(dZ.T, np.ascontiguousarray(x))
     dS0[:, :] = 0.0
     dHs[:, :] = dS1
     dHs[:, htop:htop + HL] += np.dot(dZ, W_head)
@@ -191,6 +198,8 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
             dS0[:, sc:sc + H] += dCp
         if k == 0:
             dx[:, :] = dX
+            if cfg[C_SKIP] >= 0:
+                dx += np.dot(dZ, mat(theta, cfg[C_SKIP], O, cfg[C_IN]))
         else:
             psh = lay[k - 1, L_SH]
             dHs[:, psh:psh + lay[k - 1, L_H]] += dX

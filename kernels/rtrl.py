@@ -10,8 +10,8 @@ import numpy as np
 from numba import njit
 
 from .cells import mat, n_gates
-from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_NL, C_OUT, C_P,
-                    C_VARIANT, C_VOCAB, C_Y, COUPLED, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
+from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
+                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, COUPLED, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
                     L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
                     NO_FORGET, PEEPHOLE)
 
@@ -193,6 +193,7 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
         htop = cfg[C_HTOP]
         dZ = np.dot(mat(theta, cfg[C_HW], O, HL), rows(M1, htop, HL, P))
         _immediate(dZ, cfg[C_HW], cfg[C_HB], 0, O, s1[htop:htop + HL])
+        _add_skip_tangent(theta, cfg, token, x, dZ)
         My = rows(M1, yo, O, P)
         if cfg[C_CLASSIFY] == 0:
             My[:, :] = dZ
@@ -206,8 +207,28 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
 
 
 @njit(cache=True)
-def rtrl_gradient(theta, cfg, s1, M1, dz, gvec):
-    """gvec = dL_t/dθ = (W_head^T dz) · M_t[h_last] + the head's direct term (eq. 6.44)."""
+def _add_skip_tangent(theta, cfg, token, x, dZ):
+    """dZ [O, P] += the linear skip's direct tangent of the logits: x on skip.weight's rows,
+    and W_skip on the embedding row of the token (token models)."""
+    if cfg[C_SKIP] < 0:
+        return
+    O = cfg[C_OUT]
+    F = cfg[C_IN]
+    W_skip = mat(theta, cfg[C_SKIP], O, F)
+    for o in range(O):
+        base = cfg[C_SKIP] + o * F
+        for q in range(F):
+            dZ[o, base + q] += x[q]
+        if cfg[C_VOCAB] > 0:
+            eb = cfg[C_EMB] + token * F
+            for q in range(F):
+                dZ[o, eb + q] += W_skip[o, q]
+
+
+@njit(cache=True)
+def rtrl_gradient(theta, cfg, s1, M1, dz, token, x, gvec):
+    """gvec = dL_t/dθ = (W_head^T dz) · M_t[h_last] + the head's direct term (eq. 6.44), and
+    the linear skip's: dz ⊗ x, and W_skip^T dz on the token's embedding row."""
     P = cfg[C_P]
     O = cfg[C_OUT]
     HL = cfg[C_HLAST]
@@ -219,3 +240,11 @@ def rtrl_gradient(theta, cfg, s1, M1, dz, gvec):
         for q in range(HL):
             gvec[cfg[C_HW] + o * HL + q] += dz[o] * s1[htop + q]
         gvec[cfg[C_HB] + o] += dz[o]
+    if cfg[C_SKIP] >= 0:
+        F = cfg[C_IN]
+        W_skip = mat(theta, cfg[C_SKIP], O, F)
+        for o in range(O):
+            for q in range(F):
+                gvec[cfg[C_SKIP] + o * F + q] += dz[o] * x[q]
+                if cfg[C_VOCAB] > 0:
+                    gvec[cfg[C_EMB] + token * F + q] += dz[o] * W_skip[o, q]

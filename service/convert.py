@@ -34,6 +34,9 @@ SHARINGS = {pb.SHARING_UNSPECIFIED: "shared", pb.SHARING_SHARED: "shared", pb.SH
 DEVICES = {pb.DEVICE_UNSPECIFIED: "cpu", pb.DEVICE_CPU: "cpu", pb.DEVICE_CUDA: "cuda"}
 TARGET_MODES = {pb.TARGET_MODE_UNSPECIFIED: "explicit", pb.TARGET_MODE_EXPLICIT: "explicit",
                 pb.TARGET_MODE_NEXT_INPUT: "next_input"}
+# NORMALIZATION_UNSPECIFIED: the Spec's default, which follows the weights' sharing
+NORMALIZATIONS = {pb.NORMALIZATION_UNSPECIFIED: "", pb.NORMALIZATION_OFF: "off",
+                  pb.NORMALIZATION_SHARED: "shared", pb.NORMALIZATION_PER_STREAM: "per_stream"}
 
 
 def _enum(table: dict, value: int, field: str) -> str:
@@ -110,8 +113,12 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         raise invalid("spec.cell must be set: CELL_ELMAN, CELL_JORDAN, CELL_LSTM or CELL_GRU")
     if not msg.hidden_sizes or any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
         raise invalid(f"spec.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, got {list(msg.hidden_sizes)}")
-    if msg.input_size == 0:
-        raise invalid("spec.input_size must be > 0 (features, or the embedding width when vocab_size > 0)")
+    if msg.input_size == 0 and msg.vocab_size == 0:
+        raise invalid("spec.input_size must be > 0: the number of features (only a token model, "
+                      "vocab_size > 0, may leave it unset for the default embedding width)")
+    decay = msg.normalize_decay
+    if not (math.isfinite(decay) and (decay == 0 or 0 < decay < 1)):
+        raise invalid(f"spec.normalize_decay must be 0 (no forgetting) or in (0, 1), got {decay}")
     if (msg.output_size > 0) == (msg.num_classes > 0):
         raise invalid("set exactly one of spec.output_size (regression) and spec.num_classes (classification)")
     algorithm = _enum(ALGORITHMS, msg.algorithm, "algorithm")
@@ -161,6 +168,11 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         members=tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members)),
         hedge_rate=_f32(msg.hedge_rate),
         max_label_delay=int(msg.max_label_delay),
+        normalize=_enum(NORMALIZATIONS, msg.normalize, "normalize"),
+        normalize_decay=_f32(decay),
+        input_taps=tuple(int(t) for t in msg.input_taps),
+        output_taps=tuple(int(t) for t in msg.output_taps),
+        linear_skip=bool(msg.linear_skip) if msg.HasField("linear_skip") else False,
     )
 
 
@@ -255,6 +267,9 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         tbptt_k2=spec.tbptt_k2, optimizer=opt, clip_norm=spec.clip_norm, weight_decay=spec.weight_decay,
         sharing=_back(SHARINGS, spec.sharing), device=_back(DEVICES, spec.device), seed=spec.seed,
         target_mode=_back(TARGET_MODES, spec.target_mode), max_label_delay=spec.max_label_delay,
+        normalize=_back(NORMALIZATIONS, spec.normalize), normalize_decay=spec.normalize_decay,
+        input_taps=list(spec.input_taps), output_taps=list(spec.output_taps),
+        linear_skip=spec.linear_skip,
         members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate)
 
 
@@ -263,9 +278,12 @@ def tensors_to_proto(state: dict) -> list[pb.Tensor]:
             for name, a in state.items()]
 
 
-def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
-    """Checks names, shapes and finiteness against ``layout`` [(name, shape, offset)]."""
+def tensors_from_proto(tensors, layout, optional=()) -> dict[str, np.ndarray]:
+    """Checks names, shapes and finiteness against ``layout`` [(name, shape, offset)], every
+    one required, and ``optional`` [(name, shape)] (normalisation statistics)."""
     expected = {name: tuple(shape) for name, shape, _ in layout}
+    required = set(expected)
+    expected.update({name: tuple(shape) for name, shape in optional})
     got = {}
     for t in tensors:
         if t.name not in expected:
@@ -280,7 +298,7 @@ def tensors_from_proto(tensors, layout) -> dict[str, np.ndarray]:
             raise invalid(f"tensor {t.name!r}: {data.size} values for shape {list(shape)}")
         check_values(data, f"tensor {t.name!r}")
         got[t.name] = data.reshape(shape)
-    missing = sorted(set(expected) - set(got))
+    missing = sorted(required - set(got))
     if missing:
         raise invalid(f"missing tensors: {missing}")
     return got

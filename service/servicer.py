@@ -97,7 +97,8 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ImportWeights(self, request, context):
         host = self.registry.get(request.model)
         self._check_weights_target(host, request.stream_id)
-        tensors = tensors_from_proto(request.tensors, host.engine.param_layout())
+        tensors = tensors_from_proto(request.tensors, host.engine.param_layout(),
+                                     optional=host.engine.statistics_layout())
         await self.registry.import_weights(host, request.stream_id, tensors)
         return empty_pb2.Empty()
 

@@ -13,7 +13,9 @@ import numpy as np
 from kernels import codes as kc
 from kernels.chunk import forecast as _forecast_kernel
 from kernels.chunk import learn_labels, learn_pending, run_chunk
+from kernels.narx import forecast_rows
 
+from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset
 from .layout import OPT_CODE, build_layout, init_weights
 from .malloc import keep_freed_memory
@@ -49,8 +51,10 @@ def memory_per_stream(spec: Spec) -> int:
     floats = S + sensitivity_width(spec, layout) + K * (I + 2 * S + 2 * O + C)
     if spec.sharing == "per_stream":
         floats += 3 * P
+    feature_bytes = sum(int(np.prod(shape)) * np.dtype(dt).itemsize
+                        for shape, dt in stream_shapes(spec).values())
     # per step: token, class, version (int64) and flag (int8)
-    return 4 * floats + K * 25 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS)
+    return 4 * floats + K * 25 + 8 * (kc.K_NFIELDS + kc.F_NFIELDS) + feature_bytes
 
 
 def warm_up() -> float:
@@ -59,11 +63,14 @@ def warm_up() -> float:
     cell and rule: the kernels read those from arrays, so their signatures are shared. Returns
     the seconds it took."""
     t0 = time.perf_counter()
-    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
-                         algorithm="tbptt", tbptt_k1=1, tbptt_k2=1))
     x = np.zeros((1, 1, 1), dtype=np.float32)
-    engine.step(["warm-up"], inputs=x, targets=x)
-    engine.forecast("warm-up", 1)
+    # the plain path, and the feature path (normalisation, taps, their forecast) of the default
+    for extra in (dict(normalize="off"), dict(input_taps=(1,), output_taps=(1,))):
+        engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                             algorithm="tbptt", tbptt_k1=1, tbptt_k2=1, **extra))
+        engine.step(["warm-up"], inputs=x, targets=x)
+        engine.step(["warm-up"], inputs=x, learn=False)  # no targets: predictions stand in
+        engine.forecast("warm-up", 1)
     return time.perf_counter() - t0
 
 
@@ -85,6 +92,7 @@ class Engine:
         self.hyp = _hyper(spec)
         self._model = (self.layout.cfg, self.layout.lay, self.hyp)
         self.pool = StreamPool(spec, self.layout, self.dtype, theta0)
+        self._features = FeaturePath(spec) if spec.uses_features else None
         if spec.sharing == "shared":
             self._W = theta0.reshape(1, P).copy()
             self._m = np.zeros((1, P), self.dtype)
@@ -120,7 +128,9 @@ class Engine:
         inputs [B, T, input_size] (or tokens [B, T]); targets [B, T, output_size] (or
         target_classes [B, T]) in EXPLICIT mode, none in NEXT_INPUT mode; lengths [B] for
         ragged batches (rows padded to T). Returns predictions [B, T, output_size or
-        num_classes] and losses [B, T]; entries past a row's length are NaN.
+        num_classes] and losses [B, T], in the caller's units also when the model
+        standardises its data (service/engine/features.py); entries past a row's length are
+        NaN.
 
         Late labels (a model with max_label_delay > 0; kernels/README.md, "Late labels"):
         without targets, the steps wait for labels. ``labels[b]`` is None or ``(steps,
@@ -148,6 +158,29 @@ class Engine:
         if self._cuda is not None:
             self._cuda.push(new)
         slots = np.asarray(slots, dtype=np.int64)
+        B = batch["lengths"].shape[0]
+        extras = (lab, reset)
+        if self._features is None:
+            preds, losses, res, gnorms, seconds = self._run_kernel(slots, batch, extras)
+        else:
+            preds, losses, res, gnorms, seconds = self._features.step(self, slots, batch, extras)
+        if batch["learn"] == 2:
+            losses[:] = np.nan
+        n_up = int(res[kc.R_UPDATES])
+        self.total_steps += int(res[kc.R_STEPS])
+        self.total_updates += n_up
+        self.last_call = CallStats(
+            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
+            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
+                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
+            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B,
+            label_losses=[] if lab is None else [lab[4][b, :lab[0][b]].copy() for b in range(B)])
+        return preds, losses
+
+    def _run_kernel(self, slots, batch, extras=(None, None)):
+        """One chunk kernel call on the batch as given (features already applied), with the
+        late labels learned before its steps and the resets done after them (extras)."""
+        lab, reset = extras
         B, T = batch["lengths"].shape[0], batch["T"]
         O = self.spec.out_size
         preds = np.full((B, T, O), np.nan, dtype=self.dtype)
@@ -173,19 +206,7 @@ class Engine:
             learn_pending(self._model, self._weights(), self.pool.bundle(), kbatch, reset, out)
             for b in np.nonzero(reset)[0]:
                 self.pool.reset_recurrent(int(slots[b]))
-        seconds = time.perf_counter() - t0
-        if batch["learn"] == 2:
-            losses[:] = np.nan
-        n_up = int(res[kc.R_UPDATES])
-        self.total_steps += int(res[kc.R_STEPS])
-        self.total_updates += n_up
-        self.last_call = CallStats(
-            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
-            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
-                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
-            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B,
-            label_losses=[] if lab is None else [lab[4][b, :lab[0][b]].copy() for b in range(B)])
-        return preds, losses
+        return preds, losses, res, gnorms, time.perf_counter() - t0
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """The next ``horizon`` predictions, each fed back as the next input; the stream's
@@ -208,6 +229,22 @@ class Engine:
         self._pull(stream_id if slot is not None else None)
         state = (np.zeros(self.layout.state_size, self.dtype) if slot is None
                  else self.pool.arrays["state"][slot])
+        if self._features is not None or spec.linear_skip:
+            x_last = np.zeros(int(self.layout.cfg[kc.C_IN]), self.dtype)
+            cnt = None if slot is None else self.pool.arrays["cnt"][slot]
+            if cnt is not None and cnt[kc.K_HCOUNT] > 0:
+                K = int(self.layout.cfg[kc.C_HIST])
+                x_last = self.pool.arrays["hx"][slot, (cnt[kc.K_HPOS] - 1) % K]
+            theta = self._theta(stream_id)
+            if self._features is not None:
+                self._features.forecast(self, slot, theta, state, x_last, out)
+            else:
+                I = spec.input_size
+                forecast_rows(theta, self.layout.cfg, self.layout.lay, state, x_last,
+                              empty_rings(spec, self.dtype), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64),
+                              (np.ones(I, self.dtype), np.zeros(I, self.dtype)), out)
+            return out
         _forecast_kernel(self._theta(stream_id), self.layout.cfg, self.layout.lay,
                          state, horizon, out)
         return out
@@ -221,12 +258,40 @@ class Engine:
 
     def load_state_dict(self, d: dict, stream_id=None):
         """Set the weights from PyTorch-named tensors (all of them, exact shapes, finite).
-        PER_STREAM without a stream id: the weights new streams start from."""
-        flat = self._flatten(d)
+        PER_STREAM without a stream id: the weights new streams start from. Normalisation
+        statistics (``statistics()``'s names) may come along; they are set too."""
+        layout = dict(self.statistics_layout())
+        stats = {k: v for k, v in d.items() if k in layout}
+        for k, v in stats.items():
+            if np.shape(v) != layout[k]:
+                raise ValueError(f"{k} has shape {np.shape(v)}, expected {layout[k]}")
+        rows = self._features.statistics_rows(stats) if stats else {}
+        slot = None
+        if rows and self.spec.normalize == "per_stream":
+            slot = None if stream_id is None else self.pool.slot(stream_id)
+            if slot is None:
+                raise ValueError("this model keeps its statistics per stream: import them with "
+                                 "the id of a stream that has sent a chunk")
+        flat = self._flatten({k: v for k, v in d.items() if k not in layout})
         self._pull(stream_id)
         self._theta(stream_id)[:] = flat
         self._push(stream_id)
         self._forget_forward_results()
+        if rows:
+            self._features.load_statistics(self.pool, rows, slot)
+
+    def statistics(self, stream_id=None) -> dict:
+        """The normalisation statistics as tensors: ``input_norm.`` / ``target_norm.`` +
+        ``count``, ``running_mean``, ``running_var`` (the model's, or stream ``stream_id``'s for
+        per-stream statistics); {} when it has none."""
+        if self._features is None:
+            return {}
+        slot = None if stream_id is None else self._slot(stream_id)
+        return self._features.statistics(self.pool, slot)
+
+    def statistics_layout(self) -> list:
+        """[(name, shape)] of the statistics tensors ``statistics()`` may return."""
+        return [] if self._features is None else self._features.statistics_layout()
 
     def weight_norm(self, stream_id=None) -> float:
         self._pull(stream_id)
@@ -246,8 +311,12 @@ class Engine:
         self._pull(sid)
         cnt = self.pool.arrays["cnt"][slot]
         fst = self.pool.arrays["fst"][slot]
+        running = float(fst[kc.F_RUNNING]) if fst[kc.F_HASLOSS] else float("nan")
+        if self._features is not None:
+            caller = self._features.running_loss(self.pool, slot)
+            running = running if caller is None else caller
         return {"steps": int(cnt[kc.K_STEPS]), "updates": int(cnt[kc.K_UPDATES]),
-                "running_loss": float(fst[kc.F_RUNNING]) if fst[kc.F_HASLOSS] else float("nan"),
+                "running_loss": running,
                 "gradient_norm": float(fst[kc.F_GNORM]),
                 "skipped_updates": int(cnt[kc.K_SKIPPED])}
 
@@ -278,6 +347,8 @@ class Engine:
         if not self.pool.per_stream:
             d.update(weights=self._W.copy(), opt_m=self._m.copy(), opt_v=self._v.copy(),
                      opt_steps=self._steps.copy())
+        if self._features is not None:
+            d.update(self._features.snapshot())
         return d
 
     def restore_model(self, d: dict):
@@ -292,6 +363,8 @@ class Engine:
             self._m[:] = d["opt_m"]
             self._v[:] = d["opt_v"]
             self._steps[:] = d["opt_steps"]
+        if self._features is not None:
+            self._features.restore(d)
         self.pool.template[:] = d["template"]
         self.total_steps, self.total_updates = (int(c) for c in d["counters"])
         self._forget_forward_results()

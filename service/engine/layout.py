@@ -51,6 +51,7 @@ def build_layout(spec) -> Layout:
 
     O = spec.out_size
     I = spec.input_size
+    F = spec.feature_size  # layer 0's input row: I, or I widened by the delay taps
     emb = add("embedding.weight", (spec.vocab_size, I)) if spec.vocab_size > 0 else -1
     G = GATES[spec.cell]
     variant = spec.lstm_variant if spec.cell == "lstm" else spec.gru_variant
@@ -59,7 +60,7 @@ def build_layout(spec) -> Layout:
     cache = 0
     for k, H in enumerate(spec.hidden_sizes):
         cell = spec.cell if (k == 0 or spec.cell != "jordan") else "elman"
-        nin = I if k == 0 else spec.hidden_sizes[k - 1]
+        nin = F if k == 0 else spec.hidden_sizes[k - 1]
         nrec = O if cell == "jordan" else H
         row = lay[k]
         row[kc.L_CELL] = CELL_CODE[cell]
@@ -85,6 +86,7 @@ def build_layout(spec) -> Layout:
     HL = spec.hidden_sizes[-1]
     hw = add("head.weight", (O, HL))
     hb = add("head.bias", (O,))
+    skip = add("skip.weight", (O, F)) if spec.linear_skip else -1
     y = -1
     if spec.cell == "jordan":
         y = state
@@ -93,7 +95,7 @@ def build_layout(spec) -> Layout:
     cfg[kc.C_CELL] = CELL_CODE[spec.cell]
     cfg[kc.C_VARIANT] = VARIANT_CODE[variant]
     cfg[kc.C_NL] = len(spec.hidden_sizes)
-    cfg[kc.C_IN] = I
+    cfg[kc.C_IN] = F
     cfg[kc.C_OUT] = O
     cfg[kc.C_CLASSIFY] = int(spec.classify)
     cfg[kc.C_VOCAB] = spec.vocab_size
@@ -107,13 +109,14 @@ def build_layout(spec) -> Layout:
     cfg[kc.C_HLAST] = HL
     cfg[kc.C_CACHE] = max(cache, 1)
     cfg[kc.C_GHMAX] = max(G * h for h in spec.hidden_sizes)
-    cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), I, O)
+    cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), F, O)
     cfg[kc.C_HIST] = history_length(spec)
     cfg[kc.C_RULE] = RULE_CODE[spec.algorithm]
     cfg[kc.C_NEXT] = int(spec.target_mode == "next_input")
     cfg[kc.C_K1] = spec.tbptt_k1
     cfg[kc.C_SHARED] = int(spec.sharing == "shared")
     cfg[kc.C_DELAY] = spec.max_label_delay
+    cfg[kc.C_SKIP] = skip
     return Layout(tuple(params), offset, state, cfg, lay)
 
 
@@ -127,13 +130,16 @@ def history_length(spec) -> int:
 
 def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
     """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent weights and biases,
-    nn.Linear's for the head, N(0, 1) for the embedding; LSTM forget bias 1.0 (on bias_ih)."""
+    nn.Linear's for the head, N(0, 1) for the embedding; LSTM forget bias 1.0 (on bias_ih);
+    the linear skip starts at zero (the model starts as the recurrent one)."""
     rng = np.random.default_rng(spec.seed)
     theta = np.zeros(layout.num_parameters, dtype=np.float64)
     for p in layout.params:
         view = theta[p.offset:p.offset + p.size]
         if p.name == "embedding.weight":
             view[:] = rng.standard_normal(p.size)
+            continue
+        if p.name == "skip.weight":
             continue
         if p.name.startswith("head."):
             bound = 1.0 / np.sqrt(spec.hidden_sizes[-1])

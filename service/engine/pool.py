@@ -6,6 +6,8 @@ import numpy as np
 
 from kernels import codes as kc
 
+from .features import STAT_FIELDS, STATE_FIELDS, stream_shapes
+
 # the arrays of one stream, in the order of the kernels' pool bundle
 STREAM_FIELDS = ("state", "sens", "hx", "htok", "hs", "hy", "hcls", "hflag", "cnt", "fst",
                  "hc", "hz", "hs1", "hver")
@@ -56,6 +58,7 @@ class StreamPool:
             "hc": ((K, int(cfg[kc.C_CACHE])), self.dtype), "hz": ((K, O), self.dtype),
             "hs1": ((K, S), self.dtype), "hver": ((K,), np.int64),
         }
+        shapes.update(stream_shapes(self.spec, self.dtype))
         if self.per_stream:
             shapes.update({"weights": ((P,), self.dtype), "opt_m": ((P,), self.dtype),
                            "opt_v": ((P,), self.dtype), "opt_steps": ((), np.int64)})
@@ -90,7 +93,10 @@ class StreamPool:
         self._free.append(slot)
 
     def clear(self, slot, keep_weights=False):
-        for name in STREAM_FIELDS + (() if keep_weights else WEIGHT_FIELDS):
+        """Zero a slot; keep_weights keeps what the stream has learned (its weights, optimizer
+        moments and, when per stream, its normalisation statistics)."""
+        learned = WEIGHT_FIELDS + STAT_FIELDS
+        for name in STREAM_FIELDS + STATE_FIELDS + (() if keep_weights else learned):
             if name in self.arrays:
                 self.arrays[name][slot] = 0
 
@@ -119,6 +125,9 @@ class StreamPool:
             d.update({name: np.zeros(shapes[name][0], shapes[name][1])
                       for name in OPTIONAL_FIELDS})
             d["hver"] = np.full(shapes["hver"][0], -1, dtype=np.int64)  # recompute
+        for name in STAT_FIELDS + STATE_FIELDS:  # from before the feature path: start fresh
+            if name in shapes and name not in d:
+                d[name] = np.zeros(shapes[name][0], shapes[name][1])
         missing = sorted(set(shapes) - set(d))
         if missing:
             raise ValueError(f"stream snapshot lacks {', '.join(missing)}")

@@ -13,12 +13,17 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 SHARINGS = ("shared", "per_stream")
 DEVICES = ("cpu", "cuda")
 TARGET_MODES = ("explicit", "next_input")
+NORMALIZATIONS = ("off", "shared", "per_stream")
 
 # torch.optim's defaults
 DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
 DEFAULT_EPS = {"sgd": 0.0, "adam": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10}
 
 MAX_WIDTH = 1 << 16
+MAX_TAP = 1 << 12  # longest lag a stream keeps in its ring
+# the token embedding width when input_size is left at 0 (never 1: a 1-wide embedding cannot
+# tell tokens apart beyond an ordering); bench/quality.py measures it
+DEFAULT_EMBEDDING_WIDTH = 32
 
 # Ensembles (online model selection, service/engine/ensemble.py): the fields a member may
 # override. The rest (input/output shape, vocab, target mode, sharing, device) every member
@@ -38,7 +43,7 @@ class Spec:
     lstm_variant: str = "standard"
     gru_variant: str = "pytorch"
     hidden_sizes: tuple = (32,)
-    input_size: int = 1
+    input_size: int = 0  # dense: the feature count (required); tokens: 0 = the default width
     vocab_size: int = 0
     output_size: int = 0
     num_classes: int = 0
@@ -62,11 +67,26 @@ class Spec:
     members: tuple = ()
     hedge_rate: float = 0.0  # 0: the default of service.engine.hedge (by head kind)
     max_label_delay: int = 0  # > 0: labels may arrive up to this many steps after their step
+    # online standardisation of dense inputs and regression targets (kernels/README.md,
+    # "Features"): off, shared (one set of statistics per model) or per_stream; "" (unset)
+    # follows `sharing`: shared weights share statistics, per-stream models (independent of
+    # each other) keep their own, so a stream's results never depend on the others'
+    normalize: str = ""
+    normalize_decay: float = 0.0  # 0: plain Welford; in (0, 1): exponential forgetting
+    input_taps: tuple = ()        # lags l of the input fed beside x_t (TDNN / NARX)
+    output_taps: tuple = ()       # lags m of the observed target fed beside x_t (NARX)
+    linear_skip: bool = False     # y = head(h) + skip.weight . features
 
     def __post_init__(self):
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.betas = tuple(float(b) for b in self.betas)
         self.members = tuple(_member_overrides(m) for m in self.members)
+        self.input_taps = tuple(int(t) for t in self.input_taps)
+        self.output_taps = tuple(int(t) for t in self.output_taps)
+        if self.vocab_size and not self.input_size:
+            self.input_size = DEFAULT_EMBEDDING_WIDTH
+        if not self.normalize:
+            self.normalize = "per_stream" if self.sharing == "per_stream" else "shared"
 
     # derived values -------------------------------------------------------------------
     @property
@@ -80,6 +100,33 @@ class Spec:
     @property
     def k2(self) -> int:
         return self.tbptt_k2 or self.tbptt_k1
+
+    @property
+    def normalizes_inputs(self) -> bool:
+        """Dense inputs are standardised (tokens have nothing to standardise)."""
+        return self.normalize != "off" and self.vocab_size == 0
+
+    @property
+    def normalizes_targets(self) -> bool:
+        """Explicit regression targets are standardised with statistics of their own
+        (NEXT_INPUT's targets are the inputs, standardised with the input statistics). Not
+        with late labels: a label would meet statistics that moved since its step was
+        predicted, so late regression targets are learned in their own units."""
+        return (self.normalize != "off" and not self.classify
+                and self.target_mode == "explicit" and self.max_label_delay == 0)
+
+    @property
+    def feature_size(self) -> int:
+        """Width of the kernel's input row: x_t, then x_{t-l} per input tap, then y_{t-m}
+        per output tap."""
+        return (self.input_size * (1 + len(self.input_taps))
+                + self.out_size * len(self.output_taps))
+
+    @property
+    def uses_features(self) -> bool:
+        """Any option that the engine's feature path handles (no extra work when False)."""
+        return (self.normalizes_inputs or self.normalizes_targets or bool(self.input_taps)
+                or bool(self.output_taps))
 
     @property
     def learning_rate(self) -> float:
@@ -104,6 +151,10 @@ class Spec:
             raise ValueError("hidden_sizes must name at least one layer, e.g. [32]")
         for k, h in enumerate(self.hidden_sizes):
             _size(f"hidden_sizes[{k}]", h)
+        if self.vocab_size == 0 and self.input_size == 0:
+            raise ValueError("input_size must be set to the number of features of a dense "
+                             "model (it may be left at 0 only for token input, where it is "
+                             f"the embedding width, default {DEFAULT_EMBEDDING_WIDTH})")
         _size("input_size", self.input_size)
         if self.vocab_size < 0 or self.vocab_size > 1 << 24:
             raise ValueError(f"vocab_size must be in [0, 2^24], got {self.vocab_size}")
@@ -156,6 +207,7 @@ class Spec:
             raise ValueError("snap1 on a stacked Jordan model runs on device 'cpu' only (its "
                              "CUDA kernel lacks the loop through the upper layers); use "
                              "device='cpu', or tbptt/rtrl on cuda")
+        self._validate_features()
         if not (0 <= int(self.seed) < 1 << 64):
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
         self._validate_members()
@@ -188,6 +240,28 @@ class Spec:
                 self.member_spec(k).validate()
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"members[{k}]: {exc}") from None
+    def _validate_features(self):
+        _one_of("normalize", self.normalize, NORMALIZATIONS)
+        d = self.normalize_decay
+        if not (math.isfinite(d) and (d == 0.0 or 0.0 < d < 1.0)):
+            raise ValueError(f"normalize_decay must be 0 (no forgetting) or in (0, 1), e.g. "
+                             f"0.999; got {d}")
+        for name in ("input_taps", "output_taps"):
+            taps = getattr(self, name)
+            if any(not 1 <= t <= MAX_TAP for t in taps) or len(set(taps)) != len(taps):
+                raise ValueError(f"{name} must be distinct lags in [1, {MAX_TAP}], got "
+                                 f"{list(taps)}")
+        if (self.input_taps or self.output_taps) and self.vocab_size > 0:
+            raise ValueError("input_taps/output_taps need dense input; a token model sees "
+                             "its past through its state (or use a dense model)")
+        if self.output_taps and self.target_mode == "next_input":
+            raise ValueError("output_taps with target_mode next_input repeat the input: the "
+                             "target of step t-m is input t-m+1; use input_taps instead")
+        _size("feature row (input_size x (1 + input taps) + outputs x output taps)",
+              self.feature_size)
+        if self.device == "cuda" and (self.linear_skip or self.input_taps or self.output_taps):
+            raise ValueError("linear_skip, input_taps and output_taps run on device 'cpu' "
+                             "only for now (the CUDA kernels lack them); use device='cpu'")
 
     # serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -196,6 +270,8 @@ class Spec:
         d["betas"] = list(self.betas)
         d["members"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in m.items()}
                         for m in self.members]
+        d["input_taps"] = list(self.input_taps)
+        d["output_taps"] = list(self.output_taps)
         return d
 
     @classmethod
@@ -205,6 +281,8 @@ class Spec:
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
+        if "normalize" not in d:  # stored before normalisation existed: it keeps running without
+            d = dict(d, normalize="off")
         return cls(**d)
 
 
@@ -232,6 +310,9 @@ def _label_delay_ok(spec):
     if spec.device != "cpu":
         raise ValueError("max_label_delay > 0 runs on device 'cpu' only (the CUDA kernels have "
                          "no late-label path yet)")
+    if spec.output_taps:
+        raise ValueError("max_label_delay > 0 cannot use output_taps: a tap feeds the observed "
+                         "target of an earlier step, which a late label has not brought yet")
 
 
 def _one_of(name, value, allowed):

@@ -201,7 +201,9 @@ def test_bad_state_dicts_refused(cell, variant, rule, opt):
 
 @combos
 def test_inf_loss_skips_update(cell, variant, rule, opt):
-    spec = spec_for(cell, variant, rule, opt, output_size=1)
+    # normalize off: standardised, the steps after the first huge target are finite again
+    # (the statistics have taken it), so only the kernel's own skip is checked here
+    spec = spec_for(cell, variant, rule, opt, output_size=1, normalize="off")
     eng = Engine(spec)
     first = random_chunks(spec, 1, (2,))[0]
     eng.step(["a"], **first)
@@ -245,7 +247,10 @@ def test_chunked_equals_unchunked(cell, variant, rule, opt):
 @pytest.mark.parametrize("inp", ["dense", "token"])
 @combos
 def test_next_input_equals_explicit_shifted(cell, variant, rule, opt, inp):
-    nxt = spec_for(cell, variant, rule, opt, inp=inp, target_mode="next_input")
+    # normalize off: standardised, explicit targets have statistics of their own (those of
+    # x_1..x_t), next_input's are the inputs' (x_0..x_t), so the two differ by design
+    nxt = spec_for(cell, variant, rule, opt, inp=inp, target_mode="next_input",
+                   normalize="off")
     exp = dataclasses.replace(nxt, target_mode="explicit")
     seq = random_chunks(nxt, 2, (7,))[0]
     key = "tokens" if inp == "token" else "inputs"

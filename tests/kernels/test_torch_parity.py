@@ -24,6 +24,9 @@ OPTIMIZERS = {
     "adagrad": dict(optimizer="adagrad", lr=0.05),
 }
 ALGOS = {"rtrl": dict(algorithm="rtrl"), "tbptt3": dict(algorithm="tbptt", k1=3, k2=3)}
+# PyTorch has no online standardiser: these tables compare the kernels alone (the NumPy
+# reference checks normalisation, tests/kernels/test_features.py)
+NO_NORM = dict(normalize="off")
 
 
 def run_and_compare(spec, B=3, lengths=(2, 4, 3)):
@@ -46,7 +49,7 @@ CASES = list(itertools.product(CELL_VARIANTS, OPTIMIZERS, ALGOS))
 @pytest.mark.parametrize("cell,variant,opt,algo", [(c, v, o, a) for (c, v), o, a in CASES],
                          ids=[f"{cell_id(c, v)}-{o}-{a}" for (c, v), o, a in CASES])
 def test_matches_torch(cell, variant, opt, algo):
-    spec = make_spec(cell, variant, layers=(4,), **OPTIMIZERS[opt], **ALGOS[algo])
+    spec = make_spec(cell, variant, layers=(4,), **OPTIMIZERS[opt], **ALGOS[algo], **NO_NORM)
     run_and_compare(spec)
 
 
@@ -57,7 +60,7 @@ EXTRAS = list(itertools.product(CELL_VARIANTS, ALGOS))
                          ids=[f"{cell_id(c, v)}-{a}" for (c, v), a in EXTRAS])
 def test_clip_and_weight_decay_match_torch(cell, variant, algo):
     spec = make_spec(cell, variant, layers=(4,), optimizer="sgd", lr=0.05, momentum=0.5,
-                     clip_norm=0.1, weight_decay=0.05, **ALGOS[algo])
+                     clip_norm=0.1, weight_decay=0.05, **ALGOS[algo], **NO_NORM)
     run_and_compare(spec)
 
 
@@ -67,12 +70,23 @@ def test_clip_and_weight_decay_match_torch(cell, variant, algo):
 def test_two_layers_and_classes_match_torch(cell, variant, algo, inp):
     kind = {"token": dict(inp="token"), "dense_classes": dict(inp="dense", head="classes")}[inp]
     spec = make_spec(cell, variant, layers=(3, 3), optimizer="adam", lr=0.01, clip_norm=0.5,
-                     **kind, **ALGOS[algo])
+                     **kind, **ALGOS[algo], **NO_NORM)
     run_and_compare(spec)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_single_stream_matches_torch(algo):
     spec = make_spec("lstm", {}, layers=(4,), optimizer="rmsprop", lr=0.01, momentum=0.3,
-                     **ALGOS[algo])
+                     **ALGOS[algo], **NO_NORM)
     run_and_compare(spec, B=1)
+
+
+@pytest.mark.parametrize("inp", ["dense", "token"])
+@pytest.mark.parametrize("cell,variant,algo", [(c, v, a) for (c, v), a in EXTRAS],
+                         ids=[f"{cell_id(c, v)}-{a}" for (c, v), a in EXTRAS])
+def test_linear_skip_matches_torch(cell, variant, algo, inp):
+    """y = head(h) + nn.Linear(bias=False)(x): the skip's weights (zero at the start, so the
+    load also moves them off zero) and, for tokens, the embedding through both paths."""
+    spec = make_spec(cell, variant, layers=(4,), optimizer="adam", lr=0.02, inp=inp,
+                     linear_skip=True, **ALGOS[algo], **NO_NORM)
+    run_and_compare(spec)

@@ -2,7 +2,9 @@
 
 The model: ``torch.nn.RNN``(tanh)/``LSTM``/``GRU`` via ``torch.func.functional_call`` for the
 cells PyTorch has, torch ops by hand for Jordan, the peephole/coupled/no-forget LSTMs and Cho's
-GRU; ``nn.Linear`` head, ``nn.Embedding`` for tokens; all loaded from ``Engine.state_dict()``.
+GRU; ``nn.Linear`` head, ``nn.Embedding`` for tokens, the linear skip as an ``nn.Linear`` without
+bias from the input row (embedded for tokens) added to the head; all loaded from
+``Engine.state_dict()``.
 Shared weights, B streams run as one batch with the per-stream losses summed.
 
 - TBPTT(k, k): sum k steps' losses, backward, clip_grad_norm_, optimizer step, detach.
@@ -41,6 +43,8 @@ class TorchModel:
         self.head = torch.nn.Linear(spec.hidden_sizes[-1], self.out).to(DTYPE)
         if spec.vocab_size > 0:
             self.embedding = torch.nn.Embedding(spec.vocab_size, spec.input_size).to(DTYPE)
+        if getattr(spec, "linear_skip", False):
+            self.skip = torch.nn.Linear(spec.input_size, self.out, bias=False).to(DTYPE)
 
     def zero_state(self, B):
         s = {"h": [torch.zeros(B, H, dtype=DTYPE) for H in self.spec.hidden_sizes]}
@@ -89,6 +93,8 @@ class TorchModel:
                 below = h
             top = below
         z = functional_call(self.head, {"weight": p["head.weight"], "bias": p["head.bias"]}, (top,))
+        if getattr(spec, "linear_skip", False):
+            z = z + functional_call(self.skip, {"weight": p["skip.weight"]}, (x,))
         if spec.cell == "jordan":
             new["y"] = torch.softmax(z, -1) if spec.num_classes > 0 else z
         return new, z

@@ -249,9 +249,12 @@ def copy_state(state):
 
 # ----------------------------------------------------------------------------- head and loss
 
-def head_forward(cfg, params, h_last):
-    """Linear head z = W h + b; the prediction is z (regression) or softmax(z) (classes)."""
+def head_forward(cfg, params, h_last, x):
+    """Linear head z = W h + b (+ W_skip x, the linear skip from the model's input row x);
+    the prediction is z (regression) or softmax(z) (classes)."""
     z = params["head.weight"] @ h_last + params["head.bias"]
+    if cfg.linear_skip:
+        z = z + params["skip.weight"] @ x
     return z, (softmax(z) if cfg.classes else z.copy())
 
 
@@ -301,7 +304,7 @@ def model_step(cfg, params, state, inp):
             new["c"].append(c_new)
         layers.append(cache)
         below = h
-    z, y = head_forward(cfg, params, below)
+    z, y = head_forward(cfg, params, below, x)
     if cfg.cell == "jordan":
         new["y"] = y.copy()
     return new, {"token": token, "x": x, "layers": layers, "z": z, "y": y, "h_last": below}
@@ -329,6 +332,10 @@ def model_step_backward(cfg, params, cache, dstate=None, dz=None):
         dz_total += cache["y"] * (dy - cache["y"] @ dy) if cfg.classes else dy
     grads["head.weight"] += np.outer(dz_total, cache["h_last"])
     grads["head.bias"] += dz_total
+    dx_skip = 0.0
+    if cfg.linear_skip:
+        grads["skip.weight"] += np.outer(dz_total, cache["x"])
+        dx_skip = params["skip.weight"].T @ dz_total
     dh[L - 1] = dh[L - 1] + params["head.weight"].T @ dz_total
 
     prev = zero_state(cfg)
@@ -348,5 +355,5 @@ def model_step_backward(cfg, params, cache, dstate=None, dz=None):
         if k > 0:
             dh[k - 1] = dh[k - 1] + dx
         elif cfg.vocab_size > 0:
-            grads["embedding.weight"][cache["token"]] += dx
+            grads["embedding.weight"][cache["token"]] += dx + dx_skip
     return prev, grads, dh_total

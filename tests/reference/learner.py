@@ -1,7 +1,9 @@
 """The reference's online loop: any rule, plain SGD, "test, then train", many streams.
 
 ``Learner.step`` has the engine's signature (``Engine.step``), so a test can feed both the
-same chunks and compare. Order of events (kernels/README.md, "Order of events"): at each
+same chunks and compare. With normalisation or taps (tests/reference/features.py) the model
+sees standardised, widened rows; predictions and losses are reported in the caller's units.
+Order of events (kernels/README.md, "Order of events"): at each
 position j of a chunk, every stream predicts step j with the weights in force, then the step's
 loss is scored and the rule's gradient (if any) is applied; with shared weights the gradients
 of all streams at position j are summed into one update. NEXT_INPUT: a step's loss is scored
@@ -20,6 +22,7 @@ SGD follows ``torch.optim.SGD`` (momentum, dampening 0, nesterov, weight_decay) 
 import numpy as np
 
 from tests.reference.cells import loss_and_grad, model_step, zero_state
+from tests.reference.features import Features
 from tests.reference.params import flatten, unflatten
 from tests.reference.rules import make_rule
 
@@ -49,6 +52,8 @@ class Learner:
         self.streams = {}
         self.rule_kwargs = rule_kwargs
         self.skipped = 0
+        self.features = Features(cfg)
+        self.taps = bool(cfg.input_taps or cfg.output_taps)
 
     def _key(self, sid):
         return None if self.cfg.sharing == "shared" else sid
@@ -62,6 +67,7 @@ class Learner:
     def _stream(self, sid):
         if sid not in self.streams:
             self.streams[sid] = {"state": zero_state(self.cfg), "pending": None, "steps": 0,
+                                 "pending_units": None, "pending_pred": None,
                                  "rule": make_rule(self.cfg, **self.rule_kwargs)}
         return self.streams[sid]
 
@@ -126,40 +132,65 @@ class Learner:
     def step(self, stream_ids, inputs=None, tokens=None, targets=None, target_classes=None,
              learn=True, labels=None, reset_after=False):
         cfg = self.cfg
+        fx = self.features
         self.label_losses = self._labels(stream_ids, labels) if labels is not None else []
         seq = tokens if cfg.vocab_size > 0 else inputs
         seq = np.zeros((len(stream_ids), 0)) if seq is None else np.asarray(seq)
         B, T = seq.shape[:2]
         tgt = None
         if cfg.target_mode == "explicit":
-            tgt = target_classes if cfg.classes else targets
-            tgt = None if tgt is None else np.asarray(tgt)
+            raw = target_classes if cfg.classes else targets
+            tgt = None if raw is None else np.asarray(raw)
         preds = np.zeros((B, T, cfg.out_size))
         losses = np.full((B, T), np.nan)
         for j in range(T):
             if cfg.max_label_delay > 0 and cfg.algorithm == "tbptt":
                 self._rule_grads(stream_ids, lambda sid, rule, params: rule.due(params))
+            # the model's inputs and targets at position j (standardised when asked), and the
+            # (mean, scale) that map a prediction back to the caller's units
+            xs = [seq[b, j] for b in range(B)]
+            units = [None] * B
+            if fx.on_inputs:
+                xs = [z for z, _, _ in fx.standardize("x", stream_ids, xs)]
+                if cfg.target_mode == "next_input":  # predicts the next input: stats after j
+                    units = [fx.current("x", sid) for sid in stream_ids]
+            ys = None if tgt is None else [tgt[b, j] for b in range(B)]
+            if fx.on_targets:
+                if ys is None:
+                    units = [fx.current("y", sid) for sid in stream_ids]
+                else:
+                    scaled = fx.standardize("y", stream_ids, ys)
+                    ys = [z for z, _, _ in scaled]
+                    units = [(m, s) for _, m, s in scaled]
             if cfg.target_mode == "next_input":
                 grads = {}
                 for b, sid in enumerate(stream_ids):
                     st = self._stream(sid)
                     if st["pending"] is not None:
-                        losses[b, j] = self._score(sid, st["pending"], seq[b, j], learn, grads)
+                        losses[b, j] = self._score(sid, st["pending"], xs[b], learn, grads)
+                        if st["pending_units"] is not None:
+                            losses[b, j] = np.mean((st["pending_pred"] - seq[b, j]) ** 2)
                 self._apply(grads)
             for b, sid in enumerate(stream_ids):
                 st = self._stream(sid)
                 params = unflatten(cfg, self._weights(sid)["theta"])
                 prev = st["state"]
-                st["state"], cache = model_step(cfg, params, prev, seq[b, j])
-                st["rule"].observe(params, prev, seq[b, j], cache)
-                preds[b, j] = cache["y"]
-                st["pending"] = cache
+                row = fx.row(sid, xs[b]) if self.taps else xs[b]
+                st["state"], cache = model_step(cfg, params, prev, row)
+                st["rule"].observe(params, prev, row, cache)
+                y = cache["y"]
+                preds[b, j] = y if units[b] is None else units[b][0] + units[b][1] * y
+                if self.taps:
+                    fx.remember(sid, xs[b], cache["y"] if ys is None else fx.target_row(ys[b]))
+                st.update(pending=cache, pending_units=units[b], pending_pred=preds[b, j])
                 st["steps"] += 1
-            if cfg.target_mode == "explicit" and tgt is not None:
+            if ys is not None:
                 grads = {}
                 for b, sid in enumerate(stream_ids):
-                    losses[b, j] = self._score(sid, self.streams[sid]["pending"], tgt[b, j],
-                                               learn, grads)
+                    losses[b, j] = self._score(sid, self.streams[sid]["pending"], ys[b], learn,
+                                               grads)
+                    if fx.on_targets:
+                        losses[b, j] = np.mean((preds[b, j] - tgt[b, j]) ** 2)
                 self._apply(grads)
         reset = np.broadcast_to(np.asarray(reset_after, dtype=bool), (B,))
         if reset.any():

@@ -43,9 +43,17 @@ class Config:
     seed: int = 0
     target_mode: str = "explicit"
     max_label_delay: int = 0
+    # features (tests/reference/features.py); off here unless copied from a Spec
+    normalize: str = "off"
+    normalize_decay: float = 0.0
+    input_taps: tuple = ()
+    output_taps: tuple = ()
+    linear_skip: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "input_taps", tuple(int(t) for t in self.input_taps))
+        object.__setattr__(self, "output_taps", tuple(int(t) for t in self.output_taps))
         assert self.cell in CELLS, self.cell
         assert self.lstm_variant in LSTM_VARIANTS, self.lstm_variant
         assert self.gru_variant in GRU_VARIANTS, self.gru_variant
@@ -79,8 +87,14 @@ class Config:
     def peephole(self):
         return self.cell == "lstm" and self.lstm_variant == "peephole"
 
+    @property
+    def feature_size(self):
+        """Width of the model's input row: x_t, its input taps, the output taps."""
+        return (self.input_size * (1 + len(self.input_taps))
+                + self.out_size * len(self.output_taps))
+
     def layer_input_size(self, k):
-        return self.input_size if k == 0 else self.hidden_sizes[k - 1]
+        return self.feature_size if k == 0 else self.hidden_sizes[k - 1]
 
 
 def layout(cfg):
@@ -99,6 +113,8 @@ def layout(cfg):
             out.append((f"weight_ch_l{k}", (3, H)))
     out.append(("head.weight", (cfg.out_size, cfg.hidden_sizes[-1])))
     out.append(("head.bias", (cfg.out_size,)))
+    if cfg.linear_skip:
+        out.append(("skip.weight", (cfg.out_size, cfg.feature_size)))
     return out
 
 
@@ -148,6 +164,8 @@ def init_params(cfg, seed=None):
     for name, shape in layout(cfg):
         if name == "embedding.weight":
             p[name] = rng.standard_normal(shape)
+        elif name == "skip.weight":
+            p[name] = np.zeros(shape)
         else:
             fan = cfg.hidden_sizes[-1] if name.startswith("head.") else cfg.hidden_sizes[int(name[-1])]
             bound = 1.0 / np.sqrt(fan)

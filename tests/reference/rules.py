@@ -83,13 +83,18 @@ def step_jacobians(cfg, params, cache):
 
 
 def readout_gradient(cfg, params, cache, dz):
-    """dL_t/dS_t (only the last layer's h is read) and the head's direct gradient (flat)."""
+    """dL_t/dS_t (only the last layer's h is read) and the head's (and skip's) direct
+    gradient (flat)."""
     dS = np.zeros(state_size(cfg))
     kind, k, a, b = [s for s in state_slices(cfg) if s[0] == "h"][-1]
     dS[a:b] = params["head.weight"].T @ dz
     g = zeros_like_params(cfg)
     g["head.weight"] = np.outer(dz, cache["h_last"])
     g["head.bias"] = np.asarray(dz, dtype=np.float64).copy()
+    if cfg.linear_skip:  # z also reads the input row directly: W_skip x_t
+        g["skip.weight"] = np.outer(dz, cache["x"])
+        if cfg.vocab_size > 0:
+            g["embedding.weight"][cache["token"]] += params["skip.weight"].T @ dz
     return dS, flatten(cfg, g)
 
 
@@ -131,7 +136,7 @@ def snap_units(cfg):
     P = num_params(cfg)
     layer, unit = np.full(P, -1), np.full(P, -1)
     for name, (a, b, shape) in offsets(cfg).items():
-        if name.startswith(("embedding.", "head.")):
+        if name.startswith(("embedding.", "head.", "skip.")):
             continue
         k = int(name.rsplit("_l", 1)[1])
         H = cfg.hidden_sizes[k]

@@ -94,6 +94,8 @@ def test_every_method_scores_every_sample_on_every_stream():
         s, methods = r["stream"], r["methods"]
         assert s.n == (300 if s.task == qd.TEXT else 30)
         assert quality.RNN in methods and len(methods) >= 4, name
+        # the engine has every field of the recommended spec, so it runs beside the default
+        assert quality.RECOMMENDED in methods, name
         for meth, v in methods.items():
             assert v["scored"] == s.n, (name, meth)
             assert math.isfinite(v["score"]) and v["score"] >= 0, (name, meth)

@@ -273,7 +273,7 @@ def test_bad_chunk_changes_no_statistics():
 def test_an_error_value_does_not_set_the_scale_for_good():
     """A sensor's 1e30 is skipped by the kernel (its loss overflows) and by the statistics:
     the predictions after it stay on the data's scale."""
-    spec = Spec(cell="gru", hidden_sizes=(4,), input_size=1, output_size=1)
+    spec = Spec(cell="gru", hidden_sizes=(4,), input_size=1, output_size=1, tbptt_k1=16, output_taps=())
     eng = Engine(spec)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 30, 1)).astype(np.float32)

@@ -46,7 +46,8 @@ def _spec(device, sharing):
     from service.engine import Spec
     return Spec(cell="lstm", hidden_sizes=(H,), input_size=I, output_size=O,
                 algorithm="tbptt", tbptt_k1=K, tbptt_k2=K, optimizer="adam",
-                sharing=sharing, device=device, seed=0)
+                sharing=sharing, device=device, seed=0, normalize="off", linear_skip=False,
+                output_taps=())
 
 
 def _fits(sharing, n, free_bytes):

@@ -105,7 +105,8 @@ async def _bench(address: str, seconds: float, create: bool) -> dict:
         if create:
             await stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
                 name="bench", cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
-                algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16, optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=1e-3))))
+                algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16, optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=1e-3),
+                normalize=pb.NORMALIZATION_OFF, linear_skip=False, output_taps=[0])))
         return {
             "one stream, 64-step chunks": await _drive(stub, 1, 64, seconds, warmup=20),
             "256 streams, 1-step chunks": await _drive(stub, 256, 1, seconds, warmup=3),
@@ -139,7 +140,8 @@ def _engine_ms(steps: int, repeats: int = 50) -> float:
     from service.engine import Engine, Spec
 
     engine = Engine(Spec(name="e", cell="lstm", hidden_sizes=(HIDDEN,), input_size=INPUT, output_size=OUTPUT,
-                         algorithm="tbptt", tbptt_k1=16, tbptt_k2=16, optimizer="adam", lr=1e-3))
+                         algorithm="tbptt", tbptt_k1=16, tbptt_k2=16, optimizer="adam", lr=1e-3,
+                         normalize="off", linear_skip=False, output_taps=()))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, steps, INPUT)).astype(np.float32)
     y = rng.standard_normal((1, steps, OUTPUT)).astype(np.float32)

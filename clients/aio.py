@@ -297,25 +297,27 @@ class AsyncStreamSession:
             self._hang_up()
 
     async def _submit(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
-                      predict_only: bool | None = None) -> None:
+                      predict_only: bool | None = None, labels=None, reset_after: bool = False) -> None:
         await self.open()
         if self._closed:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
-        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
+                              labels, reset_after)
         req.ephemeral = self.ephemeral
         if self._call is None:
             await self._connect()
         await self._write(self._log.add(req, steps))
 
     async def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
-                   predict_only: bool | None = None) -> convert.StreamResult:
+                   predict_only: bool | None = None, labels=None, reset_after: bool = False) -> convert.StreamResult:
         """Push one chunk and wait for its answer. Raises :class:`ChunkRefused` if refused."""
         if self._log is not None and self._log.in_flight:
             raise RuntimeError("send() while pipeline() chunks are in flight: finish that loop (or close it) first")
         self._pipeline = None  # a pipeline left suspended, closed later, must not touch this chunk
         try:
-            await self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
+            await self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only,
+                         labels=labels, reset_after=reset_after)
             result = await self._next_result()
         except BaseException:
             self._give_up_owed()

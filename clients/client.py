@@ -143,13 +143,15 @@ def _next_seq(get_stream) -> int:
         return 1
 
 
-def _request(info: convert.ModelInfo, model, stream_id, inputs, tokens, targets, predict_only, horizon):
+def _request(info: convert.ModelInfo, model, stream_id, inputs, tokens, targets, predict_only, horizon,
+             labels=None, reset_after=False):
     spec = info.spec
     if inputs is not None and tokens is None and spec["vocab_size"] > 0:
         inputs, tokens = None, inputs  # a token model's bare chunk is its tokens
     return convert.build_request(model, stream_id, 0, inputs=inputs, tokens=tokens, targets=targets,
                                  classes=spec["num_classes"] > 0, predict_only=predict_only,
-                                 horizon=horizon, input_size=spec["input_size"])
+                                 horizon=horizon, input_size=spec["input_size"], labels=labels,
+                                 reset_after=reset_after)
 
 
 def _raise_refused(result: convert.StreamResult) -> convert.StreamResult:
@@ -284,24 +286,26 @@ class StreamSession:
 
     # -- sending ----------------------------------------------------------------------------
     def _submit(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
-                predict_only: bool | None = None) -> None:
+                predict_only: bool | None = None, labels=None, reset_after: bool = False) -> None:
         if self._closed:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
-        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon)
+        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
+                              labels, reset_after)
         req.ephemeral = self.ephemeral
         if self._responses is None:
             self._connect()
         self._queue.put(self._log.add(req, steps))
 
     def send(self, inputs=None, *, tokens=None, targets=None, horizon: int = 0,
-             predict_only: bool | None = None) -> convert.StreamResult:
+             predict_only: bool | None = None, labels=None, reset_after: bool = False) -> convert.StreamResult:
         """Push one chunk and wait for its answer. Raises :class:`ChunkRefused` if refused."""
         if self._log.in_flight:
             raise RuntimeError("send() while pipeline() chunks are in flight: finish that loop (or close it) first")
         self._pipeline = None  # a pipeline left suspended, closed later, must not touch this chunk
         try:
-            self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only)
+            self._submit(inputs, tokens=tokens, targets=targets, horizon=horizon, predict_only=predict_only,
+                         labels=labels, reset_after=reset_after)
             result = self._next_result()
         except BaseException:
             self._give_up_owed()

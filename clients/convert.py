@@ -27,11 +27,16 @@ _ENUMS = {
     "target_mode": pb.TargetMode,
     "normalize": pb.Normalization,
 }
-_UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed")
-_FLOATS = ("clip_norm", "weight_decay", "normalize_decay")
+_UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed",
+          "max_label_delay")
+_FLOATS = ("clip_norm", "weight_decay", "normalize_decay", "hedge_rate")
 _OPTIMIZER_FLOATS = ("lr", "momentum", "eps", "alpha")
 _UINT_LISTS = ("input_taps", "output_taps")
-SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", "linear_skip",
+# what one ensemble member may set (ModelSpec.members); the rest is the model's
+MEMBER_FIELDS = frozenset(("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1",
+                           "tbptt_k2", "optimizer", "lr", "momentum", "nesterov", "betas", "eps", "alpha",
+                           "clip_norm", "weight_decay", "seed"))
+SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", "linear_skip", "members",
                          *_ENUMS, *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS, *_UINT_LISTS))
 
 
@@ -86,17 +91,17 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
 
     ``optimizer`` is the kind ("adam", "sgd", "rmsprop", "adagrad"); its hyper-parameters
     sit beside it (``lr``, ``momentum``, ``nesterov``, ``betas``, ``eps``, ``alpha``).
-    Unset fields are left to the server's defaults (torch.optim's, TBPTT, Adam).
+    Unset fields are left to the server's defaults: given only the data's shape, the server
+    picks the measured default model (README, "Learning quality"). ``members`` is a list of
+    dicts of the fields each ensemble member overrides (``MEMBER_FIELDS``).
     """
     unknown = set(spec) - SPEC_FIELDS
     if unknown:
         raise TypeError(f"unknown model spec field(s): {', '.join(sorted(unknown))}; "
                         f"known: {', '.join(sorted(SPEC_FIELDS))}")
     msg = pb.ModelSpec(name=str(spec.get("name", "")))
-    msg.cell = _enum_value("cell", pb.Cell, _or(spec.get("cell"), "lstm"))
-    msg.algorithm = _enum_value("algorithm", pb.Algorithm, _or(spec.get("algorithm"), "tbptt"))
     for field, enum in _ENUMS.items():
-        if field in spec and field not in ("cell", "algorithm") and spec[field] is not None:
+        if spec.get(field) is not None:
             setattr(msg, field, _enum_value(field, enum, spec[field]))
     hidden = spec.get("hidden_sizes", ())
     msg.hidden_sizes.extend([int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden])
@@ -106,8 +111,20 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
     for field in _FLOATS:
         if spec.get(field) is not None:
             setattr(msg, field, float(spec[field]))
-    opt = msg.optimizer
-    opt.kind = _enum_value("optimizer", pb.OptimizerKind, _or(spec.get("optimizer"), "adam"))
+    _optimizer_to_proto(spec, msg.optimizer)
+    for k, member in enumerate(spec.get("members") or ()):
+        msg.members.append(_member_to_proto(member, k))
+    for field in _UINT_LISTS:
+        if spec.get(field) is not None:
+            getattr(msg, field).extend(int(t) for t in spec[field])
+    if spec.get("linear_skip") is not None:
+        msg.linear_skip = bool(spec["linear_skip"])
+    return msg
+
+
+def _optimizer_to_proto(spec: Mapping[str, Any], opt: pb.Optimizer) -> None:
+    if spec.get("optimizer") is not None:
+        opt.kind = _enum_value("optimizer", pb.OptimizerKind, spec["optimizer"])
     for field in _OPTIMIZER_FLOATS:
         if spec.get(field) is not None:
             setattr(opt, field, float(spec[field]))
@@ -115,12 +132,52 @@ def spec_to_proto(spec: Mapping[str, Any]) -> pb.ModelSpec:
         opt.nesterov = True
     if spec.get("betas") is not None:
         opt.beta1, opt.beta2 = (float(b) for b in spec["betas"])
-    for field in _UINT_LISTS:
-        if spec.get(field) is not None:
-            getattr(msg, field).extend(int(t) for t in spec[field])
-    if spec.get("linear_skip") is not None:
-        msg.linear_skip = bool(spec["linear_skip"])
+
+
+def _member_to_proto(member: Mapping[str, Any], k: int) -> pb.MemberSpec:
+    unknown = set(member) - MEMBER_FIELDS
+    if unknown:
+        raise TypeError(f"members[{k}]: unknown field(s) {', '.join(sorted(unknown))}; a member sets "
+                        f"only {', '.join(sorted(MEMBER_FIELDS))}")
+    msg = pb.MemberSpec()
+    for field in ("cell", "lstm_variant", "gru_variant", "algorithm"):
+        if member.get(field) is not None:
+            setattr(msg, field, _enum_value(f"members[{k}].{field}", _ENUMS[field], member[field]))
+    hidden = member.get("hidden_sizes", ())
+    msg.hidden_sizes.extend([int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden])
+    for field in ("tbptt_k1", "tbptt_k2", "seed"):
+        if member.get(field) is not None:
+            setattr(msg, field, int(member[field]))
+    for field in ("clip_norm", "weight_decay"):
+        if member.get(field) is not None:
+            setattr(msg, field, float(member[field]))
+    if any(member.get(f) is not None for f in ("optimizer", "lr", "momentum", "eps", "alpha", "betas", "nesterov")):
+        _optimizer_to_proto(member, msg.optimizer)
     return msg
+
+
+def _member_from_proto(msg: pb.MemberSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in ("cell", "algorithm"):
+        if getattr(msg, field):
+            out[field] = _enum_name(_ENUMS[field], getattr(msg, field))
+    for field in ("lstm_variant", "gru_variant", "clip_norm", "weight_decay", "seed"):
+        if msg.HasField(field):
+            value = getattr(msg, field)
+            out[field] = (_enum_name(_ENUMS[field], value) if field.endswith("variant")
+                          else _f32(value) if isinstance(value, float) else int(value))
+    if msg.hidden_sizes:
+        out["hidden_sizes"] = list(msg.hidden_sizes)
+    for field in ("tbptt_k1", "tbptt_k2"):
+        if getattr(msg, field):
+            out[field] = int(getattr(msg, field))
+    if msg.HasField("optimizer"):
+        opt = msg.optimizer
+        if opt.kind:
+            out["optimizer"] = _enum_name(pb.OptimizerKind, opt.kind)
+        if opt.lr:
+            out["lr"] = _f32(opt.lr)
+    return out
 
 
 def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
@@ -142,7 +199,9 @@ def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
     if opt.HasField("beta1") or opt.HasField("beta2"):
         spec["betas"] = (_f32(opt.beta1), _f32(opt.beta2))
     for field in _UINT_LISTS:
-        spec[field] = [int(t) for t in getattr(msg, field)]
+        taps = [int(t) for t in getattr(msg, field)]
+        spec[field] = [] if taps == [0] else taps  # [0]: none on the wire
+    spec["members"] = [_member_from_proto(m) for m in msg.members]
     if msg.HasField("linear_skip"):
         spec["linear_skip"] = bool(msg.linear_skip)
     return spec
@@ -179,11 +238,15 @@ class StreamStats:
     running_loss: float = float("nan")
     gradient_norm: float = float("nan")
     skipped_updates: int = 0
+    # an ensemble's members: (running_loss, weight) of each, in member order
+    members: tuple = ()
 
     @classmethod
     def from_proto(cls, msg: pb.StreamStats) -> "StreamStats":
+        members = tuple((float(m.running_loss), float(m.weight))
+                        for m in sorted(msg.members, key=lambda m: m.index))
         return cls(int(msg.steps), int(msg.updates), float(msg.running_loss),
-                   float(msg.gradient_norm), int(msg.skipped_updates))
+                   float(msg.gradient_norm), int(msg.skipped_updates), members)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +283,7 @@ class StreamResult:
     stats: StreamStats
     duplicate: bool
     error: tuple[Any, str] | None = None  # (grpc.StatusCode, message) of a refused chunk
+    first_step: int = 0  # the stream's step index of this chunk's first step (to name in labels)
 
     @classmethod
     def from_proto(cls, msg: pb.StreamResponse, steps: int) -> "StreamResult":
@@ -233,7 +297,8 @@ class StreamResult:
             error = (status_code(msg.error.code), msg.error.message)
         return cls(seq=int(msg.seq), acked_seq=int(msg.acked_seq), durable_seq=int(msg.durable_seq),
                    predictions=predictions, losses=losses, forecast=forecast,
-                   stats=StreamStats.from_proto(msg.stats), duplicate=bool(msg.duplicate), error=error)
+                   stats=StreamStats.from_proto(msg.stats), duplicate=bool(msg.duplicate), error=error,
+                   first_step=int(msg.first_step))
 
 
 def _rows(flat: np.ndarray, steps: int) -> np.ndarray:
@@ -244,17 +309,28 @@ def _rows(flat: np.ndarray, steps: int) -> np.ndarray:
 
 def build_request(model: str, stream_id: str, seq: int, *, inputs=None, tokens=None, targets=None,
                   classes: bool = False, predict_only: bool = False, horizon: int = 0,
-                  input_size: int = 0) -> tuple[pb.StreamRequest, int]:
+                  input_size: int = 0, labels=None, reset_after: bool = False) -> tuple[pb.StreamRequest, int]:
     """One chunk's ``StreamRequest`` and its number of steps T.
 
     ``inputs`` is [T, input_size] (or [T] when input_size is 1); ``tokens`` is [T] ints.
-    ``targets`` is [T, output_size] floats, or [T] class ids when ``classes``.
+    ``targets`` is [T, output_size] floats, or [T] class ids when ``classes``. ``labels``
+    (models with max_label_delay > 0) maps earlier step indices (a result's ``first_step`` + j)
+    to their targets; a chunk of only labels (or only ``reset_after``) has no inputs.
     """
-    if (inputs is None) == (tokens is None):
-        raise ValueError("a chunk has either inputs or tokens (exactly one of them)")
+    extras = bool(labels) or bool(reset_after)
+    if inputs is not None and tokens is not None or (inputs is None and tokens is None and not extras):
+        raise ValueError("a chunk has either inputs or tokens (exactly one of them), or only labels")
     req = pb.StreamRequest(model=model, stream_id=stream_id, seq=seq, predict_only=bool(predict_only),
-                           horizon=int(horizon))
-    if tokens is not None:
+                           horizon=int(horizon), reset_after=bool(reset_after))
+    for step, target in dict(labels or {}).items():
+        label = req.labels.add(step=int(step))
+        if classes:
+            label.target_class = int(target)
+        else:
+            label.target.extend(np.asarray(target, dtype=np.float32).ravel().tolist())
+    if inputs is None and tokens is None:
+        steps = 0
+    elif tokens is not None:
         toks = np.asarray(tokens, dtype=np.int64).ravel()
         req.tokens.extend(toks.tolist())
         steps = toks.size

@@ -14,21 +14,20 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from service.engine.spec import MAX_MEMBERS
 from service.errors import invalid
 
-DEFAULT_TBPTT_K = 16
 MAX_HIDDEN = 65536
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # proto enum value -> the engine's string, and back. Each *_UNSPECIFIED (a field left unset)
-# maps to the server's default; CELL_UNSPECIFIED is refused in spec_kwargs instead.
-CELLS = {pb.CELL_ELMAN: "elman", pb.CELL_JORDAN: "jordan", pb.CELL_LSTM: "lstm", pb.CELL_GRU: "gru"}
+# maps to the server's default ("" where the default depends on the data: service.engine.spec).
+CELLS = {pb.CELL_UNSPECIFIED: "", pb.CELL_ELMAN: "elman", pb.CELL_JORDAN: "jordan", pb.CELL_LSTM: "lstm", pb.CELL_GRU: "gru"}
 LSTM_VARIANTS = {pb.LSTM_VARIANT_UNSPECIFIED: "standard", pb.LSTM_VARIANT_STANDARD: "standard",
                  pb.LSTM_VARIANT_PEEPHOLE: "peephole", pb.LSTM_VARIANT_COUPLED: "coupled",
                  pb.LSTM_VARIANT_NO_FORGET: "no_forget"}
 GRU_VARIANTS = {pb.GRU_VARIANT_UNSPECIFIED: "pytorch", pb.GRU_VARIANT_PYTORCH: "pytorch",
                 pb.GRU_VARIANT_CHO: "cho"}
-ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "tbptt", pb.ALGORITHM_RTRL: "rtrl", pb.ALGORITHM_TBPTT: "tbptt",
+ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "", pb.ALGORITHM_RTRL: "rtrl", pb.ALGORITHM_TBPTT: "tbptt",
               pb.ALGORITHM_SNAP1: "snap1"}
-OPTIMIZERS = {pb.OPTIMIZER_KIND_UNSPECIFIED: "adam", pb.OPTIMIZER_KIND_SGD: "sgd", pb.OPTIMIZER_KIND_ADAM: "adam",
+OPTIMIZERS = {pb.OPTIMIZER_KIND_UNSPECIFIED: "", pb.OPTIMIZER_KIND_SGD: "sgd", pb.OPTIMIZER_KIND_ADAM: "adam",
               pb.OPTIMIZER_KIND_RMSPROP: "rmsprop", pb.OPTIMIZER_KIND_ADAGRAD: "adagrad"}
 SHARINGS = {pb.SHARING_UNSPECIFIED: "shared", pb.SHARING_SHARED: "shared", pb.SHARING_PER_STREAM: "per_stream"}
 DEVICES = {pb.DEVICE_UNSPECIFIED: "cpu", pb.DEVICE_CPU: "cpu", pb.DEVICE_CUDA: "cuda"}
@@ -109,9 +108,7 @@ def check_values(flat: np.ndarray, what: str) -> None:
 def spec_kwargs(msg: pb.ModelSpec) -> dict:
     """The keyword arguments of ``service.engine.Spec`` for a wire spec, defaults filled in."""
     validate_name(msg.name)
-    if msg.cell == pb.CELL_UNSPECIFIED:
-        raise invalid("spec.cell must be set: CELL_ELMAN, CELL_JORDAN, CELL_LSTM or CELL_GRU")
-    if not msg.hidden_sizes or any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
+    if any(h == 0 or h > MAX_HIDDEN for h in msg.hidden_sizes):
         raise invalid(f"spec.hidden_sizes needs one size in 1..{MAX_HIDDEN} per layer, got {list(msg.hidden_sizes)}")
     if msg.input_size == 0 and msg.vocab_size == 0:
         raise invalid("spec.input_size must be > 0: the number of features (only a token model, "
@@ -122,12 +119,9 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
     if (msg.output_size > 0) == (msg.num_classes > 0):
         raise invalid("set exactly one of spec.output_size (regression) and spec.num_classes (classification)")
     algorithm = _enum(ALGORITHMS, msg.algorithm, "algorithm")
-    k1, k2 = msg.tbptt_k1, msg.tbptt_k2
-    if algorithm == "tbptt":
-        k1 = k1 or k2 or DEFAULT_TBPTT_K
-        k2 = k2 or k1
-        if k1 > k2:
-            raise invalid(f"spec.tbptt_k1 ({k1}) must be <= spec.tbptt_k2 ({k2})")
+    k1, k2 = msg.tbptt_k1, msg.tbptt_k2  # 0: the measured defaults (service.engine.spec)
+    if algorithm in ("tbptt", "") and k1 and k2 and k1 > k2:
+        raise invalid(f"spec.tbptt_k1 ({k1}) must be <= spec.tbptt_k2 ({k2})")
     opt = msg.optimizer
     if not math.isfinite(opt.lr) or opt.lr < 0:
         raise invalid(f"spec.optimizer.lr must be > 0 (or unset for torch.optim's default), got {opt.lr}")
@@ -165,14 +159,17 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         device=_enum(DEVICES, msg.device, "device"),
         seed=int(msg.seed),
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
-        members=tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members)),
+        members=(tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members))
+                 if len(msg.members) else None),
         hedge_rate=_f32(msg.hedge_rate),
         max_label_delay=int(msg.max_label_delay),
         normalize=_enum(NORMALIZATIONS, msg.normalize, "normalize"),
         normalize_decay=_f32(decay),
         input_taps=tuple(int(t) for t in msg.input_taps),
-        output_taps=tuple(int(t) for t in msg.output_taps),
-        linear_skip=bool(msg.linear_skip) if msg.HasField("linear_skip") else False,
+        # empty: the default; [0] alone: none (a repeated field cannot say "unset" otherwise)
+        output_taps=(None if not len(msg.output_taps) else
+                     () if list(msg.output_taps) == [0] else tuple(int(t) for t in msg.output_taps)),
+        linear_skip=bool(msg.linear_skip) if msg.HasField("linear_skip") else None,
     )
 
 
@@ -196,8 +193,6 @@ def _member_overrides(msg: pb.MemberSpec, k: int, base_algorithm: str, base_k1: 
     k1, k2 = msg.tbptt_k1, msg.tbptt_k2
     if k1 or k2:  # a member that names a window names both ends, as the model does
         out["tbptt_k1"], out["tbptt_k2"] = int(k1 or k2), int(k2 or k1)
-    elif out.get("algorithm", base_algorithm) == "tbptt" and not base_k1:
-        out["tbptt_k1"] = out["tbptt_k2"] = DEFAULT_TBPTT_K
     if msg.HasField("optimizer"):
         opt = msg.optimizer
         if opt.kind != pb.OPTIMIZER_KIND_UNSPECIFIED:
@@ -255,7 +250,7 @@ def _member_to_proto(m: dict) -> pb.MemberSpec:
 
 def spec_to_proto(spec) -> pb.ModelSpec:
     """The effective spec (defaults filled in) as a wire message."""
-    opt = pb.Optimizer(kind=_back(OPTIMIZERS, spec.optimizer), lr=spec.lr or 0.0, nesterov=spec.nesterov,
+    opt = pb.Optimizer(kind=_back(OPTIMIZERS, spec.optimizer), lr=spec.learning_rate, nesterov=spec.nesterov,
                        momentum=spec.momentum, beta1=spec.betas[0], beta2=spec.betas[1], alpha=spec.alpha)
     if spec.eps is not None:
         opt.eps = spec.eps
@@ -268,7 +263,9 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         sharing=_back(SHARINGS, spec.sharing), device=_back(DEVICES, spec.device), seed=spec.seed,
         target_mode=_back(TARGET_MODES, spec.target_mode), max_label_delay=spec.max_label_delay,
         normalize=_back(NORMALIZATIONS, spec.normalize), normalize_decay=spec.normalize_decay,
-        input_taps=list(spec.input_taps), output_taps=list(spec.output_taps),
+        input_taps=list(spec.input_taps),
+        # [0]: none (an empty list would mean the default, which may be (1,))
+        output_taps=list(spec.output_taps) or ([0] if spec.output_size else []),
         linear_skip=spec.linear_skip,
         members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate)
 

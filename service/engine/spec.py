@@ -16,14 +16,35 @@ TARGET_MODES = ("explicit", "next_input")
 NORMALIZATIONS = ("off", "shared", "per_stream")
 
 # torch.optim's defaults
-DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
+# torch.optim's defaults, except where bench/quality.py measured better untuned: Adam's 1e-3
+# was the worst rate tried on most dense streams (1e-2 best); a GRU(512) on bytes wants 1e-3
+DEFAULT_LR = {"sgd": 1e-3, "adam": 1e-2, "rmsprop": 1e-2, "adagrad": 1e-2}
+DEFAULT_TOKEN_LR = {"sgd": 1e-3, "adam": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
 DEFAULT_EPS = {"sgd": 0.0, "adam": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10}
 
 MAX_WIDTH = 1 << 16
 MAX_TAP = 1 << 12  # longest lag a stream keeps in its ring
 # the token embedding width when input_size is left at 0 (never 1: a 1-wide embedding cannot
 # tell tokens apart beyond an ordering); bench/quality.py measures it
-DEFAULT_EMBEDDING_WIDTH = 32
+DEFAULT_EMBEDDING_WIDTH = 64
+
+# What a field left unset becomes, measured by bench/quality.py (README, "Learning quality").
+# Dense input: an LSTM(32) that updates every step looking 8 steps back, a linear skip from
+# the features to the head, and (regression) the last observed target as an input (NARX).
+# Token input: a wider GRU updated every 16 steps (per-step updates cost 10x for nothing there).
+AUTO_DENSE = dict(cell="lstm", hidden_sizes=(32,), algorithm="tbptt", tbptt_k1=1, tbptt_k2=8,
+                  optimizer="adam")
+AUTO_TOKENS = dict(cell="gru", hidden_sizes=(512,), algorithm="tbptt", tbptt_k1=16,
+                   tbptt_k2=16, optimizer="adam")
+# A dense model given only its shape runs these members side by side, combined by Hedge:
+# Adam won the classification streams, SGD the smooth regression ones, and no single member
+# was best everywhere; all clip at norm 1 (SGD at lr 0.1 diverged without, and Adam lost
+# nothing with it: geometric-mean ratio to the best peer 1.15 clipped at 1, 1.21 at 5).
+AUTO_MEMBERS = ({"lr": 1e-2, "clip_norm": 1.0}, {"lr": 3e-2, "clip_norm": 1.0},
+                {"optimizer": "sgd", "lr": 3e-2, "clip_norm": 1.0},
+                {"optimizer": "sgd", "lr": 0.1, "clip_norm": 1.0})
+# The fields whose being unset makes a spec "shape only" (then it gets AUTO_MEMBERS).
+LEARNING_FIELDS = ("cell", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "lr")
 
 # Ensembles (online model selection, service/engine/ensemble.py): the fields a member may
 # override. The rest (input/output shape, vocab, target mode, sharing, device) every member
@@ -39,19 +60,19 @@ class Spec:
     """What a model is and how it learns. Enum-like fields are lower-case strings."""
 
     name: str = ""
-    cell: str = "lstm"
+    cell: str = ""  # "": lstm (dense input) or gru (tokens), AUTO_DENSE / AUTO_TOKENS
     lstm_variant: str = "standard"
     gru_variant: str = "pytorch"
-    hidden_sizes: tuple = (32,)
+    hidden_sizes: tuple = ()  # (): (32,) dense, (512,) tokens
     input_size: int = 0  # dense: the feature count (required); tokens: 0 = the default width
     vocab_size: int = 0
     output_size: int = 0
     num_classes: int = 0
-    algorithm: str = "tbptt"
-    tbptt_k1: int = 16
-    tbptt_k2: int = 0  # 0: same as k1
-    optimizer: str = "adam"
-    lr: float | None = None  # None: torch.optim's default for the optimizer
+    algorithm: str = ""  # "": tbptt
+    tbptt_k1: int = 0  # 0: 1 (dense) or 16 (tokens)
+    tbptt_k2: int = 0  # 0: same as k1 when k1 is set, else 8 (dense) or 16 (tokens)
+    optimizer: str = ""  # "": adam
+    lr: float | None = None  # None: DEFAULT_LR (tokens: DEFAULT_TOKEN_LR) for the optimizer
     momentum: float = 0.0
     nesterov: bool = False
     betas: tuple = (0.9, 0.999)
@@ -63,8 +84,9 @@ class Spec:
     device: str = "cpu"
     seed: int = 0
     target_mode: str = "explicit"
-    # K member overrides run side by side, combined by Hedge; () or one member: a plain model
-    members: tuple = ()
+    # K member overrides run side by side, combined by Hedge; () or one member: a plain model;
+    # None: AUTO_MEMBERS when the spec names only its shape (no LEARNING_FIELDS, dense, cpu)
+    members: tuple | None = None
     hedge_rate: float = 0.0  # 0: the default of service.engine.hedge (by head kind)
     max_label_delay: int = 0  # > 0: labels may arrive up to this many steps after their step
     # online standardisation of dense inputs and regression targets (kernels/README.md,
@@ -74,10 +96,13 @@ class Spec:
     normalize: str = ""
     normalize_decay: float = 0.0  # 0: plain Welford; in (0, 1): exponential forgetting
     input_taps: tuple = ()        # lags l of the input fed beside x_t (TDNN / NARX)
-    output_taps: tuple = ()       # lags m of the observed target fed beside x_t (NARX)
-    linear_skip: bool = False     # y = head(h) + skip.weight . features
+    # lags m of the observed target fed beside x_t (NARX); None: (1,) for a dense regression
+    # model with explicit targets on time (the last observed target), else ()
+    output_taps: tuple | None = None
+    linear_skip: bool | None = None  # y = head(h) + skip.weight . features; None: dense cpu
 
     def __post_init__(self):
+        self._fill_defaults()
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.betas = tuple(float(b) for b in self.betas)
         self.members = tuple(_member_overrides(m) for m in self.members)
@@ -87,6 +112,32 @@ class Spec:
             self.input_size = DEFAULT_EMBEDDING_WIDTH
         if not self.normalize:
             self.normalize = "per_stream" if self.sharing == "per_stream" else "shared"
+
+    def _fill_defaults(self):
+        """Unset fields take the measured defaults; the spec then names every value in
+        effect (what a checkpoint stores and `models show` prints)."""
+        dense = not self.vocab_size
+        cpu = self.device in ("cpu", "")
+        shape_only = all(not getattr(self, f) for f in LEARNING_FIELDS if f != "lr") \
+            and self.lr is None
+        auto = AUTO_DENSE if dense else AUTO_TOKENS
+        k1_set = bool(self.tbptt_k1)
+        for f in ("cell", "hidden_sizes", "algorithm", "optimizer"):
+            if not getattr(self, f):
+                setattr(self, f, auto[f])
+        if not k1_set:
+            self.tbptt_k1 = self.tbptt_k2 or auto["tbptt_k1"]
+        if not self.tbptt_k2:
+            self.tbptt_k2 = self.tbptt_k1 if k1_set else max(auto["tbptt_k2"], self.tbptt_k1)
+        if self.members is None:
+            self.members = (AUTO_MEMBERS if shape_only and dense and cpu
+                            and not self.max_label_delay else ())
+        if self.linear_skip is None:
+            self.linear_skip = dense and cpu
+        if self.output_taps is None:
+            self.output_taps = ((1,) if dense and cpu and self.output_size
+                                and self.target_mode in ("explicit", "")
+                                and not self.max_label_delay else ())
 
     # derived values -------------------------------------------------------------------
     @property
@@ -130,7 +181,9 @@ class Spec:
 
     @property
     def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+        if self.lr is not None:
+            return float(self.lr)
+        return (DEFAULT_TOKEN_LR if self.vocab_size else DEFAULT_LR)[self.optimizer]
 
     @property
     def epsilon(self) -> float:
@@ -283,6 +336,8 @@ class Spec:
                              f"known: {', '.join(sorted(known))}")
         if "normalize" not in d:  # stored before normalisation existed: it keeps running without
             d = dict(d, normalize="off")
+        # stored before these had measured defaults: they keep running as they were
+        d = {"members": (), "linear_skip": False, "output_taps": (), **d}
         return cls(**d)
 
 

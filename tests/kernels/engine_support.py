@@ -38,7 +38,9 @@ def make_spec(cell="lstm", variant=None, algorithm="rtrl", k1=4, k2=4, inp="dens
                   num_classes=classes, algorithm=algorithm, tbptt_k1=k1, tbptt_k2=k2,
                   optimizer=optimizer, lr=lr, momentum=0.0, nesterov=False, betas=(0.9, 0.999),
                   eps=None, alpha=0.99, clip_norm=0.0, weight_decay=0.0, sharing=sharing,
-                  device="cpu", seed=0, target_mode=target_mode)
+                  device="cpu", seed=0, target_mode=target_mode,
+                  # the measured defaults turn these on; a case asks for them by name
+                  linear_skip=False, output_taps=())
     fields.update(variant)
     fields.update(kw)
     return Spec(**fields)

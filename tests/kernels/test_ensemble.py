@@ -254,7 +254,7 @@ def test_bad_input_is_refused_before_any_member_moves():
 @pytest.mark.parametrize("members,words", [
     (({"input_size": 3},), "may not set input_size"),
     (({"num_classes": 4},), "may not set num_classes"),
-    (({"cell": "gru"}, {"tbptt_k1": 0}), "members[1]: tbptt_k1"),
+    (({"cell": "gru"}, {"tbptt_k1": -1}), "members[1]: tbptt_k1"),
     (({},) * 9, "at most 8"),
     (({"sharing": "per_stream"}, {}), "may not set sharing"),
 ])

@@ -2,6 +2,7 @@
 trajectories of the engine against the NumPy reference, the caller's units, snapshots,
 forecasts and the spec's refusals."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -215,7 +216,7 @@ def test_forecast_in_callers_units_with_normalisation():
 def test_spec_refusals_and_defaults():
     with pytest.raises(ValueError, match="input_size must be set"):
         Spec(output_size=1).validate()
-    assert Spec(vocab_size=50, num_classes=50).input_size == 32
+    assert Spec(vocab_size=50, num_classes=50).input_size == 64
     assert Spec(vocab_size=50, num_classes=50, input_size=8).input_size == 8
     bad = [dict(normalize="sometimes"), dict(normalize_decay=1.0), dict(normalize_decay=-0.1),
            dict(input_taps=(0,)), dict(output_taps=(2, 2)), dict(input_taps=(5000,)),
@@ -272,7 +273,7 @@ def test_bad_chunk_changes_no_statistics():
 def test_an_error_value_does_not_set_the_scale_for_good():
     """A sensor's 1e30 is skipped by the kernel (its loss overflows) and by the statistics:
     the predictions after it stay on the data's scale."""
-    spec = Spec(cell="gru", hidden_sizes=(4,), input_size=1, output_size=1)
+    spec = Spec(cell="gru", hidden_sizes=(4,), input_size=1, output_size=1, tbptt_k1=16, output_taps=())
     eng = Engine(spec)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 30, 1)).astype(np.float32)
@@ -323,18 +324,18 @@ def test_wire_spec_round_trips_the_feature_fields():
     spec = Spec(name="m", input_size=3, output_size=1, normalize="per_stream", tbptt_k2=16,
                 normalize_decay=0.99, input_taps=(1, 12), output_taps=(1,), linear_skip=True)
     back = Spec(**spec_kwargs(spec_to_proto(spec)))
-    assert back == spec
-    msg = pb.ModelSpec(name="m", cell=pb.LSTM, hidden_sizes=[4], input_size=2, output_size=1)
+    assert back == dataclasses.replace(spec, lr=spec.learning_rate)  # the wire names the rate in effect
+    msg = pb.ModelSpec(name="m", cell=pb.CELL_LSTM, hidden_sizes=[4], input_size=2, output_size=1)
     assert Spec(**spec_kwargs(msg)).normalize == "shared"
-    msg.sharing = pb.PER_STREAM
+    msg.sharing = pb.SHARING_PER_STREAM
     assert Spec(**spec_kwargs(msg)).normalize == "per_stream"
-    assert Spec(**spec_kwargs(msg)).linear_skip is False
-    tokens = pb.ModelSpec(name="t", cell=pb.GRU, hidden_sizes=[4], vocab_size=9, num_classes=9)
-    assert Spec(**spec_kwargs(tokens)).input_size == 32
+    assert Spec(**spec_kwargs(msg)).linear_skip is True  # the measured default (dense, cpu)
+    tokens = pb.ModelSpec(name="t", cell=pb.CELL_GRU, hidden_sizes=[4], vocab_size=9, num_classes=9)
+    assert Spec(**spec_kwargs(tokens)).input_size == 64
     msg.normalize_decay = 1.5
     with pytest.raises(Exception, match="normalize_decay"):
         spec_kwargs(msg)
-    dense = pb.ModelSpec(name="d", cell=pb.GRU, hidden_sizes=[4], output_size=1)
+    dense = pb.ModelSpec(name="d", cell=pb.CELL_GRU, hidden_sizes=[4], output_size=1)
     with pytest.raises(Exception, match="input_size"):
         spec_kwargs(dense)
 

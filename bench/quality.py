@@ -237,7 +237,8 @@ def run_configs(streams, which="all", log=print, only=()) -> dict:
                 log(f"  {s.name:14s} {cand}: skipped, Spec has no {', '.join(missing)}")
                 continue
             try:
-                out, sec = timed(lambda st: qr.run(st, overrides), s)
+                fields = qr.on_base(cand, overrides, s.task)
+                out, sec = timed(lambda st: qr.run(st, fields), s)
                 row["scores"][s.name] = score(s, out)
                 row["seconds"][s.name] = sec
             except ValueError as e:  # a candidate the engine refuses for this stream
@@ -279,7 +280,9 @@ def configs_markdown(table: dict, peers: dict, command: str, sizes=None) -> str:
         lines.append(f"| {cand} | " + " | ".join(cells) + f" | {geo:.3f} | {worst:.2f} | {per} |")
     lines += ["", "Best peer per stream: " + "; ".join(f"{n}: {p[0]} {p[1]:.4f}"
                                                      for n, p in peers.items()), ""]
-    lines += ["Candidates' overrides of the shape-only Spec:", ""]
+    lines += ["Candidates' overrides (all but `default` on bench/quality_rnn.py's BASE, the "
+              "defaults before issue #9 with normalisation on; `default` is the shape-only "
+              "Spec of the engine that ran):", ""]
     lines += [f"- {cand}: `{json.dumps(row['overrides'], default=list)}`"
               for cand, row in table.items()]
     return "\n".join(lines) + "\n"

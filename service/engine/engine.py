@@ -64,13 +64,20 @@ def warm_up() -> float:
     the seconds it took."""
     t0 = time.perf_counter()
     x = np.zeros((1, 1, 1), dtype=np.float32)
-    # the plain path, and the feature path (normalisation, taps, their forecast) of the default
-    for extra in (dict(normalize="off"), dict(input_taps=(1,), output_taps=(1,))):
+    # the plain path, and the feature path (normalisation, skip, taps, their forecast) of the
+    # default
+    for extra in (dict(normalize="off", linear_skip=False, output_taps=()),
+                  dict(input_taps=(1,), output_taps=(1,))):
         engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
                              algorithm="tbptt", tbptt_k1=1, tbptt_k2=1, **extra))
         engine.step(["warm-up"], inputs=x, targets=x)
         engine.step(["warm-up"], inputs=x, learn=False)  # no targets: predictions stand in
         engine.forecast("warm-up", 1)
+    # late labels and segment resets
+    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                         tbptt_k1=1, tbptt_k2=1, max_label_delay=1))
+    engine.step(["warm-up"], inputs=x)
+    engine.step(["warm-up"], labels=[([0], x[0, :1])], reset_after=True)
     return time.perf_counter() - t0
 
 

@@ -19,10 +19,11 @@ def test_spec_maps_snake_case_and_lower_case_enums_onto_the_proto():
     assert msg.target_mode == pb.TARGET_MODE_NEXT_INPUT and msg.seed == 7
 
 
-def test_spec_defaults_are_an_lstm_trained_by_tbptt_with_adam():
+def test_fields_left_out_are_left_to_the_servers_measured_defaults():
     msg = convert.spec_to_proto({"name": "m", "hidden_sizes": 16})
-    assert (msg.cell, msg.algorithm, msg.optimizer.kind) == (pb.CELL_LSTM, pb.ALGORITHM_TBPTT, pb.OPTIMIZER_KIND_ADAM)
-    assert list(msg.hidden_sizes) == [16]
+    assert (msg.cell, msg.algorithm, msg.optimizer.kind) == (
+        pb.CELL_UNSPECIFIED, pb.ALGORITHM_UNSPECIFIED, pb.OPTIMIZER_KIND_UNSPECIFIED)
+    assert list(msg.hidden_sizes) == [16] and not msg.HasField("linear_skip") and not msg.members
 
 
 def test_spec_round_trips_through_the_proto():

@@ -50,7 +50,7 @@ def traffic(address: str, rounds: int = 8) -> None:
     a closed stream (an eviction), checkpoints."""
     with Client(address) as client:
         client.create_model(name="dash", **{**SPEC, "clip_norm": 1e-4})
-        client.create_model(name="dash-skip", **{**SPEC, "optimizer": "adagrad"})
+        client.create_model(name="dash-skip", **{**SPEC, "optimizer": "adagrad", "normalize": "off"})
         sessions = [client.stream("dash", f"s{i}", window=4) for i in range(4)]
         chunks = sine_chunks(5, 8)
         for _ in range(rounds):

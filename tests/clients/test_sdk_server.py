@@ -32,7 +32,7 @@ def test_model_lifecycle_and_typed_errors(client, name):
         client.get_model(name)
     assert err.value.code.name == "NOT_FOUND" and name in str(err.value)
     with pytest.raises(InvalidArgument):
-        client.create_model(name=name, **{**SPEC, "hidden_sizes": []})
+        client.create_model(name=name, **{**SPEC, "hidden_sizes": [0]})
 
 
 def test_enums_left_unset_get_the_servers_defaults_by_name(client, name):
@@ -48,9 +48,9 @@ def test_enums_left_unset_get_the_servers_defaults_by_name(client, name):
 
 def test_exported_weights_load_into_torch_and_predict_the_same(client, name):
     torch = pytest.importorskip("torch")
-    # normalize off: PyTorch's LSTM + Linear alone; a normalising model also needs its
-    # exported statistics (tests/kernels/test_features.py)
-    client.create_model(name=name, **SPEC, normalize="off")
+    # normalize, skip and taps off: PyTorch's LSTM + Linear alone; a normalising model also
+    # needs its exported statistics (tests/kernels/test_features.py); output_taps [0]: none
+    client.create_model(name=name, **SPEC, normalize="off", linear_skip=False, output_taps=[0])
     weights = client.export_weights(name)
     lstm, head = torch.nn.LSTM(2, 8), torch.nn.Linear(8, 1)
     lstm.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items() if not k.startswith("head.")})

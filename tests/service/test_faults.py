@@ -105,12 +105,14 @@ def test_values_whose_square_overflows_float32_are_refused(server):
 def test_huge_finite_targets_leave_weights_and_other_streams_finite(server):
     """The issue's repro: default LSTM H=4, x = 0.5, y = 1e19 (within the door's bound)."""
     stub = server.stub
+    # standardisation off: the default would scale 1e19 down and so hide the kernels' guard
+    off = dict(normalize=pb.NORMALIZATION_OFF, output_taps=[0])
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name="m", cell=pb.CELL_LSTM, hidden_sizes=[4],
-                                                             input_size=1, output_size=1)))
+                                                             input_size=1, output_size=1, **off)))
     # Adagrad's g * g = 4e38 overflows float32 for sure: its steps must be skipped, not written
     stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
         name="ada", cell=pb.CELL_LSTM, hidden_sizes=[4], input_size=1, output_size=1,
-        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAGRAD))))
+        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAGRAD), **off)))
     x = np.full((8, 1), 0.5, np.float32)
     for model in ("m", "ada"):
         for seq in range(1, 6):
@@ -345,7 +347,8 @@ def test_a_forward_that_overflows_does_not_poison_the_stream(server):
     pre-activation inf + (-inf) = NaN through the fed-back prediction. The stream restarts
     from a zero state instead of answering NaN for ever; the weights stay as imported."""
     stub = server.stub
-    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("j", cell=pb.CELL_JORDAN, hidden_sizes=[2])))
+    stub.CreateModel(pb.CreateModelRequest(spec=make_spec("j", cell=pb.CELL_JORDAN, hidden_sizes=[2],
+                                                               normalize=pb.NORMALIZATION_OFF, output_taps=[0])))
     big = 1.8e19
     shapes = {t.name: list(t.shape) for t in stub.ExportWeights(pb.ExportWeightsRequest(model="j")).tensors}
     values = {"weight_ih_l0": big, "weight_hh_l0": -big, "head.weight": big}

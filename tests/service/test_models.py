@@ -8,9 +8,8 @@ from tests.service.conftest import code_of, make_spec, weights
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(cell=pb.CELL_UNSPECIFIED), "cell"),
-    (dict(hidden_sizes=[]), "hidden_sizes"),
     (dict(hidden_sizes=[8, 0]), "hidden_sizes"),
+    (dict(output_taps=[0, 1]), "output_taps"),
     (dict(input_size=0), "input_size"),
     (dict(output_size=0), "output_size"),
     (dict(num_classes=3), "exactly one"),

@@ -24,9 +24,10 @@ from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .connect import Backoff, Connection
-from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, NotFound, Unavailable,
-                     from_rpc_error)
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, FailedPrecondition,
+                     InvalidArgument, NotFound, Unavailable, from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
+from .spec import ModelSpec, create_model_signature, merged
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Client:
         self.backoff = backoff
         self._channel = self.connection.channel()
         self._stub = pb_grpc.RnnStreamStub(self._channel)
+        self._models: dict[str, convert.ModelInfo] = {}    # predict(): specs already asked for
+        self._next_seqs: dict[tuple[str, str], int] = {}   # predict(): each stream's next seq
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, method: str, request, timeout: float | None = None, stream: bool = False):
@@ -76,10 +79,14 @@ class Client:
         self.close()
 
     # -- models -----------------------------------------------------------------------------
-    def create_model(self, **spec: Any) -> convert.ModelInfo:
-        """Create a model from ``ModelSpec``'s fields in snake_case (see :mod:`clients.convert`)."""
-        msg = self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(spec)))
+    def create_model(self, spec: ModelSpec | None = None, **fields: Any) -> convert.ModelInfo:
+        """Create a model from a :class:`clients.ModelSpec` and/or its fields as keywords
+        (keywords win). Fields left out take the server's defaults, which are ModelSpec's."""
+        msg = self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(merged(spec, fields))))
         return convert.ModelInfo.from_proto(msg)
+
+    create_model.__signature__ = create_model_signature(create_model)
+    create_model.__doc__ += "\n" + ModelSpec.__doc__
 
     def get_model(self, name: str) -> convert.ModelInfo:
         return convert.ModelInfo.from_proto(self._call("GetModel", pb.GetModelRequest(name=name)))
@@ -88,6 +95,7 @@ class Client:
         return [convert.ModelInfo.from_proto(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
 
     def delete_model(self, name: str) -> None:
+        self._models.pop(name, None)
         self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
@@ -119,13 +127,30 @@ class Client:
 
     def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                 horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
-        """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1."""
-        info = self.get_model(model)
-        if seq is None:
-            seq = _next_seq(lambda: self.get_stream(model, stream_id))
+        """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1.
+
+        One RPC per chunk: the model's spec and the stream's next seq are remembered from the
+        first call (and asked again only when the server says the remembered seq was stale)."""
+        key = (model, stream_id)
+        info = self._models.get(model) or self._models.setdefault(model, self.get_model(model))
+        remembered = seq is None and key in self._next_seqs
+        auto_seq = seq is None
+        if auto_seq:
+            seq = self._next_seqs.get(key) or _next_seq(lambda: self.get_stream(model, stream_id))
         req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
         req.seq = seq
-        result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
+        try:
+            result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
+        except (NotFound, FailedPrecondition, InvalidArgument):
+            self._models.pop(model, None)  # perhaps deleted or re-created elsewhere: ask next time
+            self._next_seqs.pop(key, None)
+            raise
+        if remembered and result.duplicate:  # another writer moved the stream on: ask, send once more
+            self._next_seqs.pop(key, None)
+            return self.predict(model, stream_id, inputs, tokens=tokens, targets=targets, horizon=horizon,
+                                predict_only=predict_only)
+        if not predict_only:
+            self._next_seqs[key] = max(result.acked_seq, seq) + 1
         return _raise_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,

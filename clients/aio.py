@@ -20,7 +20,8 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
-from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
+from .client import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs,
+                     gave_up_message)
 from .connect import Backoff, Connection
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, FailedPrecondition, InvalidArgument,
                      NotFound, Unavailable, error_of,
@@ -272,9 +273,9 @@ class AsyncStreamSession:
 
     async def _reconnect(self, cause: BaseException | None, started: float) -> None:
         self._hang_up()
-        if time.monotonic() - started > self.client.backoff.give_up_after_s:
-            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
-                              f"to {self.client.connection.address} ({cause})") from None
+        waited = time.monotonic() - started
+        if waited > self.client.backoff.give_up_after_s:
+            raise Unavailable(gave_up_message(self, waited, cause)) from None
         self.reconnects += 1
         log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
                  self.model, self.stream_id, self._log.kept, cause)

@@ -227,6 +227,8 @@ class StreamSession:
         self.predict_only = predict_only
         self.ephemeral = ephemeral
         self.reconnects = 0
+        # called as on_reconnect(attempt, why) before each reconnect (the CLI shows it on its bar)
+        self.on_reconnect = None
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._queue: queue.SimpleQueue | None = None
         self._responses = None
@@ -260,10 +262,12 @@ class StreamSession:
 
     def _reconnect(self, cause: BaseException | None, started: float) -> None:
         self._hang_up()
-        if time.monotonic() - started > self.client.backoff.give_up_after_s:
-            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
-                              f"to {self.client.connection.address} ({cause})") from None
+        waited = time.monotonic() - started
+        if waited > self.client.backoff.give_up_after_s:
+            raise Unavailable(gave_up_message(self, waited, cause)) from None
         self.reconnects += 1
+        if self.on_reconnect is not None:
+            self.on_reconnect(self.reconnects, describe_cause(cause))
         log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
                  self.model, self.stream_id, self._log.kept, cause)
         self._connect()
@@ -421,6 +425,22 @@ class StreamSession:
     def __exit__(self, exc_type, *exc) -> None:
         # After an error, do not hold the caller up waiting for a checkpoint.
         self.close(durable=exc_type is None)
+
+
+def describe_cause(cause: BaseException | None) -> str:
+    """Why a stream call ended, in words (never a repr of a grpc call object)."""
+    if cause is None:
+        return "the server ended the call"
+    if isinstance(cause, grpc.RpcError) and hasattr(cause, "code"):
+        details = " ".join(str(cause.details() or "").split())
+        return f"{cause.code().name}: {details}" if details else cause.code().name
+    return " ".join(str(cause).split())
+
+
+def gave_up_message(session, waited_s: float, cause: BaseException | None) -> str:
+    return (f"gave up on stream {session.stream_id!r} of model {session.model!r} after {session.reconnects} "
+            f"reconnect attempt(s) over {waited_s:.0f} s: the server at {session.client.connection.address} "
+            f"did not come back (last error: {describe_cause(cause)}); the unacknowledged chunks were not applied")
 
 
 def _code_of(cause: BaseException | None) -> grpc.StatusCode | None:

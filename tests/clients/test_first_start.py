@@ -60,3 +60,18 @@ def test_the_first_ctrl_c_during_the_compile_stops_at_once_without_a_traceback(t
     assert proc.returncode in (130, 0), "".join(lines) + out
     assert stopped_after < 10, stopped_after
     assert "Traceback" not in out and "interrupted during start-up" in out, out
+
+
+def test_local_server_waits_for_a_reported_compile_and_says_so_when_it_gives_up(tmp_path, monkeypatch):
+    import pytest
+
+    from clients import local
+    monkeypatch.setattr(local, "COMPILE_TIMEOUT_S", 6.0)  # instead of 15 minutes
+    server = local.LocalServer(tmp_path / "data", startup_timeout_s=2.0,
+                               env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="still compiling its kernels after") as info:
+        server.start()
+    assert 5.5 < time.monotonic() - started < 60  # past startup_timeout_s: the compile was waited for
+    assert "compiling the kernels with numba" in str(info.value)  # the log tail comes along
+    assert server.process is None  # stopped

@@ -107,3 +107,34 @@ def test_service_help_says_what_each_flag_means_and_bad_levels_list_the_choices(
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith(
         "argument --log-level: invalid choice: 'VERBOSE' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')")
+
+
+class _CountAsyncCalls(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self):
+        self.methods = []
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        name = details.method.decode() if isinstance(details.method, bytes) else details.method
+        self.methods.append(name.rsplit("/", 1)[-1])
+        return await continuation(details, request)
+
+
+def test_async_predict_is_one_rpc_per_chunk_too(server, name):
+    import asyncio
+
+    from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+
+    async def run():
+        async with AsyncClient(server.address) as client:
+            await client.create_model(ModelSpec(name=name, cell="elman", hidden_sizes=(4,), output_size=1))
+            counter = _CountAsyncCalls()
+            channel = grpc.aio.insecure_channel(server.address, interceptors=[counter])
+            client._stub = pb_grpc.RnnStreamStub(channel)
+            x, y = np.ones((2, 1), np.float32), np.zeros((2, 1), np.float32)
+            seqs = [(await client.predict(name, "a", x, targets=y)).seq for _ in range(3)]
+            await channel.close()
+            return seqs, counter.methods
+
+    seqs, methods = asyncio.run(run())
+    assert seqs == [1, 2, 3]
+    assert methods == ["GetModel", "GetStream", "Predict", "Predict", "Predict"]

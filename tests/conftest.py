@@ -1,14 +1,21 @@
-"""System tools some tests start for real (Prometheus, promtool, docker-compose).
+"""What a fresh machine lacks, said once: system tools, and numba's cache of the kernels.
 
-On a machine without them, those tests are deselected and the run says ONCE, plainly, what is
-missing and the command that installs it, instead of failing each test on its own.
-``RNNSTREAM_REQUIRE_TOOLS=1`` (set by ``.ci/run``-like setups that must run everything) turns
-the missing tools into one error that stops the run before any test.
+System tools some tests start for real (Prometheus, promtool, docker-compose): on a machine
+without them, those tests are deselected and the run says ONCE, plainly, what is missing and
+the command that installs it, instead of failing each test on its own.
+``RNNSTREAM_REQUIRE_TOOLS=1`` (for setups that must run everything) turns the missing tools
+into one error that stops the run before any test.
+
+The kernels: when tests that start a server are selected, the kernels are loaded (or, on a
+cold cache, compiled, with a line saying so) once before the first test, so that no server
+start in a test waits minutes for numba and times out looking hung.
 """
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
+import time
 
 import pytest
 
@@ -61,3 +68,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"NOT RUN: {count} test(s) that need {', '.join(tools)} (not installed); "
             f"install with: {install_line(tools)}", yellow=True, bold=True)
+
+
+# fixtures that start a server (in-process or as a child process)
+SERVER_FIXTURES = {"server", "client", "start_server", "secure_server", "secure_metrics"}
+
+
+def _kernel_cache_is_warm() -> bool:
+    override = os.environ.get("NUMBA_CACHE_DIR")
+    root = pathlib.Path(override) if override else pathlib.Path(__file__).resolve().parent.parent / "kernels" / "__pycache__"
+    return root.is_dir() and next(root.rglob("*.nbi"), None) is not None
+
+
+def pytest_collection_finish(session):
+    if not any(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    warm = _kernel_cache_is_warm()
+    if not warm and reporter is not None:
+        reporter.write_line("numba's cache of the kernels is cold: compiling them once before the tests "
+                            "(about 2-4 minutes on 2 cores; later runs load them in seconds)...", yellow=True)
+    started = time.monotonic()
+    from service.engine import warm_up
+    warm_up()
+    if not warm and reporter is not None:
+        reporter.write_line(f"kernels compiled in {time.monotonic() - started:.0f} s")

@@ -9,8 +9,8 @@ PyTorch (the same work): shared, ``nn.LSTM`` + ``nn.Linear`` over a [16, N, 16] 
 16 steps' summed MSE, backward, ``Adam.step``, detach; per stream, a batched LSTM cell with
 per-stream weight tensors [N, 4H, *] (``torch.bmm``) under the same loop.
 
-    python bench/bench_cuda.py                # the full table, written to bench/results_cuda.md
-    python bench/bench_cuda.py --streams 1000 --chunks 2    # a quick look
+    python -m bench.bench_cuda                # the full table, written to bench/results/cuda.md
+    python -m bench.bench_cuda --streams 1000 --chunks 2    # a quick look
 
 Refuses to run without a usable NVIDIA GPU (and under the CUDA simulator).
 """
@@ -138,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--chunks", type=int, default=3, help="timed chunks of 16 steps")
     ap.add_argument("--cpu-max-streams", type=int, default=10_000,
                     help="measure the CPU engine at most at this many streams (marked *)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results_cuda.md"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cuda.md"))
     args = ap.parse_args(argv)
     name = _require_gpu()
     from numba import cuda

@@ -7,12 +7,13 @@ from .aio import AsyncClient, AsyncStreamSession
 from .client import Client, StreamSession
 from .connect import Backoff
 from .convert import ModelInfo, StreamInfo, StreamResult, StreamStats
+from .spec import ModelSpec
 from .errors import (AlreadyExists, ChunkRefused, DeadlineExceeded, FailedPrecondition, InvalidArgument,
                      NotFound, PermissionDenied, ResourceExhausted, RnnStreamError, Unauthenticated,
                      Unavailable)
 
 __all__ = [
-    "Client", "AsyncClient", "StreamSession", "AsyncStreamSession", "Backoff",
+    "Client", "AsyncClient", "ModelSpec", "StreamSession", "AsyncStreamSession", "Backoff",
     "ModelInfo", "StreamInfo", "StreamResult", "StreamStats",
     "RnnStreamError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "Unauthenticated", "PermissionDenied", "ResourceExhausted", "Unavailable", "DeadlineExceeded",

@@ -20,11 +20,14 @@ from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
-from .client import DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs
+from .client import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs,
+                     gave_up_message)
 from .connect import Backoff, Connection
-from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, NotFound, Unavailable, error_of,
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, FailedPrecondition, InvalidArgument,
+                     NotFound, Unavailable, error_of,
                      from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
+from .spec import ModelSpec, create_model_signature, merged
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class AsyncClient:
         self.backoff = backoff
         self._channel = self.connection.aio_channel()
         self._stub = pb_grpc.RnnStreamStub(self._channel)
+        self._models: dict[str, convert.ModelInfo] = {}    # predict(): specs already asked for
+        self._next_seqs: dict[tuple[str, str], int] = {}   # predict(): each stream's next seq
 
     async def _call(self, method: str, request, timeout: float | None = None):
         try:
@@ -58,9 +63,13 @@ class AsyncClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def create_model(self, **spec: Any) -> convert.ModelInfo:
-        msg = await self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(spec)))
+    async def create_model(self, spec: ModelSpec | None = None, **fields: Any) -> convert.ModelInfo:
+        """As :meth:`clients.Client.create_model`: a ModelSpec and/or its fields as keywords."""
+        msg = await self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(merged(spec, fields))))
         return convert.ModelInfo.from_proto(msg)
+
+    create_model.__signature__ = create_model_signature(create_model)
+    create_model.__doc__ += "\n" + ModelSpec.__doc__
 
     async def get_model(self, name: str) -> convert.ModelInfo:
         return convert.ModelInfo.from_proto(await self._call("GetModel", pb.GetModelRequest(name=name)))
@@ -70,6 +79,7 @@ class AsyncClient:
         return [convert.ModelInfo.from_proto(m) for m in msg.models]
 
     async def delete_model(self, name: str) -> None:
+        self._models.pop(name, None)
         await self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     async def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
@@ -102,12 +112,27 @@ class AsyncClient:
 
     async def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                       horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
-        info = await self.get_model(model)
-        if seq is None:
-            seq = await _next_seq(self, model, stream_id)
+        """One chunk, unary; one RPC per chunk after the first (as :meth:`clients.Client.predict`)."""
+        key = (model, stream_id)
+        info = self._models.get(model) or self._models.setdefault(model, await self.get_model(model))
+        remembered, auto_seq = seq is None and key in self._next_seqs, seq is None
+        if auto_seq:
+            seq = self._next_seqs.get(key) or await _next_seq(self, model, stream_id)
         req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
         req.seq = seq
-        return _raise_refused(convert.StreamResult.from_proto(await self._call("Predict", req), steps))
+        try:
+            result = convert.StreamResult.from_proto(await self._call("Predict", req), steps)
+        except (NotFound, FailedPrecondition, InvalidArgument):
+            self._models.pop(model, None)  # perhaps deleted or re-created elsewhere: ask next time
+            self._next_seqs.pop(key, None)
+            raise
+        if remembered and result.duplicate:  # another writer moved the stream on: ask, send once more
+            self._next_seqs.pop(key, None)
+            return await self.predict(model, stream_id, inputs, tokens=tokens, targets=targets,
+                                      horizon=horizon, predict_only=predict_only)
+        if not predict_only:
+            self._next_seqs[key] = max(result.acked_seq, seq) + 1
+        return _raise_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
                predict_only: bool = False, ephemeral: bool = False) -> "AsyncStreamSession":
@@ -248,9 +273,9 @@ class AsyncStreamSession:
 
     async def _reconnect(self, cause: BaseException | None, started: float) -> None:
         self._hang_up()
-        if time.monotonic() - started > self.client.backoff.give_up_after_s:
-            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
-                              f"to {self.client.connection.address} ({cause})") from None
+        waited = time.monotonic() - started
+        if waited > self.client.backoff.give_up_after_s:
+            raise Unavailable(gave_up_message(self, waited, cause)) from None
         self.reconnects += 1
         log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
                  self.model, self.stream_id, self._log.kept, cause)

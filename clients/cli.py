@@ -22,6 +22,7 @@ from .connect import ADDRESS_ENV, DEFAULT_ADDRESS, Connection
 from .convert import enum_choices
 from .datafiles import DataError
 from .errors import RnnStreamError, Unavailable
+from .spec import ModelSpec, effective, field_help
 
 PROG = "rnnstream"
 
@@ -42,35 +43,63 @@ def _connection_flags() -> argparse.ArgumentParser:
     return p
 
 
+def _sizes(text: str) -> list[int]:
+    """``--hidden 32`` or ``--hidden 64,32``: positive integers, one per layer."""
+    try:
+        sizes = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 32 or 64,32; got {text!r}")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2, e.g. 0.9,0.999; got {text!r}")
+    return b1, b2
+
+
 def _model_spec_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ModelSpec field; help is the field's meaning and the server's default."""
+    meaning = field_help()
+
+    def add(flag, field, **kw):
+        default = getattr(ModelSpec, field)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = meaning[field].replace("%", "%%")
+        # None: the meaning already says which default applies (it depends on the optimizer)
+        suffix = "" if default is None else f" (default: {shown})"
+        p.add_argument(flag, dest=field, help=text + suffix, **kw)
+
     p.add_argument("name", help="model name")
     p.add_argument("--spec", metavar="JSON", help="a JSON file of spec fields; flags override it")
-    p.add_argument("--cell", choices=enum_choices(pb.Cell))
-    p.add_argument("--lstm-variant", choices=enum_choices(pb.LstmVariant))
-    p.add_argument("--gru-variant", choices=enum_choices(pb.GruVariant))
-    p.add_argument("--hidden", dest="hidden_sizes", metavar="H[,H...]",
-                   type=lambda s: [int(h) for h in s.split(",")], help="hidden sizes, one per layer")
-    p.add_argument("--input-size", type=int, help="features per step (embedding width for tokens)")
-    p.add_argument("--vocab-size", type=int, help="> 0: token input through an embedding")
-    p.add_argument("--output-size", type=int, help="regression outputs")
-    p.add_argument("--num-classes", type=int, help="classification outputs (softmax head)")
-    p.add_argument("--algorithm", choices=enum_choices(pb.Algorithm), help="learning rule (default tbptt)")
-    p.add_argument("--k1", dest="tbptt_k1", type=int, help="TBPTT: update every k1 steps")
-    p.add_argument("--k2", dest="tbptt_k2", type=int, help="TBPTT: back-propagate through k2 steps")
-    p.add_argument("--optimizer", choices=enum_choices(pb.OptimizerKind), help="default adam")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--nesterov", action="store_true", default=None)
-    p.add_argument("--betas", type=lambda s: tuple(float(b) for b in s.split(",")), metavar="B1,B2")
-    p.add_argument("--eps", type=float)
-    p.add_argument("--alpha", type=float, help="RMSProp smoothing constant")
-    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm (0: off)")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--sharing", choices=enum_choices(pb.Sharing))
-    p.add_argument("--device", choices=enum_choices(pb.Device))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--target-mode", choices=enum_choices(pb.TargetMode),
-                   help="explicit targets, or next_input (forecasting, language models)")
+    add("--cell", "cell", choices=enum_choices(pb.Cell))
+    add("--lstm-variant", "lstm_variant", choices=enum_choices(pb.LstmVariant))
+    add("--gru-variant", "gru_variant", choices=enum_choices(pb.GruVariant))
+    add("--hidden", "hidden_sizes", metavar="H[,H...]", type=_sizes)
+    add("--input-size", "input_size", type=int, metavar="N")
+    add("--vocab-size", "vocab_size", type=int, metavar="N")
+    add("--output-size", "output_size", type=int, metavar="N")
+    add("--num-classes", "num_classes", type=int, metavar="N")
+    add("--algorithm", "algorithm", choices=enum_choices(pb.Algorithm))
+    add("--k1", "tbptt_k1", type=int, metavar="K1")
+    add("--k2", "tbptt_k2", type=int, metavar="K2")
+    add("--optimizer", "optimizer", choices=enum_choices(pb.OptimizerKind))
+    add("--lr", "lr", type=float)
+    add("--momentum", "momentum", type=float)
+    add("--nesterov", "nesterov", action="store_true", default=None)
+    add("--betas", "betas", type=_betas, metavar="B1,B2")
+    add("--eps", "eps", type=float)
+    add("--alpha", "alpha", type=float)
+    add("--clip-norm", "clip_norm", type=float)
+    add("--weight-decay", "weight_decay", type=float)
+    add("--sharing", "sharing", choices=enum_choices(pb.Sharing))
+    add("--device", "device", choices=enum_choices(pb.Device))
+    add("--seed", "seed", type=int)
+    add("--target-mode", "target_mode", choices=enum_choices(pb.TargetMode))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("list", parents=[conn], help="list models")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models_list)
-    p = models.add_parser("show", parents=[conn], help="show one model as JSON")
+    p = models.add_parser("show", parents=[conn], help="show one model as JSON (the values in effect)")
     p.add_argument("name")
     p.set_defaults(func=cmd_models_show)
     p = models.add_parser("delete", parents=[conn], help="delete a model and its streams")
@@ -166,6 +195,7 @@ def cmd_models_create(args) -> int:
 
 def _model_json(info) -> dict:
     out = dataclasses.asdict(info)
+    out["spec"] = effective(info.spec)  # what the server uses: lr, eps, k2 filled in
     out["parameters"] = [{"name": n, "shape": list(s)} for n, s in info.parameters]
     return out
 

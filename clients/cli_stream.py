@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -45,6 +46,9 @@ def add_commands(sub, conn: argparse.ArgumentParser) -> None:
     g.add_argument("--predict-only", action="store_true", help="predict, do not train")
     g.add_argument("--out", metavar="CSV", help="write one row of predictions per step ('-': stdout)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--reconnect-for", type=float, default=60.0, metavar="S",
+                   help="when the server goes away, keep reconnecting (and replaying) for S seconds, "
+                        "then give up (default 60)")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("generate", parents=[conn], help="sample text from a token model",
@@ -116,7 +120,10 @@ def cmd_push(args) -> int:
     from .progress import progress_bar
     if args.chunk < 1 or args.window < 1:
         raise DataError("--chunk and --window must be at least 1")
+    if not args.reconnect_for > 0:
+        raise DataError("--reconnect-for must be a number of seconds > 0")
     with client_of(args) as client:
+        client.backoff = dataclasses.replace(client.backoff, give_up_after_s=args.reconnect_for)
         spec = client.get_model(args.model).spec
         binary = spec["vocab_size"] > 0 and not args.csv
         with _open_input(args.file, binary) as source, _open_output(args.out) as out:
@@ -128,6 +135,8 @@ def cmd_push(args) -> int:
             try:
                 with client.stream(args.model, args.stream, window=args.window,
                                    predict_only=args.predict_only) as session:
+                    session.on_reconnect = lambda attempt, why: bar.set_postfix_str(
+                        f"reconnecting (attempt {attempt})... {why}", refresh=True)
                     for result in session.pipeline(chunks):
                         finite = result.losses[np.isfinite(result.losses)]
                         total_loss += float(finite.sum())

@@ -24,9 +24,10 @@ from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .connect import Backoff, Connection
-from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, NotFound, Unavailable,
-                     from_rpc_error)
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, FailedPrecondition,
+                     InvalidArgument, NotFound, Unavailable, from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
+from .spec import ModelSpec, create_model_signature, merged
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Client:
         self.backoff = backoff
         self._channel = self.connection.channel()
         self._stub = pb_grpc.RnnStreamStub(self._channel)
+        self._models: dict[str, convert.ModelInfo] = {}    # predict(): specs already asked for
+        self._next_seqs: dict[tuple[str, str], int] = {}   # predict(): each stream's next seq
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, method: str, request, timeout: float | None = None, stream: bool = False):
@@ -76,10 +79,14 @@ class Client:
         self.close()
 
     # -- models -----------------------------------------------------------------------------
-    def create_model(self, **spec: Any) -> convert.ModelInfo:
-        """Create a model from ``ModelSpec``'s fields in snake_case (see :mod:`clients.convert`)."""
-        msg = self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(spec)))
+    def create_model(self, spec: ModelSpec | None = None, **fields: Any) -> convert.ModelInfo:
+        """Create a model from a :class:`clients.ModelSpec` and/or its fields as keywords
+        (keywords win). Fields left out take the server's defaults, which are ModelSpec's."""
+        msg = self._call("CreateModel", pb.CreateModelRequest(spec=convert.spec_to_proto(merged(spec, fields))))
         return convert.ModelInfo.from_proto(msg)
+
+    create_model.__signature__ = create_model_signature(create_model)
+    create_model.__doc__ += "\n" + ModelSpec.__doc__
 
     def get_model(self, name: str) -> convert.ModelInfo:
         return convert.ModelInfo.from_proto(self._call("GetModel", pb.GetModelRequest(name=name)))
@@ -88,6 +95,7 @@ class Client:
         return [convert.ModelInfo.from_proto(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
 
     def delete_model(self, name: str) -> None:
+        self._models.pop(name, None)
         self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
     def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
@@ -119,13 +127,30 @@ class Client:
 
     def predict(self, model: str, stream_id: str, inputs=None, *, tokens=None, targets=None,
                 horizon: int = 0, predict_only: bool = False, seq: int | None = None) -> convert.StreamResult:
-        """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1."""
-        info = self.get_model(model)
-        if seq is None:
-            seq = _next_seq(lambda: self.get_stream(model, stream_id))
+        """Send one chunk with a unary call. ``seq`` defaults to the stream's acked_seq + 1.
+
+        One RPC per chunk: the model's spec and the stream's next seq are remembered from the
+        first call (and asked again only when the server says the remembered seq was stale)."""
+        key = (model, stream_id)
+        info = self._models.get(model) or self._models.setdefault(model, self.get_model(model))
+        remembered = seq is None and key in self._next_seqs
+        auto_seq = seq is None
+        if auto_seq:
+            seq = self._next_seqs.get(key) or _next_seq(lambda: self.get_stream(model, stream_id))
         req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
         req.seq = seq
-        result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
+        try:
+            result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
+        except (NotFound, FailedPrecondition, InvalidArgument):
+            self._models.pop(model, None)  # perhaps deleted or re-created elsewhere: ask next time
+            self._next_seqs.pop(key, None)
+            raise
+        if remembered and result.duplicate:  # another writer moved the stream on: ask, send once more
+            self._next_seqs.pop(key, None)
+            return self.predict(model, stream_id, inputs, tokens=tokens, targets=targets, horizon=horizon,
+                                predict_only=predict_only)
+        if not predict_only:
+            self._next_seqs[key] = max(result.acked_seq, seq) + 1
         return _raise_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
@@ -204,6 +229,8 @@ class StreamSession:
         self.predict_only = predict_only
         self.ephemeral = ephemeral
         self.reconnects = 0
+        # called as on_reconnect(attempt, why) before each reconnect (the CLI shows it on its bar)
+        self.on_reconnect = None
         self.disconnects: list[grpc.StatusCode | None] = []  # what ended each call (None: plain EOF)
         self._queue: queue.SimpleQueue | None = None
         self._responses = None
@@ -237,10 +264,12 @@ class StreamSession:
 
     def _reconnect(self, cause: BaseException | None, started: float) -> None:
         self._hang_up()
-        if time.monotonic() - started > self.client.backoff.give_up_after_s:
-            raise Unavailable(f"stream {self.stream_id!r} of {self.model!r}: gave up reconnecting "
-                              f"to {self.client.connection.address} ({cause})") from None
+        waited = time.monotonic() - started
+        if waited > self.client.backoff.give_up_after_s:
+            raise Unavailable(gave_up_message(self, waited, cause)) from None
         self.reconnects += 1
+        if self.on_reconnect is not None:
+            self.on_reconnect(self.reconnects, describe_cause(cause))
         log.info("stream %s/%s: reconnecting and replaying %d chunk(s) after %s",
                  self.model, self.stream_id, self._log.kept, cause)
         self._connect()
@@ -400,6 +429,22 @@ class StreamSession:
     def __exit__(self, exc_type, *exc) -> None:
         # After an error, do not hold the caller up waiting for a checkpoint.
         self.close(durable=exc_type is None)
+
+
+def describe_cause(cause: BaseException | None) -> str:
+    """Why a stream call ended, in words (never a repr of a grpc call object)."""
+    if cause is None:
+        return "the server ended the call"
+    if isinstance(cause, grpc.RpcError) and hasattr(cause, "code"):
+        details = " ".join(str(cause.details() or "").split())
+        return f"{cause.code().name}: {details}" if details else cause.code().name
+    return " ".join(str(cause).split())
+
+
+def gave_up_message(session, waited_s: float, cause: BaseException | None) -> str:
+    return (f"gave up on stream {session.stream_id!r} of model {session.model!r} after {session.reconnects} "
+            f"reconnect attempt(s) over {waited_s:.0f} s: the server at {session.client.connection.address} "
+            f"did not come back (last error: {describe_cause(cause)}); the unacknowledged chunks were not applied")
 
 
 def _code_of(cause: BaseException | None) -> grpc.StatusCode | None:

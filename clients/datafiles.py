@@ -200,6 +200,7 @@ class PredictionWriter:
     """
 
     def __init__(self, stream: IO[str], output_names: Sequence[str] | None, classes: bool):
+        self._stream = stream
         self._writer = csv.writer(stream)
         self._classes = classes
         self._names = list(output_names or [])
@@ -224,3 +225,4 @@ class PredictionWriter:
             else:
                 values = [f"{v:.7g}" for v in row]
             self._writer.writerow([self._step, "" if math.isnan(loss) else f"{loss:.7g}", *values])
+        self._stream.flush()  # a live feed's reader sees each chunk's rows when they are answered

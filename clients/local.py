@@ -37,6 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# How long a start may take while the server reports that it is compiling its kernels.
+COMPILE_TIMEOUT_S = 900.0
+
+
 class LocalServer:
     """``python -m service`` on 127.0.0.1 with its own data directory and free ports.
 
@@ -97,10 +101,25 @@ class LocalServer:
         self._wait_serving()
         return self
 
+    def _compiling(self) -> bool:
+        """The server said it is compiling its kernels and has not finished yet."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        start = text.rfind("compiling the kernels")
+        return start >= 0 and "kernels loaded in" not in text[start:]
+
     def _wait_serving(self) -> None:
         connection = self.connection()
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        deadline = started + self.startup_timeout_s
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                # a cold numba cache is not a hung server: wait for the compile it reports
+                if not (self._compiling() and now < started + max(self.startup_timeout_s, COMPILE_TIMEOUT_S)):
+                    break
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with code {self.process.returncode} while starting:\n"
                                    + self.log_tail())
@@ -110,9 +129,14 @@ class LocalServer:
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
+        compiling = self._compiling()
         self.stop()
-        raise RuntimeError(f"the server did not become SERVING within {self.startup_timeout_s:.0f}s:\n"
-                           + self.log_tail())
+        waited = time.monotonic() - started
+        if compiling:
+            raise RuntimeError(f"the server was still compiling its kernels after {waited:.0f}s (numba's "
+                               "cache was cold and this machine is slow or busy; run `python -c \"from "
+                               "service.engine import warm_up; warm_up()\"` once, then retry):\n" + self.log_tail())
+        raise RuntimeError(f"the server did not become SERVING within {waited:.0f}s:\n" + self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -1,36 +1,9 @@
-"""The CLI's progress bar: tqdm when installed, otherwise one plain line redrawn on stderr."""
+"""The CLI's progress bar: tqdm on stderr, steps with steps/s and the running loss."""
 from __future__ import annotations
 
 import sys
-import time
 
-
-class _Plain:
-    """Steps, steps/s and the postfix on one line, redrawn at most twice a second."""
-
-    def __init__(self, desc: str, stream=sys.stderr):
-        self.desc, self.stream = desc, stream
-        self.n, self.postfix = 0, ""
-        self._start = self._last = time.monotonic()
-
-    def update(self, n: int) -> None:
-        self.n += n
-        now = time.monotonic()
-        if now - self._last >= 0.5:
-            self._last = now
-            self._draw(now)
-
-    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
-        self.postfix = text
-
-    def _draw(self, now: float) -> None:
-        rate = self.n / max(now - self._start, 1e-9)
-        self.stream.write(f"\r{self.desc}: {self.n} steps [{rate:,.0f} steps/s] {self.postfix}   ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self._draw(time.monotonic())
-        self.stream.write("\n")
+from tqdm import tqdm
 
 
 class _Off:
@@ -46,13 +19,36 @@ class _Off:
         pass
 
 
-def progress_bar(desc: str, enabled: bool = True, total: int | None = None):
-    """A bar counting steps; ``set_postfix_str`` shows the running loss beside the rate."""
+class _OnFirstNews:
+    """A tqdm bar drawn from the first step or message on, so that a file refused before any
+    step prints its error alone (no "0 steps" bar in front of it)."""
+
+    def __init__(self, **tqdm_args):
+        self._args, self._bar = tqdm_args, None
+
+    @property
+    def n(self) -> int:
+        return self._bar.n if self._bar is not None else 0
+
+    def _drawn(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(**self._args)
+        return self._bar
+
+    def update(self, n: int) -> None:
+        self._drawn().update(n)
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self._drawn().set_postfix_str(text, refresh=refresh)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_bar(desc: str, enabled: bool = True, total: int | None = None, stream=None):
+    """A bar counting steps; ``set_postfix_str`` shows the running loss (or a reconnect)."""
     if not enabled:
         return _Off()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Plain(desc)
-    return tqdm(desc=desc, total=total, unit="step", unit_scale=True, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    return _OnFirstNews(desc=desc, total=total, unit=" steps", file=stream or sys.stderr,
+                        dynamic_ncols=True, mininterval=0.5)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -33,6 +34,14 @@ def serve(argv: list[str] | None = None) -> int:
     except StartupError as e:
         logging.getLogger("service").error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        # Only a start-up can get here (once serving, SIGINT drains and checkpoints): nothing
+        # was served yet, and the kernel compile may still run in its thread, so leave now
+        # rather than wait for it.
+        logging.getLogger("service").info("interrupted during start-up; nothing was served, nothing to save")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(130)
     return 0
 
 

@@ -14,6 +14,36 @@ from typing import Mapping, Sequence
 
 ENV_PREFIX = "RNNSTREAM_"
 DURABILITY_MODES = ("periodic", "every-chunk")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# What each flag means, for --help (the default and the variable are added to it).
+HELP = {
+    "host": "address the gRPC server binds (0.0.0.0: every interface)",
+    "port": "gRPC port; 0 picks a free one and logs it",
+    "metrics_port": "Prometheus metrics port; -1 turns the metrics endpoint off",
+    "metrics_host": "address the metrics endpoint binds (separate from --host: model names are in its labels)",
+    "metrics_tls_cert": "with --metrics-tls-key: serve the metrics over HTTPS",
+    "metrics_tls_key": "the metrics endpoint's TLS key",
+    "metrics_token_file": "a scrape must send 'Authorization: Bearer <token in this file>'",
+    "data_dir": "where the SQLite store keeps models, weights and stream state",
+    "durability": "periodic: checkpoint every --checkpoint-interval-s; every-chunk: commit before answering",
+    "checkpoint_interval_s": "seconds between periodic stream checkpoints",
+    "batch_window_s": "micro-batching window in seconds (never waited when no other stream is queued)",
+    "max_batch_streams": "streams per engine call",
+    "max_streams_per_model": "streams held in memory per model",
+    "max_streams_total": "streams held in memory by the server",
+    "max_chunk_steps": "steps of one chunk",
+    "max_horizon": "forecast steps of one chunk",
+    "max_inflight_per_call": "chunks of one Stream call read ahead of their answers",
+    "max_message_bytes": "larger gRPC messages are refused with RESOURCE_EXHAUSTED",
+    "max_stream_memory_bytes": "CreateModel refuses models whose one stream needs more (RTRL: try snap1 or tbptt)",
+    "stream_idle_ttl_s": "idle streams are stored and dropped from memory after this many seconds",
+    "shutdown_grace_s": "SIGTERM/SIGINT: seconds for in-flight chunks before the final checkpoint",
+    "auth_token_file": "every call but health needs 'authorization: Bearer <token in this file>'",
+    "tls_cert": "with --tls-key: serve gRPC over TLS with this certificate (PEM)",
+    "tls_key": "the gRPC server's TLS key (PEM)",
+    "log_level": "one of " + ", ".join(LOG_LEVELS) + " (any case)",
+}
 
 
 @dataclasses.dataclass
@@ -48,6 +78,8 @@ class Config:
         """Raise ValueError naming the first setting that cannot work."""
         if self.durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {self.durability!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         if bool(self.metrics_tls_cert) != bool(self.metrics_tls_key):
@@ -83,8 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(Config):
         kind = type(f.default)
         extra = {"choices": DURABILITY_MODES} if f.name == "durability" else {}
+        if f.name == "log_level":
+            kind, extra = str.upper, {"choices": LOG_LEVELS, "metavar": "LEVEL"}
+        default = f"{f.default!r}" if f.default != "" else "unset"
         parser.add_argument(_FLAG_NAMES[f.name], dest=f.name, type=kind, default=None,
-                            help=f"default {f.default!r}; env {env_var(f.name)}", **extra)
+                            help=f"{HELP[f.name]} (default {default}; env {env_var(f.name)})", **extra)
     return parser
 
 

@@ -3,9 +3,13 @@ the store, and the background loop that checkpoints and evicts idle streams."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import os
+import pathlib
 import sqlite3
 import ssl
+import threading
 import time
 
 import grpc
@@ -39,6 +43,46 @@ def _read(path: str) -> bytes:
         raise StartupError(f"cannot read {path}: {e.strerror}") from None
 
 
+def _kernel_cache() -> tuple[pathlib.Path, bool]:
+    """Where numba caches the compiled kernels, and whether anything is cached there yet."""
+    override = os.environ.get("NUMBA_CACHE_DIR")
+    spec = importlib.util.find_spec("kernels")
+    root = pathlib.Path(override) if override else pathlib.Path(next(iter(spec.submodule_search_locations))) / "__pycache__"
+    return root, root.is_dir() and next(root.rglob("*.nbi"), None) is not None
+
+
+async def _load_kernels(report_every_s: float = 15.0) -> float:
+    """``warm_up()`` in a daemon thread, saying what it does and, while compiling, how long it
+    has been at it. A signal meanwhile ends the process at once (see ``service.__main__``)."""
+    cache, warm = _kernel_cache()
+    if warm:
+        log.info("loading the compiled kernels from numba's cache in %s (a few seconds)", cache)
+    else:
+        log.info("compiling the kernels with numba: elman, jordan, lstm and gru cells; rtrl, tbptt and snap1 "
+                 "rules; the optimizers (only after an install or a kernel change: about 2-4 minutes on 2 "
+                 "cores; cached in %s for later starts; Ctrl-C stops it)", cache)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def run() -> None:
+        try:
+            seconds = warm_up()
+        except BaseException as e:  # noqa: BLE001 - handed to the loop, raised there
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(e))
+        else:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seconds))
+
+    # a daemon thread: an interrupted start must not wait for the compile to finish
+    threading.Thread(target=run, name="kernel-warm-up", daemon=True).start()
+    started = time.monotonic()
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), report_every_s)
+        except asyncio.TimeoutError:
+            log.info("still %s the kernels (%.0f s so far)...", "loading" if warm else "compiling",
+                     time.monotonic() - started)
+
+
 class StartupError(Exception):
     """The server cannot start as configured; the message says what to change."""
 
@@ -68,13 +112,14 @@ class Server:
         self._http = None
 
     async def start(self) -> None:
+        """Everything that can fail fast (token and TLS files, the store, both ports) is checked
+        and bound first; only then are the kernels loaded or compiled (minutes, on a cold numba
+        cache), in a thread, so that SIGINT/SIGTERM stop the process at once meanwhile."""
         config = self.config
-        # settings that can be wrong are checked before the slow start-up work
         token = read_token(config.auth_token_file, "--auth-token-file") if config.auth_token_file else ""
         self._metrics_token = (read_token(config.metrics_token_file, "--metrics-token-file")
                                if config.metrics_token_file else "")
-        # before anything is served: the first chunk should not wait for the kernels to load
-        log.info("kernels loaded in %.2f s", warm_up())
+        tls = (_read(config.tls_key), _read(config.tls_cert)) if config.tls_cert else None
         try:
             self.store = Store(config.data_dir)
         except SchemaTooNew as e:
@@ -83,7 +128,6 @@ class Server:
             raise StartupError(f"cannot open the store in {config.data_dir}: {e}") from None
         self.metrics = Metrics()
         self.registry = Registry(config, self.store, self.metrics)
-        self.registry.load()
         interceptors = [MetricsInterceptor(self.metrics)]
         if token:
             interceptors.append(AuthInterceptor(token))
@@ -108,19 +152,20 @@ class Server:
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         address = _address(config.host, config.port)
         try:
-            if config.tls_cert:
-                creds = grpc.ssl_server_credentials([(_read(config.tls_key),
-                                                      _read(config.tls_cert))])
-                self.port = self.grpc.add_secure_port(address, creds)
+            if tls:
+                self.port = self.grpc.add_secure_port(address, grpc.ssl_server_credentials([tls]))
             else:
                 self.port = self.grpc.add_insecure_port(address)
         except RuntimeError:
             raise StartupError(f"cannot listen on {address}: the address is in use or not "
                                "available here (another rnnstream running? set --port / "
                                "RNNSTREAM_PORT)") from None
-        if config.metrics_port >= 0:  # before gRPC starts: a refused port stops everything
+        if config.metrics_port >= 0:  # bound now: a refused port stops everything before the compile
             self._http = self._serve_metrics()
             self.metrics_port = self._http.server_port
+        # before anything is served: the first chunk should not wait for the kernels to load
+        log.info("kernels loaded in %.2f s", await _load_kernels())
+        self.registry.load()
         await self.grpc.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -105,3 +105,27 @@ def test_dockerfile_installs_as_the_readme_says():
     copied = re.findall(r"^COPY (\S+) ", (ROOT / "Dockerfile").read_text(), flags=re.M)
     for package in ("kernels", "service", "protos", "clients"):
         assert package in copied
+
+
+def test_image_compiles_the_kernels_at_build_time_into_its_own_numba_cache():
+    # No docker daemon here, so the image is not built: its steps are checked in order instead.
+    lines = [l.strip() for l in (ROOT / "Dockerfile").read_text().splitlines()]
+    step = {key: next(i for i, l in enumerate(lines) if l.startswith(key)) for key in
+            ("RUN pip install .", "ENV NUMBA_CACHE_DIR=/var/cache/numba", "WORKDIR /data",
+             'RUN python -c "from service.engine import warm_up; warm_up()"')}
+    order = list(step.values())
+    assert order == sorted(order), step  # install, cache dir, leave /src, compile
+    assert not any(l.startswith("VOLUME") and "numba" in l for l in lines)  # a volume would outlive rebuilds
+
+
+def test_dockerignore_keeps_the_build_context_to_the_sources():
+    ignored = {l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
+               if l.strip() and not l.startswith("#")}
+    assert {".git", ".venv", "rnnstream-data", "**/__pycache__", "**/*.pyc", "bench/results"} <= ignored
+
+
+def test_healthcheck_start_period_covers_a_recompile():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    health = compose["services"]["rnnstream"]["healthcheck"]
+    assert health["start_period"] == "300s"
+    assert "--start-period=300s" in (ROOT / "Dockerfile").read_text()

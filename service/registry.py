@@ -2,8 +2,9 @@
 
 A :class:`ModelHost` is one model: its engine, its streams in memory and its queue of
 chunks (run by ``service.batcher``). :class:`Registry` owns all hosts and is the only code
-that moves state between the engine and the store. Engine calls happen on the event loop
-thread only, so a snapshot taken there is consistent; the store writes on its own thread.
+that moves state between the engine and the store. Engine calls run on worker threads through
+the model's :class:`~service.workers.SerialEngine`, one at a time and in order, so a snapshot
+taken there is consistent; the store writes on its own thread.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from service.errors import ServiceError, exhausted, invalid, not_found
 from service.metrics import Metrics
 from service.session import StreamSession, plain_stats
 from service.store import Store, StreamRecord
+from service.workers import SerialEngine, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,25 @@ def _durable_exists(host, stream_id: str) -> ServiceError:
                         f"stream {stream_id!r} of model {host.name!r} exists and is stored; an ephemeral stream "
                         "must be new: use another stream_id")
 
+def _drop_engine_stream(engine, stream_id: str) -> None:
+    if engine.has_stream(stream_id):
+        engine.drop_stream(stream_id)
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("dropping a stream's state failed", exc_info=future.exception())
+
+
 # Service counters ride along in the model snapshot under keys the engine never uses.
 _STEPS_KEY, _UPDATES_KEY = "__rnnstream_steps", "__rnnstream_updates"
 
 
 class ModelHost:
-    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics):
+    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics,
+                 pool: WorkerPool):
         self.name = spec.name
+        self.serial = SerialEngine(pool)  # every engine call goes through here
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
         self.engine = engine
@@ -60,8 +74,9 @@ class ModelHost:
 
 
 class Registry:
-    def __init__(self, config: Config, store: Store, metrics: Metrics):
+    def __init__(self, config: Config, store: Store, metrics: Metrics, pool: WorkerPool):
         self.config = config
+        self.pool = pool
         self.store = store
         self.metrics = metrics
         self.hosts: dict[str, ModelHost] = {}
@@ -83,7 +98,7 @@ class Registry:
             log.info("loaded model %s", spec.name)
 
     def _add(self, spec: Spec, engine: Engine, created_unix_ms: int) -> ModelHost:
-        host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name))
+        host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name), self.pool)
         self.hosts[host.name] = host
         host.worker = asyncio.get_running_loop().create_task(batcher.run(host, self), name=f"batcher-{host.name}")
         self.metrics.active_streams.labels(host.name).set(0)
@@ -111,13 +126,17 @@ class Registry:
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
         self._check_snapshot_fits(spec, need)
-        try:
+
+        def build():  # allocating a large model is not done on the loop
             engine = make_engine(spec)
+            return engine, self._model_state(engine, 0, 0)
+
+        try:
+            engine, state = await asyncio.get_running_loop().run_in_executor(self.pool.executor, build)
         except RuntimeError as exc:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         created = int(time.time() * 1000)
-        if not await self.store.call(self.store.insert_model, spec.name, spec.to_dict(), created,
-                                     self._model_state(engine, 0, 0)):
+        if not await self.store.call(self.store.insert_model, spec.name, spec.to_dict(), created, state):
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         if spec.name in self.hosts:  # created concurrently while we awaited the store
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
@@ -203,7 +222,9 @@ class Registry:
                             f"is {self.config.max_streams_total}")
         session = StreamSession(host.name, stream_id, ephemeral=ephemeral)
         if stored is not None:
-            host.engine.restore_stream(stream_id, stored.state)
+            await host.serial.call(host.engine.restore_stream, stream_id, stored.state)
+            if host.closed:
+                raise not_found(f"model {host.name!r} was deleted")
             session.acked_seq = session.durable_seq = stored.acked_seq
         host.sessions[stream_id] = session
         self.metrics.active_streams.labels(host.name).set(len(host.sessions))
@@ -213,9 +234,10 @@ class Registry:
         """(acked_seq, durable_seq, stats, in_memory) without loading the stream."""
         session = host.sessions.get(stream_id)
         if session is not None:
-            return (session.acked_seq, session.durable_seq,
-                    plain_stats(host.engine.stream_stats(stream_id)) if host.engine.has_stream(stream_id) else {},
-                    True)
+            engine = host.engine
+            stats = await host.serial.call(
+                lambda: plain_stats(engine.stream_stats(stream_id)) if engine.has_stream(stream_id) else {})
+            return session.acked_seq, session.durable_seq, stats, True
         stored = await self.store.call(self.store.stream_info, host.name, stream_id)
         if stored is None:
             raise not_found(f"stream {stream_id!r} of model {host.name!r} does not exist")
@@ -224,9 +246,14 @@ class Registry:
     async def reset_stream(self, host: ModelHost, stream_id: str) -> StreamSession:
         """Back to a fresh stream (state, sensitivity/buffer, stats, seq), committed before the answer."""
         session = await self.open_stream(host, stream_id, create=False)
-        if host.engine.has_stream(stream_id):
-            host.engine.reset_stream(stream_id)
-        session.acked_seq = 0
+        engine = host.engine
+
+        def reset():
+            if engine.has_stream(stream_id):
+                engine.reset_stream(stream_id)
+            session.acked_seq = 0  # with the state, so no chunk runs in between
+
+        await host.serial.call(reset)
         session.dirty = True
         await self.checkpoint([host], [session])
         return session
@@ -241,26 +268,34 @@ class Registry:
     async def import_weights(self, host: ModelHost, stream_id: str, tensors: dict) -> None:
         """Set a model's weights (PER_STREAM without a stream: those new streams start from), or
         one stream's (a new one is created). A refused import leaves no stream behind."""
-        session, existed, fresh = None, stream_id in host.sessions, False
+        session, existed = None, stream_id in host.sessions
         if stream_id:
             session = await self.open_stream(host, stream_id, create=True)
-            fresh = not host.engine.has_stream(stream_id)
-            if fresh and not hasattr(host.engine, "add_stream"):  # an ensemble: members start together
-                if not existed:
-                    self._drop(session, "import_refused")
-                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"stream {stream_id!r} has not applied a chunk yet; send it one, then import")
+        engine = host.engine
+
+        def load():  # on the model's worker: (refusal, the stream was fresh)
+            fresh = bool(stream_id) and not engine.has_stream(stream_id)
+            if fresh and not hasattr(engine, "add_stream"):  # an ensemble: members start together
+                return "ensemble", fresh
             if fresh:  # a new stream: give it its start state, then its weights
-                host.engine.add_stream(stream_id)
-        try:
-            host.engine.load_state_dict(tensors, stream_id or None)
-        except (ValueError, KeyError) as exc:
+                engine.add_stream(stream_id)
+            try:
+                engine.load_state_dict(tensors, stream_id or None)
+            except (ValueError, KeyError) as exc:
+                if fresh:
+                    engine.drop_stream(stream_id)
+                return f"cannot import these weights: {exc}", fresh
+            host.model_dirty = True
+            return None, fresh
+
+        refusal, fresh = await host.serial.call(load)
+        if refusal is not None:
             if fresh and not existed:
                 self._drop(session, "import_refused")  # no phantom stream is left behind
-            elif fresh:
-                host.engine.drop_stream(stream_id)
-            raise invalid(f"cannot import these weights: {exc}") from None
-        host.model_dirty = True
+            if refusal == "ensemble":
+                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"stream {stream_id!r} has not applied a chunk yet; send it one, then import")
+            raise invalid(refusal)
         if session is not None:
             session.dirty = True
         await self.checkpoint([host], [session] if session else [])
@@ -268,7 +303,7 @@ class Registry:
     async def weights_session(self, host: ModelHost, stream_id: str) -> StreamSession:
         """A PER_STREAM stream whose weights exist (it has applied a chunk); else a clear refusal."""
         session = await self.open_stream(host, stream_id, create=False)
-        if not host.engine.has_stream(stream_id):
+        if not await host.serial.call(host.engine.has_stream, stream_id):
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"stream {stream_id!r} has not applied a chunk yet, so it has no weights of its own; "
                                "send it a chunk first, or use the model's weights (no stream_id), which new "
@@ -308,24 +343,26 @@ class Registry:
             sessions = [s for h in self.hosts.values() for s in h.sessions.values() if s.dirty]
         evict = list(evict)
         sessions = [s for s in sessions if s.dirty and s not in evict] + evict
-        models = []
-        for host in hosts:
-            models.append((host.name, self._model_state(host.engine, host.steps, host.updates)))
-            host.model_dirty = False
-        written: list[tuple[StreamSession, StreamRecord]] = []
+        by_host: dict[str, list] = {}
         for s in sessions:
-            host = self.hosts.get(s.model)
-            if s.ephemeral:
-                s.dirty = False  # never stored; an evicted one is simply dropped below
-                continue
-            if host is None or not host.engine.has_stream(s.stream_id):
-                continue  # deleted meanwhile, or opened but never stepped: nothing to write
-            written.append((s, StreamRecord(s.model, s.stream_id, s.acked_seq,
-                                            plain_stats(host.engine.stream_stats(s.stream_id)),
-                                            host.engine.snapshot_stream(s.stream_id))))
-            s.dirty = False
+            by_host.setdefault(s.model, []).append(s)
+        for host in hosts:
+            by_host.setdefault(host.name, [])
+        models = []
+        written: list[tuple[StreamSession, StreamRecord]] = []
+        for name, host_sessions in by_host.items():
+            host = self.hosts.get(name)
+            if host is None:
+                continue  # deleted meanwhile: nothing to write
+            # on the model's worker, between its chunks: the snapshot is consistent and not torn
+            model, records = await host.serial.call(self._snapshot, host, host in hosts, host_sessions)
+            if model is not None:
+                models.append(model)
+            written += records
+        dirty_models = [self.hosts[name] for name, _ in models if name in self.hosts]
         for s in evict:
-            self._drop(s, reason)
+            if s.pending == 0 and not s.dirty:  # unchanged since its snapshot
+                self._drop(s, reason)
         for s, record in written:
             if s in evict:
                 self._leaving[(s.model, s.stream_id)] = record
@@ -336,14 +373,14 @@ class Registry:
         except Exception:
             for s, _ in written:
                 s.dirty = True
-            for host in hosts:
+            for host in dirty_models:
                 host.model_dirty = True
             raise
         finally:
             for s in evict:
                 self._leaving.pop((s.model, s.stream_id), None)
         failed = {(f.model, f.stream_id): f.error for f in failures}
-        for host in hosts:
+        for host in dirty_models:
             if (host.name, "") in failed:
                 host.model_dirty = True
                 self._checkpoint_failed(host.name, "", failed[(host.name, "")])
@@ -357,6 +394,25 @@ class Registry:
                 self._checkpoint_failed(s.model, s.stream_id, error)
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
 
+    def _snapshot(self, host: ModelHost, with_model: bool, sessions: list) -> tuple:
+        """(model row or None, [(session, record)]) of one model; runs on its worker."""
+        model = None
+        if with_model and host.model_dirty:
+            model = (host.name, self._model_state(host.engine, host.steps, host.updates))
+            host.model_dirty = False
+        written = []
+        for s in sessions:
+            if s.ephemeral:
+                s.dirty = False  # never stored; an evicted one is simply dropped
+                continue
+            if not host.engine.has_stream(s.stream_id):
+                continue  # opened but never stepped: nothing to write
+            written.append((s, StreamRecord(s.model, s.stream_id, s.acked_seq,
+                                            plain_stats(host.engine.stream_stats(s.stream_id)),
+                                            host.engine.snapshot_stream(s.stream_id))))
+            s.dirty = False
+        return model, written
+
     def _checkpoint_failed(self, model: str, stream_id: str, error: str) -> None:
         what = f"stream {stream_id!r} of model {model!r}" if stream_id else f"model {model!r}"
         log.error("checkpoint of %s failed, it is NOT durable (the rest committed): %s", what, error)
@@ -367,8 +423,8 @@ class Registry:
         host = self.hosts.get(session.model)
         if host is None or host.sessions.get(session.stream_id) is not session:
             return
-        if host.engine.has_stream(session.stream_id):
-            host.engine.drop_stream(session.stream_id)
+        # queued behind the model's earlier calls, ahead of any later one (a reopen's restore)
+        host.serial.submit(_drop_engine_stream, host.engine, session.stream_id).add_done_callback(_log_failure)
         del host.sessions[session.stream_id]
         self.metrics.evictions.labels(reason).inc()
         self.metrics.active_streams.labels(host.name).set(len(host.sessions))

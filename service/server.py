@@ -22,6 +22,7 @@ from service.metrics import Metrics
 from service.registry import Registry
 from service.servicer import RnnStreamServicer
 from service.store import SchemaTooNew, Store
+from service.workers import WorkerPool, default_workers
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
@@ -82,7 +83,9 @@ class Server:
         except (sqlite3.DatabaseError, OSError) as e:
             raise StartupError(f"cannot open the store in {config.data_dir}: {e}") from None
         self.metrics = Metrics()
-        self.registry = Registry(config, self.store, self.metrics)
+        self.pool = WorkerPool(config.workers or default_workers())
+        log.info("engine calls run on %d worker threads", self.pool.workers)
+        self.registry = Registry(config, self.store, self.metrics, self.pool)
         self.registry.load()
         interceptors = [MetricsInterceptor(self.metrics)]
         if token:
@@ -183,4 +186,5 @@ class Server:
             self._http.shutdown()
             self._http.server_close()
         self.store.close()
+        self.pool.executor.shutdown(wait=False)
         log.info("stopped; every stream is checkpointed")

@@ -16,7 +16,7 @@ import time
 import grpc
 import numpy as np
 
-from service import batcher
+from service import batcher, memory
 from service.config import Config
 from service.convert import check_id, shown, spec_kwargs, validate_stream_id
 from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
@@ -54,6 +54,9 @@ class ModelHost:
                  pool: WorkerPool):
         self.name = spec.name
         self.serial = SerialEngine(pool)  # every engine call goes through here
+        shared = spec.sharing == "shared"
+        self.model_bytes = memory.model_bytes(engine.num_parameters, shared)  # for the memory budget
+        self.stream_bytes = memory.stream_bytes(engine, memory_per_stream(spec))
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
         self.engine = engine
@@ -83,6 +86,8 @@ class Registry:
         # Streams written out by an eviction not yet committed: a reopen takes them from here.
         self._leaving: dict[tuple[str, str], StreamRecord] = {}
         self._opening: dict[tuple[str, str], asyncio.Future] = {}
+        self.memory_budget = config.max_memory_bytes or memory.default_budget()
+        self._reserved = 0  # bytes of models and streams being built or restored
 
     # -- models ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -120,12 +125,17 @@ class Registry:
             raise invalid(f"invalid spec: {exc}") from None
         if spec.name in self.hosts:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
+        if len(self.hosts) >= self.config.max_models:
+            raise exhausted(f"the server holds {len(self.hosts)} models; the limit max_models is "
+                            f"{self.config.max_models}: delete a model first")
         need = memory_per_stream(spec)
         if need > self.config.max_stream_memory_bytes:
             hint = " Use ALGORITHM_SNAP1 (O(P) per stream) or ALGORITHM_TBPTT instead." if spec.algorithm == "rtrl" else ""
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
-        self._check_snapshot_fits(spec, need)
+        weight_bytes = self._check_snapshot_fits(spec, need)
+        await self.make_room(weight_bytes + need, f"model {spec.name!r} (its weights and one stream)")
+        self._reserved += weight_bytes
 
         def build():  # allocating a large model is not done on the loop
             engine = make_engine(spec)
@@ -135,6 +145,8 @@ class Registry:
             engine, state = await asyncio.get_running_loop().run_in_executor(self.pool.executor, build)
         except RuntimeError as exc:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        finally:
+            self._reserved -= weight_bytes
         created = int(time.time() * 1000)
         if not await self.store.call(self.store.insert_model, spec.name, spec.to_dict(), created, state):
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
@@ -142,8 +154,9 @@ class Registry:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         return self._add(spec, engine, created)
 
-    def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> None:
-        """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB."""
+    def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> int:
+        """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB;
+        else the bytes its weights and optimizer state take."""
         members = [spec.member_spec(k) for k in range(len(spec.members))] if getattr(spec, "members", None) else [spec]
         P = sum(build_layout(m).num_parameters for m in members)
         # shared: weights, both moments and the start template; per stream: the template alone
@@ -153,6 +166,7 @@ class Registry:
             if size > limit:
                 raise exhausted(f"{what} would take {size} bytes, over the store's limit of {limit} bytes per "
                                 f"value; this model has {P} parameters: make it smaller")
+        return memory.model_bytes(P, spec.sharing == "shared")
 
     async def delete(self, name: str) -> None:
         host = self.get(name)
@@ -165,6 +179,35 @@ class Registry:
         host.sessions.clear()
         await self.store.call(self.store.delete_model, name)
         self.metrics.forget_model(name)
+
+    # -- memory budget --------------------------------------------------------------------
+    def memory_used(self) -> int:
+        """Bytes counted against ``max_memory_bytes``: models, streams in memory, buffered requests."""
+        held = sum(h.model_bytes + len(h.sessions) * h.stream_bytes for h in self.hosts.values())
+        return held + self._reserved + int(self.metrics.buffered_request_bytes._value.get())
+
+    async def make_room(self, need: int, what: str) -> None:
+        """Return when ``need`` more bytes fit the budget, after moving the least recently used
+        idle streams (no open call, nothing queued) to the store; else RESOURCE_EXHAUSTED."""
+        over = self.memory_used() + need - self.memory_budget
+        if over <= 0:
+            return
+        idle = sorted((s for h in self.hosts.values() for s in h.sessions.values() if not s.attached and not s.pending),
+                      key=lambda s: s.last_used)
+        chosen, freed = [], 0
+        for s in idle:
+            if freed >= over:
+                break
+            chosen.append(s)
+            freed += self.hosts[s.model].stream_bytes
+        if chosen:
+            log.info("memory budget: moving %d idle streams to the store", len(chosen))
+            await self.checkpoint(evict=chosen, reason="memory")
+        used = self.memory_used()
+        if used + need > self.memory_budget:
+            raise exhausted(f"{what} needs {need} bytes, but the server holds {used} bytes of its memory budget "
+                            f"max_memory_bytes = {self.memory_budget} (idle streams are already in the store); "
+                            "close streams, delete models, or raise --max-memory-bytes")
 
     async def stored_streams(self, host: ModelHost) -> int:
         return await self.store.call(self.store.count_streams, host.name)
@@ -220,9 +263,14 @@ class Registry:
         if self.total_streams() >= self.config.max_streams_total:
             raise exhausted(f"the server holds {self.total_streams()} streams; the limit max_streams_total "
                             f"is {self.config.max_streams_total}")
+        await self.make_room(host.stream_bytes, f"stream {stream_id!r} of model {host.name!r}")
         session = StreamSession(host.name, stream_id, ephemeral=ephemeral)
         if stored is not None:
-            await host.serial.call(host.engine.restore_stream, stream_id, stored.state)
+            self._reserved += host.stream_bytes  # counted while it is restored
+            try:
+                await host.serial.call(host.engine.restore_stream, stream_id, stored.state)
+            finally:
+                self._reserved -= host.stream_bytes
             if host.closed:
                 raise not_found(f"model {host.name!r} was deleted")
             session.acked_seq = session.durable_seq = stored.acked_seq

@@ -87,6 +87,8 @@ class Server:
         log.info("engine calls run on %d worker threads", self.pool.workers)
         self.registry = Registry(config, self.store, self.metrics, self.pool)
         self.registry.load()
+        log.info("memory budget %d bytes (--max-memory-bytes), %d in use after loading the models",
+                 self.registry.memory_budget, self.registry.memory_used())
         interceptors = [MetricsInterceptor(self.metrics)]
         if token:
             interceptors.append(AuthInterceptor(token))

@@ -69,7 +69,9 @@ def _pct(values, q) -> float:
 
 
 async def _workload(address: str, streams: int, steps: int, sharing: str, seconds: float) -> dict:
-    channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))]
+    # one connection per channel, as separate clients would have (not one shared subchannel)
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))]
     stubs = [pb_grpc.RnnStreamStub(c) for c in channels]
     name = f"load-{streams}-{steps}-{sharing}"
     await stubs[0].CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
@@ -80,7 +82,7 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
     rng = np.random.default_rng(0)
     pool = [(rng.standard_normal(steps * INPUT).astype(np.float32).tolist(),
              rng.standard_normal(steps * OUTPUT).astype(np.float32).tolist()) for _ in range(32)]
-    first, rtts, errors = [], [], collections.Counter()
+    first, rtts, errors, samples = [], [], collections.Counter(), {}
     answered_steps = [0]
     bad_order = [0]
     t_stop = time.perf_counter() + seconds
@@ -114,7 +116,11 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
                     answered_steps[0] += steps
             await call.done_writing()
         except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] += 1
+            code, details = exc.code(), exc.details()
+            if "execute_batch" in (details or ""):  # a write on a call already ended: its real status
+                code, details = await call.code(), await call.details()
+            errors[code.name] += 1
+            samples.setdefault(code.name, details)
 
     health = health_pb2_grpc.HealthStub(channels[0])
     health_rtts = []
@@ -137,7 +143,7 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
     return dict(streams=streams, steps=steps, sharing=sharing, steps_per_s=answered_steps[0] / elapsed,
                 first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
                 rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
-                errors=dict(errors), bad_order=bad_order[0])
+                errors=dict(errors), bad_order=bad_order[0], samples=samples)
 
 
 def _code(value: int) -> tuple:
@@ -181,9 +187,13 @@ def main(argv=None) -> None:
                         row["rss"], row["rss_peak"] = _rss(proc.pid)
                         rows.append(row)
                         print(_table([row], "").strip().splitlines()[-1], flush=True)
+                        for code, details in row["samples"].items():
+                            print(f"  e.g. {code}: {details}", flush=True)
         finally:
             proc.terminate()
             proc.wait(60)
+            if any(r["errors"] for r in rows):
+                print("server log tail:\n" + (pathlib.Path(tmp) / "server.log").read_text()[-3000:])
     header = (f"# bench/load.py: {args.seconds:g} s per row, server --workers {args.workers or 'cores'}, "
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), LSTM H={HIDDEN}, "
               f"TBPTT(16,16); client and server on the same machine")

@@ -103,7 +103,12 @@ class Server:
                    # Accept the SDK's 30 s pings on quiet streams (the default refuses pings
                    # more often than every 5 minutes and answers them with GOAWAY).
                    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                   ("grpc.http2.max_ping_strikes", 0)]
+                   ("grpc.http2.max_ping_strikes", 0),
+                   # Calls that arrived and wait for the loop to take them: gRPC core starts
+                   # refusing them at random past 1000 and always past 3000 (its defaults), so
+                   # thousands of streams opening at once saw INTERNAL. Let them wait instead.
+                   ("grpc.server.max_pending_requests", 20_000),
+                   ("grpc.server.max_pending_requests_hard_limit", 50_000)]
         self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.servicer = RnnStreamServicer(self.registry)
         pb_grpc.add_RnnStreamServicer_to_server(self.servicer, self.grpc)

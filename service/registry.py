@@ -88,6 +88,8 @@ class Registry:
         self._opening: dict[tuple[str, str], asyncio.Future] = {}
         self.memory_budget = config.max_memory_bytes or memory.default_budget()
         self._reserved = 0  # bytes of models and streams being built or restored
+        metrics.memory_budget_bytes.set(self.memory_budget)
+        metrics.memory_used_bytes.set_function(self.memory_used)  # read at scrape time
 
     # -- models ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -183,7 +185,7 @@ class Registry:
     # -- memory budget --------------------------------------------------------------------
     def memory_used(self) -> int:
         """Bytes counted against ``max_memory_bytes``: models, streams in memory, buffered requests."""
-        held = sum(h.model_bytes + len(h.sessions) * h.stream_bytes for h in self.hosts.values())
+        held = sum(h.model_bytes + len(h.sessions) * h.stream_bytes for h in list(self.hosts.values()))
         return held + self._reserved + int(self.metrics.buffered_request_bytes._value.get())
 
     async def make_room(self, need: int, what: str) -> None:

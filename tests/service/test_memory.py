@@ -37,6 +37,7 @@ def test_idle_streams_make_room_and_what_does_not_fit_is_refused(start_server):
     assert not stub.GetStream(pb.GetStreamRequest(model="m", stream_id="a")).in_memory
     assert stub.GetStream(pb.GetStreamRequest(model="m", stream_id="d")).in_memory
     assert registry.memory_used() <= registry.memory_budget
+    assert srv.server.metrics.registry.get_sample_value("rnnstream_memory_used_bytes") == registry.memory_used()
 
     # three streams held by open calls are not idle: a fourth is refused, naming the budget
     calls = [_open_call(stub, "m", sid) for sid in ("b", "c", "d")]

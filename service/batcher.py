@@ -1,6 +1,7 @@
 """Micro-batching: chunks of different streams of one model run as one engine call.
 
-Each model has one worker coroutine. It takes the oldest queued chunk and, when chunks of
+Each model has one worker coroutine (on the event loop; the engine call itself runs on a
+worker thread through the model's SerialEngine). It takes the oldest queued chunk and, when chunks of
 other streams are queued too, waits up to ``batch_window_s`` for more streams (never when
 it is alone, and no longer once every attached stream has a chunk queued). One engine call
 takes at most one chunk per stream, so a stream's chunks apply strictly in arrival order;
@@ -27,26 +28,14 @@ log = logging.getLogger(__name__)
 class Job:
     session: StreamSession
     chunk: Chunk
-    future: asyncio.Future | None     # None: run at once by the caller
+    future: asyncio.Future | None
     response: pb.StreamResponse | None = None
 
 
-def submit(host, session: StreamSession, chunk: Chunk, registry):
-    """A validated chunk: its StreamResponse, or a future of it.
-
-    A model with one attached stream and nothing queued or running runs the chunk at once:
-    no other stream could join its batch, and the hop through the worker costs latency.
-    """
+def submit(host, session: StreamSession, chunk: Chunk, registry) -> asyncio.Future:
+    """A validated chunk: a future of its StreamResponse, answered by the model's worker."""
     session.pending += 1
     session.touch()
-    if (not host.queue and not host.busy and session.pending == 1 and registry.config.durability == "periodic"
-            and host.attached_streams() <= 1):
-        job = Job(session, chunk, None)
-        host.queue.append(job)
-        jobs = _take(host, 1)  # answers a replay as a duplicate without running it
-        for done, resp in _execute(host, jobs, registry.metrics) if jobs else ():
-            _finish(done, resp)
-        return job.response
     future = asyncio.get_running_loop().create_future()
     host.queue.append(Job(session, chunk, future))
     host.wake.set()
@@ -92,11 +81,17 @@ async def run(host, registry) -> None:
             continue
         host.busy = True
         try:
-            answered = _execute(host, jobs, registry.metrics)
+            # on a worker thread: the loop keeps reading, answering and accepting meanwhile
+            answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
             await _commit(host, registry, answered)
+        except Exception as exc:  # a bug, not bad input: answer every job rather than leave it hanging
+            log.exception("batch of model %s failed", host.name)
+            answered, refused = [], [(job, error_response(host.name, job.session.stream_id, job.chunk.seq,
+                                                          ServiceError(grpc.StatusCode.INTERNAL, f"engine failure: {exc}"),
+                                                          job.session)) for job in jobs]
         finally:
             host.busy = False
-        for job, resp in answered:
+        for job, resp in refused + answered:
             _finish(job, resp)
 
 
@@ -173,8 +168,9 @@ def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
     return out
 
 
-def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamResponse]]:
-    """One engine call for ``jobs``; refused jobs are answered here, applied ones returned."""
+def _execute(host, jobs: list[Job], metrics) -> tuple[list, list]:
+    """One engine call for ``jobs``, on a worker thread: (applied, refused) as (job, response)
+    pairs, answered by the loop (futures are not thread-safe)."""
     engine, name = host.engine, host.name
     chunks = [job.chunk for job in jobs]
     steps = [c.steps for c in chunks]
@@ -199,14 +195,16 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
                                     lengths=lengths, **arrays)
     except ValueError as exc:
         if len(jobs) > 1:  # find the culprit: the engine left every state unchanged
-            return [pair for job in jobs for pair in _execute(host, [job], metrics)]
-        _refuse(host, jobs[0], grpc.StatusCode.INVALID_ARGUMENT, str(exc), metrics)
-        return []
+            answered, refused = [], []
+            for job in jobs:
+                a, r = _execute(host, [job], metrics)
+                answered += a
+                refused += r
+            return answered, refused
+        return [], [_refuse(host, jobs[0], grpc.StatusCode.INVALID_ARGUMENT, str(exc), metrics)]
     except Exception as exc:
         log.exception("engine call failed for model %s", name)
-        for job in jobs:
-            _refuse(host, job, grpc.StatusCode.INTERNAL, f"engine failure: {exc}", metrics)
-        return []
+        return [], [_refuse(host, job, grpc.StatusCode.INTERNAL, f"engine failure: {exc}", metrics) for job in jobs]
     _observe(host, jobs, losses)
     if first.learn:
         host.model_dirty = True
@@ -229,7 +227,7 @@ def _execute(host, jobs: list[Job], metrics) -> list[tuple[Job, pb.StreamRespons
                 log.exception("forecast failed for model %s", name)
         answered.append((job, resp))
     _restart_poisoned(host, jobs, preds, steps)  # after the answers: they report the chunk as it ran
-    return answered
+    return answered, []
 
 
 def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]) -> None:
@@ -253,10 +251,10 @@ def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]
                     host.name, sid)
 
 
-def _refuse(host, job: Job, code: grpc.StatusCode, message: str, metrics) -> None:
+def _refuse(host, job: Job, code: grpc.StatusCode, message: str, metrics) -> tuple[Job, pb.StreamResponse]:
     metrics.chunk_errors.labels(host.name, code.name).inc()
-    _finish(job, error_response(host.name, job.session.stream_id, job.chunk.seq, ServiceError(code, message),
-                                job.session))
+    return job, error_response(host.name, job.session.stream_id, job.chunk.seq, ServiceError(code, message),
+                               job.session)
 
 
 def _observe(host, jobs: list[Job], losses: np.ndarray) -> None:

@@ -65,6 +65,10 @@ class Config:
     max_chunk_steps: int = 4096           # T of one chunk
     max_horizon: int = 4096               # forecast steps of one chunk
     max_inflight_per_call: int = 64       # chunks of one Stream call read ahead of their answers
+    max_inflight_bytes_per_call: int = 64 * 1024 * 1024  # and their request bytes
+    workers: int = 0                      # engine threads; 0: the cores this process may use
+    max_memory_bytes: int = 0             # models, streams, buffered requests; 0: 80% of cgroup limit or RAM
+    max_models: int = 1000                # models held by the server
     max_message_bytes: int = 16 * 1024 * 1024
     max_stream_memory_bytes: int = 256 * 1024 * 1024  # per stream (RTRL sensitivity etc.)
     stream_idle_ttl_s: float = 300.0      # idle streams are stored and dropped from memory
@@ -93,6 +97,15 @@ class Config:
                      "max_chunk_steps", "max_message_bytes", "max_inflight_per_call", "max_stream_memory_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.max_memory_bytes < 0:
+            raise ValueError("max_memory_bytes must be >= 0 (0: 80% of the cgroup limit or of RAM)")
+        if self.max_models <= 0:
+            raise ValueError("max_models must be > 0")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0: the cores this process may use)")
+        if self.max_inflight_bytes_per_call < self.max_message_bytes:
+            raise ValueError(f"max_inflight_bytes_per_call ({self.max_inflight_bytes_per_call}) must be at least "
+                             f"max_message_bytes ({self.max_message_bytes}), or a largest message could never be read")
         if not 0 <= self.batch_window_s <= 0.1:
             raise ValueError("batch_window_s must be within [0, 0.1]")
 

@@ -130,6 +130,14 @@ class Metrics:
         self.batch_streams = Histogram("rnnstream_batch_streams", "Streams per engine call", ["model"],
                                        buckets=BATCH_BUCKETS, registry=r)
         self.active_streams = Gauge("rnnstream_active_streams", "Streams held in memory", ["model"], registry=r)
+        self.buffered_request_bytes = Gauge(
+            "rnnstream_buffered_request_bytes",
+            "Bytes of Stream requests read and not yet answered, over all calls", registry=r)
+        self.memory_budget_bytes = Gauge("rnnstream_memory_budget_bytes", "The memory budget (--max-memory-bytes)",
+                                         registry=r)
+        self.memory_used_bytes = Gauge("rnnstream_memory_used_bytes",
+                                       "Bytes counted against the memory budget: models, streams, buffered requests",
+                                       registry=r)
         self.evictions = Counter("rnnstream_stream_evictions", "Streams dropped from memory, by reason",
                                  ["reason"], registry=r)
         self.checkpoint_seconds = Histogram("rnnstream_checkpoint_seconds", "Time to write one checkpoint",

@@ -2,8 +2,9 @@
 
 A :class:`ModelHost` is one model: its engine, its streams in memory and its queue of
 chunks (run by ``service.batcher``). :class:`Registry` owns all hosts and is the only code
-that moves state between the engine and the store. Engine calls happen on the event loop
-thread only, so a snapshot taken there is consistent; the store writes on its own thread.
+that moves state between the engine and the store. Engine calls run on worker threads through
+the model's :class:`~service.workers.SerialEngine`, one at a time and in order, so a snapshot
+taken there is consistent; the store writes on its own thread.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import grpc
 import numpy as np
 
-from service import batcher
+from service import batcher, memory
 from service.config import Config
 from service.convert import check_id, shown, spec_kwargs, validate_stream_id
 from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
@@ -24,6 +25,7 @@ from service.errors import ServiceError, exhausted, invalid, not_found
 from service.metrics import Metrics
 from service.session import StreamSession, plain_stats
 from service.store import Store, StreamRecord
+from service.workers import SerialEngine, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,28 @@ def _durable_exists(host, stream_id: str) -> ServiceError:
                         f"stream {stream_id!r} of model {host.name!r} exists and is stored; an ephemeral stream "
                         "must be new: use another stream_id")
 
+def _drop_engine_stream(engine, stream_id: str) -> None:
+    if engine.has_stream(stream_id):
+        engine.drop_stream(stream_id)
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("dropping a stream's state failed", exc_info=future.exception())
+
+
 # Service counters ride along in the model snapshot under keys the engine never uses.
 _STEPS_KEY, _UPDATES_KEY = "__rnnstream_steps", "__rnnstream_updates"
 
 
 class ModelHost:
-    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics):
+    def __init__(self, spec: Spec, engine: Engine | EnsembleEngine, created_unix_ms: int, metrics,
+                 pool: WorkerPool):
         self.name = spec.name
+        self.serial = SerialEngine(pool)  # every engine call goes through here
+        shared = spec.sharing == "shared"
+        self.model_bytes = memory.model_bytes(engine.num_parameters, shared)  # for the memory budget
+        self.stream_bytes = memory.stream_bytes(engine, memory_per_stream(spec))
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
         self.engine = engine
@@ -60,14 +77,19 @@ class ModelHost:
 
 
 class Registry:
-    def __init__(self, config: Config, store: Store, metrics: Metrics):
+    def __init__(self, config: Config, store: Store, metrics: Metrics, pool: WorkerPool):
         self.config = config
+        self.pool = pool
         self.store = store
         self.metrics = metrics
         self.hosts: dict[str, ModelHost] = {}
         # Streams written out by an eviction not yet committed: a reopen takes them from here.
         self._leaving: dict[tuple[str, str], StreamRecord] = {}
         self._opening: dict[tuple[str, str], asyncio.Future] = {}
+        self.memory_budget = config.max_memory_bytes or memory.default_budget()
+        self._reserved = 0  # bytes of models and streams being built or restored
+        metrics.memory_budget_bytes.set(self.memory_budget)
+        metrics.memory_used_bytes.set_function(self.memory_used)  # read at scrape time
 
     # -- models ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -83,7 +105,7 @@ class Registry:
             log.info("loaded model %s", spec.name)
 
     def _add(self, spec: Spec, engine: Engine, created_unix_ms: int) -> ModelHost:
-        host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name))
+        host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name), self.pool)
         self.hosts[host.name] = host
         host.worker = asyncio.get_running_loop().create_task(batcher.run(host, self), name=f"batcher-{host.name}")
         self.metrics.active_streams.labels(host.name).set(0)
@@ -105,26 +127,38 @@ class Registry:
             raise invalid(f"invalid spec: {exc}") from None
         if spec.name in self.hosts:
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
+        if len(self.hosts) >= self.config.max_models:
+            raise exhausted(f"the server holds {len(self.hosts)} models; the limit max_models is "
+                            f"{self.config.max_models}: delete a model first")
         need = memory_per_stream(spec)
         if need > self.config.max_stream_memory_bytes:
             hint = " Use ALGORITHM_SNAP1 (O(P) per stream) or ALGORITHM_TBPTT instead." if spec.algorithm == "rtrl" else ""
             raise exhausted(f"one stream of this model needs {need} bytes, over the limit max_stream_memory_bytes "
                             f"= {self.config.max_stream_memory_bytes}.{hint}")
-        self._check_snapshot_fits(spec, need)
-        try:
+        weight_bytes = self._check_snapshot_fits(spec, need)
+        await self.make_room(weight_bytes + need, f"model {spec.name!r} (its weights and one stream)")
+        self._reserved += weight_bytes
+
+        def build():  # allocating a large model is not done on the loop
             engine = make_engine(spec)
+            return engine, self._model_state(engine, 0, 0)
+
+        try:
+            engine, state = await asyncio.get_running_loop().run_in_executor(self.pool.executor, build)
         except RuntimeError as exc:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        finally:
+            self._reserved -= weight_bytes
         created = int(time.time() * 1000)
-        if not await self.store.call(self.store.insert_model, spec.name, spec.to_dict(), created,
-                                     self._model_state(engine, 0, 0)):
+        if not await self.store.call(self.store.insert_model, spec.name, spec.to_dict(), created, state):
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         if spec.name in self.hosts:  # created concurrently while we awaited the store
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {spec.name!r} already exists")
         return self._add(spec, engine, created)
 
-    def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> None:
-        """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB."""
+    def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> int:
+        """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB;
+        else the bytes its weights and optimizer state take."""
         members = [spec.member_spec(k) for k in range(len(spec.members))] if getattr(spec, "members", None) else [spec]
         P = sum(build_layout(m).num_parameters for m in members)
         # shared: weights, both moments and the start template; per stream: the template alone
@@ -134,6 +168,7 @@ class Registry:
             if size > limit:
                 raise exhausted(f"{what} would take {size} bytes, over the store's limit of {limit} bytes per "
                                 f"value; this model has {P} parameters: make it smaller")
+        return memory.model_bytes(P, spec.sharing == "shared")
 
     async def delete(self, name: str) -> None:
         host = self.get(name)
@@ -146,6 +181,35 @@ class Registry:
         host.sessions.clear()
         await self.store.call(self.store.delete_model, name)
         self.metrics.forget_model(name)
+
+    # -- memory budget --------------------------------------------------------------------
+    def memory_used(self) -> int:
+        """Bytes counted against ``max_memory_bytes``: models, streams in memory, buffered requests."""
+        held = sum(h.model_bytes + len(h.sessions) * h.stream_bytes for h in list(self.hosts.values()))
+        return held + self._reserved + int(self.metrics.buffered_request_bytes._value.get())
+
+    async def make_room(self, need: int, what: str) -> None:
+        """Return when ``need`` more bytes fit the budget, after moving the least recently used
+        idle streams (no open call, nothing queued) to the store; else RESOURCE_EXHAUSTED."""
+        over = self.memory_used() + need - self.memory_budget
+        if over <= 0:
+            return
+        idle = sorted((s for h in self.hosts.values() for s in h.sessions.values() if not s.attached and not s.pending),
+                      key=lambda s: s.last_used)
+        chosen, freed = [], 0
+        for s in idle:
+            if freed >= over:
+                break
+            chosen.append(s)
+            freed += self.hosts[s.model].stream_bytes
+        if chosen:
+            log.info("memory budget: moving %d idle streams to the store", len(chosen))
+            await self.checkpoint(evict=chosen, reason="memory")
+        used = self.memory_used()
+        if used + need > self.memory_budget:
+            raise exhausted(f"{what} needs {need} bytes, but the server holds {used} bytes of its memory budget "
+                            f"max_memory_bytes = {self.memory_budget} (idle streams are already in the store); "
+                            "close streams, delete models, or raise --max-memory-bytes")
 
     async def stored_streams(self, host: ModelHost) -> int:
         return await self.store.call(self.store.count_streams, host.name)
@@ -201,9 +265,16 @@ class Registry:
         if self.total_streams() >= self.config.max_streams_total:
             raise exhausted(f"the server holds {self.total_streams()} streams; the limit max_streams_total "
                             f"is {self.config.max_streams_total}")
+        await self.make_room(host.stream_bytes, f"stream {stream_id!r} of model {host.name!r}")
         session = StreamSession(host.name, stream_id, ephemeral=ephemeral)
         if stored is not None:
-            host.engine.restore_stream(stream_id, stored.state)
+            self._reserved += host.stream_bytes  # counted while it is restored
+            try:
+                await host.serial.call(host.engine.restore_stream, stream_id, stored.state)
+            finally:
+                self._reserved -= host.stream_bytes
+            if host.closed:
+                raise not_found(f"model {host.name!r} was deleted")
             session.acked_seq = session.durable_seq = stored.acked_seq
         host.sessions[stream_id] = session
         self.metrics.active_streams.labels(host.name).set(len(host.sessions))
@@ -213,9 +284,10 @@ class Registry:
         """(acked_seq, durable_seq, stats, in_memory) without loading the stream."""
         session = host.sessions.get(stream_id)
         if session is not None:
-            return (session.acked_seq, session.durable_seq,
-                    plain_stats(host.engine.stream_stats(stream_id)) if host.engine.has_stream(stream_id) else {},
-                    True)
+            engine = host.engine
+            stats = await host.serial.call(
+                lambda: plain_stats(engine.stream_stats(stream_id)) if engine.has_stream(stream_id) else {})
+            return session.acked_seq, session.durable_seq, stats, True
         stored = await self.store.call(self.store.stream_info, host.name, stream_id)
         if stored is None:
             raise not_found(f"stream {stream_id!r} of model {host.name!r} does not exist")
@@ -224,9 +296,14 @@ class Registry:
     async def reset_stream(self, host: ModelHost, stream_id: str) -> StreamSession:
         """Back to a fresh stream (state, sensitivity/buffer, stats, seq), committed before the answer."""
         session = await self.open_stream(host, stream_id, create=False)
-        if host.engine.has_stream(stream_id):
-            host.engine.reset_stream(stream_id)
-        session.acked_seq = 0
+        engine = host.engine
+
+        def reset():
+            if engine.has_stream(stream_id):
+                engine.reset_stream(stream_id)
+            session.acked_seq = 0  # with the state, so no chunk runs in between
+
+        await host.serial.call(reset)
         session.dirty = True
         await self.checkpoint([host], [session])
         return session
@@ -241,26 +318,34 @@ class Registry:
     async def import_weights(self, host: ModelHost, stream_id: str, tensors: dict) -> None:
         """Set a model's weights (PER_STREAM without a stream: those new streams start from), or
         one stream's (a new one is created). A refused import leaves no stream behind."""
-        session, existed, fresh = None, stream_id in host.sessions, False
+        session, existed = None, stream_id in host.sessions
         if stream_id:
             session = await self.open_stream(host, stream_id, create=True)
-            fresh = not host.engine.has_stream(stream_id)
-            if fresh and not hasattr(host.engine, "add_stream"):  # an ensemble: members start together
-                if not existed:
-                    self._drop(session, "import_refused")
-                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"stream {stream_id!r} has not applied a chunk yet; send it one, then import")
+        engine = host.engine
+
+        def load():  # on the model's worker: (refusal, the stream was fresh)
+            fresh = bool(stream_id) and not engine.has_stream(stream_id)
+            if fresh and not hasattr(engine, "add_stream"):  # an ensemble: members start together
+                return "ensemble", fresh
             if fresh:  # a new stream: give it its start state, then its weights
-                host.engine.add_stream(stream_id)
-        try:
-            host.engine.load_state_dict(tensors, stream_id or None)
-        except (ValueError, KeyError) as exc:
+                engine.add_stream(stream_id)
+            try:
+                engine.load_state_dict(tensors, stream_id or None)
+            except (ValueError, KeyError) as exc:
+                if fresh:
+                    engine.drop_stream(stream_id)
+                return f"cannot import these weights: {exc}", fresh
+            host.model_dirty = True
+            return None, fresh
+
+        refusal, fresh = await host.serial.call(load)
+        if refusal is not None:
             if fresh and not existed:
                 self._drop(session, "import_refused")  # no phantom stream is left behind
-            elif fresh:
-                host.engine.drop_stream(stream_id)
-            raise invalid(f"cannot import these weights: {exc}") from None
-        host.model_dirty = True
+            if refusal == "ensemble":
+                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"stream {stream_id!r} has not applied a chunk yet; send it one, then import")
+            raise invalid(refusal)
         if session is not None:
             session.dirty = True
         await self.checkpoint([host], [session] if session else [])
@@ -268,7 +353,7 @@ class Registry:
     async def weights_session(self, host: ModelHost, stream_id: str) -> StreamSession:
         """A PER_STREAM stream whose weights exist (it has applied a chunk); else a clear refusal."""
         session = await self.open_stream(host, stream_id, create=False)
-        if not host.engine.has_stream(stream_id):
+        if not await host.serial.call(host.engine.has_stream, stream_id):
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"stream {stream_id!r} has not applied a chunk yet, so it has no weights of its own; "
                                "send it a chunk first, or use the model's weights (no stream_id), which new "
@@ -308,24 +393,26 @@ class Registry:
             sessions = [s for h in self.hosts.values() for s in h.sessions.values() if s.dirty]
         evict = list(evict)
         sessions = [s for s in sessions if s.dirty and s not in evict] + evict
-        models = []
-        for host in hosts:
-            models.append((host.name, self._model_state(host.engine, host.steps, host.updates)))
-            host.model_dirty = False
-        written: list[tuple[StreamSession, StreamRecord]] = []
+        by_host: dict[str, list] = {}
         for s in sessions:
-            host = self.hosts.get(s.model)
-            if s.ephemeral:
-                s.dirty = False  # never stored; an evicted one is simply dropped below
-                continue
-            if host is None or not host.engine.has_stream(s.stream_id):
-                continue  # deleted meanwhile, or opened but never stepped: nothing to write
-            written.append((s, StreamRecord(s.model, s.stream_id, s.acked_seq,
-                                            plain_stats(host.engine.stream_stats(s.stream_id)),
-                                            host.engine.snapshot_stream(s.stream_id))))
-            s.dirty = False
+            by_host.setdefault(s.model, []).append(s)
+        for host in hosts:
+            by_host.setdefault(host.name, [])
+        models = []
+        written: list[tuple[StreamSession, StreamRecord]] = []
+        for name, host_sessions in by_host.items():
+            host = self.hosts.get(name)
+            if host is None:
+                continue  # deleted meanwhile: nothing to write
+            # on the model's worker, between its chunks: the snapshot is consistent and not torn
+            model, records = await host.serial.call(self._snapshot, host, host in hosts, host_sessions)
+            if model is not None:
+                models.append(model)
+            written += records
+        dirty_models = [self.hosts[name] for name, _ in models if name in self.hosts]
         for s in evict:
-            self._drop(s, reason)
+            if s.pending == 0 and not s.dirty:  # unchanged since its snapshot
+                self._drop(s, reason)
         for s, record in written:
             if s in evict:
                 self._leaving[(s.model, s.stream_id)] = record
@@ -336,14 +423,14 @@ class Registry:
         except Exception:
             for s, _ in written:
                 s.dirty = True
-            for host in hosts:
+            for host in dirty_models:
                 host.model_dirty = True
             raise
         finally:
             for s in evict:
                 self._leaving.pop((s.model, s.stream_id), None)
         failed = {(f.model, f.stream_id): f.error for f in failures}
-        for host in hosts:
+        for host in dirty_models:
             if (host.name, "") in failed:
                 host.model_dirty = True
                 self._checkpoint_failed(host.name, "", failed[(host.name, "")])
@@ -357,6 +444,25 @@ class Registry:
                 self._checkpoint_failed(s.model, s.stream_id, error)
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
 
+    def _snapshot(self, host: ModelHost, with_model: bool, sessions: list) -> tuple:
+        """(model row or None, [(session, record)]) of one model; runs on its worker."""
+        model = None
+        if with_model and host.model_dirty:
+            model = (host.name, self._model_state(host.engine, host.steps, host.updates))
+            host.model_dirty = False
+        written = []
+        for s in sessions:
+            if s.ephemeral:
+                s.dirty = False  # never stored; an evicted one is simply dropped
+                continue
+            if not host.engine.has_stream(s.stream_id):
+                continue  # opened but never stepped: nothing to write
+            written.append((s, StreamRecord(s.model, s.stream_id, s.acked_seq,
+                                            plain_stats(host.engine.stream_stats(s.stream_id)),
+                                            host.engine.snapshot_stream(s.stream_id))))
+            s.dirty = False
+        return model, written
+
     def _checkpoint_failed(self, model: str, stream_id: str, error: str) -> None:
         what = f"stream {stream_id!r} of model {model!r}" if stream_id else f"model {model!r}"
         log.error("checkpoint of %s failed, it is NOT durable (the rest committed): %s", what, error)
@@ -367,8 +473,8 @@ class Registry:
         host = self.hosts.get(session.model)
         if host is None or host.sessions.get(session.stream_id) is not session:
             return
-        if host.engine.has_stream(session.stream_id):
-            host.engine.drop_stream(session.stream_id)
+        # queued behind the model's earlier calls, ahead of any later one (a reopen's restore)
+        host.serial.submit(_drop_engine_stream, host.engine, session.stream_id).add_done_callback(_log_failure)
         del host.sessions[session.stream_id]
         self.metrics.evictions.labels(reason).inc()
         self.metrics.active_streams.labels(host.name).set(len(host.sessions))

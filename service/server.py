@@ -26,6 +26,7 @@ from service.metrics import Metrics
 from service.registry import Registry
 from service.servicer import RnnStreamServicer
 from service.store import SchemaTooNew, Store
+from service.workers import WorkerPool, default_workers
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
@@ -127,7 +128,9 @@ class Server:
         except (sqlite3.DatabaseError, OSError) as e:
             raise StartupError(f"cannot open the store in {config.data_dir}: {e}") from None
         self.metrics = Metrics()
-        self.registry = Registry(config, self.store, self.metrics)
+        self.pool = WorkerPool(config.workers or default_workers())
+        log.info("engine calls run on %d worker threads", self.pool.workers)
+        self.registry = Registry(config, self.store, self.metrics, self.pool)
         interceptors = [MetricsInterceptor(self.metrics)]
         if token:
             interceptors.append(AuthInterceptor(token))
@@ -142,7 +145,12 @@ class Server:
                    # Accept the SDK's 30 s pings on quiet streams (the default refuses pings
                    # more often than every 5 minutes and answers them with GOAWAY).
                    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                   ("grpc.http2.max_ping_strikes", 0)]
+                   ("grpc.http2.max_ping_strikes", 0),
+                   # Calls that arrived and wait for the loop to take them: gRPC core starts
+                   # refusing them at random past 1000 and always past 3000 (its defaults), so
+                   # thousands of streams opening at once saw INTERNAL. Let them wait instead.
+                   ("grpc.server.max_pending_requests", 20_000),
+                   ("grpc.server.max_pending_requests_hard_limit", 50_000)]
         self.grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.servicer = RnnStreamServicer(self.registry)
         pb_grpc.add_RnnStreamServicer_to_server(self.servicer, self.grpc)
@@ -166,6 +174,8 @@ class Server:
         # before anything is served: the first chunk should not wait for the kernels to load
         log.info("kernels loaded in %.2f s", await _load_kernels())
         self.registry.load()
+        log.info("memory budget %d bytes (--max-memory-bytes), %d in use after loading the models",
+                 self.registry.memory_budget, self.registry.memory_used())
         await self.grpc.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -228,4 +238,5 @@ class Server:
             self._http.shutdown()
             self._http.server_close()
         self.store.close()
+        self.pool.executor.shutdown(wait=False)
         log.info("stopped; every stream is checkpointed")

@@ -44,6 +44,28 @@ def _unary(method):
     return wrapper
 
 
+class ByteWindow:
+    """Request bytes one call may hold read ahead of their answers. A message is admitted when
+    it fits under ``limit`` beside those already held (always when none is held), so the call
+    stops being read (HTTP/2 flow control pushes back on the client) while it is full."""
+
+    def __init__(self, limit: int, gauge):
+        self.limit, self.used, self.gauge = limit, 0, gauge
+        self._changed = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while self.used and self.used + size > self.limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self.used += size
+        self.gauge.inc(size)
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self.gauge.dec(size)
+        self._changed.set()
+
+
 class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     def __init__(self, registry: Registry):
         self.registry = registry
@@ -73,7 +95,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     @_unary
     async def ExportWeights(self, request, context):
         host = await self._weights_owner(request.model, request.stream_id)
-        state = host.engine.state_dict(request.stream_id or None)
+        state = await host.serial.call(host.engine.state_dict, request.stream_id or None)
         size = weights.unary_bytes(state)
         if size > self.config.max_message_bytes:
             raise exhausted(f"the weights of model {host.name!r} take about {size} bytes, over the message limit "
@@ -84,7 +106,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ExportWeightsStream(self, request, context):
         try:
             host = await self._weights_owner(request.model, request.stream_id)
-            state = host.engine.state_dict(request.stream_id or None)  # a copy: later updates do not tear it
+            state = await host.serial.call(host.engine.state_dict, request.stream_id or None)  # a copy: later updates do not tear it
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
         except ValueError as exc:  # the engine's refusal: the caller's mistake
@@ -128,14 +150,18 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def Stream(self, request_iterator, context):
         out: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(self.config.max_inflight_per_call)  # chunks read ahead of their answers
+        byte_window = ByteWindow(self.config.max_inflight_bytes_per_call, self.metrics.buffered_request_bytes)
         touched: set = set()
         failed: list[BaseException] = []
-        reader = asyncio.create_task(self._read(request_iterator, out, window, touched, failed))
+        reader = asyncio.create_task(self._read(request_iterator, out, window, byte_window, touched, failed))
         self._readers.add(reader)
         try:
             while (item := await out.get()) is not None:
-                t_in, host_metrics, pending = item
-                resp = await pending if isinstance(pending, asyncio.Future) else pending
+                t_in, host_metrics, pending, size = item
+                try:
+                    resp = await pending if isinstance(pending, asyncio.Future) else pending
+                finally:
+                    byte_window.release(size)
                 if host_metrics is not None:
                     host_metrics.chunk_seconds.observe(time.perf_counter() - t_in)
                 window.release()
@@ -147,6 +173,10 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         finally:
             reader.cancel()
             self._readers.discard(reader)
+            while not out.empty():  # answers never sent: their bytes are no longer held
+                item = out.get_nowait()
+                if item is not None:
+                    byte_window.release(item[3])
             for session in touched:
                 session.attached -= 1
                 self.registry.end_ephemeral(session)
@@ -192,28 +222,35 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         return empty_pb2.Empty()
 
     # -- helpers --------------------------------------------------------------------------
-    async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, touched: set,
-                    failed: list) -> None:
+    async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, byte_window: ByteWindow,
+                    touched: set, failed: list) -> None:
         """Submit each message as it arrives; later messages may leave model/stream_id empty."""
         model = stream_id = ""
+        held = 0  # bytes admitted but not yet handed to ``out``
         try:
             async for req in requests:
+                size = 0 if isinstance(req, Undecodable) else req.ByteSize()
                 await window.acquire()
+                await byte_window.acquire(size)
+                held = size
                 t_in = time.perf_counter()
                 if isinstance(req, Undecodable):  # refused like any bad chunk; the call stays open
-                    out.put_nowait((t_in, None, batcher.error_response(model, stream_id, 0, invalid(req.message))))
+                    out.put_nowait((t_in, None, batcher.error_response(model, stream_id, 0, invalid(req.message)), 0))
                     continue
                 model, stream_id = req.model or model, req.stream_id or stream_id
                 req.model, req.stream_id = model, stream_id
                 pending = await self._submit(req, touched)
                 host = self.registry.hosts.get(model)
-                out.put_nowait((t_in, host.metrics if host is not None else None, pending))
+                out.put_nowait((t_in, host.metrics if host is not None else None, pending, size))
+                held = 0
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # a bug: end this call with INTERNAL, keep the server
             log.exception("stream reader failed")
             failed.append(exc)
         finally:
+            if held:
+                byte_window.release(held)
             out.put_nowait(None)
 
     async def _submit(self, req: pb.StreamRequest, touched: set | None):

@@ -1,0 +1,224 @@
+"""Load: many concurrent Stream calls against one rnnstream server, in one run.
+
+    python -m bench.load [--streams 200 1000] [--seconds 5] [--steps 1 16] [--workers 0]
+                         [--out bench/results/load.md]
+
+The server runs as a subprocess on loopback (its own data directory, durability periodic).
+For each (streams, chunk steps, sharing) it creates a model (LSTM H=32, input 4, output 1,
+TBPTT(16, 16), Adam), opens every Stream call at once, and each call sends a chunk, waits for
+its answer and sends the next until the time is up. Measured: steps/s over the timed part,
+time to first answer (from opening the call), p50/p99 chunk round trip, health-check p99
+during the load, errors by gRPC code, chunks not answered or answered out of order, and the
+server's RSS (now and peak). The client shares the machine's cores with the server, so on a
+small box the numbers are a floor for the server.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+INPUT, OUTPUT, HIDDEN = 4, 1, 32
+STREAMS_PER_CHANNEL = 100
+
+
+def _spawn(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
+    log = open(log_path, "wb")
+    args = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
+            "--data-dir", data_dir, "--workers", str(workers), "--max-streams-per-model", "100000"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    marker = "rnnstream serving on 127.0.0.1:"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        text = log_path.read_text()
+        if marker in text:
+            return proc, int(text.split(marker)[1].split()[0])
+        if proc.poll() is not None:
+            raise RuntimeError(text)
+        time.sleep(0.1)
+    raise TimeoutError(log_path.read_text())
+
+
+def _rss(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in bytes."""
+    fields = {}
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+async def _workload(address: str, streams: int, steps: int, sharing: str, seconds: float) -> dict:
+    # one connection per channel, as separate clients would have (not one shared subchannel)
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))]
+    stubs = [pb_grpc.RnnStreamStub(c) for c in channels]
+    name = f"load-{streams}-{steps}-{sharing}"
+    await stubs[0].CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
+        name=name, cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
+        algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16,
+        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=0.01), seed=1,
+        sharing=pb.SHARING_SHARED if sharing == "shared" else pb.SHARING_PER_STREAM)))
+    rng = np.random.default_rng(0)
+    pool = [(rng.standard_normal(steps * INPUT).astype(np.float32).tolist(),
+             rng.standard_normal(steps * OUTPUT).astype(np.float32).tolist()) for _ in range(32)]
+    first, rtts, errors, samples = [], [], collections.Counter(), {}
+    answered_steps = [0]
+    bad_order = [0]
+    # every call sends its first chunk (time to first answer); the timed part, ``seconds``
+    # long, starts once every call has its first answer (or failed)
+    opened = [0]
+    all_open = asyncio.Event()
+    window = [0.0, float("inf")]
+
+    def arrived():
+        opened[0] += 1
+        if opened[0] == streams:
+            window[0] = time.perf_counter()
+            window[1] = window[0] + seconds
+            all_open.set()
+
+    async def one(i: int):
+        stub = stubs[i % len(stubs)]
+        t_open = time.perf_counter()
+        call = stub.Stream()
+        seq = 0
+        counted = False
+        try:
+            while seq == 0 or time.perf_counter() < window[1]:
+                seq += 1
+                x, y = pool[seq % len(pool)]
+                t0 = time.perf_counter()
+                await call.write(pb.StreamRequest(model=name, stream_id=f"s{i}", seq=seq, inputs=x, targets=y))
+                resp = await call.read()
+                t1 = time.perf_counter()
+                if resp is grpc.aio.EOF:
+                    errors["EOF"] += 1
+                    break
+                if seq == 1:  # answered or refused: this call is open
+                    counted = True
+                    arrived()
+                    if not resp.HasField("error"):
+                        first.append(t1 - t_open)
+                    await all_open.wait()
+                if resp.HasField("error"):
+                    errors[grpc.StatusCode(_code(resp.error.code)).name] += 1
+                    continue
+                if resp.seq != seq or resp.acked_seq != seq or resp.duplicate:
+                    bad_order[0] += 1
+                if seq > 1 and t1 <= window[1]:
+                    rtts.append(t1 - t0)
+                    answered_steps[0] += steps
+            await call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details()
+            if "execute_batch" in (details or ""):  # a write on a call already ended: its real status
+                code, details = await call.code(), await call.details()
+            errors[code.name] += 1
+            samples.setdefault(code.name, details)
+        finally:
+            if not counted:
+                arrived()
+
+    health = health_pb2_grpc.HealthStub(channels[0])
+    health_rtts = []
+
+    async def probe():
+        while time.perf_counter() < window[1]:
+            t0 = time.perf_counter()
+            try:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                health_rtts.append(time.perf_counter() - t0)
+            except grpc.aio.AioRpcError as exc:
+                errors["health " + exc.code().name] += 1
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(probe(), *(one(i) for i in range(streams)))
+    elapsed = seconds
+    for c in channels:
+        await c.close()
+    return dict(streams=streams, steps=steps, sharing=sharing, steps_per_s=answered_steps[0] / elapsed,
+                first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
+                rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
+                errors=dict(errors), bad_order=bad_order[0], samples=samples)
+
+
+def _code(value: int) -> tuple:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code.value
+    return grpc.StatusCode.UNKNOWN.value
+
+
+def _table(rows: list[dict], header: str) -> str:
+    lines = [header, "",
+             "| streams | chunk steps | weights | steps/s | first answer p50 / p99 (ms) | answered first | "
+             "round trip p50 / p99 (ms) | health p99 (ms) | errors | out of order | server RSS / peak (MB) |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in rows:
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
+        lines.append(f"| {r['streams']} | {r['steps']} | {r['sharing']} | {r['steps_per_s']:,.0f} | "
+                     f"{r['first_p50'] * 1e3:.0f} / {r['first_p99'] * 1e3:.0f} | {r['first_answered']} | "
+                     f"{r['rtt_p50'] * 1e3:.1f} / {r['rtt_p99'] * 1e3:.1f} | {r['health_p99'] * 1e3:.1f} | {errs} | "
+                     f"{r['bad_order']} | {r['rss'] / 1e6:.0f} / {r['rss_peak'] / 1e6:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--sharing", nargs="+", default=["shared", "per_stream"], choices=["shared", "per_stream"])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=0, help="server --workers (0: its cores)")
+    parser.add_argument("--out", default=str(REPO / "bench/results/load.md"))
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = _spawn(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
+        try:
+            for streams in args.streams:
+                for steps in args.steps:
+                    for sharing in args.sharing:
+                        row = asyncio.run(_workload(f"127.0.0.1:{port}", streams, steps, sharing, args.seconds))
+                        row["rss"], row["rss_peak"] = _rss(proc.pid)
+                        rows.append(row)
+                        print(_table([row], "").strip().splitlines()[-1], flush=True)
+                        for code, details in row["samples"].items():
+                            print(f"  e.g. {code}: {details}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            if any(r["errors"] for r in rows):
+                print("server log tail:\n" + (pathlib.Path(tmp) / "server.log").read_text()[-3000:])
+    header = (f"# bench/load.py: {args.seconds:g} s timed per row (after every call's first answer), server --workers {args.workers or 'cores'}, "
+              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), LSTM H={HIDDEN}, "
+              f"TBPTT(16,16); client and server on the same machine; RSS after the row, with the earlier rows' "
+              "models and streams still held")
+    text = _table(rows, header)
+    pathlib.Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

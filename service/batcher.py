@@ -91,6 +91,11 @@ async def run(host, registry) -> None:
                                                           job.session)) for job in jobs]
         finally:
             host.busy = False
+        for job, resp in refused:
+            if (resp.error.code in _RESEND_CODES and not job.session.resend_from
+                    and job.session.attached):  # a Stream call's client replays in order
+                # the client resends this chunk: a later one must not be applied before it
+                job.session.resend_from = job.chunk.seq
         for job, resp in refused + answered:
             _finish(job, resp)
 
@@ -130,6 +135,11 @@ async def _gather(host, config) -> None:
             return
 
 
+# refusals a client retries (clients.errors): the chunk comes again, so later ones must wait
+_RESEND_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.ABORTED.value[0],
+                 grpc.StatusCode.INTERNAL.value[0], grpc.StatusCode.UNKNOWN.value[0]}
+
+
 def _take(host, limit: int) -> list[Job]:
     """The first queued chunk of each stream that agrees with the oldest chunk's kind."""
     taken, seen, keep = [], set(), []
@@ -146,6 +156,14 @@ def _take(host, limit: int) -> list[Job]:
                                      acked_seq=session.acked_seq, durable_seq=session.durable_seq, duplicate=True)
             _finish(job, resp)
             continue
+        if session.resend_from:
+            if job.chunk.seq > session.resend_from:
+                _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+                    grpc.StatusCode.ABORTED, f"chunk {session.resend_from} of this stream was refused "
+                    "for a passing reason and must come first: resend from it (this one was not applied)"),
+                    session))
+                continue
+            session.resend_from = 0  # the refused chunk (or an earlier one) is back
         if host.sessions.get(session.stream_id) is not session:
             _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
                 grpc.StatusCode.ABORTED, "the stream was closed while this chunk was queued; resend it")))

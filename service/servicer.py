@@ -272,6 +272,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         if touched is not None and session not in touched:
             touched.add(session)
             session.attached += 1
+            session.resend_from = 0  # a new call: its client sends what it needs from here
         return batcher.submit(host, session, chunk, self.registry)
 
     @staticmethod

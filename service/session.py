@@ -28,6 +28,7 @@ class StreamSession:
     dirty: bool = False     # changed since the last checkpoint
     ephemeral: bool = False  # never checkpointed; dropped when its last call ends
     failed: str = ""        # why its last checkpoint failed (it is not durable), "" when fine
+    resend_from: int = 0    # a chunk refused for a passing reason: later seqs wait for it again
 
     def touch(self) -> None:
         self.last_used = time.monotonic()

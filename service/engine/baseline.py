@@ -104,6 +104,12 @@ class LastTarget:
     def weight_norm(self, stream_id=None) -> float:
         return 0.0
 
+    def statistics_layout(self) -> list:
+        return []
+
+    def statistics(self, stream_id=None) -> dict:
+        return {}
+
     # streams ----------------------------------------------------------------------------
     def reset_stream(self, sid):
         self._known(sid)

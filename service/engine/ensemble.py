@@ -151,11 +151,21 @@ class EnsembleEngine:
     def load_state_dict(self, d: dict, stream_id=None):
         parts = self._split(d, "tensor")
         for k, m in enumerate(self.members):  # check all before any member changes
-            m._flatten(parts[k])
+            stats = dict(m.statistics_layout())
+            m._flatten({n: v for n, v in parts[k].items() if n not in stats})
             if stream_id is not None:
                 m._theta(stream_id)
         for k, m in enumerate(self.members):
             m.load_state_dict(parts[k], stream_id)
+
+    def statistics_layout(self) -> list:
+        """The members' normalisation statistics, named ``members.{k}.<name>``."""
+        return [(f"members.{k}.{name}", shape) for k, m in enumerate(self.members)
+                for name, shape in m.statistics_layout()]
+
+    def statistics(self, stream_id=None) -> dict:
+        return {f"members.{k}.{name}": a for k, m in enumerate(self.members)
+                for name, a in m.statistics(stream_id).items()}
 
     def weight_norm(self, stream_id=None) -> float:
         return float(np.sqrt(sum(m.weight_norm(stream_id) ** 2 for m in self.members)))

@@ -35,7 +35,9 @@ _UINT_LISTS = ("input_taps", "output_taps")
 # what one ensemble member may set (ModelSpec.members); the rest is the model's
 MEMBER_FIELDS = frozenset(("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1",
                            "tbptt_k2", "optimizer", "lr", "momentum", "nesterov", "betas", "eps", "alpha",
-                           "clip_norm", "weight_decay", "seed"))
+                           "clip_norm", "weight_decay", "seed",
+                           # {"baseline": "last_target"}: persistence, not a network; sets nothing else
+                           "baseline"))
 SPEC_FIELDS = frozenset(("name", "hidden_sizes", "optimizer", "nesterov", "betas", "linear_skip", "members",
                          *_ENUMS, *_UINTS, *_FLOATS, *_OPTIMIZER_FLOATS, *_UINT_LISTS))
 
@@ -140,6 +142,8 @@ def _member_to_proto(member: Mapping[str, Any], k: int) -> pb.MemberSpec:
         raise TypeError(f"members[{k}]: unknown field(s) {', '.join(sorted(unknown))}; a member sets "
                         f"only {', '.join(sorted(MEMBER_FIELDS))}")
     msg = pb.MemberSpec()
+    if member.get("baseline"):
+        msg.baseline = str(member["baseline"])  # with any other field, the server refuses it
     for field in ("cell", "lstm_variant", "gru_variant", "algorithm"):
         if member.get(field) is not None:
             setattr(msg, field, _enum_value(f"members[{k}].{field}", _ENUMS[field], member[field]))
@@ -158,6 +162,8 @@ def _member_to_proto(member: Mapping[str, Any], k: int) -> pb.MemberSpec:
 
 def _member_from_proto(msg: pb.MemberSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if msg.baseline:
+        out["baseline"] = msg.baseline
     for field in ("cell", "algorithm"):
         if getattr(msg, field):
             out[field] = _enum_name(_ENUMS[field], getattr(msg, field))

@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.engine.spec import MAX_MEMBERS
+from service.engine.spec import BASELINES, MAX_MEMBERS
 from service.errors import invalid
 
 MAX_HIDDEN = 65536
@@ -176,6 +176,15 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
 def _member_overrides(msg: pb.MemberSpec, k: int, base_algorithm: str, base_k1: int) -> dict:
     """The engine Spec fields member ``k`` sets; unset or zero fields inherit the model's."""
     where = f"spec.members[{k}]"
+    if msg.baseline:
+        others = sorted(f.name for f, _ in msg.ListFields() if f.name != "baseline")
+        if others:
+            raise invalid(f"{where} is the baseline {shown(msg.baseline)}: it sets nothing else, "
+                          f"got {', '.join(others)}")
+        if msg.baseline not in BASELINES:
+            raise invalid(f"{where}.baseline must be one of {', '.join(BASELINES)} (or empty for a "
+                          f"network member), got {shown(msg.baseline)}")
+        return {"baseline": msg.baseline}
     out = {}
     if msg.cell != pb.CELL_UNSPECIFIED:
         out["cell"] = _enum(CELLS, msg.cell, f"members[{k}].cell")
@@ -225,6 +234,8 @@ def _member_overrides(msg: pb.MemberSpec, k: int, base_algorithm: str, base_k1: 
 
 
 def _member_to_proto(m: dict) -> pb.MemberSpec:
+    if "baseline" in m:
+        return pb.MemberSpec(baseline=m["baseline"])
     msg = pb.MemberSpec(hidden_sizes=list(m.get("hidden_sizes", ())), tbptt_k1=m.get("tbptt_k1", 0),
                         tbptt_k2=m.get("tbptt_k2", 0))
     for field, table in (("cell", CELLS), ("lstm_variant", LSTM_VARIANTS), ("gru_variant", GRU_VARIANTS),

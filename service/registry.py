@@ -159,7 +159,7 @@ class Registry:
     def _check_snapshot_fits(self, spec: Spec, stream_bytes: int) -> int:
         """RESOURCE_EXHAUSTED for a model whose checkpoint SQLite could not store in one BLOB;
         else the bytes its weights and optimizer state take."""
-        members = [spec.member_spec(k) for k in range(len(spec.members))] if getattr(spec, "members", None) else [spec]
+        members = [spec.member_spec(k) for k in spec.network_members()] if getattr(spec, "members", None) else [spec]
         P = sum(build_layout(m).num_parameters for m in members)
         # shared: weights, both moments and the start template; per stream: the template alone
         model_bytes = 4 * P * (4 if spec.sharing == "shared" else 1) + 4096

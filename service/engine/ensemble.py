@@ -2,8 +2,10 @@
 
 ``make_engine(spec)`` is how the service builds a model: a plain :class:`Engine` when the
 spec names fewer than two members (no overhead), else an :class:`EnsembleEngine` with the
-same public interface. Members are plain engines built from ``spec.member_spec(k)``, so each
-learns exactly as it would alone; the ensemble only combines their predictions per stream
+same public interface. Network members are plain engines built from ``spec.member_spec(k)``,
+so each learns exactly as it would alone; a ``{"baseline": ...}`` member is persistence
+(``service.engine.baseline``), which takes its first network member's prediction until its
+stream has a target; the ensemble only combines their predictions per stream
 (``service.engine.hedge``). Weights are named ``members.{k}.<torch name>``; snapshots are
 flat dicts of arrays (``members.{k}.<field>`` and ``hedge.<field>``) the store keeps as is.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import hedge
+from . import baseline, hedge
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
@@ -36,7 +38,8 @@ def memory_per_stream(spec: Spec) -> int:
         return _engine_memory_per_stream(spec)
     K, O = len(spec.members), spec.out_size
     own = 8 * sum(int(np.prod(s, dtype=np.int64)) for s in hedge.state_shapes(K, O).values())
-    return own + sum(_engine_memory_per_stream(spec.member_spec(k)) for k in range(K))
+    return own + sum(baseline.memory_per_stream(O) if spec.is_baseline(k)
+                     else _engine_memory_per_stream(spec.member_spec(k)) for k in range(K))
 
 
 @dataclass
@@ -56,7 +59,10 @@ class EnsembleEngine:
             raise ValueError("an ensemble needs members; use Engine for a plain model")
         self.spec = spec
         self.dtype = np.dtype(dtype)
-        self.members = [Engine(spec.member_spec(k), dtype) for k in range(len(spec.members))]
+        self.members = [baseline.LastTarget(spec.out_size, dtype) if spec.is_baseline(k)
+                        else Engine(spec.member_spec(k), dtype) for k in range(len(spec.members))]
+        self._networks = spec.network_members()
+        self._lead = self.members[self._networks[0]]  # validates batches; baselines' fallback
         self.eta = spec.hedge_rate or hedge.default_rate(spec.classify)
         self._hedge = hedge.HedgeStates(len(self.members), spec.out_size)
         self.total_steps = 0
@@ -88,13 +94,17 @@ class EnsembleEngine:
         """As ``Engine.step``; the predictions and losses are the Hedge combination's."""
         t0 = time.perf_counter()
         # Every member validates the same way: refuse here, before any member has moved.
-        batch = self.members[0]._validated_batch(stream_ids, inputs, tokens, targets,
-                                                 target_classes, learn, lengths)
-        outs, calls = [], []
-        for m in self.members:
-            outs.append(m.step(stream_ids, inputs=inputs, tokens=tokens, targets=targets,
-                               target_classes=target_classes, learn=learn, lengths=lengths))
-            calls.append(m.last_call)
+        batch = self._lead._validated_batch(stream_ids, inputs, tokens, targets,
+                                            target_classes, learn, lengths)
+        outs = [None] * len(self.members)
+        for k in self._networks:
+            outs[k] = self.members[k].step(stream_ids, inputs=inputs, tokens=tokens,
+                                           targets=targets, target_classes=target_classes,
+                                           learn=learn, lengths=lengths)
+        for k, m in enumerate(self.members):
+            if outs[k] is None:
+                outs[k] = m.step(stream_ids, batch, *outs[self._networks[0]])
+        calls = [self.members[k].last_call for k in self._networks]
         K = len(self.members)
         rows, stacked = self._hedge.gather(stream_ids)
         member_preds = np.stack([p for p, _ in outs])
@@ -119,7 +129,13 @@ class EnsembleEngine:
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """Each member forecasts on its own (feeding back its own predictions); the forecasts
         are combined with the stream's current weights."""
-        each = np.stack([m.forecast(stream_id, horizon) for m in self.members])  # [K, H, O]
+        each = [None] * len(self.members)
+        for k in self._networks:
+            each[k] = self.members[k].forecast(stream_id, horizon)
+        for k, m in enumerate(self.members):
+            if each[k] is None:
+                each[k] = m.forecast(stream_id, horizon, fallback=each[self._networks[0]])
+        each = np.stack(each)  # [K, H, O]
         if horizon == 0:
             return each[0]
         row = self._hedge.row(stream_id)
@@ -169,9 +185,9 @@ class EnsembleEngine:
         state = self._known(sid)
         each = [m.stream_stats(sid) for m in self.members]
         w = hedge.weights(state["loss"], self.eta)
-        lead = int(np.argmax(w))
+        lead = max(self._networks, key=lambda k: w[k])  # a baseline has no gradient
         running, has = state["running"]
-        return {"steps": each[0]["steps"], "updates": sum(s["updates"] for s in each),
+        return {"steps": each[lead]["steps"], "updates": sum(s["updates"] for s in each),
                 "running_loss": float(running) if has else float("nan"),
                 "gradient_norm": each[lead]["gradient_norm"],
                 "skipped_updates": sum(s["skipped_updates"] for s in each),

@@ -43,6 +43,9 @@ AUTO_TOKENS = dict(cell="gru", hidden_sizes=(512,), algorithm="tbptt", tbptt_k1=
 AUTO_MEMBERS = ({"lr": 1e-2, "clip_norm": 1.0}, {"lr": 3e-2, "clip_norm": 1.0},
                 {"optimizer": "sgd", "lr": 3e-2, "clip_norm": 1.0},
                 {"optimizer": "sgd", "lr": 0.1, "clip_norm": 1.0})
+# A dense regression model with explicit targets also runs persistence (the last observed
+# target): on level series it beats every network member, and Hedge then weights it up.
+AUTO_BASELINES = ({"baseline": "last_target"},)
 # The fields whose being unset makes a spec "shape only" (then it gets AUTO_MEMBERS).
 LEARNING_FIELDS = ("cell", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "lr")
 
@@ -53,6 +56,8 @@ MEMBER_FIELDS = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorit
                  "tbptt_k2", "optimizer", "lr", "momentum", "nesterov", "betas", "eps", "alpha",
                  "clip_norm", "weight_decay", "seed")
 MAX_MEMBERS = 8
+# members that are not networks ({"baseline": name}, service/engine/baseline.py)
+BASELINES = ("last_target",)
 
 
 @dataclass
@@ -130,8 +135,10 @@ class Spec:
         if not self.tbptt_k2:
             self.tbptt_k2 = self.tbptt_k1 if k1_set else max(auto["tbptt_k2"], self.tbptt_k1)
         if self.members is None:
-            self.members = (AUTO_MEMBERS if shape_only and dense and cpu
-                            and not self.max_label_delay else ())
+            auto = shape_only and dense and cpu and not self.max_label_delay
+            persistence = self.output_size and self.target_mode in ("explicit", "")
+            self.members = ((AUTO_MEMBERS + (AUTO_BASELINES if persistence else ())) if auto
+                            else ())
         if self.linear_skip is None:
             self.linear_skip = dense and cpu
         if self.output_taps is None:
@@ -269,7 +276,18 @@ class Spec:
     # ensembles ------------------------------------------------------------------------
     def member_spec(self, k: int) -> "Spec":
         """Member ``k``: this spec with the member's overrides, as a plain (memberless) spec."""
+        if self.is_baseline(k):
+            raise ValueError(f"members[{k}] is the baseline {self.members[k]['baseline']!r}, "
+                             "not a network: it has no spec of its own")
         return dataclasses.replace(self, members=(), hedge_rate=0.0, **self.members[k])
+
+    def is_baseline(self, k: int) -> bool:
+        """Member ``k`` is a baseline (``{"baseline": name}``), not a network."""
+        return "baseline" in self.members[k]
+
+    def network_members(self) -> list:
+        """The indices of the members that are networks."""
+        return [k for k in range(len(self.members)) if not self.is_baseline(k)]
 
     def _validate_members(self):
         if len(self.members) > MAX_MEMBERS:
@@ -283,6 +301,9 @@ class Spec:
             raise ValueError("an ensemble (two or more members) takes its targets with its steps: "
                              "max_label_delay > 0 needs a single model")
         for k, overrides in enumerate(self.members):
+            if "baseline" in overrides:
+                self._validate_baseline(k, overrides)
+                continue
             fixed = sorted(set(overrides) - set(MEMBER_FIELDS))
             if fixed:
                 raise ValueError(
@@ -293,6 +314,23 @@ class Spec:
                 self.member_spec(k).validate()
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"members[{k}]: {exc}") from None
+        if self.members and not self.network_members():
+            raise ValueError("members: an ensemble needs at least one network member (a "
+                             "baseline alone learns nothing and has no prediction before its "
+                             "first target)")
+
+    def _validate_baseline(self, k: int, overrides: dict):
+        where = f"members[{k}]"
+        if set(overrides) != {"baseline"}:
+            raise ValueError(f"{where} is a baseline: it sets only 'baseline', got "
+                             f"{', '.join(sorted(overrides))}")
+        if overrides["baseline"] not in BASELINES:
+            raise ValueError(f"{where}.baseline must be one of {', '.join(BASELINES)} (or the "
+                             f"member is a network: leave it out); got {overrides['baseline']!r}")
+        if self.classify or self.target_mode != "explicit" or self.max_label_delay:
+            raise ValueError(f"{where}: the baseline last_target predicts the last observed "
+                             "target, so it needs a regression model (output_size) with "
+                             "target_mode explicit and max_label_delay 0")
     def _validate_features(self):
         _one_of("normalize", self.normalize, NORMALIZATIONS)
         d = self.normalize_decay

@@ -185,7 +185,7 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., normalize: _Optional[_Union[Normalization, str]] = ..., normalize_decay: _Optional[float] = ..., input_taps: _Optional[_Iterable[int]] = ..., output_taps: _Optional[_Iterable[int]] = ..., linear_skip: _Optional[bool] = ..., max_label_delay: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
 
 class MemberSpec(_message.Message):
-    __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed")
+    __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed", "baseline")
     CELL_FIELD_NUMBER: _ClassVar[int]
     LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
     GRU_VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class MemberSpec(_message.Message):
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     cell: Cell
     lstm_variant: LstmVariant
     gru_variant: GruVariant
@@ -208,7 +209,8 @@ class MemberSpec(_message.Message):
     clip_norm: float
     weight_decay: float
     seed: int
-    def __init__(self, cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    baseline: str
+    def __init__(self, cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., baseline: _Optional[str] = ...) -> None: ...
 
 class ParameterInfo(_message.Message):
     __slots__ = ("name", "shape", "offset")

@@ -1,0 +1,169 @@
+"""Ensemble members that are not networks: ``{"baseline": "last_target"}`` (persistence).
+
+Persistence predicts, at step t, the stream's last observed target (of a step before t), in
+the caller's units. On level series (a random walk, a river's flow) nothing online beats it
+by much, so Hedge (service/engine/hedge.py) can move its weight there and to the networks
+elsewhere. Before a stream's first target it has nothing to repeat: it then predicts what the
+ensemble's first network member predicts, with that member's loss, so the combination stays
+NaN-free and the step scores both alike (neither gains weight on it).
+
+It learns nothing (no weights: ``state_dict`` is empty); its per-stream state (the last
+target, whether there is one, its running loss and step count) is part of the stream
+snapshot. A target it is given is observed also with ``learn=False``: persistence repeats
+what the stream showed, as the output taps do; "learning" is for weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import hedge
+from .engine import CallStats
+
+
+def state_shapes(O: int) -> dict:
+    """One stream's state; all float64."""
+    return {"last_target": (O,), "has_target": (), "running": (2,), "steps": ()}
+
+
+class LastTarget:
+    """Persistence for every stream of a regression model with explicit targets."""
+
+    def __init__(self, out_size: int, dtype=np.float32):
+        self.out_size = out_size
+        self.dtype = np.dtype(dtype)
+        self._streams: dict = {}
+        self.last_call = CallStats()
+
+    num_parameters = 0
+
+    def param_layout(self):
+        return []
+
+    def has_stream(self, sid) -> bool:
+        return sid in self._streams
+
+    def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
+        """Predictions [B, T, O] and losses [B, T] for the ``batch`` (the engine's validated
+        batch); steps before a stream's first target take ``fallback_preds`` /
+        ``fallback_losses`` (the first network member's). Updates the state."""
+        y, lengths = batch["targets"].astype(np.float64), batch["lengths"]
+        has_targets = batch["learn"] != 2
+        B, T, O = y.shape
+        states = [self._streams.get(sid) or self._fresh() for sid in stream_ids]
+        last = np.stack([s["last_target"] for s in states])               # [B, O]
+        has = np.array([s["has_target"] > 0 for s in states])              # [B]
+        active = np.arange(T)[None, :] < lengths[:, None]                  # [B, T]
+        if has_targets and T:
+            # step t repeats the target of step t - 1; step 0 the stream's last one
+            preds = np.concatenate([last[:, None], y[:, :-1]], axis=1)
+            known = np.concatenate([has[:, None], np.ones((B, T - 1), bool)], axis=1)
+        else:
+            preds = np.repeat(last[:, None], T, axis=1)
+            known = np.repeat(has[:, None], T, axis=1)
+        losses = np.mean((preds - y) ** 2, axis=2) if has_targets else np.full((B, T), np.nan)
+        preds = np.where(known[..., None], preds, fallback_preds)
+        losses = np.where(known, losses, fallback_losses)
+        preds = np.where(active[..., None], preds, np.nan)
+        losses = np.where(active, losses, np.nan)
+        running = np.stack([s["running"] for s in states])
+        hedge._running(running, losses)
+        for b, sid in enumerate(stream_ids):
+            s = states[b]
+            n = int(lengths[b])
+            if has_targets and n:
+                s["last_target"] = y[b, n - 1].copy()
+                s["has_target"] = np.float64(1.0)
+            s["running"] = running[b]
+            s["steps"] = np.float64(s["steps"] + n)
+            self._streams[sid] = s
+        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        return preds.astype(self.dtype), losses.astype(self.dtype)
+
+    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
+        """The last target, flat over the horizon; ``fallback`` [H, O] before the first one."""
+        s = self._streams.get(stream_id)  # unknown: as the networks, from a fresh state
+        if s is not None and s["has_target"] > 0:
+            return np.tile(s["last_target"], (horizon, 1)).astype(self.dtype)
+        return fallback
+
+    # weights: none ----------------------------------------------------------------------
+    def state_dict(self, stream_id=None) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        self._flatten(d)
+
+    def _flatten(self, d: dict):
+        if d:
+            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline last_target, "
+                             "which has no weights")
+
+    def _theta(self, stream_id=None):
+        return None
+
+    def weight_norm(self, stream_id=None) -> float:
+        return 0.0
+
+    def statistics_layout(self) -> list:
+        return []
+
+    def statistics(self, stream_id=None) -> dict:
+        return {}
+
+    # streams ----------------------------------------------------------------------------
+    def reset_stream(self, sid):
+        self._known(sid)
+        self._streams[sid] = self._fresh()
+
+    def drop_stream(self, sid):
+        self._known(sid)
+        del self._streams[sid]
+
+    def stream_stats(self, sid) -> dict:
+        s = self._known(sid)
+        running, has = s["running"]
+        return {"steps": int(s["steps"]), "updates": 0,
+                "running_loss": float(running) if has else float("nan"),
+                "gradient_norm": 0.0, "skipped_updates": 0}
+
+    def snapshot_stream(self, sid) -> dict:
+        return {name: np.array(a, dtype=np.float64) for name, a in self._known(sid).items()}
+
+    def restore_stream(self, sid, d: dict):
+        state = {}
+        for name, shape in state_shapes(self.out_size).items():
+            a = d.get(name)
+            if a is None or np.shape(a) != shape:
+                raise ValueError(f"stream snapshot field {name} of the baseline last_target is "
+                                 f"missing or not of shape {shape}: the snapshot is not of this "
+                                 "ensemble")
+            state[name] = np.array(a, dtype=np.float64)
+        extra = sorted(set(d) - set(state))
+        if extra:
+            raise ValueError(f"stream snapshot field(s) {', '.join(extra)} are not of the "
+                             "baseline last_target")
+        if not np.all(np.isfinite(state["last_target"])):
+            raise ValueError("stream snapshot of the baseline last_target holds NaN or Inf")
+        self._streams[sid] = state
+
+    def snapshot_model(self) -> dict:
+        return {}
+
+    def restore_model(self, d: dict):
+        if d:
+            raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
+                             "baseline last_target, which keeps nothing per model")
+
+    # internals --------------------------------------------------------------------------
+    def _fresh(self) -> dict:
+        return {name: np.zeros(shape) for name, shape in state_shapes(self.out_size).items()}
+
+    def _known(self, sid) -> dict:
+        if sid not in self._streams:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return self._streams[sid]
+
+
+def memory_per_stream(out_size: int) -> int:
+    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in state_shapes(out_size).values())

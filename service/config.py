@@ -18,6 +18,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # What each flag means, for --help (the default and the variable are added to it).
 HELP = {
+    "max_inflight_bytes_per_call": "request bytes one Stream call may have read ahead of its answers "
+                                   "(at least --max-message-bytes); past it the call is not read",
+    "workers": "engine threads; 0: the cores this process may use",
+    "max_memory_bytes": "memory budget for weights, optimizer state, streams and buffered requests; "
+                        "0: 80%% of the cgroup memory limit or of RAM",
+    "max_models": "models the server holds; more are refused (RESOURCE_EXHAUSTED)",
     "host": "address the gRPC server binds (0.0.0.0: every interface)",
     "port": "gRPC port; 0 picks a free one and logs it",
     "metrics_port": "Prometheus metrics port; -1 turns the metrics endpoint off",

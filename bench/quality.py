@@ -34,7 +34,7 @@ QUICK_N = 300          # samples per stream in --quick
 QUICK_TEXT = 5_000     # bytes of text in --quick
 FULL_TEXT = 100_000    # bytes of text in a full run (the whole text is ~470 KB)
 RNN = "rnnstream default"
-RECOMMENDED = "rnnstream recommended"  # the Spec NOTES-quality.md proposes as the default
+RECOMMENDED = "rnnstream recommended"  # a candidate default (bench/quality_rnn.py RECOMMENDED)
 METHOD_NOTES = (
     "rnnstream: `Spec` given only the data's shape (input_size and output_size or "
     "num_classes; text: vocab_size=num_classes=256, target_mode=next_input), raw features, "
@@ -53,8 +53,8 @@ METHOD_NOTES = (
     "A River model that has not seen a class gives it probability 0 (clipped to 1e-15), as "
     "River's own predict_proba_one says; one that knows no class yet says uniform.",
     "Times are wall-clock on a shared 2-core machine: compare orders of magnitude only.",
-    "rnnstream recommended: the Spec NOTES-quality.md proposes as the new default "
-    "(bench/quality_rnn.py RECOMMENDED), run only where this engine has its fields.",
+    "rnnstream recommended: a candidate for the next default (bench/quality_rnn.py "
+    "RECOMMENDED; today the default written out), run only where this engine has its fields.",
 )
 
 

@@ -1,4 +1,4 @@
-"""The model specification: DESIGN.md's ModelSpec in snake_case, validated."""
+"""The model specification: the proto's ModelSpec (protos/rnnstream/v1) in snake_case, validated."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Contract checks generated for every cell x rule x optimizer (STYLE.md habit 5, River's
+"""Contract checks generated for every cell x rule x optimizer (after River's
 ``check_estimator``): inputs not mutated, same seed same result, state_dict round trip, bad
 input refused with ValueError and nothing changed, inf loss skipped, chunked equals unchunked,
 NEXT_INPUT equals EXPLICIT with shifted targets."""

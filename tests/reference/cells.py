@@ -7,7 +7,7 @@ outputs and returns the cotangents of its inputs and of its parameters. Backward
 weights from their ``params`` argument, not from the cache, so a step's Jacobian can be
 evaluated with other weights than the ones that ran it (SnAp-1's Jordan term needs that).
 
-Equations: NNDL ch. 6 (shared/seeds/001_*.txt) — SRN eq. 6.5-6.7, LSTM eq. 6.49-6.57,
+Equations: NNDL ch. 6 (README, "References") — SRN eq. 6.5-6.7, LSTM eq. 6.49-6.57,
 LSTM variants eq. 6.58 (no forget gate), 6.59-6.61 (peephole), 6.62-6.63 (coupled),
 GRU eq. 6.64-6.67.
 

@@ -1,4 +1,4 @@
-"""Self-checks of the NumPy reference, before it judges anything else (STYLE.md: neon's
+"""Self-checks of the NumPy reference, before it judges anything else (as neon's
 lstm_ref.py is itself checked with float64 central differences)."""
 
 import dataclasses

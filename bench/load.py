@@ -21,7 +21,6 @@ import os
 import pathlib
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -32,26 +31,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
+from bench.service_vs_echo import _spawn
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 INPUT, OUTPUT, HIDDEN = 4, 1, 32
 STREAMS_PER_CHANNEL = 100
 
 
-def _spawn(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
-    log = open(log_path, "wb")
-    args = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
+def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
+    args = ["-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
             "--data-dir", data_dir, "--workers", str(workers), "--max-streams-per-model", "100000"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    marker = "rnnstream serving on 127.0.0.1:"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        text = log_path.read_text()
-        if marker in text:
-            return proc, int(text.split(marker)[1].split()[0])
-        if proc.poll() is not None:
-            raise RuntimeError(text)
-        time.sleep(0.1)
-    raise TimeoutError(log_path.read_text())
+    # a cold numba cache compiles the kernels first: minutes, not seconds
+    return _spawn(args, "rnnstream serving on 127.0.0.1:", log_path, timeout_s=600)
 
 
 def _rss(pid: int) -> tuple[int, int]:
@@ -195,7 +186,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _spawn(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
+        proc, port = _spawn_server(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
         try:
             for streams in args.streams:
                 for steps in args.steps:

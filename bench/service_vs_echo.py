@@ -31,10 +31,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 INPUT, OUTPUT, HIDDEN = 4, 1, 32
 
 
-def _spawn(args: list[str], marker: str, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
+def _spawn(args: list[str], marker: str, log_path: pathlib.Path,
+           timeout_s: float = 120) -> tuple[subprocess.Popen, int]:
+    """Start ``python ARGS`` with its output in ``log_path``; its port, read after ``marker``."""
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = log_path.read_text()
         if marker in text:

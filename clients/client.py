@@ -388,18 +388,14 @@ class StreamSession:
         while True:
             position = _server_position(self.client, self.model, self.stream_id)
             if position is not None:
-                acked, durable_seq = position
-                self._log.advance_durable(durable_seq)
-                missing = self._log.replay(after=acked)
-                if not (self._log.kept if durable else missing):
-                    return durable_seq
+                missing = self._log.settle(*position, durable)
+                if missing is None:
+                    return position[1]
                 for req in missing:  # the server lost them (a crash): send them again
                     if not self._resend(req):
                         break
             if time.monotonic() > deadline:
-                raise DeadlineExceeded(f"stream {self.stream_id!r} of {self.model!r}: {self._log.kept} chunk(s) "
-                                       f"not {'durable' if durable else 'applied'} after {limit:g}s "
-                                       f"(durable_seq {self._log.durable_seq})")
+                raise self._log.flush_timeout(f"stream {self.stream_id!r} of {self.model!r}", durable, limit)
             time.sleep(min(next(polls), max(0.0, deadline - time.monotonic())))
 
     def _resend(self, req: pb.StreamRequest) -> bool:

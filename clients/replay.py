@@ -14,7 +14,7 @@ import grpc
 
 from protos.rnnstream.v1 import rnnstream_pb2 as pb
 
-from .errors import status_code
+from .errors import DeadlineExceeded, status_code
 
 # A chunk refused with one of these was not applied for a passing reason (the server is
 # draining, a commit failed, the stream was closed under it): reconnect and send it again.
@@ -74,6 +74,18 @@ class ChunkLog:
             self.durable_seq = durable_seq
             while self._kept and next(iter(self._kept)) <= durable_seq:
                 self._kept.popitem(last=False)
+
+    def settle(self, acked: int, durable_seq: int, durable: bool) -> list[pb.StreamRequest] | None:
+        """After reading the server's position (``flush``): None when every chunk is durable
+        (``durable``) or applied, else the kept chunks the server lost, to send again."""
+        self.advance_durable(durable_seq)
+        missing = self.replay(after=acked)
+        return missing if (self.kept if durable else missing) else None
+
+    def flush_timeout(self, where: str, durable: bool, limit: float) -> DeadlineExceeded:
+        """The error ``flush`` raises when its wait ran out."""
+        return DeadlineExceeded(f"{where}: {self.kept} chunk(s) not {'durable' if durable else 'applied'} "
+                                f"after {limit:g}s (durable_seq {self.durable_seq})")
 
     def accept(self, response: pb.StreamResponse) -> int | None:
         """Take one answer off the wire; return the chunk's step count if the caller is owed it.

@@ -123,28 +123,27 @@ class Spec:
         effect (what a checkpoint stores and `models show` prints)."""
         dense = not self.vocab_size
         cpu = self.device in ("cpu", "")
-        shape_only = all(not getattr(self, f) for f in LEARNING_FIELDS if f != "lr") \
-            and self.lr is None
-        auto = AUTO_DENSE if dense else AUTO_TOKENS
+        shape_only = all(not getattr(self, f) for f in LEARNING_FIELDS)
+        # a dense regression on the CPU whose targets come with their steps: the last observed
+        # target is an input (NARX) and, in the default ensemble, a member of its own
+        narx = (dense and cpu and bool(self.output_size) and self.target_mode in ("explicit", "")
+                and not self.max_label_delay)
+        base = AUTO_DENSE if dense else AUTO_TOKENS
         k1_set = bool(self.tbptt_k1)
         for f in ("cell", "hidden_sizes", "algorithm", "optimizer"):
             if not getattr(self, f):
-                setattr(self, f, auto[f])
+                setattr(self, f, base[f])
         if not k1_set:
-            self.tbptt_k1 = self.tbptt_k2 or auto["tbptt_k1"]
+            self.tbptt_k1 = self.tbptt_k2 or base["tbptt_k1"]
         if not self.tbptt_k2:
-            self.tbptt_k2 = self.tbptt_k1 if k1_set else max(auto["tbptt_k2"], self.tbptt_k1)
+            self.tbptt_k2 = self.tbptt_k1 if k1_set else max(base["tbptt_k2"], self.tbptt_k1)
         if self.members is None:
-            auto = shape_only and dense and cpu and not self.max_label_delay
-            persistence = self.output_size and self.target_mode in ("explicit", "")
-            self.members = ((AUTO_MEMBERS + (AUTO_BASELINES if persistence else ())) if auto
-                            else ())
+            ensemble = shape_only and dense and cpu and not self.max_label_delay
+            self.members = (AUTO_MEMBERS + (AUTO_BASELINES if narx else ())) if ensemble else ()
         if self.linear_skip is None:
             self.linear_skip = dense and cpu
         if self.output_taps is None:
-            self.output_taps = ((1,) if dense and cpu and self.output_size
-                                and self.target_mode in ("explicit", "")
-                                and not self.max_label_delay else ())
+            self.output_taps = (1,) if narx else ()
 
     # derived values -------------------------------------------------------------------
     @property

@@ -32,7 +32,7 @@ class Job:
     response: pb.StreamResponse | None = None
 
 
-def submit(host, session: StreamSession, chunk: Chunk, registry) -> asyncio.Future:
+def submit(host, session: StreamSession, chunk: Chunk) -> asyncio.Future:
     """A validated chunk: a future of its StreamResponse, answered by the model's worker."""
     session.pending += 1
     session.touch()

@@ -273,7 +273,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             touched.add(session)
             session.attached += 1
             session.resend_from = 0  # a new call: its client sends what it needs from here
-        return batcher.submit(host, session, chunk, self.registry)
+        return batcher.submit(host, session, chunk)
 
     @staticmethod
     def _check_weights_target(host: ModelHost, stream_id: str) -> None:

@@ -159,7 +159,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         device=_enum(DEVICES, msg.device, "device"),
         seed=int(msg.seed),
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
-        members=(tuple(_member_overrides(m, k, algorithm, k1) for k, m in enumerate(msg.members))
+        members=(tuple(_member_overrides(m, k) for k, m in enumerate(msg.members))
                  if len(msg.members) else None),
         hedge_rate=_f32(msg.hedge_rate),
         max_label_delay=int(msg.max_label_delay),
@@ -173,7 +173,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
     )
 
 
-def _member_overrides(msg: pb.MemberSpec, k: int, base_algorithm: str, base_k1: int) -> dict:
+def _member_overrides(msg: pb.MemberSpec, k: int) -> dict:
     """The engine Spec fields member ``k`` sets; unset or zero fields inherit the model's."""
     where = f"spec.members[{k}]"
     if msg.baseline:

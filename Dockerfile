@@ -20,7 +20,7 @@ ENV NUMBA_CACHE_DIR=/var/cache/numba \
     RNNSTREAM_METRICS_PORT=9464 \
     RNNSTREAM_DATA_DIR=/data
 WORKDIR /data
-RUN python -c "from service.engine import warm_up; warm_up()"
+RUN python -c "from rnnstream.service.engine import warm_up; warm_up()"
 VOLUME /data
 EXPOSE 50051 9464
 

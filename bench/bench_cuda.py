@@ -33,7 +33,7 @@ H, I, O, K = 128, 16, 1, 16
 def _require_gpu():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         sys.exit("bench_cuda.py measures a real GPU; unset NUMBA_ENABLE_CUDASIM")
-    from kernels.cuda import unavailable_reason
+    from rnnstream.kernels.cuda import unavailable_reason
     reason = unavailable_reason()
     if reason is not None:
         sys.exit(f"bench_cuda.py needs a usable NVIDIA GPU: {reason}")
@@ -43,7 +43,7 @@ def _require_gpu():
 
 
 def _spec(device, sharing):
-    from service.engine import Spec
+    from rnnstream.service.engine import Spec
     return Spec(cell="lstm", hidden_sizes=(H,), input_size=I, output_size=O,
                 algorithm="tbptt", tbptt_k1=K, tbptt_k2=K, optimizer="adam",
                 sharing=sharing, device=device, seed=0, normalize="off", linear_skip=False,
@@ -52,9 +52,9 @@ def _spec(device, sharing):
 
 def _fits(sharing, n, free_bytes):
     """Device bytes our engine needs for n streams (the pool grows to a power of two)."""
-    from kernels.cuda.scratch import scratch_offsets
-    from service.engine.engine import memory_per_stream
-    from service.engine.layout import build_layout
+    from rnnstream.kernels.cuda.scratch import scratch_offsets
+    from rnnstream.service.engine.engine import memory_per_stream
+    from rnnstream.service.engine.layout import build_layout
     spec = _spec("cpu", sharing)
     lay = build_layout(spec)
     _, rows = scratch_offsets(lay.cfg, lay.lay)
@@ -66,7 +66,7 @@ def _fits(sharing, n, free_bytes):
 def ours(device, sharing, n, chunks, rng):
     """Stream-steps/s of our engine on ``device`` (the first chunk, which allocates the
     streams and compiles, is not timed)."""
-    from service.engine import Engine
+    from rnnstream.service.engine import Engine
     eng = Engine(_spec(device, sharing))
     ids = [f"s{i}" for i in range(n)]
     x = rng.standard_normal((n, K, I)).astype(np.float32)

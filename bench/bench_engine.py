@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from service.engine import Engine, Spec
-from service.engine.threads import limit_kernel_blas_threads
+from rnnstream.service.engine import Engine, Spec
+from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

@@ -2,7 +2,7 @@
 
     python -m bench.fuzz [--requests 10000] [--seed 0] [--out bench/results/fuzz.md]
 
-The server runs as a subprocess (``python -m service``) on loopback with its log in a file.
+The server runs as a subprocess (``python -m rnnstream.service``) on loopback with its log in a file.
 Requests mix specs, chunks (Predict and Stream), ids, ImportWeights and raw bytes to every
 method. Target: 0 INTERNAL/UNKNOWN answers, 0 tracebacks in the server log, 0 NaN/Inf in any
 weight or optimizer state (stored and exported), a control model's predictions unchanged,
@@ -22,8 +22,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONTROL = "zz-control"
@@ -206,7 +206,7 @@ def _code(number: int) -> tuple:
 
 def _stored_nonfinite(data_dir: pathlib.Path) -> int:
     sys.path.insert(0, str(REPO))
-    from service.store import Store
+    from rnnstream.service.store import Store
     store = Store(str(data_dir))
     try:
         bad = 0
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         log_path = tmp / "server.log"
-        proc, port = _spawn(["-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
+        proc, port = _spawn(["-m", "rnnstream.service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
                              "--data-dir", str(tmp / "data"), "--checkpoint-interval-s", "0.5"],
                             "rnnstream serving on 127.0.0.1:", log_path)
         try:

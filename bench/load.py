@@ -28,8 +28,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from bench.service_vs_echo import _spawn
 
@@ -39,7 +39,7 @@ STREAMS_PER_CHANNEL = 100
 
 
 def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
-    args = ["-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
+    args = ["-m", "rnnstream.service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
             "--data-dir", data_dir, "--workers", str(workers), "--max-streams-per-model", "100000"]
     # a cold numba cache compiles the kernels first: minutes, not seconds
     return _spawn(args, "rnnstream serving on 127.0.0.1:", log_path, timeout_s=600)

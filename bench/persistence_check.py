@@ -5,8 +5,8 @@ level series, with and without the persistence member, against persistence itsel
 import math, sys, time
 import numpy as np
 from river import datasets
-from service.engine import Spec, make_engine
-from service.engine.spec import AUTO_MEMBERS
+from rnnstream.service.engine import Spec, make_engine
+from rnnstream.service.engine.spec import AUTO_MEMBERS
 
 
 def load(name):

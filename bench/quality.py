@@ -104,7 +104,7 @@ def warm_up():
     """Compile or load the engine's kernels and import River's modules before anything is
     timed, so no method's time per sample carries a one-off start-up."""
     from river import forest, linear_model, optim, preprocessing, time_series, tree  # noqa: F401
-    from service.engine import warm_up as engine_warm_up
+    from rnnstream.service.engine import warm_up as engine_warm_up
     engine_warm_up()
 
 

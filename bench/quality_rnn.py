@@ -25,7 +25,7 @@ def shape_spec_fields(stream) -> dict:
 
 
 def spec_fields() -> set:
-    from service.engine import Spec
+    from rnnstream.service.engine import Spec
     return {f.name for f in dataclasses.fields(Spec)}
 
 
@@ -35,13 +35,13 @@ def missing_fields(overrides: dict) -> list:
 
 def make_engine(spec):
     """The ensemble branch adds a factory that picks the engine for a spec; use it when there."""
-    import service.engine as se
+    import rnnstream.service.engine as se
     factory = getattr(se, "make_engine", None)
     return factory(spec) if factory is not None else se.Engine(spec)
 
 
 def build_spec(stream, overrides=None):
-    from service.engine import Spec
+    from rnnstream.service.engine import Spec
     fields = shape_spec_fields(stream)
     fields.update(overrides or {})
     return Spec(**fields)

@@ -24,8 +24,8 @@ import time
 import grpc
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 INPUT, OUTPUT, HIDDEN = 4, 1, 32
@@ -139,7 +139,7 @@ def _table(service: dict, echo: dict, seconds: float) -> str:
 
 def _engine_ms(steps: int, repeats: int = 50) -> float:
     """Median time of one engine call on one stream, for the table's footnote."""
-    from service.engine import Engine, Spec
+    from rnnstream.service.engine import Engine, Spec
 
     engine = Engine(Spec(name="e", cell="lstm", hidden_sizes=(HIDDEN,), input_size=INPUT, output_size=OUTPUT,
                          algorithm="tbptt", tbptt_k1=16, tbptt_k2=16, optimizer="adam", lr=1e-3,
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         tmp = pathlib.Path(tmp)
         procs = []
         try:
-            svc, svc_port = _spawn(["-m", "service", "--port", "0", "--metrics-port", "-1", "--data-dir",
+            svc, svc_port = _spawn(["-m", "rnnstream.service", "--port", "0", "--metrics-port", "-1", "--data-dir",
                                     str(tmp / "data")],
                                    "rnnstream serving on 127.0.0.1:", tmp / "service.log")
             procs.append(svc)

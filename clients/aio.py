@@ -16,8 +16,8 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import grpc
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .client import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs,

@@ -15,7 +15,7 @@ import sys
 
 import grpc
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 from .client import Client
 from .connect import ADDRESS_ENV, DEFAULT_ADDRESS, Connection
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Streaming online learning for RNNs over gRPC.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("serve", add_help=False, help="run the server (python -m service; see serve --help)")
+    sub.add_parser("serve", add_help=False, help="run the server (python -m rnnstream.service; see serve --help)")
 
     p = sub.add_parser("health", parents=[conn], help="ask the server's grpc.health.v1 status",
                        description="Exit 0 when the server answers SERVING.")
@@ -297,11 +297,11 @@ def cmd_import(args) -> int:
 
 
 def serve(argv: list[str]) -> int:
-    """Hand the process over to ``python -m service`` with the same flags."""
-    if importlib.util.find_spec("service") is None:
+    """Hand the process over to ``python -m rnnstream.service`` with the same flags."""
+    if importlib.util.find_spec("rnnstream.service") is None:
         raise DataError("the service is not installed here (pip install rnnstream, with numba)")
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "service", *argv])
+    os.execv(sys.executable, [sys.executable, "-m", "rnnstream.service", *argv])
     return 0  # not reached
 
 

@@ -1,6 +1,6 @@
 """The synchronous SDK: :class:`Client` for the unary calls, :class:`StreamSession` for streams.
 
-    from clients import Client
+    from rnnstream.clients import Client
     with Client("127.0.0.1:50051") as client:
         client.create_model(name="flow", cell="lstm", hidden_sizes=[32], input_size=1,
                             output_size=1, target_mode="next_input")
@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import grpc
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .connect import Backoff, Connection

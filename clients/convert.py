@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 from .errors import status_code
 

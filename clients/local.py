@@ -1,7 +1,7 @@
 """Run a real rnnstream server on loopback as a child process, and ask a server for its health.
 
 ``LocalServer`` is how the examples, the tests and a quick try-out start the service
-without a second terminal: it runs ``python -m service`` (never imports it, so this module
+without a second terminal: it runs ``python -m rnnstream.service`` (never imports it, so this module
 stays numba-free), waits until ``grpc.health.v1`` says SERVING, and stops it with SIGTERM.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ COMPILE_TIMEOUT_S = 900.0
 
 
 class LocalServer:
-    """``python -m service`` on 127.0.0.1 with its own data directory and free ports.
+    """``python -m rnnstream.service`` on 127.0.0.1 with its own data directory and free ports.
 
     Use as a context manager. ``args`` are extra service flags; ``env`` extra variables;
     ``token`` turns on bearer-token auth (written to a file for ``--auth-token-file``);
@@ -77,7 +77,7 @@ class LocalServer:
         return self.data_dir / "server.log"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "rnnstream.service", "--host", "127.0.0.1", "--port", str(self.port),
                "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data_dir)]
         if self.token:
             cmd += ["--auth-token-file", str(self.data_dir / "auth-token")]
@@ -135,7 +135,7 @@ class LocalServer:
         if compiling:
             raise RuntimeError(f"the server was still compiling its kernels after {waited:.0f}s (numba's "
                                "cache was cold and this machine is slow or busy; run `python -c \"from "
-                               "service.engine import warm_up; warm_up()\"` once, then retry):\n" + self.log_tail())
+                               "rnnstream.service.engine import warm_up; warm_up()\"` once, then retry):\n" + self.log_tail())
         raise RuntimeError(f"the server did not become SERVING within {waited:.0f}s:\n" + self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:

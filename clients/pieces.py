@@ -6,7 +6,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 # float32 values per piece: about 2.5 MiB on the wire, under every default message limit
 PIECE_VALUES = 1 << 19

@@ -12,7 +12,7 @@ import collections
 
 import grpc
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 from .errors import DeadlineExceeded, status_code
 

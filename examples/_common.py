@@ -10,15 +10,15 @@ import sys
 # Run from a checkout without installing: the repository root on the path.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from clients.connect import ADDRESS_ENV, DEFAULT_ADDRESS  # noqa: E402
-from clients.local import LocalServer  # noqa: E402
+from rnnstream.clients.connect import ADDRESS_ENV, DEFAULT_ADDRESS  # noqa: E402
+from rnnstream.clients.local import LocalServer  # noqa: E402
 
 
 def server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS),
                         help="a running rnnstream server (env RNNSTREAM_ADDRESS)")
     parser.add_argument("--spawn", action="store_true",
-                        help="start a server for this run (python -m service, in a temporary directory)")
+                        help="start a server for this run (python -m rnnstream.service, in a temporary directory)")
 
 
 @contextlib.contextmanager

@@ -23,9 +23,9 @@ import uuid
 import numpy as np
 
 from _common import server_address, server_flags
-from clients import Client
-from clients.datafiles import decode, encode
-from clients.sampling import generate
+from rnnstream.clients import Client
+from rnnstream.clients.datafiles import decode, encode
+from rnnstream.clients.sampling import generate
 
 
 def load_text() -> str:

@@ -21,7 +21,7 @@ import uuid
 import numpy as np
 
 from _common import server_address, server_flags
-from clients import Client
+from rnnstream.clients import Client
 
 
 def load_waterflow() -> np.ndarray:

@@ -1,6 +1,6 @@
 """Regenerate the Python modules from protos/rnnstream/v1/*.proto.
 
-Run ``python -m protos.generate`` from the repository root (needs grpcio-tools, part of
+Run ``python -m rnnstream.protos.generate`` from the repository root (needs grpcio-tools, part of
 the ``test`` extra). ``--check`` exits non-zero when the committed modules are stale.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ def _include_dirs() -> list[str]:
 
 
 def _fix_imports(text: str) -> str:
-    # protoc writes "from rnnstream.v1 import ..." but our package lives under protos/.
-    return re.sub(r"^from rnnstream\.v1 import", "from protos.rnnstream.v1 import", text, flags=re.M)
+    # protoc writes "from rnnstream.v1 import ..." but our package installs as rnnstream.protos.
+    return re.sub(r"^from rnnstream\.v1 import", "from rnnstream.protos.rnnstream.v1 import", text, flags=re.M)
 
 
 def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if not committed.exists() or committed.read_text() != fresh.read_text():
                 stale.append(os.fspath(committed.relative_to(PROTO_ROOT.parent)))
     if stale:
-        sys.stderr.write("stale generated modules (run python -m protos.generate): " + ", ".join(stale) + "\n")
+        sys.stderr.write("stale generated modules (run python -m rnnstream.protos.generate): " + ", ".join(stale) + "\n")
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""``python -m service`` (and ``rnnstream serve``): run the server until SIGTERM or SIGINT."""
+"""``python -m rnnstream.service`` (and ``rnnstream serve``): run the server until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +7,11 @@ import os
 import signal
 import sys
 
-from service.config import Config, from_args
+from rnnstream.service.config import Config, from_args
 
 
 async def _run(config: Config) -> None:
-    from service.server import Server  # after logging is set up; imports the engine
+    from rnnstream.service.server import Server  # after logging is set up; imports the engine
 
     server = Server(config)
     await server.start()
@@ -28,17 +28,17 @@ def serve(argv: list[str] | None = None) -> int:
     config = from_args(argv)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from service.server import StartupError
+    from rnnstream.service.server import StartupError
     try:
         asyncio.run(_run(config))
     except StartupError as e:
-        logging.getLogger("service").error("%s", e)
+        logging.getLogger("rnnstream.service").error("%s", e)
         return 2
     except KeyboardInterrupt:
         # Only a start-up can get here (once serving, SIGINT drains and checkpoints): nothing
         # was served yet, and the kernel compile may still run in its thread, so leave now
         # rather than wait for it.
-        logging.getLogger("service").info("interrupted during start-up; nothing was served, nothing to save")
+        logging.getLogger("rnnstream.service").info("interrupted during start-up; nothing was served, nothing to save")
         logging.shutdown()
         sys.stderr.flush()
         os._exit(130)

@@ -17,9 +17,9 @@ import time
 import grpc
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.errors import ServiceError
-from service.session import Chunk, StreamSession, stats_proto
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.errors import ServiceError
+from rnnstream.service.session import Chunk, StreamSession, stats_proto
 
 log = logging.getLogger(__name__)
 

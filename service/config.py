@@ -2,7 +2,7 @@
 
 Each flag ``--some-flag`` may also come from ``RNNSTREAM_SOME_FLAG``; a flag on the command
 line wins over the environment, the environment over the default. ``clients/cli.py`` execs
-``python -m service`` with the same flags, so this module is the only place they are parsed.
+``python -m rnnstream.service`` with the same flags, so this module is the only place they are parsed.
 Tests build a :class:`Config` directly and change the fields they care about.
 """
 from __future__ import annotations
@@ -126,9 +126,9 @@ def env_var(field: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m service`` (and of ``rnnstream serve``)."""
+    """The argument parser of ``python -m rnnstream.service`` (and of ``rnnstream serve``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m service",
+        prog="python -m rnnstream.service",
         description="Serve rnnstream over gRPC. Every flag also reads RNNSTREAM_<FLAG> "
                     "(upper case, '-' as '_'), e.g. RNNSTREAM_PORT.")
     for f in dataclasses.fields(Config):

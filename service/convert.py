@@ -10,9 +10,9 @@ import re
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.engine.spec import BASELINES, MAX_MEMBERS
-from service.errors import invalid
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.engine.spec import BASELINES, MAX_MEMBERS
+from rnnstream.service.errors import invalid
 
 MAX_HIDDEN = 65536
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -14,7 +14,7 @@ import time
 
 import grpc
 
-from service.metrics import Metrics
+from rnnstream.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"

@@ -16,16 +16,16 @@ import time
 import grpc
 import numpy as np
 
-from service import batcher, memory
-from service.config import Config
-from service.convert import check_id, shown, spec_kwargs, validate_stream_id
-from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
-from service.engine.layout import build_layout
-from service.errors import ServiceError, exhausted, invalid, not_found
-from service.metrics import Metrics
-from service.session import StreamSession, plain_stats
-from service.store import Store, StreamRecord
-from service.workers import SerialEngine, WorkerPool
+from rnnstream.service import batcher, memory
+from rnnstream.service.config import Config
+from rnnstream.service.convert import check_id, shown, spec_kwargs, validate_stream_id
+from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
+from rnnstream.service.engine.layout import build_layout
+from rnnstream.service.errors import ServiceError, exhausted, invalid, not_found
+from rnnstream.service.metrics import Metrics
+from rnnstream.service.session import StreamSession, plain_stats
+from rnnstream.service.store import Store, StreamRecord
+from rnnstream.service.workers import SerialEngine, WorkerPool
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
-from service import metrics_http
-from service.config import Config
-from service.engine import warm_up
-from service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
-from service.metrics import Metrics
-from service.registry import Registry
-from service.servicer import RnnStreamServicer
-from service.store import SchemaTooNew, Store
-from service.workers import WorkerPool, default_workers
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.service import metrics_http
+from rnnstream.service.config import Config
+from rnnstream.service.engine import warm_up
+from rnnstream.service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
+from rnnstream.service.metrics import Metrics
+from rnnstream.service.registry import Registry
+from rnnstream.service.servicer import RnnStreamServicer
+from rnnstream.service.store import SchemaTooNew, Store
+from rnnstream.service.workers import WorkerPool, default_workers
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
@@ -47,7 +47,7 @@ def _read(path: str) -> bytes:
 def _kernel_cache() -> tuple[pathlib.Path, bool]:
     """Where numba caches the compiled kernels, and whether anything is cached there yet."""
     override = os.environ.get("NUMBA_CACHE_DIR")
-    spec = importlib.util.find_spec("kernels")
+    spec = importlib.util.find_spec("rnnstream.kernels")
     root = pathlib.Path(override) if override else pathlib.Path(next(iter(spec.submodule_search_locations))) / "__pycache__"
     return root, root.is_dir() and next(root.rglob("*.nbi"), None) is not None
 

@@ -12,15 +12,15 @@ import time
 import grpc
 from google.protobuf import empty_pb2
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
-from service import batcher
-from service import weights
-from service.convert import MAX_ID_BYTES, spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
-from service.errors import ServiceError, exhausted, invalid, unavailable
-from service.interceptors import Undecodable
-from service.registry import ModelHost, Registry
-from service.session import parse_chunk, stats_proto
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.service import batcher
+from rnnstream.service import weights
+from rnnstream.service.convert import MAX_ID_BYTES, spec_to_proto, tensors_from_proto, tensors_to_proto, validate_stream_id
+from rnnstream.service.errors import ServiceError, exhausted, invalid, unavailable
+from rnnstream.service.interceptors import Undecodable
+from rnnstream.service.registry import ModelHost, Registry
+from rnnstream.service.session import parse_chunk, stats_proto
 
 log = logging.getLogger(__name__)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

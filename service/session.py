@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.convert import MAX_SEQ, check_values
-from service.errors import exhausted, invalid
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.convert import MAX_SEQ, check_values
+from rnnstream.service.errors import exhausted, invalid
 
 
 @dataclasses.dataclass(eq=False)

@@ -9,9 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.convert import check_values, shown
-from service.errors import invalid
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.convert import check_values, shown
+from rnnstream.service.errors import invalid
 
 # float32 values per piece: 2 MiB of data, under a gRPC client's default 4 MiB receive limit
 PIECE_VALUES = 1 << 19

@@ -89,7 +89,7 @@ def pytest_collection_finish(session):
         reporter.write_line("numba's cache of the kernels is cold: compiling them once before the tests "
                             "(about 2-4 minutes on 2 cores; later runs load them in seconds)...", yellow=True)
     started = time.monotonic()
-    from service.engine import warm_up
+    from rnnstream.service.engine import warm_up
     warm_up()
     if not warm and reporter is not None:
         reporter.write_line(f"kernels compiled in {time.monotonic() - started:.0f} s")

@@ -46,4 +46,4 @@ def load():
     reason = unavailable_reason()
     if reason is not None:
         raise CudaUnavailable(reason)
-    return importlib.import_module("kernels.cuda.chunk")
+    return importlib.import_module("rnnstream.kernels.cuda.chunk")

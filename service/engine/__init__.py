@@ -1,6 +1,6 @@
 """The in-process online learner the gRPC service drives; usable on its own.
 
-    from service.engine import Spec, make_engine
+    from rnnstream.service.engine import Spec, make_engine
     eng = make_engine(Spec(cell="lstm", hidden_sizes=(32,), input_size=4, output_size=1))
     predictions, losses = eng.step(["sensor-7"], inputs=x, targets=y)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import codes as kc
-from kernels.cuda import CudaUnavailable, load
-from kernels.cuda.scratch import W_G, scratch_offsets
+from rnnstream.kernels import codes as kc
+from rnnstream.kernels.cuda import CudaUnavailable, load
+from rnnstream.kernels.cuda.scratch import W_G, scratch_offsets
 
 from .pool import WEIGHT_FIELDS
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels import codes as kc
-from kernels.chunk import forecast as _forecast_kernel
-from kernels.chunk import learn_labels, learn_pending, run_chunk
-from kernels.narx import forecast_rows
+from rnnstream.kernels import codes as kc
+from rnnstream.kernels.chunk import forecast as _forecast_kernel
+from rnnstream.kernels.chunk import learn_labels, learn_pending, run_chunk
+from rnnstream.kernels.narx import forecast_rows
 
 from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import codes as kc
-from kernels.narx import build_rows, forecast_rows, push_rows
-from kernels.normalize import standardize, to_caller_units
+from rnnstream.kernels import codes as kc
+from rnnstream.kernels.narx import build_rows, forecast_rows, push_rows
+from rnnstream.kernels.normalize import standardize, to_caller_units
 
 # per-stream arrays of this path
 STAT_FIELDS = ("norm_x", "norm_y")                          # statistics: kept like weights

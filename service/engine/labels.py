@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import codes as kc
+from rnnstream.kernels import codes as kc
 
 
 def validated_labels(engine, stream_ids, labels, learn):

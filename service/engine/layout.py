@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import codes as kc
+from rnnstream.kernels import codes as kc
 
 CELL_CODE = {"elman": kc.ELMAN, "jordan": kc.JORDAN, "lstm": kc.LSTM, "gru": kc.GRU}
 VARIANT_CODE = {"standard": kc.STANDARD, "peephole": kc.PEEPHOLE, "coupled": kc.COUPLED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import codes as kc
+from rnnstream.kernels import codes as kc
 
 from .features import STAT_FIELDS, STATE_FIELDS, stream_shapes
 

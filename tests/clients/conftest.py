@@ -1,4 +1,4 @@
-"""A real rnnstream server on loopback, started as a child process (``python -m service``).
+"""A real rnnstream server on loopback, started as a child process (``python -m rnnstream.service``).
 
 No mocks: the SDK, the CLI, the examples and the dashboard are tested against the service
 itself. These tests fail (they do not skip) where the service cannot start.
@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from clients import Client
-from clients.local import LocalServer
+from rnnstream.clients import Client
+from rnnstream.clients.local import LocalServer
 
 
 @pytest.fixture(scope="session")

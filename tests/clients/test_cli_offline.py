@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from clients import cli
-from clients.local import free_port
+from rnnstream.clients import cli
+from rnnstream.clients.local import free_port
 
 
 def command_paths(parser, prefix=()):
@@ -56,7 +56,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rnnstream.clients.cli", *args], capture_output=True, text=True,
                           timeout=60, env={**os.environ, **(env or {})})
 
 

@@ -7,15 +7,15 @@ import subprocess
 import sys
 import time
 
-from clients import Client
-from clients.local import LocalServer
+from rnnstream.clients import Client
+from rnnstream.clients.local import LocalServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _push(address, *args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNSTREAM_ADDRESS": address}
-    return subprocess.Popen([sys.executable, "-m", "clients.cli", "push", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "rnnstream.clients.cli", "push", *args], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from clients import cli
+from rnnstream.clients import cli
 
 
 @pytest.fixture
@@ -124,9 +124,9 @@ def test_bad_csv_is_one_line(rn, name, tmp_path):
 
 def test_health_and_serve_help_through_the_real_entry_point(server):
     env = {**os.environ, "RNNSTREAM_ADDRESS": server.address}
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "health"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "rnnstream.clients.cli", "health"], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "SERVING"
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "rnnstream.clients.cli", "serve", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "--metrics-port" in proc.stdout and "--data-dir" in proc.stdout

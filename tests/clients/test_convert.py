@@ -3,8 +3,8 @@ import grpc
 import numpy as np
 import pytest
 
-from clients import convert
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.clients import convert
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 
 def test_spec_maps_snake_case_and_lower_case_enums_onto_the_proto():

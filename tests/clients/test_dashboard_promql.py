@@ -16,8 +16,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from clients import ChunkRefused, Client
-from clients.local import LocalServer, free_port
+from rnnstream.clients import ChunkRefused, Client
+from rnnstream.clients.local import LocalServer, free_port
 from tests.clients.test_sdk_server import SPEC, sine_chunks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ import io
 import numpy as np
 import pytest
 
-from clients import datafiles
-from clients.datafiles import DataError
+from rnnstream.clients import datafiles
+from rnnstream.clients.datafiles import DataError
 
 
 def chunks_of(text, inputs=None, targets=None, chunk=2, **kw):

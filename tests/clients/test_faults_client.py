@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from clients import cli
-from clients.aio import AsyncClient
+from rnnstream.clients import cli
+from rnnstream.clients.aio import AsyncClient
 
 
 def test_generate_leaves_no_stream_and_streams_delete(server, client, name, capsys):

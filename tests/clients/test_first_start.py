@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def _service(tmp_path, *flags):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
-    return subprocess.Popen([sys.executable, "-m", "service", "--port", "0", "--metrics-port", "-1",
+    return subprocess.Popen([sys.executable, "-m", "rnnstream.service", "--port", "0", "--metrics-port", "-1",
                              "--data-dir", str(tmp_path / "data"), *flags], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -65,7 +65,7 @@ def test_the_first_ctrl_c_during_the_compile_stops_at_once_without_a_traceback(t
 def test_local_server_waits_for_a_reported_compile_and_says_so_when_it_gives_up(tmp_path, monkeypatch):
     import pytest
 
-    from clients import local
+    from rnnstream.clients import local
     monkeypatch.setattr(local, "COMPILE_TIMEOUT_S", 15.0)  # instead of 15 minutes
     # 10 s: time enough, even on a busy machine, to import and say "compiling" (which takes minutes)
     server = local.LocalServer(tmp_path / "data", startup_timeout_s=10.0,

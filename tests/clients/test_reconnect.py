@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from clients import Backoff, Client
-from clients.local import LocalServer
+from rnnstream.clients import Backoff, Client
+from rnnstream.clients.local import LocalServer
 from tests.clients.test_sdk_server import SPEC, sine_chunks
 
 
@@ -55,7 +55,7 @@ def test_session_survives_a_server_restart(restartable, how):
 def test_async_session_survives_a_server_crash(restartable):
     import asyncio
 
-    from clients import AsyncClient
+    from rnnstream.clients import AsyncClient
 
     chunks = sine_chunks(40, 5)
 

@@ -1,8 +1,8 @@
 """The session's replay bookkeeping: one answer per chunk, in order, across reconnects."""
 import pytest
 
-from clients.replay import ChunkLog, TransientRefusal
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.clients.replay import ChunkLog, TransientRefusal
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
 
 def answer(seq, durable=0, **kw):

@@ -14,9 +14,9 @@ from concurrent import futures
 import grpc
 import pytest
 
-from clients import AsyncClient, Backoff, Client, RnnStreamError
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.clients import AsyncClient, Backoff, Client, RnnStreamError
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 FAST = Backoff(initial_s=0.01, max_s=0.05, give_up_after_s=5)
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from clients.sampling import sample
+from rnnstream.clients.sampling import sample
 
 
 def test_zero_temperature_is_the_most_probable_token():

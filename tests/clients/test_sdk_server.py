@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from clients import AlreadyExists, AsyncClient, ChunkRefused, Client, InvalidArgument, NotFound
+from rnnstream.clients import AlreadyExists, AsyncClient, ChunkRefused, Client, InvalidArgument, NotFound
 
 SPEC = dict(cell="lstm", hidden_sizes=[8], input_size=2, output_size=1, algorithm="tbptt", tbptt_k1=4,
             tbptt_k2=4, optimizer="adam", lr=0.01, seed=3)

@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
-from clients import AsyncClient, Backoff, Client, NotFound, Unavailable
-from clients.local import LocalServer
+from rnnstream.clients import AsyncClient, Backoff, Client, NotFound, Unavailable
+from rnnstream.clients.local import LocalServer
 from tests.clients.test_sdk_server import SPEC, sine_chunks
 
 STEPS = 5

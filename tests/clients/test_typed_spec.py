@@ -12,9 +12,9 @@ import sys
 import grpc
 import numpy as np
 
-from clients import AsyncClient, Client, ModelSpec
-from clients.cli import main as rnnstream
-from service.engine import Spec
+from rnnstream.clients import AsyncClient, Client, ModelSpec
+from rnnstream.clients.cli import main as rnnstream
+from rnnstream.service.engine import Spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOT_IN_SDK: set = set()  # every server field is in the SDK's spec
@@ -52,7 +52,7 @@ def test_create_from_a_model_spec_and_predict_is_one_rpc_per_chunk(server, name)
                                              output_size=1), optimizer="rmsprop")
         assert info.spec["cell"] == "gru" and info.spec["optimizer"] == "rmsprop"
         counter = _CountCalls()
-        from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+        from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
         client._stub = pb_grpc.RnnStreamStub(grpc.intercept_channel(client._channel, counter))
         x, y = np.ones((3, 2), np.float32), np.zeros((3, 1), np.float32)
         seqs = [client.predict(name, "u", x, targets=y).seq for _ in range(4)]
@@ -98,10 +98,10 @@ def test_every_create_flag_has_help_and_bad_values_say_what_was_expected(capsys)
 
 def test_service_help_says_what_each_flag_means_and_bad_levels_list_the_choices():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "rnnstream.service", "--help"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120).stdout
     assert "-1 turns the metrics endpoint off" in " ".join(out.split())
-    bad = subprocess.run([sys.executable, "-m", "service", "--log-level", "verbose"], cwd=ROOT, env=env,
+    bad = subprocess.run([sys.executable, "-m", "rnnstream.service", "--log-level", "verbose"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith(
@@ -121,7 +121,7 @@ class _CountAsyncCalls(grpc.aio.UnaryUnaryClientInterceptor):
 def test_async_predict_is_one_rpc_per_chunk_too(server, name):
     import asyncio
 
-    from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+    from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
     async def run():
         async with AsyncClient(server.address) as client:

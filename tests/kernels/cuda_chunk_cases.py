@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from kernels.cuda import unavailable_reason  # noqa: E402
+from rnnstream.kernels.cuda import unavailable_reason  # noqa: E402
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not None:
     # A collection error, not a skip: these cases were asked for by name.
@@ -22,9 +22,9 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not
                        "tests/kernels/test_cuda_simulator.py, or with NUMBA_ENABLE_CUDASIM=1"
                        % unavailable_reason())
 
-from kernels.cuda import config as cuda_config  # noqa: E402
-from service.engine import Engine, Spec  # noqa: E402
-from service.engine.pool import OPTIONAL_FIELDS  # noqa: E402
+from rnnstream.kernels.cuda import config as cuda_config  # noqa: E402
+from rnnstream.service.engine import Engine, Spec  # noqa: E402
+from rnnstream.service.engine.pool import OPTIONAL_FIELDS  # noqa: E402
 
 RTOL = 1e-4
 ATOL = 1e-5

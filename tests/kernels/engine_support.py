@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from service.engine import Engine, Spec
+from rnnstream.service.engine import Engine, Spec
 from tests.reference.cases import CELL_VARIANTS, cell_id
 from tests.reference.learner import Learner
 from tests.reference.params import Config, layout

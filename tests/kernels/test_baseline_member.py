@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
+from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
 from tests.kernels.engine_support import make_spec, random_chunks
 from tests.reference.hedge import HedgeReference
 

@@ -29,8 +29,8 @@ def test_cuda_kernels_on_the_simulator():
 
 def test_cuda_device_fails_at_model_creation_without_a_gpu():
     """device='cuda' where no GPU is usable: a clear error when the model is created."""
-    from kernels.cuda import unavailable_reason
-    from service.engine import Engine, Spec
+    from rnnstream.kernels.cuda import unavailable_reason
+    from rnnstream.service.engine import Engine, Spec
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or unavailable_reason() is None:
         pytest.skip("a CUDA device (or the simulator) is available here")
     with pytest.raises(RuntimeError, match="device='cuda' cannot be used"):

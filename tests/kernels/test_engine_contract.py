@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from service.engine import Spec
+from rnnstream.service.engine import Spec
 from tests.kernels.engine_support import (CELL_VARIANTS, OPTIMIZERS, RULES, Engine,
                                           assert_layout, assert_weights_close, cell_id,
                                           dataclasses, make_spec, random_chunks, rule_id)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
-from service.engine import hedge
+from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
+from rnnstream.service.engine import hedge
 from tests.kernels.engine_support import make_spec, random_chunks
 from tests.reference.hedge import HedgeReference
 

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from service.engine import Engine, Spec
+from rnnstream.service.engine import Engine, Spec
 from tests.kernels.engine_support import (CELL_VARIANTS, RULES, cell_id, make_spec,
                                           random_chunks, reference_for, rule_id)
 from tests.kernels.test_engine_vs_reference import compare, run_both
@@ -319,8 +319,8 @@ def test_statistics_export_as_running_mean_and_variance_and_import_back(norm):
 
 
 def test_wire_spec_round_trips_the_feature_fields():
-    from protos.rnnstream.v1 import rnnstream_pb2 as pb
-    from service.convert import spec_kwargs, spec_to_proto
+    from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+    from rnnstream.service.convert import spec_kwargs, spec_to_proto
     spec = Spec(name="m", input_size=3, output_size=1, normalize="per_stream", tbptt_k2=16,
                 normalize_decay=0.99, input_taps=(1, 12), output_taps=(1,), linear_skip=True)
     back = Spec(**spec_kwargs(spec_to_proto(spec)))

@@ -8,7 +8,7 @@ by O(lr) meanwhile, which the tolerance allows for).
 import numpy as np
 import pytest
 
-from service.engine import Engine, Spec
+from rnnstream.service.engine import Engine, Spec
 
 CASES = {
     "elman": dict(cell="elman"),

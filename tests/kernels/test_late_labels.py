@@ -228,7 +228,7 @@ def test_labels_need_a_delay_bound_and_a_rule_that_keeps_them():
 
 
 def test_memory_estimate_counts_the_label_window():
-    from service.engine import memory_per_stream
+    from rnnstream.service.engine import memory_per_stream
     for alg in ("tbptt", "snap1"):
         base = memory_per_stream(make_spec("lstm", {}, alg, 4, 4))
         assert memory_per_stream(make_spec("lstm", {}, alg, 4, 4, max_label_delay=8)) > base

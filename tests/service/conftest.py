@@ -14,9 +14,9 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
-from service.config import Config
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from rnnstream.service.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ class ServerThread:
     """A real server in a thread with its own event loop; the test talks to it over loopback."""
 
     def __init__(self, config: Config):
-        from service.server import Server
+        from rnnstream.service.server import Server
 
         self.config = config
         self.loop = asyncio.new_event_loop()
@@ -121,12 +121,12 @@ def server(start_server):
 
 
 class ServerProcess:
-    """``python -m service`` as a subprocess; the bound ports are read from its log."""
+    """``python -m rnnstream.service`` as a subprocess; the bound ports are read from its log."""
 
     def __init__(self, data_dir, *flags, log_path):
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        args = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+        args = [sys.executable, "-m", "rnnstream.service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
                 "--data-dir", str(data_dir), *flags]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         self.port, self.metrics_port = self._wait_ready()
@@ -179,8 +179,8 @@ def spawn(tmp_path):
 
 def engine_run(spec_msg, chunks_by_stream: dict, learn=True):
     """``service.engine`` driven directly, one stream per call: the reference the server must equal."""
-    from service.convert import spec_kwargs
-    from service.engine import Engine, Spec
+    from rnnstream.service.convert import spec_kwargs
+    from rnnstream.service.engine import Engine, Spec
 
     engine = Engine(Spec(**spec_kwargs(spec_msg)))
     outs = {}

@@ -5,10 +5,10 @@ import grpc
 import numpy as np
 import pytest
 
-from clients.convert import _member_from_proto, _member_to_proto
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.convert import spec_kwargs
-from service.engine import EnsembleEngine, Spec, make_engine
+from rnnstream.clients.convert import _member_from_proto, _member_to_proto
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.convert import spec_kwargs
+from rnnstream.service.engine import EnsembleEngine, Spec, make_engine
 from tests.service.conftest import code_of, make_chunks, make_spec, request, weights
 
 MEMBERS = [pb.MemberSpec(), pb.MemberSpec(baseline="last_target")]

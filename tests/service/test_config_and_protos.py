@@ -7,18 +7,18 @@ import sys
 
 import pytest
 
-from protos import generate
-from service.config import Config, build_parser, env_var, from_args
+from rnnstream.protos import generate
+from rnnstream.service.config import Config, build_parser, env_var, from_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_generated_modules_import_and_are_fresh():
-    from protos.rnnstream.v1 import rnnstream_pb2, rnnstream_pb2_grpc
+    from rnnstream.protos.rnnstream.v1 import rnnstream_pb2, rnnstream_pb2_grpc
 
     assert "RnnStream" in rnnstream_pb2.DESCRIPTOR.services_by_name
     assert hasattr(rnnstream_pb2_grpc, "RnnStreamStub")
-    assert generate.main(["--check"]) == 0, "run: python -m protos.generate"
+    assert generate.main(["--check"]) == 0, "run: python -m rnnstream.protos.generate"
 
 
 def test_defaults():
@@ -50,8 +50,8 @@ def test_bad_settings_are_refused(argv, env):
 def test_warm_up_loads_the_kernels_a_server_serves_with():
     """Server.start calls warm_up before it serves: after it, the chunk and forecast kernels
     have their compiled code (in a fresh process, where nothing else loaded them)."""
-    code = ("from kernels.chunk import forecast, run_chunk\n"
-            "from service.engine import warm_up\n"
+    code = ("from rnnstream.kernels.chunk import forecast, run_chunk\n"
+            "from rnnstream.service.engine import warm_up\n"
             "assert not run_chunk.signatures and not forecast.signatures\n"
             "seconds = warm_up()\n"
             "assert seconds > 0 and run_chunk.signatures and forecast.signatures\n")
@@ -69,7 +69,7 @@ def test_a_taken_port_is_one_clear_line_and_exit_status_2(tmp_path, which):
         port = taken.getsockname()[1]
         args = ["--port", str(port), "--metrics-port", "-1"] if which == "grpc" else \
             ["--port", "0", "--metrics-port", str(port)]
-        proc = subprocess.run([sys.executable, "-m", "service", "--data-dir", str(tmp_path), *args],
+        proc = subprocess.run([sys.executable, "-m", "rnnstream.service", "--data-dir", str(tmp_path), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

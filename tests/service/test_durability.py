@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import engine_run, make_chunks, make_spec, request, weights
 
 

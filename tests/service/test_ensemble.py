@@ -11,9 +11,9 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.convert import spec_kwargs
-from service.engine import EnsembleEngine, Spec, make_engine
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.convert import spec_kwargs
+from rnnstream.service.engine import EnsembleEngine, Spec, make_engine
 from tests.service.conftest import code_of, make_chunks, make_spec, request, weights
 
 MEMBERS = [pb.MemberSpec(), pb.MemberSpec(cell=pb.CELL_GRU, hidden_sizes=[4], optimizer=pb.Optimizer(lr=0.05))]

@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
-from service.store import StreamRecord
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.store import StreamRecord
 from tests.service.conftest import REPO, code_of, make_spec, request, weights
 
 UNARY_METHODS = ["CreateModel", "GetModel", "ListModels", "DeleteModel", "ExportWeights", "ImportWeights",
@@ -59,7 +59,7 @@ def test_one_unwritable_stream_fails_alone_and_loudly(server, caplog):
     stub.Predict(request("a", "good", 1, x, y))
     registry = server.server.registry
     registry.hosts["a"].sessions["bad"].acked_seq = 2 ** 64
-    with caplog.at_level(logging.ERROR, logger="service.registry"):
+    with caplog.at_level(logging.ERROR, logger="rnnstream.service.registry"):
         server.run(registry.checkpoint())
     assert stub.GetStream(pb.GetStreamRequest(model="a", stream_id="good")).durable_seq == 1
     bad = registry.hosts["a"].sessions["bad"]
@@ -72,7 +72,7 @@ def test_one_unwritable_stream_fails_alone_and_loudly(server, caplog):
 
 
 def test_store_checkpoint_reports_failed_rows(tmp_path):
-    from service.store import Store
+    from rnnstream.service.store import Store
     store = Store(str(tmp_path))
     try:
         assert store.run(store.insert_model, "m", {}, 0, {"w": np.zeros(2, np.float32)})
@@ -192,7 +192,7 @@ def test_auth_is_checked_before_parsing_and_one_header_only(start_server, tmp_pa
 def test_whitespace_only_token_file_is_one_clear_line_and_exit_2(tmp_path):
     token = tmp_path / "token"
     token.write_text("  \n\t\n")
-    proc = subprocess.run([sys.executable, "-m", "service", "--port", "0", "--metrics-port", "-1",
+    proc = subprocess.run([sys.executable, "-m", "rnnstream.service", "--port", "0", "--metrics-port", "-1",
                            "--data-dir", str(tmp_path / "d"), "--auth-token-file", str(token)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -270,7 +270,7 @@ CREATE TABLE streams (model TEXT NOT NULL REFERENCES models(name) ON DELETE CASC
 def test_a_v0_store_is_migrated_in_order_and_keeps_its_data(tmp_path):
     import sqlite3
 
-    from service import store as store_mod
+    from rnnstream.service import store as store_mod
     db = sqlite3.connect(tmp_path / "rnnstream.sqlite3")
     db.executescript(V0_SCHEMA)  # the schema before versioning: user_version 0
     db.execute("INSERT INTO models VALUES ('m', '{}', 1, ?, 2)", (store_mod.pack({"w": np.ones(3, np.float32)}),))

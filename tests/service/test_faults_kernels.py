@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from service.engine import Engine, Spec
+from rnnstream.service.engine import Engine, Spec
 
 OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9, nesterov=True),
               dict(optimizer="adam"), dict(optimizer="rmsprop", momentum=0.5), dict(optimizer="adagrad")]

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from service.config import Config
+from rnnstream.service.config import Config
 from tests.service.test_prometheus import _free_port, _query
 from tests.service.test_server import _self_signed
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import ServerThread, make_spec, request, test_config
 
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}

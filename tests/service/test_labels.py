@@ -4,7 +4,7 @@ spec field round-tripping."""
 import grpc
 import numpy as np
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import make_chunks, make_spec, request, weights
 
 
@@ -13,8 +13,8 @@ def _labels(steps, ys):
 
 
 def test_late_labels_learn_like_the_engine(server):
-    from service.convert import spec_kwargs
-    from service.engine import Engine, Spec
+    from rnnstream.service.convert import spec_kwargs
+    from rnnstream.service.engine import Engine, Spec
 
     spec = make_spec("m", max_label_delay=6, tbptt_k1=2, tbptt_k2=3)
     model = server.stub.CreateModel(pb.CreateModelRequest(spec=spec))
@@ -102,8 +102,8 @@ def test_bad_labels_are_refused_and_change_nothing(server):
 def test_waiting_steps_survive_a_restart(start_server):
     """Steps still waiting for labels, and a pending TBPTT loss, are part of the stream's
     checkpoint: after a graceful restart their labels are learned as if nothing happened."""
-    from service.convert import spec_kwargs
-    from service.engine import Engine, Spec
+    from rnnstream.service.convert import spec_kwargs
+    from rnnstream.service.engine import Engine, Spec
 
     spec = make_spec("m", max_label_delay=8, tbptt_k1=2, tbptt_k2=2)
     srv = start_server()

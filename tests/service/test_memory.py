@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import code_of, make_chunks, make_spec, request
 
 

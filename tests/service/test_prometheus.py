@@ -8,7 +8,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import make_chunks, make_spec, request
 
 

@@ -7,8 +7,8 @@ import types
 import grpc
 import numpy as np
 
-from service import batcher
-from service.session import Chunk, StreamSession
+from rnnstream.service import batcher
+from rnnstream.service.session import Chunk, StreamSession
 
 
 def _job(session, seq):

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import code_of, engine_run, make_chunks, make_spec, request, weights
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from tests.service.conftest import make_chunks, make_spec, request
 
 SLOW_STEPS = 2048  # an RTRL LSTM-32 chunk of 2048 steps takes about 2 s here

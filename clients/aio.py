@@ -82,9 +82,11 @@ class AsyncClient:
         self._models.pop(name, None)
         await self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
-    async def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
-        """In pieces (``ExportWeightsStream``), so a model of any size fits."""
-        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+    async def export_weights(self, model: str, stream_id: str | None = None, *,
+                             statistics: bool = False) -> dict[str, np.ndarray]:
+        """In pieces (``ExportWeightsStream``), so a model of any size fits; ``statistics=True``
+        adds the normalisation statistics."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "", with_statistics=statistics)
         try:
             call = self._stub.ExportWeightsStream(request, timeout=self.timeout, metadata=self.connection.metadata())
             return pieces.from_pieces([piece async for piece in call])

@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--stream", help="a PER_STREAM model's stream whose weights to export")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="weights.npz or weights.pt")
+    p.add_argument("--statistics", action="store_true",
+                   help="also save the normalisation statistics (input_norm.*, target_norm.*); import takes them back")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", parents=[conn], help="load weights from .npz or .pt into a model")
@@ -271,7 +273,7 @@ def cmd_export(args) -> int:
         raise DataError(f"{out}: write .npz or .pt")
     torch = _need_torch("writing .pt") if out.suffix == ".pt" else None
     with client_of(args) as client:
-        weights = client.export_weights(args.model, args.stream)
+        weights = client.export_weights(args.model, args.stream, statistics=args.statistics)
     if torch is not None:
         torch.save({k: torch.as_tensor(v) for k, v in weights.items()}, out)
     else:

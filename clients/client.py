@@ -98,10 +98,13 @@ class Client:
         self._models.pop(name, None)
         self._call("DeleteModel", pb.DeleteModelRequest(name=name))
 
-    def export_weights(self, model: str, stream_id: str | None = None) -> dict[str, np.ndarray]:
+    def export_weights(self, model: str, stream_id: str | None = None, *,
+                       statistics: bool = False) -> dict[str, np.ndarray]:
         """The weights as a PyTorch-style state dict of numpy arrays (``stream_id`` for PER_STREAM).
-        They come in pieces (``ExportWeightsStream``), so a model of any size fits."""
-        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "")
+        They come in pieces (``ExportWeightsStream``), so a model of any size fits.
+        ``statistics=True`` adds the normalisation statistics (``input_norm.*``,
+        ``target_norm.*``), which ``import_weights`` takes back."""
+        request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "", with_statistics=statistics)
         return pieces.from_pieces(self._call("ExportWeightsStream", request, stream=True))
 
     def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:

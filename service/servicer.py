@@ -95,7 +95,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     @_unary
     async def ExportWeights(self, request, context):
         host = await self._weights_owner(request.model, request.stream_id)
-        state = await host.serial.call(host.engine.state_dict, request.stream_id or None)
+        state = await host.serial.call(self._export_state, host, request)
         size = weights.unary_bytes(state)
         if size > self.config.max_message_bytes:
             raise exhausted(f"the weights of model {host.name!r} take about {size} bytes, over the message limit "
@@ -106,7 +106,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
     async def ExportWeightsStream(self, request, context):
         try:
             host = await self._weights_owner(request.model, request.stream_id)
-            state = await host.serial.call(host.engine.state_dict, request.stream_id or None)  # a copy: later updates do not tear it
+            state = await host.serial.call(self._export_state, host, request)  # a copy: later updates do not tear it
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
         except ValueError as exc:  # the engine's refusal: the caller's mistake
@@ -135,7 +135,8 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                 host = self.registry.get(piece.model)
                 stream_id = piece.stream_id
                 self._check_weights_target(host, stream_id)
-                assembler = weights.Assembler(host.engine.param_layout())
+                assembler = weights.Assembler(host.engine.param_layout(),
+                                              optional=host.engine.statistics_layout())
             elif (piece.model or host.name) != host.name or (piece.stream_id or stream_id) != stream_id:
                 raise invalid("every piece of one import must name the same model and stream_id as the first")
             assembler.add(piece)
@@ -282,6 +283,20 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                           "leave stream_id empty")
         if stream_id:
             validate_stream_id(stream_id)
+
+    @staticmethod
+    def _export_state(host: ModelHost, request) -> dict:
+        """The weights (a copy), and the normalisation statistics when asked (on the model's worker)."""
+        engine, stream_id = host.engine, request.stream_id or None
+        state = engine.state_dict(stream_id)
+        if request.with_statistics:
+            if engine.spec.normalize == "per_stream" and stream_id is None:
+                raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"model {host.name!r} keeps its normalisation statistics per stream but shares its "
+                                   "weights: there is no one set to send; export without with_statistics, or "
+                                   "read a stream's statistics from its PER_STREAM model")
+            state.update(engine.statistics(stream_id))
+        return state
 
     async def _weights_owner(self, model: str, stream_id: str) -> ModelHost:
         host = self.registry.get(model)

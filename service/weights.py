@@ -37,10 +37,13 @@ def split(model: str, stream_id: str, state: dict, per_piece: int) -> Iterator[p
 
 
 class Assembler:
-    """Collects pieces for one model's layout [(name, shape, offset)]; ``result()`` checks all came."""
+    """Collects pieces for one model's layout [(name, shape, offset)]; ``result()`` checks all
+    came. ``optional`` [(name, shape)] may come too (normalisation statistics)."""
 
-    def __init__(self, layout):
+    def __init__(self, layout, optional=()):
+        self.required = {name for name, _, _ in layout}
         self.expected = {name: tuple(int(d) for d in shape) for name, shape, _ in layout}
+        self.expected.update({name: tuple(int(d) for d in shape) for name, shape in optional})
         self.arrays: dict[str, np.ndarray] = {}
         self.filled: dict[str, int] = {}
 
@@ -66,7 +69,7 @@ class Assembler:
         self.filled[name] = done + data.size
 
     def result(self) -> dict[str, np.ndarray]:
-        missing = sorted(set(self.expected) - set(self.arrays))
+        missing = sorted(self.required - set(self.arrays))
         if missing:
             raise invalid(f"missing tensors: {missing}")
         short = [f"{n} ({self.filled[n]} of {a.size} values)" for n, a in self.arrays.items()

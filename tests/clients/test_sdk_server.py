@@ -71,6 +71,36 @@ def test_import_weights_round_trips(client, name):
     assert all(np.array_equal(back[k], weights[k]) for k in weights)
 
 
+def test_statistics_travel_with_the_weights_so_an_import_predicts_in_the_same_units(client, name):
+    # normalisation on (shared statistics): the weights alone would predict in other units
+    client.create_model(name=name, **SPEC, normalize="shared", linear_skip=False, output_taps=[0])
+    rng = np.random.default_rng(5)
+    x = (50 + 10 * rng.standard_normal((40, 2))).astype(np.float32)
+    y = (200 + 30 * rng.standard_normal((40, 1))).astype(np.float32)
+    with client.stream(name, "s") as s:
+        s.send(x, targets=y)
+    plain = client.export_weights(name)
+    state = client.export_weights(name, statistics=True)
+    stats = sorted(set(state) - set(plain))
+    assert stats == [f"{g}_norm.{k}" for g in ("input", "target") for k in ("count", "running_mean", "running_var")]
+    assert state["input_norm.count"][0] == 40 and abs(state["target_norm.running_mean"][0] - y.mean()) < 1e-3
+    copy = name + "-copy"
+    client.create_model(name=copy, **SPEC, normalize="shared", linear_skip=False, output_taps=[0])
+    client.import_weights(copy, state)
+    probe = x[:5]
+    with client.stream(name, "probe", predict_only=True) as a, client.stream(copy, "probe", predict_only=True) as b:
+        np.testing.assert_allclose(a.send(probe).predictions, b.send(probe).predictions, rtol=1e-5, atol=1e-3)
+    assert client.export_weights(copy, statistics=True)["target_norm.count"][0] == 40
+
+
+def test_statistics_of_a_per_stream_normaliser_with_shared_weights_are_refused_plainly(client, name):
+    from rnnstream.clients import FailedPrecondition
+    client.create_model(name=name, **SPEC, normalize="per_stream")
+    with pytest.raises(FailedPrecondition, match="per stream"):
+        client.export_weights(name, statistics=True)
+    assert set(client.export_weights(name)) >= {"head.weight", "head.bias"}
+
+
 def test_stream_numbers_chunks_and_continues_across_sessions(client, name):
     client.create_model(name=name, **SPEC)
     chunks = sine_chunks(6, 5)

@@ -291,12 +291,14 @@ class Weights(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class ExportWeightsRequest(_message.Message):
-    __slots__ = ("model", "stream_id")
+    __slots__ = ("model", "stream_id", "with_statistics")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     model: str
     stream_id: str
-    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ...) -> None: ...
+    with_statistics: bool
+    def __init__(self, model: _Optional[str] = ..., stream_id: _Optional[str] = ..., with_statistics: _Optional[bool] = ...) -> None: ...
 
 class ImportWeightsRequest(_message.Message):
     __slots__ = ("model", "stream_id", "tensors")

@@ -44,8 +44,10 @@ AUTO_MEMBERS = ({"lr": 1e-2, "clip_norm": 1.0}, {"lr": 3e-2, "clip_norm": 1.0},
                 {"optimizer": "sgd", "lr": 3e-2, "clip_norm": 1.0},
                 {"optimizer": "sgd", "lr": 0.1, "clip_norm": 1.0})
 # A dense regression model with explicit targets also runs persistence (the last observed
-# target): on level series it beats every network member, and Hedge then weights it up.
-AUTO_BASELINES = ({"baseline": "last_target"},)
+# target): on level series it beats every network member, and Hedge then weights it up; and
+# seasonal naive with its period found online (AirlinePassengers: ratio to the best peer
+# 1.52 -> 1.30; no other stream moved by more than 0.3%).
+AUTO_BASELINES = ({"baseline": "last_target"}, {"baseline": "seasonal"})
 # The fields whose being unset makes a spec "shape only" (then it gets AUTO_MEMBERS).
 LEARNING_FIELDS = ("cell", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "lr")
 
@@ -57,7 +59,7 @@ MEMBER_FIELDS = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorit
                  "clip_norm", "weight_decay", "seed")
 MAX_MEMBERS = 8
 # members that are not networks ({"baseline": name}, service/engine/baseline.py)
-BASELINES = ("last_target",)
+BASELINES = ("last_target", "seasonal")
 
 
 @dataclass
@@ -327,8 +329,8 @@ class Spec:
             raise ValueError(f"{where}.baseline must be one of {', '.join(BASELINES)} (or the "
                              f"member is a network: leave it out); got {overrides['baseline']!r}")
         if self.classify or self.target_mode != "explicit" or self.max_label_delay:
-            raise ValueError(f"{where}: the baseline last_target predicts the last observed "
-                             "target, so it needs a regression model (output_size) with "
+            raise ValueError(f"{where}: the baseline {overrides['baseline']} predicts from the "
+                             "observed targets, so it needs a regression model (output_size) with "
                              "target_mode explicit and max_label_delay 0")
     def _validate_features(self):
         _one_of("normalize", self.normalize, NORMALIZATIONS)

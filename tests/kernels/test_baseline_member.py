@@ -123,7 +123,8 @@ def test_no_weights_and_memory():
 @pytest.mark.parametrize("change,words", [
     (dict(members=(PERSIST,)), "at least one network member"),
     (dict(members=(PERSIST, PERSIST)), "at least one network member"),
-    (dict(members=({}, {"baseline": "mean"})), "members[1].baseline must be one of last_target, seasonal"),
+    (dict(members=({}, {"baseline": "mean"})),
+     "members[1].baseline must be one of last_target, seasonal, context"),
     (dict(members=({}, {"baseline": "last_target", "lr": 0.1})), "sets only 'baseline'"),
     (dict(members=({}, PERSIST), head="classes"), "regression model"),
     (dict(members=({}, PERSIST), target_mode="next_input"), "target_mode explicit"),

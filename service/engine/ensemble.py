@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, context, hedge, seasonal
+from . import baseline, context, hedge, neighbours, seasonal
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
@@ -27,10 +27,14 @@ _BASELINES = {
     "last_target": lambda spec, dtype: baseline.LastTarget(spec.out_size, dtype),
     "seasonal": lambda spec, dtype: seasonal.Seasonal(spec.out_size, dtype),
     "context": lambda spec, dtype: context.ContextMixing(spec.vocab_size,
-                                                         spec.sharing != "per_stream", dtype)}
+                                                         spec.sharing != "per_stream", dtype),
+    "knn": lambda spec, dtype: neighbours.Neighbours(spec.input_size, spec.num_classes,
+                                                     spec.sharing != "per_stream", dtype)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
-                    "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream")}
+                    "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream"),
+                    "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,
+                                                                     spec.sharing != "per_stream")}
 
 
 def make_engine(spec: Spec, dtype=np.float32):

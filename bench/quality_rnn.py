@@ -107,7 +107,7 @@ RECOMMENDED = {
     REGRESSION: {**_DENSE, "output_taps": (1,),
                  "members": _E4 + ({"baseline": "last_target"}, {"baseline": "seasonal"})},
     CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"},)},
-    TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,), "lr": 1e-3,
+    TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),
            "members": ({}, {"baseline": "context"})},
 }
 

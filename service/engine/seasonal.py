@@ -62,6 +62,8 @@ def run_stream(state: dict, y: np.ndarray, has_targets: bool):
     """Predictions [T, O] (NaN where the member has none) for T steps with targets y [T, O]
     (ignored unless ``has_targets``); updates ``state`` in place."""
     T, O = y.shape
+    if T == 0:
+        return np.zeros((0, O))
     y = y if has_targets else np.full((T, O), np.nan)
     full = np.concatenate([state["history"], y])                         # [H + T, O]
     lagged = np.stack([full[HISTORY - lag:HISTORY - lag + T] for lag in PERIODS])  # [C, T, O]

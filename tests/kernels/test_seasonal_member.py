@@ -44,7 +44,7 @@ def test_predictions_equal_the_reference_with_the_fallback_where_it_has_none():
     shape = rng.standard_normal((B, period, O)) * 3
     step = np.zeros(B, dtype=np.int64)
     used = 0
-    for T, lengths, has_targets in [(30, (30, 30), True), (1, (1, 1), True),
+    for T, lengths, has_targets in [(30, (30, 30), True), (1, (1, 0), True),
                                     (50, (50, 35), True), (40, (40, 40), False),
                                     (200, (200, 180), True)]:
         lengths = np.array(lengths, dtype=np.int64)

@@ -15,8 +15,9 @@ State, all in flat arrays so the stream snapshot carries them as they are:
 - ``weights`` float32 [256, NIN]: mixer weights per node;
 - ``history`` uint8 [HISTORY] (ring of the last bytes), ``last_seen`` int32 [MATCH_SLOTS]
   (position after the last occurrence of each hashed MATCH_MIN-byte context);
-- ``scalars`` int64 [8]: position, match pointer, match length, context hashes are recomputed
-  from the history.
+- ``last_dist`` float64 [256]: the distribution made for the next byte (scored when it comes);
+- ``scalars`` int64 [8]: position, match pointer, match length, "has a distribution", step
+  count (the context hashes are recomputed from the history).
 """
 from __future__ import annotations
 

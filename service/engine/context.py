@@ -10,8 +10,8 @@ recurrent network takes over where it learns more. On CPython's ``pydoc_data.top
 one pass) the member alone scores 1.40 bits/byte against bzip2 -9's 1.68 (bench/quality.py).
 
 Tokens are bytes: ``vocab_size`` at most 256, the distribution renormalised over the
-vocabulary. Memory: the statistics table (TABLE_BITS: 2^22 slots of 4 bytes, 16 MiB) and the
-mixer weights are per model when the model shares its weights (the default) and per stream
+vocabulary. Memory: the statistics table (``Spec.context_table_bits``, default 22: 2^22 slots
+of 4 bytes, 16 MiB) and the mixer weights are per model when the model shares its weights (the default) and per stream
 otherwise; every stream keeps its last HISTORY_BITS bytes, the match index and its last
 distribution. All of it is in the model or stream snapshot, so checkpoints and replays
 continue exactly. ``learn=False`` moves the history (so later predictions use it) but changes
@@ -25,15 +25,14 @@ from . import context_kernel as ck
 from . import hedge
 from .engine import CallStats
 
-TABLE_BITS = 22
 HISTORY_BITS = 20
 MATCH_BITS = 18
 MODEL_FIELDS = ("table", "weights")
 STREAM_FIELDS = ("history", "last_seen", "last_dist", "scalars")
 
 
-def model_shapes() -> dict:
-    return {"table": ((1 << TABLE_BITS,), np.uint32), "weights": ((256, ck.NIN), np.float32)}
+def model_shapes(table_bits: int) -> dict:
+    return {"table": ((1 << table_bits,), np.uint32), "weights": ((256, ck.NIN), np.float32)}
 
 
 def stream_shapes() -> dict:
@@ -56,11 +55,12 @@ class ContextMixing:
     kind = "context"
     num_parameters = 0
 
-    def __init__(self, vocab_size: int, shared: bool, dtype=np.float32):
+    def __init__(self, vocab_size: int, shared: bool, table_bits: int, dtype=np.float32):
         self.vocab = vocab_size
         self.shared = shared
+        self.table_bits = table_bits
         self.dtype = np.dtype(dtype)
-        self._model = _fresh(model_shapes()) if shared else None
+        self._model = _fresh(model_shapes(table_bits)) if shared else None
         self._streams: dict = {}
         self.last_call = CallStats()
 
@@ -73,7 +73,7 @@ class ContextMixing:
     def _shapes(self) -> dict:
         shapes = stream_shapes()
         if not self.shared:
-            shapes.update(model_shapes())
+            shapes.update(model_shapes(self.table_bits))
         return shapes
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
@@ -158,7 +158,7 @@ class ContextMixing:
                                  "baseline context of a per-stream model, which keeps its "
                                  "statistics per stream")
             return
-        self._model = _checked(d, model_shapes(), "model snapshot")
+        self._model = _checked(d, model_shapes(self.table_bits), "model snapshot")
 
     def _known(self, sid) -> dict:
         if sid not in self._streams:
@@ -184,6 +184,6 @@ def _checked(d: dict, shapes: dict, what: str) -> dict:
     return out
 
 
-def memory_per_stream(shared: bool) -> int:
-    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes()}
+def memory_per_stream(shared: bool, table_bits: int) -> int:
+    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(table_bits)}
     return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in shapes.values())

@@ -26,13 +26,14 @@ from .spec import Spec
 _BASELINES = {
     "last_target": lambda spec, dtype: baseline.LastTarget(spec.out_size, dtype),
     "seasonal": lambda spec, dtype: seasonal.Seasonal(spec.out_size, dtype),
-    "context": lambda spec, dtype: context.ContextMixing(spec.vocab_size,
-                                                         spec.sharing != "per_stream", dtype),
+    "context": lambda spec, dtype: context.ContextMixing(
+        spec.vocab_size, spec.sharing != "per_stream", spec.context_table_bits, dtype),
     "knn": lambda spec, dtype: neighbours.Neighbours(spec.input_size, spec.num_classes,
                                                      spec.sharing != "per_stream", dtype)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
-                    "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream"),
+                    "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream",
+                                                                      spec.context_table_bits),
                     "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,
                                                                      spec.sharing != "per_stream")}
 

@@ -68,6 +68,9 @@ AUTO_CLASS_BASELINES = ({"baseline": "knn"},)
 # member beside its network: on pydoc_data.topics it alone scores 1.40 bits/byte in one pass
 # against the GRU's 1.99 and bzip2 -9's 1.68, and Hedge follows whichever predicts better.
 AUTO_TOKEN_BASELINES = ({"baseline": "context"},)
+# its table: 2^22 slots (16 MiB); 2^20 scored 1.435 bits/byte on that text against 1.403
+CONTEXT_TABLE_BITS = 22
+CONTEXT_TABLE_RANGE = (10, 26)
 
 
 @dataclass
@@ -115,6 +118,9 @@ class Spec:
     # model with explicit targets on time (the last observed target), else ()
     output_taps: tuple | None = None
     linear_skip: bool | None = None  # y = head(h) + skip.weight . features; None: dense cpu
+    # the context member's statistics table: 2^bits slots of 4 bytes; 0: CONTEXT_TABLE_BITS
+    # when the model has a context member (the spec then names it), else unused
+    context_table_bits: int = 0
 
     def __post_init__(self):
         self._fill_defaults()
@@ -154,6 +160,9 @@ class Spec:
                 self.members += AUTO_CLASS_BASELINES
             if shape_only and self.context_fits() and cpu:
                 self.members = ({},) + AUTO_TOKEN_BASELINES
+        if not self.context_table_bits and any(isinstance(m, dict) and m.get("baseline") == "context"
+                                               for m in self.members):
+            self.context_table_bits = CONTEXT_TABLE_BITS
         if self.linear_skip is None:
             self.linear_skip = dense and cpu
         if self.output_taps is None:
@@ -360,6 +369,11 @@ class Spec:
                 raise ValueError(f"{where}: the baseline context models bytes, so it needs a "
                                  "token model with vocab_size at most 256, target_mode "
                                  "next_input, on the CPU")
+            lo, hi = CONTEXT_TABLE_RANGE
+            if not lo <= self.context_table_bits <= hi:
+                raise ValueError(f"context_table_bits must be in {lo}..{hi} (a table of "
+                                 f"2^bits slots of 4 bytes; 0: {CONTEXT_TABLE_BITS}), got "
+                                 f"{self.context_table_bits}")
             return
         if self.classify or self.target_mode != "explicit" or self.max_label_delay:
             raise ValueError(f"{where}: the baseline {overrides['baseline']} predicts from the "

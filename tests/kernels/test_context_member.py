@@ -38,8 +38,9 @@ def run_kernel(state, tokens, vocab=256, learn=True):
 @pytest.mark.parametrize("vocab", [256, 120])
 def test_kernel_equals_the_reference(vocab):
     tokens = [b % vocab for b in TEXT]
-    state = {**context._fresh(context.model_shapes()), **context._fresh(context.stream_shapes())}
-    ref = ContextReference(ck, context.TABLE_BITS, context.HISTORY_BITS, context.MATCH_BITS,
+    bits = 12  # a small table: collisions and check mismatches happen
+    state = {**context._fresh(context.model_shapes(bits)), **context._fresh(context.stream_shapes())}
+    ref = ContextReference(ck, bits, context.HISTORY_BITS, context.MATCH_BITS,
                            vocab=vocab)
     cuts = [0, 1, 50, 90, 200, len(tokens)]
     for a, b in zip(cuts[:-1], cuts[1:]):
@@ -107,6 +108,8 @@ def test_snapshots_continue_exactly_reset_drop(sharing):
     (dict(vocab_size=0, num_classes=0, input_size=3, output_size=1, target_mode="explicit"),
      "token model"),
     (dict(members=({}, dict(CONTEXT, lr=0.1))), "sets only 'baseline'"),
+    (dict(context_table_bits=9), "context_table_bits must be in 10..26"),
+    (dict(context_table_bits=27), "context_table_bits must be in 10..26"),
 ])
 def test_refusals(change, words):
     with pytest.raises(ValueError) as info:
@@ -114,9 +117,24 @@ def test_refusals(change, words):
     assert words in str(info.value)
 
 
+def test_table_size_is_in_the_spec_memory_and_snapshots():
+    small, big = byte_spec(context_table_bits=12), byte_spec(context_table_bits=14)
+    assert small.context_table_bits == 12
+    assert make_engine(small).snapshot_model()["members.1.table"].shape == (1 << 12,)
+    per = [byte_spec(context_table_bits=b, sharing="per_stream") for b in (12, 14)]
+    assert memory_per_stream(per[1]) - memory_per_stream(per[0]) == 4 * ((1 << 14) - (1 << 12))
+    assert memory_per_stream(big) == memory_per_stream(small)  # shared: the table is the model's
+    one = EnsembleEngine(small)
+    one.step(["s"], tokens=np.frombuffer(TEXT, np.uint8).astype(np.int64)[None, :40])
+    with pytest.raises(ValueError, match="table"):
+        EnsembleEngine(big).restore_model(one.snapshot_model())
+
+
 def test_byte_models_given_their_shape_run_the_context_member():
     spec = Spec(vocab_size=256, num_classes=256, target_mode="next_input")
     assert spec.members == ({}, CONTEXT) and spec.cell == "gru"
+    assert spec.context_table_bits == 22  # the spec names the table in effect
+    assert Spec(input_size=2, output_size=1).context_table_bits == 0  # no context member
     assert Spec(vocab_size=1000, num_classes=1000, target_mode="next_input").members == ()
     assert Spec(vocab_size=256, num_classes=256, target_mode="next_input", cell="lstm").members == ()
     assert Spec.from_dict(spec.to_dict()).members == spec.members

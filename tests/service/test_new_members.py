@@ -68,3 +68,25 @@ def test_shape_only_model_gets_the_member_streams_and_resumes(start_server, kind
         np.testing.assert_array_equal(np.asarray(resp.predictions, np.float32), preds.ravel())
         np.testing.assert_array_equal(np.asarray(resp.losses, np.float32), losses.ravel())
     assert len(got) == len(chunks)
+
+
+def test_context_table_bits_round_trips_the_wire_and_bad_values_are_refused(server):
+    import grpc
+    from rnnstream.clients.convert import spec_from_proto, spec_to_proto
+    from rnnstream.service.convert import spec_to_proto as server_to_proto
+    spec = pb.ModelSpec(name="m", vocab_size=256, num_classes=256,
+                        target_mode=pb.TARGET_MODE_NEXT_INPUT, context_table_bits=16)
+    model = server.stub.CreateModel(pb.CreateModelRequest(spec=spec))
+    assert model.spec.context_table_bits == 16
+    shape_only = pb.ModelSpec(name="d", vocab_size=256, num_classes=256,
+                              target_mode=pb.TARGET_MODE_NEXT_INPUT)
+    assert server.stub.CreateModel(pb.CreateModelRequest(spec=shape_only)).spec.context_table_bits == 22
+    back = Spec(**spec_kwargs(server_to_proto(Spec(**spec_kwargs(spec)))))
+    assert back.context_table_bits == 16
+    assert spec_to_proto(spec_from_proto(model.spec)).context_table_bits == 16
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
+            name="bad", vocab_size=256, num_classes=256, target_mode=pb.TARGET_MODE_NEXT_INPUT,
+            context_table_bits=40)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "context_table_bits must be in 10..26" in info.value.details()

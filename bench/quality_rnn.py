@@ -95,16 +95,20 @@ def _run_text(engine, stream):
 
 
 # a candidate for the next default, shown beside the default in the main table (the issue #9
-# grid chose today's default this way); now the default written out, persistence member included
+# grid chose today's default this way); now the default written out, persistence and
+# seasonal-naive members included (regression), nearest neighbours (classification), context
+# mixing (bytes)
 _E4 = ({"lr": 1e-2}, {"lr": 3e-2}, {"optimizer": "sgd", "lr": 3e-2},
        {"optimizer": "sgd", "lr": 1e-1})
 _DENSE = {"members": _E4, "tbptt_k1": 1, "tbptt_k2": 8, "clip_norm": 1.0,
           "linear_skip": True}
 RECOMMENDED = {
     # regression also feeds the last observed target back (NARX)
-    REGRESSION: {**_DENSE, "output_taps": (1,), "members": _E4 + ({"baseline": "last_target"},)},
-    CLASSIFICATION: _DENSE,
-    TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,), "lr": 1e-3},
+    REGRESSION: {**_DENSE, "output_taps": (1,),
+                 "members": _E4 + ({"baseline": "last_target"}, {"baseline": "seasonal"})},
+    CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"},)},
+    TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),
+           "members": ({}, {"baseline": "context"})},
 }
 
 

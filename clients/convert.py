@@ -28,7 +28,7 @@ _ENUMS = {
     "normalize": pb.Normalization,
 }
 _UINTS = ("input_size", "vocab_size", "output_size", "num_classes", "tbptt_k1", "tbptt_k2", "seed",
-          "max_label_delay")
+          "max_label_delay", "context_table_bits")
 _FLOATS = ("clip_norm", "weight_decay", "normalize_decay", "hedge_rate")
 _OPTIMIZER_FLOATS = ("lr", "momentum", "eps", "alpha")
 _UINT_LISTS = ("input_taps", "output_taps")

@@ -53,15 +53,17 @@ class ModelSpec:
         device: ``"cpu"`` or ``"cuda"``.
         seed: seed of the initial weights.
         target_mode: ``"explicit"`` targets, or ``"next_input"`` (forecasting, language models).
-        members: ensemble members, each a dict of the fields it overrides (Hedge combines them);
-            None: four measured members for a shape-only dense model, else none.
-        hedge_rate: Hedge's learning rate; 0: the default (1 for classes, 1/8 for regression).
+        members: ensemble members, each a dict of the fields it overrides (Hedge combines them),
+            or {"baseline": name} for a member that is not a network ("last_target", "seasonal",
+            "knn", "context"); None: the measured members for a shape-only model, else none.
+        hedge_rate: Hedge's learning rate; 0: the default (1 for classes, 0.35 for regression).
         max_label_delay: > 0: targets may come later as labels naming their step, up to this many steps.
         normalize: online standardisation: ``"off"``, ``"shared"``, ``"per_stream"``; "": as ``sharing``.
         normalize_decay: 0: no forgetting; in (0, 1): exponential forgetting for drifting streams.
         input_taps: lags of the input fed beside x_t (TDNN / NARX), e.g. (1, 2, 12).
         output_taps: lags of the observed target fed beside x_t; None: (1,) for dense regression; [0]: none.
         linear_skip: a linear path from the inputs to the head; None: on for dense input on the CPU.
+        context_table_bits: the "context" member's table, 2^bits slots of 4 bytes; 0: 22 (16 MiB).
     """
 
     name: str = ""
@@ -97,6 +99,7 @@ class ModelSpec:
     input_taps: tuple = ()
     output_taps: Optional[tuple] = None
     linear_skip: Optional[bool] = None
+    context_table_bits: int = 0
 
     def fields(self) -> dict[str, Any]:
         """The keyword form ``create_model`` sends (unset: left to the server's default)."""

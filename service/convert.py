@@ -170,6 +170,7 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         output_taps=(None if not len(msg.output_taps) else
                      () if list(msg.output_taps) == [0] else tuple(int(t) for t in msg.output_taps)),
         linear_skip=bool(msg.linear_skip) if msg.HasField("linear_skip") else None,
+        context_table_bits=int(msg.context_table_bits),
     )
 
 
@@ -278,7 +279,8 @@ def spec_to_proto(spec) -> pb.ModelSpec:
         # [0]: none (an empty list would mean the default, which may be (1,))
         output_taps=list(spec.output_taps) or ([0] if spec.output_size else []),
         linear_skip=spec.linear_skip,
-        members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate)
+        members=[_member_to_proto(m) for m in spec.members], hedge_rate=spec.hedge_rate,
+        context_table_bits=spec.context_table_bits)
 
 
 def tensors_to_proto(state: dict) -> list[pb.Tensor]:

@@ -28,6 +28,8 @@ def state_shapes(O: int) -> dict:
 class LastTarget:
     """Persistence for every stream of a regression model with explicit targets."""
 
+    kind = "last_target"
+
     def __init__(self, out_size: int, dtype=np.float32):
         self.out_size = out_size
         self.dtype = np.dtype(dtype)
@@ -95,7 +97,7 @@ class LastTarget:
 
     def _flatten(self, d: dict):
         if d:
-            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline last_target, "
+            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline {self.kind}, "
                              "which has no weights")
 
     def _theta(self, stream_id=None):
@@ -131,20 +133,23 @@ class LastTarget:
 
     def restore_stream(self, sid, d: dict):
         state = {}
-        for name, shape in state_shapes(self.out_size).items():
+        for name, shape in self._shapes().items():
             a = d.get(name)
             if a is None or np.shape(a) != shape:
-                raise ValueError(f"stream snapshot field {name} of the baseline last_target is "
+                raise ValueError(f"stream snapshot field {name} of the baseline {self.kind} is "
                                  f"missing or not of shape {shape}: the snapshot is not of this "
                                  "ensemble")
             state[name] = np.array(a, dtype=np.float64)
         extra = sorted(set(d) - set(state))
         if extra:
             raise ValueError(f"stream snapshot field(s) {', '.join(extra)} are not of the "
-                             "baseline last_target")
+                             f"baseline {self.kind}")
+        self._check_restored(state)
+        self._streams[sid] = state
+
+    def _check_restored(self, state: dict):
         if not np.all(np.isfinite(state["last_target"])):
             raise ValueError("stream snapshot of the baseline last_target holds NaN or Inf")
-        self._streams[sid] = state
 
     def snapshot_model(self) -> dict:
         return {}
@@ -152,11 +157,14 @@ class LastTarget:
     def restore_model(self, d: dict):
         if d:
             raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
-                             "baseline last_target, which keeps nothing per model")
+                             f"baseline {self.kind}, which keeps nothing per model")
 
     # internals --------------------------------------------------------------------------
+    def _shapes(self) -> dict:
+        return state_shapes(self.out_size)
+
     def _fresh(self) -> dict:
-        return {name: np.zeros(shape) for name, shape in state_shapes(self.out_size).items()}
+        return {name: np.zeros(shape) for name, shape in self._shapes().items()}
 
     def _known(self, sid) -> dict:
         if sid not in self._streams:

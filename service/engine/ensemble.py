@@ -16,10 +16,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, hedge
+from . import baseline, context, hedge, neighbours, seasonal
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
+
+
+# the members that are not networks, by their spec name (spec.BASELINES)
+_BASELINES = {
+    "last_target": lambda spec, dtype: baseline.LastTarget(spec.out_size, dtype),
+    "seasonal": lambda spec, dtype: seasonal.Seasonal(spec.out_size, dtype),
+    "context": lambda spec, dtype: context.ContextMixing(
+        spec.vocab_size, spec.sharing != "per_stream", spec.context_table_bits, dtype),
+    "knn": lambda spec, dtype: neighbours.Neighbours(spec.input_size, spec.num_classes,
+                                                     spec.sharing != "per_stream", dtype)}
+_BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
+                    "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
+                    "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream",
+                                                                      spec.context_table_bits),
+                    "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,
+                                                                     spec.sharing != "per_stream")}
 
 
 def make_engine(spec: Spec, dtype=np.float32):
@@ -38,7 +54,7 @@ def memory_per_stream(spec: Spec) -> int:
         return _engine_memory_per_stream(spec)
     K, O = len(spec.members), spec.out_size
     own = 8 * sum(int(np.prod(s, dtype=np.int64)) for s in hedge.state_shapes(K, O).values())
-    return own + sum(baseline.memory_per_stream(O) if spec.is_baseline(k)
+    return own + sum(_BASELINE_MEMORY[spec.members[k]["baseline"]](spec) if spec.is_baseline(k)
                      else _engine_memory_per_stream(spec.member_spec(k)) for k in range(K))
 
 
@@ -59,8 +75,9 @@ class EnsembleEngine:
             raise ValueError("an ensemble needs members; use Engine for a plain model")
         self.spec = spec
         self.dtype = np.dtype(dtype)
-        self.members = [baseline.LastTarget(spec.out_size, dtype) if spec.is_baseline(k)
-                        else Engine(spec.member_spec(k), dtype) for k in range(len(spec.members))]
+        self.members = [_BASELINES[spec.members[k]["baseline"]](spec, dtype)
+                        if spec.is_baseline(k) else Engine(spec.member_spec(k), dtype)
+                        for k in range(len(spec.members))]
         self._networks = spec.network_members()
         self._lead = self.members[self._networks[0]]  # validates batches; baselines' fallback
         self.eta = spec.hedge_rate or hedge.default_rate(spec.classify)

@@ -127,7 +127,7 @@ class Optimizer(_message.Message):
     def __init__(self, kind: _Optional[_Union[OptimizerKind, str]] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., eps: _Optional[float] = ..., nesterov: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "normalize", "normalize_decay", "input_taps", "output_taps", "linear_skip", "max_label_delay", "members", "hedge_rate")
+    __slots__ = ("name", "cell", "lstm_variant", "hidden_sizes", "input_size", "vocab_size", "output_size", "num_classes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "sharing", "device", "seed", "target_mode", "gru_variant", "normalize", "normalize_decay", "input_taps", "output_taps", "linear_skip", "max_label_delay", "members", "hedge_rate", "context_table_bits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
     LSTM_VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class ModelSpec(_message.Message):
     MAX_LABEL_DELAY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TABLE_BITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     cell: Cell
     lstm_variant: LstmVariant
@@ -182,7 +183,8 @@ class ModelSpec(_message.Message):
     max_label_delay: int
     members: _containers.RepeatedCompositeFieldContainer[MemberSpec]
     hedge_rate: float
-    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., normalize: _Optional[_Union[Normalization, str]] = ..., normalize_decay: _Optional[float] = ..., input_taps: _Optional[_Iterable[int]] = ..., output_taps: _Optional[_Iterable[int]] = ..., linear_skip: _Optional[bool] = ..., max_label_delay: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ...) -> None: ...
+    context_table_bits: int
+    def __init__(self, name: _Optional[str] = ..., cell: _Optional[_Union[Cell, str]] = ..., lstm_variant: _Optional[_Union[LstmVariant, str]] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., input_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., output_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., tbptt_k1: _Optional[int] = ..., tbptt_k2: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, _Mapping]] = ..., clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., sharing: _Optional[_Union[Sharing, str]] = ..., device: _Optional[_Union[Device, str]] = ..., seed: _Optional[int] = ..., target_mode: _Optional[_Union[TargetMode, str]] = ..., gru_variant: _Optional[_Union[GruVariant, str]] = ..., normalize: _Optional[_Union[Normalization, str]] = ..., normalize_decay: _Optional[float] = ..., input_taps: _Optional[_Iterable[int]] = ..., output_taps: _Optional[_Iterable[int]] = ..., linear_skip: _Optional[bool] = ..., max_label_delay: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberSpec, _Mapping]]] = ..., hedge_rate: _Optional[float] = ..., context_table_bits: _Optional[int] = ...) -> None: ...
 
 class MemberSpec(_message.Message):
     __slots__ = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorithm", "tbptt_k1", "tbptt_k2", "optimizer", "clip_norm", "weight_decay", "seed", "baseline")

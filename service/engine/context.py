@@ -1,0 +1,189 @@
+"""The byte context-mixing member ``{"baseline": "context"}`` of a token model.
+
+Classical compression modelling as an ensemble member: order-1..6 hashed context statistics, a
+match model and a logistic mixer over the bits of each byte (Cleary & Witten 1984, PPM;
+Mahoney 2005, PAQ context mixing); the kernel and its state are in ``context_kernel``. The
+member predicts, at step t, a distribution over the next token (target_mode next_input), and
+Hedge (service/engine/hedge.py) weighs it against the network members by log loss, so a token
+model is never worse than this statistical model by more than ln(K) nats in total, and the
+recurrent network takes over where it learns more. On CPython's ``pydoc_data.topics`` (464 KB,
+one pass) the member alone scores 1.40 bits/byte against bzip2 -9's 1.68 (bench/quality.py).
+
+Tokens are bytes: ``vocab_size`` at most 256, the distribution renormalised over the
+vocabulary. Memory: the statistics table (``Spec.context_table_bits``, default 22: 2^22 slots
+of 4 bytes, 16 MiB) and the mixer weights are per model when the model shares its weights (the default) and per stream
+otherwise; every stream keeps its last HISTORY_BITS bytes, the match index and its last
+distribution. All of it is in the model or stream snapshot, so checkpoints and replays
+continue exactly. ``learn=False`` moves the history (so later predictions use it) but changes
+no statistics. It has no exportable weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import context_kernel as ck
+from . import hedge
+from .engine import CallStats
+
+HISTORY_BITS = 20
+MATCH_BITS = 18
+MODEL_FIELDS = ("table", "weights")
+STREAM_FIELDS = ("history", "last_seen", "last_dist", "scalars")
+
+
+def model_shapes(table_bits: int) -> dict:
+    return {"table": ((1 << table_bits,), np.uint32), "weights": ((256, ck.NIN), np.float32)}
+
+
+def stream_shapes() -> dict:
+    return {"history": ((1 << HISTORY_BITS,), np.uint8),
+            "last_seen": ((1 << MATCH_BITS,), np.int64),
+            "last_dist": ((256,), np.float64), "scalars": ((8,), np.int64),
+            "running": ((2,), np.float64)}
+
+
+def _fresh(shapes: dict) -> dict:
+    d = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
+    if "weights" in d:
+        d["weights"][:] = ck.INITIAL_WEIGHT
+    return d
+
+
+class ContextMixing:
+    """Context mixing for every stream of a token model."""
+
+    kind = "context"
+    num_parameters = 0
+
+    def __init__(self, vocab_size: int, shared: bool, table_bits: int, dtype=np.float32):
+        self.vocab = vocab_size
+        self.shared = shared
+        self.table_bits = table_bits
+        self.dtype = np.dtype(dtype)
+        self._model = _fresh(model_shapes(table_bits)) if shared else None
+        self._streams: dict = {}
+        self.last_call = CallStats()
+
+    def param_layout(self):
+        return []
+
+    def has_stream(self, sid) -> bool:
+        return sid in self._streams
+
+    def _shapes(self) -> dict:
+        shapes = stream_shapes()
+        if not self.shared:
+            shapes.update(model_shapes(self.table_bits))
+        return shapes
+
+    def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
+        """Distributions over the next token [B, T, V] and the losses of the previous
+        predictions [B, T] (NaN at a stream's first token), as the engine reports them."""
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        learn = bool(batch["learn"] == 1)
+        B, T = tokens.shape
+        preds = np.full((B, T, self.vocab), np.nan)
+        losses = np.full((B, T), np.nan)
+        for b, sid in enumerate(stream_ids):
+            s = self._streams.get(sid) or _fresh(self._shapes())
+            m = self._model if self.shared else s
+            n = int(lengths[b])
+            out = np.empty((n, 256))
+            ck.run_bytes(np.ascontiguousarray(tokens[b, :n], dtype=np.int64), m["table"],
+                         m["weights"], s["history"], s["last_seen"], s["last_dist"],
+                         s["scalars"], out, losses[b, :n], self.vocab, learn)
+            preds[b, :n] = out[:, :self.vocab]
+            hedge._running(s["running"][None], losses[b:b + 1])
+            self._streams[sid] = s
+        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        return preds.astype(self.dtype), losses.astype(self.dtype)
+
+    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
+        """Token models have no forecast of their own here: the networks'."""
+        return fallback
+
+    # weights: none (the statistics are state, in the snapshots) -------------------------
+    def state_dict(self, stream_id=None) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        self._flatten(d)
+
+    def _flatten(self, d: dict):
+        if d:
+            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline context, "
+                             "which has no weights")
+
+    def _theta(self, stream_id=None):
+        return None
+
+    def weight_norm(self, stream_id=None) -> float:
+        return 0.0
+
+    def statistics_layout(self) -> list:
+        return []
+
+    def statistics(self, stream_id=None) -> dict:
+        return {}
+
+    # streams ----------------------------------------------------------------------------
+    def reset_stream(self, sid):
+        self._known(sid)
+        self._streams[sid] = _fresh(self._shapes())
+
+    def drop_stream(self, sid):
+        self._known(sid)
+        del self._streams[sid]
+
+    def stream_stats(self, sid) -> dict:
+        s = self._known(sid)
+        running, has = s["running"]
+        return {"steps": int(s["scalars"][ck.STEPS]), "updates": 0,
+                "running_loss": float(running) if has else float("nan"),
+                "gradient_norm": 0.0, "skipped_updates": 0}
+
+    def snapshot_stream(self, sid) -> dict:
+        return {name: np.array(a) for name, a in self._known(sid).items()}
+
+    def restore_stream(self, sid, d: dict):
+        self._streams[sid] = _checked(d, self._shapes(), "stream snapshot")
+
+    def snapshot_model(self) -> dict:
+        return {name: np.array(a) for name, a in self._model.items()} if self.shared else {}
+
+    def restore_model(self, d: dict):
+        if not self.shared:
+            if d:
+                raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
+                                 "baseline context of a per-stream model, which keeps its "
+                                 "statistics per stream")
+            return
+        self._model = _checked(d, model_shapes(self.table_bits), "model snapshot")
+
+    def _known(self, sid) -> dict:
+        if sid not in self._streams:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return self._streams[sid]
+
+
+def _checked(d: dict, shapes: dict, what: str) -> dict:
+    out = {}
+    for name, (shape, dtype) in shapes.items():
+        a = d.get(name)
+        if a is None or np.shape(a) != shape:
+            raise ValueError(f"{what} field {name} of the baseline context is missing or not of "
+                             f"shape {shape}: the snapshot is not of this model")
+        out[name] = np.array(a, dtype=dtype)
+    extra = sorted(set(d) - set(shapes))
+    if extra:
+        raise ValueError(f"{what} field(s) {', '.join(extra)} are not of the baseline context")
+    for name in ("weights", "last_dist", "running"):
+        if name in out and not np.all(np.isfinite(out[name])):
+            raise ValueError(f"{what} field {name} of the baseline context holds NaN or Inf")
+    return out
+
+
+def memory_per_stream(shared: bool, table_bits: int) -> int:
+    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(table_bits)}
+    return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in shapes.values())

@@ -1,0 +1,243 @@
+"""The nearest-neighbour member ``{"baseline": "knn"}`` of a dense classification model.
+
+Step t's class probabilities come from the K nearest of the last WINDOW labelled steps (inputs
+scaled by the standard deviations of the inputs seen so far, Euclidean distance), each voting
+for its class with weight 1 / (distance + EPS), smoothed toward uniform by ALPHA:
+p(c) = (K' * votes(c) / sum(votes) + ALPHA) / (K' + ALPHA * C), K' = the neighbours found.
+A low-dimensional nonlinear boundary (River's Bananas) is what a small recurrent network
+updated once per step learns slowly and neighbours answer at once; Hedge weighs this member
+against the networks by log loss per stream, so where neighbours are poor (many or noisy
+features) the networks keep the weight. Before the first labelled step the member predicts
+what the ensemble's first network member predicts, with that member's loss.
+
+A step joins the window when its class comes with it and learn is on (the window is what this
+member learns). The window and the input statistics are per model when the model shares its
+weights (the default; streams join in batch order) and per stream otherwise; they are in the
+model or stream snapshot, so checkpoints and replays continue exactly. No exportable weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import hedge
+from .engine import CallStats
+
+WINDOW = 1000
+K = 10
+ALPHA = 0.1
+EPS = 1e-3
+
+
+def model_shapes(I: int) -> dict:
+    """The window and the input statistics (float64)."""
+    return {"inputs": (WINDOW, I), "classes": (WINDOW,),  # oldest first; the last `count`
+            "count": (),                                  # labelled steps seen (all time)
+            "input_mean": (I,), "input_m2": (I,)}
+
+
+def stream_shapes() -> dict:
+    return {"running": (2,), "steps": ()}
+
+
+def _fresh(shapes: dict) -> dict:
+    return {name: np.zeros(shape) for name, shape in shapes.items()}
+
+
+def predict_and_learn(m: dict, x: np.ndarray, y: np.ndarray | None, C: int):
+    """Probabilities [T, C] for T steps (NaN rows where no neighbour exists yet); with classes
+    ``y`` the steps join the window (and the statistics) one after the other, each predicted
+    before it joins. Updates ``m`` in place."""
+    T, I = x.shape
+    if T == 0:
+        return np.zeros((0, C))
+    n_old = int(min(m["count"], WINDOW))
+    pts = np.concatenate([m["inputs"][WINDOW - n_old:], x])            # [n_old + T, I]
+    cls = np.concatenate([m["classes"][WINDOW - n_old:], y if y is not None else np.zeros(T)])
+    # the input statistics before each step: Welford carried in closed form over the chunk
+    n0, mean0, m20 = float(m["count"]), m["input_mean"], m["input_m2"]
+    if y is not None:
+        d = x - mean0
+        s1, s2 = np.cumsum(d, 0), np.cumsum(d * d, 0)
+        n = n0 + np.arange(1, T + 1)[:, None]
+        m2_after = m20 + s2 - s1 * s1 / n
+        mean_after = mean0 + s1 / n
+        n_before = n0 + np.arange(T)[:, None]
+        m2_before = np.concatenate([m20[None], m2_after[:-1]])
+    else:
+        n_before = np.full((T, 1), n0)
+        m2_before = np.repeat(m20[None], T, 0)
+    var = m2_before / np.maximum(n_before - 1, 1)
+    inv = np.where((n_before >= 2) & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 1.0)
+    # squared scaled distances [T, n_old + T], by expansion
+    D = ((pts * pts) @ inv.T).T - 2 * (x * inv) @ pts.T + np.sum(x * x * inv, 1)[:, None]
+    D = np.maximum(D, 0.0)
+    pos = n_old + np.arange(T)[:, None]                                 # each query's position
+    j = np.arange(n_old + T)[None, :]
+    new = y is not None
+    usable = (j < pos) & (j >= pos - WINDOW) if new else (j < n_old)
+    D = np.where(usable, D, np.inf)
+    k = min(K, D.shape[1])
+    probs = np.full((T, C), np.nan)
+    if k:
+        idx = np.argpartition(D, k - 1, axis=1)[:, :k] if k < D.shape[1] else \
+            np.broadcast_to(np.arange(D.shape[1]), (T, D.shape[1]))
+        dist = np.sqrt(np.take_along_axis(D, idx, 1))
+        found = np.isfinite(dist)
+        w = np.where(found, 1.0 / (dist + EPS), 0.0)
+        votes = np.zeros((T, C))
+        np.add.at(votes, (np.repeat(np.arange(T), k), cls[idx].astype(np.int64).ravel()),
+                  w.ravel())
+        kk = found.sum(1)[:, None].astype(np.float64)
+        total = votes.sum(1, keepdims=True)
+        p = (kk * votes / np.where(total > 0, total, 1.0) + ALPHA) / (kk + ALPHA * C)
+        probs = np.where(kk > 0, p, np.nan)
+    if new:
+        keep = np.concatenate([m["inputs"], x])[-WINDOW:]
+        m["inputs"][:] = keep
+        m["classes"][:] = np.concatenate([m["classes"], y])[-WINDOW:]
+        m["count"] = np.float64(n0 + T)
+        m["input_mean"], m["input_m2"] = mean_after[-1].copy(), m2_after[-1].copy()
+    return probs
+
+
+class Neighbours:
+    """k nearest neighbours for every stream of a dense classification model."""
+
+    kind = "knn"
+    num_parameters = 0
+
+    def __init__(self, input_size: int, num_classes: int, shared: bool, dtype=np.float32):
+        self.I, self.C, self.shared = input_size, num_classes, shared
+        self.dtype = np.dtype(dtype)
+        self._model = _fresh(model_shapes(input_size)) if shared else None
+        self._streams: dict = {}
+        self.last_call = CallStats()
+
+    def param_layout(self):
+        return []
+
+    def has_stream(self, sid) -> bool:
+        return sid in self._streams
+
+    def _shapes(self) -> dict:
+        return stream_shapes() if self.shared else {**stream_shapes(), **model_shapes(self.I)}
+
+    def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
+        x, lengths = batch["inputs"][..., :self.I].astype(np.float64), batch["lengths"]
+        labelled = batch["learn"] != 2
+        learn = batch["learn"] == 1
+        B, T = lengths.shape[0], x.shape[1]
+        probs = np.full((B, T, self.C), np.nan)
+        for b, sid in enumerate(stream_ids):
+            s = self._streams.get(sid) or _fresh(self._shapes())
+            n = int(lengths[b])
+            y = batch["tclass"][b, :n].astype(np.float64) if learn else None
+            probs[b, :n] = predict_and_learn(self._model if self.shared else s, x[b, :n], y, self.C)
+            self._streams[sid] = s
+        known = np.isfinite(probs).all(axis=2)
+        if labelled:
+            chosen = np.take_along_axis(probs, batch["tclass"][..., None].astype(np.int64), 2)[..., 0]
+            losses = -np.log(np.maximum(chosen, 1e-300))
+        else:
+            losses = np.full((B, T), np.nan)
+        preds = np.where(known[..., None], probs, fallback_preds)
+        losses = np.where(known, losses, fallback_losses)
+        active = np.arange(T)[None, :] < lengths[:, None]
+        preds = np.where(active[..., None], preds, np.nan)
+        losses = np.where(active, losses, np.nan)
+        for b, sid in enumerate(stream_ids):
+            s = self._streams[sid]
+            hedge._running(s["running"][None], losses[b:b + 1])
+            s["steps"] = np.float64(s["steps"] + lengths[b])
+        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        return preds.astype(self.dtype), losses.astype(self.dtype)
+
+    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
+        return fallback
+
+    # weights: none ----------------------------------------------------------------------
+    def state_dict(self, stream_id=None) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        self._flatten(d)
+
+    def _flatten(self, d: dict):
+        if d:
+            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline knn, which "
+                             "has no weights")
+
+    def _theta(self, stream_id=None):
+        return None
+
+    def weight_norm(self, stream_id=None) -> float:
+        return 0.0
+
+    def statistics_layout(self) -> list:
+        return []
+
+    def statistics(self, stream_id=None) -> dict:
+        return {}
+
+    # streams ----------------------------------------------------------------------------
+    def reset_stream(self, sid):
+        self._known(sid)
+        self._streams[sid] = _fresh(self._shapes())
+
+    def drop_stream(self, sid):
+        self._known(sid)
+        del self._streams[sid]
+
+    def stream_stats(self, sid) -> dict:
+        s = self._known(sid)
+        running, has = s["running"]
+        return {"steps": int(s["steps"]), "updates": 0,
+                "running_loss": float(running) if has else float("nan"),
+                "gradient_norm": 0.0, "skipped_updates": 0}
+
+    def snapshot_stream(self, sid) -> dict:
+        return {name: np.array(a) for name, a in self._known(sid).items()}
+
+    def restore_stream(self, sid, d: dict):
+        self._streams[sid] = self._checked(d, self._shapes(), "stream snapshot")
+
+    def snapshot_model(self) -> dict:
+        return {name: np.array(a) for name, a in self._model.items()} if self.shared else {}
+
+    def restore_model(self, d: dict):
+        if not self.shared:
+            if d:
+                raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
+                                 "baseline knn of a per-stream model, which keeps its window "
+                                 "per stream")
+            return
+        self._model = self._checked(d, model_shapes(self.I), "model snapshot")
+
+    def _checked(self, d: dict, shapes: dict, what: str) -> dict:
+        out = {}
+        for name, shape in shapes.items():
+            a = d.get(name)
+            if a is None or np.shape(a) != shape:
+                raise ValueError(f"{what} field {name} of the baseline knn is missing or not of "
+                                 f"shape {shape}: the snapshot is not of this model")
+            out[name] = np.array(a, dtype=np.float64)
+        extra = sorted(set(d) - set(shapes))
+        if extra:
+            raise ValueError(f"{what} field(s) {', '.join(extra)} are not of the baseline knn")
+        if not all(np.all(np.isfinite(a)) for a in out.values()):
+            raise ValueError(f"{what} of the baseline knn holds NaN or Inf")
+        if "classes" in out and not np.all((out["classes"] >= 0) & (out["classes"] < self.C)
+                                           & (out["classes"] == np.round(out["classes"]))):
+            raise ValueError(f"{what} of the baseline knn holds a class outside 0..{self.C - 1}")
+        return out
+
+    def _known(self, sid) -> dict:
+        if sid not in self._streams:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return self._streams[sid]
+
+
+def memory_per_stream(input_size: int, shared: bool) -> int:
+    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(input_size)}
+    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())

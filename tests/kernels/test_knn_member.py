@@ -1,0 +1,130 @@
+"""The nearest-neighbour member ({"baseline": "knn"}) of a dense classifier: its probabilities
+equal the plain-Python reference (the first network member's before any labelled step; window
+eviction, ragged lengths, one-step chunks, learn=False and unlabelled chunks); Hedge moves to it
+on a nonlinear 2-D boundary; snapshots (shared and per stream) continue exactly; refusals; the
+default for dense classifiers."""
+
+import numpy as np
+import pytest
+
+from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
+from rnnstream.service.engine import neighbours
+from tests.reference.neighbours import NeighboursReference
+
+KNN = {"baseline": "knn"}
+
+
+def knn_spec(**kw):
+    fields = dict(input_size=2, num_classes=3, cell="lstm", hidden_sizes=(4,), tbptt_k1=1,
+                  tbptt_k2=2, lr=1e-2, members=({}, KNN))
+    fields.update(kw)
+    return Spec(**fields)
+
+
+def test_member_equals_the_reference(monkeypatch):
+    monkeypatch.setattr(neighbours, "WINDOW", 25)  # so the window fills and evicts
+    rng = np.random.default_rng(4)
+    B, C, I = 2, 3, 2
+    member = neighbours.Neighbours(I, C, shared=False)
+    refs = [NeighboursReference(C, 25, neighbours.K, neighbours.ALPHA, neighbours.EPS)
+            for _ in range(B)]
+    sentinel = 1.0 / 7
+    for T, lengths, mode in [(1, (1, 1), 1), (12, (12, 5), 1), (1, (1, 1), 1), (20, (20, 20), 0),
+                             (30, (30, 17), 1), (6, (6, 6), 2), (15, (15, 15), 1)]:
+        x = rng.standard_normal((B, T, I)) * [1.0, 30.0]  # unequal scales: the scaling matters
+        cls = (x[..., 0] * x[..., 1] > 0).astype(np.int64) + (x[..., 0] > 1)
+        batch = {"inputs": x.astype(np.float32), "tclass": cls, "learn": mode,
+                 "lengths": np.array(lengths, dtype=np.int64)}
+        fallback = np.full((B, T, C), sentinel, dtype=np.float32)
+        preds, losses = member.step(["a", "b"], batch, fallback, np.full((B, T), 9.0, np.float32))
+        for b in range(B):
+            for t in range(lengths[b]):
+                xt = x[b, t].astype(np.float32).astype(np.float64).tolist()
+                want = refs[b].predict(xt)
+                if want is None:
+                    np.testing.assert_array_equal(preds[b, t], np.float32(sentinel))
+                    assert losses[b, t] == 9.0
+                else:
+                    np.testing.assert_allclose(preds[b, t], want, rtol=1e-5)
+                    if mode == 2:
+                        assert np.isnan(losses[b, t])
+                    else:
+                        np.testing.assert_allclose(losses[b, t], -np.log(want[cls[b, t]]),
+                                                   rtol=1e-5)
+                if mode == 1:
+                    refs[b].learn(xt, int(cls[b, t]))
+            assert np.isnan(preds[b, lengths[b]:]).all()
+    for b, sid in enumerate("ab"):
+        assert member.stream_stats(sid)["steps"] == 1 + 12 + 1 + 20 + 30 + 6 + 15 - (7 + 13) * b
+        assert member.snapshot_stream(sid)["count"] == (1 + 12 + 1 + 30 + 15 if b == 0
+                                                        else 1 + 5 + 1 + 17 + 15)
+
+
+def circle_chunks(n_chunks, T, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_chunks):
+        x = rng.uniform(-2, 2, (1, T, 2)).astype(np.float32)
+        out.append({"inputs": x, "target_classes": (np.hypot(x[..., 0], x[..., 1]) > 1.2)
+                    .astype(np.int64)})
+    return out
+
+
+def test_hedge_moves_to_the_neighbours_on_a_nonlinear_boundary():
+    ens = make_engine(knn_spec(num_classes=2))
+    for c in circle_chunks(30, 32, seed=1):
+        ens.step(["s"], **c)
+    members = ens.stream_stats("s")["members"]
+    assert members[1]["weight"] > 0.9
+    assert members[1]["running_loss"] < 0.5 * members[0]["running_loss"]
+
+
+@pytest.mark.parametrize("sharing", ["shared", "per_stream"])
+def test_snapshots_continue_exactly_reset_drop(sharing):
+    spec = knn_spec(num_classes=2, sharing=sharing)
+    one = EnsembleEngine(spec)
+    chunks = circle_chunks(4, 16, seed=2)
+    one.step(["s"], **chunks[0])
+    snap, model = one.snapshot_stream("s"), one.snapshot_model()
+    assert ("members.1.inputs" in model) == (sharing == "shared")
+    assert ("members.1.inputs" in snap) == (sharing == "per_stream")
+    two = EnsembleEngine(spec)
+    two.restore_model(model)
+    two.restore_stream("s", snap)
+    for c in chunks[1:]:
+        for got, want in zip(two.step(["s"], **c), one.step(["s"], **c)):
+            np.testing.assert_array_equal(got, want)
+    assert two.stream_stats("s") == one.stream_stats("s")
+    one.reset_stream("s")
+    assert one.stream_stats("s")["members"][1]["index"] == 1
+    one.drop_stream("s")
+    assert not one.members[1].has_stream("s")
+    where = snap if sharing == "per_stream" else model
+    broken = dict(where, **{"members.1.classes": np.full(neighbours.WINDOW, 5.0)})
+    with pytest.raises(ValueError, match="class outside"):
+        if sharing == "per_stream":
+            two.restore_stream("u", broken)
+        else:
+            two.restore_model(broken)
+    assert not two.members[1].has_stream("u")
+    assert memory_per_stream(spec) > memory_per_stream(spec.member_spec(0))
+
+
+@pytest.mark.parametrize("change,words", [
+    (dict(num_classes=0, output_size=1), "dense classification model"),
+    (dict(vocab_size=3, num_classes=3, input_size=0, target_mode="next_input"),
+     "dense classification model"),
+    (dict(members=({}, dict(KNN, seed=3))), "sets only 'baseline'"),
+])
+def test_refusals(change, words):
+    with pytest.raises(ValueError) as info:
+        make_engine(knn_spec(**change))
+    assert words in str(info.value)
+
+
+def test_dense_classifiers_given_their_shape_run_the_neighbours():
+    spec = Spec(input_size=3, num_classes=2)
+    assert len(spec.members) == 5 and spec.members[-1] == KNN
+    assert KNN not in Spec(input_size=3, output_size=1).members
+    assert Spec(input_size=3, num_classes=2, cell="gru").members == ()
+    assert Spec.from_dict(spec.to_dict()).members == spec.members

@@ -19,7 +19,7 @@ import numpy as np
 from rnnstream.service import batcher, memory
 from rnnstream.service.config import Config
 from rnnstream.service.convert import check_id, shown, spec_kwargs, validate_stream_id
-from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
+from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_model, memory_per_stream
 from rnnstream.service.engine.layout import build_layout
 from rnnstream.service.errors import ServiceError, exhausted, invalid, not_found
 from rnnstream.service.metrics import Metrics
@@ -55,7 +55,8 @@ class ModelHost:
         self.name = spec.name
         self.serial = SerialEngine(pool)  # every engine call goes through here
         shared = spec.sharing == "shared"
-        self.model_bytes = memory.model_bytes(engine.num_parameters, shared)  # for the memory budget
+        # for the memory budget: weights and optimizer state, and what baseline members keep per model
+        self.model_bytes = memory.model_bytes(engine.num_parameters, shared) + memory_per_model(spec)
         self.stream_bytes = memory.stream_bytes(engine, memory_per_stream(spec))
         self.metrics = metrics  # ModelMetrics: this model's series
         self.spec = spec
@@ -162,13 +163,13 @@ class Registry:
         members = [spec.member_spec(k) for k in spec.network_members()] if getattr(spec, "members", None) else [spec]
         P = sum(build_layout(m).num_parameters for m in members)
         # shared: weights, both moments and the start template; per stream: the template alone
-        model_bytes = 4 * P * (4 if spec.sharing == "shared" else 1) + 4096
+        model_bytes = 4 * P * (4 if spec.sharing == "shared" else 1) + memory_per_model(spec) + 4096
         limit = self.store.max_blob_bytes
         for what, size in (("the model's snapshot", model_bytes), ("one stream's snapshot", stream_bytes + 4096)):
             if size > limit:
                 raise exhausted(f"{what} would take {size} bytes, over the store's limit of {limit} bytes per "
                                 f"value; this model has {P} parameters: make it smaller")
-        return memory.model_bytes(P, spec.sharing == "shared")
+        return memory.model_bytes(P, spec.sharing == "shared") + memory_per_model(spec)
 
     async def delete(self, name: str) -> None:
         host = self.get(name)

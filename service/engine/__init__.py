@@ -8,8 +8,8 @@
 two or more members; both have the same interface.
 """
 from .engine import CallStats, Engine, SKIP_REASONS, warm_up
-from .ensemble import EnsembleCallStats, EnsembleEngine, make_engine, memory_per_stream
+from .ensemble import EnsembleCallStats, EnsembleEngine, make_engine, memory_per_model, memory_per_stream
 from .spec import Spec
 
 __all__ = ["Spec", "Engine", "EnsembleEngine", "make_engine", "CallStats", "EnsembleCallStats",
-           "SKIP_REASONS", "memory_per_stream", "warm_up"]
+           "SKIP_REASONS", "memory_per_model", "memory_per_stream", "warm_up"]

@@ -184,6 +184,11 @@ def _checked(d: dict, shapes: dict, what: str) -> dict:
     return out
 
 
+def memory_per_model(shared: bool, table_bits: int) -> int:
+    """Bytes the model keeps once: the statistics table and mixer, when streams share them."""
+    return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in model_shapes(table_bits).values()) if shared else 0
+
+
 def memory_per_stream(shared: bool, table_bits: int) -> int:
     shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(table_bits)}
     return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in shapes.values())

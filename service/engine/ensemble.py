@@ -48,6 +48,19 @@ def make_engine(spec: Spec, dtype=np.float32):
     return EnsembleEngine(spec, dtype)
 
 
+# what a member keeps once per model beside network weights (the rest keep nothing there)
+_BASELINE_MODEL_MEMORY = {"context": lambda spec: context.memory_per_model(spec.sharing != "per_stream",
+                                                                          spec.context_table_bits),
+                          "knn": lambda spec: neighbours.memory_per_model(spec.input_size,
+                                                                          spec.sharing != "per_stream")}
+
+
+def memory_per_model(spec: Spec) -> int:
+    """Bytes the baseline members keep per model (a shared context table, a shared window)."""
+    return sum(_BASELINE_MODEL_MEMORY.get(spec.members[k]["baseline"], lambda s: 0)(spec)
+               for k in range(len(spec.members)) if spec.is_baseline(k))
+
+
 def memory_per_stream(spec: Spec) -> int:
     """Bytes one stream holds: every member's share plus its Hedge state."""
     if not spec.members:

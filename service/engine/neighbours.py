@@ -238,6 +238,11 @@ class Neighbours:
         return self._streams[sid]
 
 
+def memory_per_model(input_size: int, shared: bool) -> int:
+    """Bytes the model keeps once: the window and input statistics, when streams share them."""
+    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in model_shapes(input_size).values()) if shared else 0
+
+
 def memory_per_stream(input_size: int, shared: bool) -> int:
     shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(input_size)}
     return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())

@@ -74,3 +74,24 @@ def test_a_model_that_does_not_fit_and_the_model_limit_are_refused(start_server)
     else:
         raise AssertionError("a third model was accepted with max_models=2")
 
+
+
+def test_a_byte_models_context_table_counts_against_the_budget(start_server):
+    # A shape-only byte model gets the context-mixing member, whose shared table (2^12 slots
+    # here) is model memory beside the network's weights: counted at create and while held.
+    srv = start_server()
+    stub, registry = srv.stub, srv.server.registry
+    byte_spec = dict(vocab_size=256, num_classes=256, target_mode=pb.TARGET_MODE_NEXT_INPUT, context_table_bits=12)
+    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name="bytes", **byte_spec)))
+    host = registry.hosts["bytes"]
+    assert [m.get("baseline") for m in host.spec.members if m.get("baseline")] == ["context"]
+    table = 4 * (1 << 12)
+    assert host.model_bytes >= 4 * host.engine.num_parameters * 4 + table
+    # room for everything but the table: refused, naming the budget; nothing created
+    need_without_table = host.model_bytes - table + host.stream_bytes
+    registry.memory_budget = registry.memory_used() + need_without_table + table // 2
+    assert code_of(stub.CreateModel, pb.CreateModelRequest(spec=pb.ModelSpec(name="bytes-2", **byte_spec))) == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "bytes-2" not in registry.hosts
+    registry.memory_budget = registry.memory_used() + host.model_bytes + host.stream_bytes + table
+    stub.CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(name="bytes-2", **byte_spec)))

@@ -160,6 +160,10 @@ class Spec:
                 self.members += AUTO_CLASS_BASELINES
             if shape_only and self.context_fits() and cpu:
                 self.members = ({},) + AUTO_TOKEN_BASELINES
+        if len(self.members) >= 2 and not self.hedge_rate:
+            # named, so a stored model keeps its rate when the measured default changes
+            from .hedge import default_rate
+            self.hedge_rate = default_rate(self.classify)
         if not self.context_table_bits and any(isinstance(m, dict) and m.get("baseline") == "context"
                                                for m in self.members):
             self.context_table_bits = CONTEXT_TABLE_BITS

@@ -1,6 +1,7 @@
 """The learning options of issue #9 through the SDK and a real server: the measured default
 a shape-only spec gets, ensembles, and late labels."""
 import numpy as np
+import pytest
 
 
 def test_a_shape_only_model_gets_the_measured_default_and_says_so(client, name):
@@ -11,6 +12,7 @@ def test_a_shape_only_model_gets_the_measured_default_and_says_so(client, name):
     assert abs(spec["lr"] - 0.01) < 1e-9  # the effective rate, not 0 for "unset"
     assert spec["linear_skip"] is True and spec["output_taps"] == [1]
     assert spec["normalize"] == "shared" and len(spec["members"]) == 6
+    assert spec["hedge_rate"] == pytest.approx(0.35)  # the rate in effect is named, so a stored model keeps it
     assert spec["members"][-2:] == [{"baseline": "last_target"},  # persistence, level series
                                     {"baseline": "seasonal"}]      # seasonal naive
     rng = np.random.default_rng(0)

@@ -1,0 +1,91 @@
+"""A replica whose lease was taken cannot write: two real replicas on one PostgreSQL.
+
+Replica A serves a stream, then is paused (SIGSTOP) past its lease; replica B takes the
+stream over from the store and goes on. When A wakes up, whatever it still holds for that
+stream is fenced off: the stored stream stays B's, bit for bit, and A refuses the stream's
+chunks while B holds it.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
+from rnnstream.service.store_postgres import PostgresStore
+from tests.scaleout.cluster import start_replicas, stop
+from tests.scaleout.test_store_postgres import _fresh_db
+from tests.service.conftest import engine_run, make_chunks, make_spec, request, weights
+
+LEASE_TTL_S = 1.5
+
+
+def _wait_durable(stub, seq: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while stub.GetStream(pb.GetStreamRequest(model="m", stream_id="s"), timeout=10).durable_seq < seq:
+        assert time.monotonic() < deadline, f"no checkpoint reached seq {seq}"
+        time.sleep(0.05)
+
+
+def test_a_replica_whose_lease_was_taken_cannot_write(postgres, tmp_path):
+    url = _fresh_db(postgres)
+    spec = make_spec("m", hidden_sizes=[4], sharing=pb.SHARING_PER_STREAM)
+    chunks = make_chunks(8, 4)
+    other = make_chunks(8, 4, seed=99)
+    parts = []
+    try:
+        parts += start_replicas(2, url, tmp_path, "--checkpoint-interval-s", "0.2", "--lease-ttl-s", str(LEASE_TTL_S),
+                                "--workers", "1")
+        a, b = parts
+        a.stub.CreateModel(pb.CreateModelRequest(spec=spec), timeout=30)  # b loads it from the store on first use
+        for seq in range(1, 5):
+            a.stub.Predict(request("m", "s", seq, *chunks[seq - 1]), timeout=30)
+        _wait_durable(a.stub, 4)
+
+        # B cannot take a stream A serves: its open waits for the lease, then says who has it
+        with pytest.raises(grpc.RpcError) as refused:
+            b.stub.Predict(request("m", "s", 5, *chunks[4]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "lease" in refused.value.details()
+
+        a.proc.send_signal(signal.SIGSTOP)  # paused past its lease
+        time.sleep(LEASE_TTL_S + 0.5)
+        for seq in range(5, 7):  # B takes the stream over from A's last checkpoint
+            resp = b.stub.Predict(request("m", "s", seq, *chunks[seq - 1]), timeout=30)
+            assert resp.acked_seq == seq and not resp.duplicate
+        _wait_durable(b.stub, 6)
+
+        a.proc.send_signal(signal.SIGCONT)
+        # A still holds the stream in memory at seq 4, unless its renewal already dropped it: a
+        # different chunk 5 is either applied there and fenced off at A's checkpoint, or refused
+        try:
+            a.stub.Predict(request("m", "s", 5, *other[4]), timeout=30)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        time.sleep(3 * 0.2 + LEASE_TTL_S)  # A's checkpoints and renewals had their chance
+
+        reader = PostgresStore(url, owner="test-reader")
+        try:
+            stored = reader.run(reader.load_stream, "m", "s")
+        finally:
+            reader.close()
+        assert stored.acked_seq == 6 and stored.stats["steps"] == 24
+        engine, _ = engine_run(spec, {"s": chunks[:6]})
+        want = engine.state_dict("s")
+        got = weights(b.stub, "m", "s")
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+        # and A, now knowing B has the lease, refuses the stream's chunks rather than apply them
+        with pytest.raises(grpc.RpcError) as fenced:
+            a.stub.Predict(request("m", "s", 7, *chunks[6]), timeout=30)
+        assert fenced.value.code() == grpc.StatusCode.UNAVAILABLE and "lease" in fenced.value.details()
+        log = (tmp_path / "replica0.log").read_text()
+        assert "taken over" in log or "lease lost" in log
+    finally:
+        for p in parts:
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGCONT)
+        stop(parts)

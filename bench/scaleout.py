@@ -1,13 +1,13 @@
 """Scale-out: replicas behind nginx on one PostgreSQL store, measured in one run.
 
-    python -m bench.scaleout [--replicas 1 2 3] [--streams 24] [--seconds 8] [--steps 16]
-                             [--failover-streams 60] [--quality-chunks 60] [--out bench/results/scaleout.md]
+    python -m bench.scaleout [--replicas 1 2 3] [--streams 24] [--seconds 8] [--steps 64] [--hidden 64]
+                             [--failover-streams 60] [--quality-chunks 40] [--out bench/results/scaleout.md]
 
 Everything runs for real on loopback (tests/scaleout/cluster.py): PostgreSQL, N replicas
 (``python -m rnnstream.service --store postgresql://... --workers 1``) and nginx rendered from
 deploy/nginx/nginx.conf.
 
-1. Throughput: for N in --replicas, a PER_STREAM model (LSTM H=32, input 4, TBPTT(16, 16),
+1. Throughput: for N in --replicas, a PER_STREAM model (LSTM H=--hidden, input 4, TBPTT(16, 16),
    Adam); --streams SDK sessions through the proxy, each sending a chunk, waiting for its answer
    and sending the next. Steps/s over the timed part, and per-replica efficiency
    throughput(N) / (N x throughput(1)), also against min(N, cores), since N replicas cannot
@@ -39,11 +39,12 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from tests.scaleout.cluster import Nginx, Postgres, start_replicas, stop
 
-INPUT, HIDDEN = 4, 32
+INPUT = 4
+HIDDEN = [32]  # --hidden sets it
 
 
 def _spec(name: str, sharing) -> pb.ModelSpec:
-    return pb.ModelSpec(name=name, cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=1,
+    return pb.ModelSpec(name=name, cell=pb.CELL_LSTM, hidden_sizes=HIDDEN, input_size=INPUT, output_size=1,
                         algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16, sharing=sharing, seed=7,
                         optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=0.01))
 
@@ -85,15 +86,19 @@ async def _load(address: str, model: str, streams: int, steps: int, seconds: flo
     return done_steps[0] / seconds
 
 
-def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args) -> float:
-    db = f"tp{n}_{os.getpid()}"
+def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args, direct: bool = False) -> float:
+    """Steps/s of ``n`` replicas through nginx (``direct``: one replica, no proxy in between)."""
+    db = f"tp{n}{'d' if direct else ''}_{os.getpid()}"
     url = _new_db(pg, db)
     parts = []
     try:
         parts += start_replicas(n, url, workdir / db, "--workers", "1", "--checkpoint-interval-s", "2")
-        parts.append(Nginx([r.port for r in parts]))
-        _create(parts[-1].address, _spec("tp", pb.SHARING_PER_STREAM))
-        return asyncio.run(_load(parts[-1].address, "tp", args.streams, args.steps, args.seconds, warmup=2.0))
+        address = f"127.0.0.1:{parts[0].port}"
+        if not direct:
+            parts.append(Nginx([r.port for r in parts]))
+            address = parts[-1].address
+        _create(address, _spec("tp", pb.SHARING_PER_STREAM))
+        return asyncio.run(_load(address, "tp", args.streams, args.steps, args.seconds, warmup=2.0))
     finally:
         stop(parts)
 
@@ -136,16 +141,22 @@ async def _failover(replicas, address: str, streams: int, steps: int) -> list[fl
         sids = [f"fo{i}" for i in range(streams)]
         tasks = [asyncio.create_task(one(client, sid, i)) for i, sid in enumerate(sids)]
         await asyncio.sleep(3.0)
-        held = []
-        for r in replicas:
-            held.append([sid for sid in sids if r.stub.GetStream(
-                pb.GetStreamRequest(model="fo", stream_id=sid), timeout=10).in_memory])
+        held = [[sid for sid in sids if await asyncio.to_thread(_in_memory, r, sid)] for r in replicas]
         victim = int(np.argmax([len(h) for h in held]))
         replicas[victim].proc.send_signal(signal.SIGKILL)
         killed_at.append(time.monotonic())
         stop_after[0] = time.monotonic() + 15.0
         await asyncio.gather(*tasks)
     return sorted(first[sid] for sid in held[victim] if sid in first)
+
+
+def _in_memory(replica, sid: str) -> bool:
+    try:
+        return replica.stub.GetStream(pb.GetStreamRequest(model="fo", stream_id=sid), timeout=10).in_memory
+    except grpc.RpcError as err:  # never held there, not checkpointed yet
+        if err.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return False
 
 
 def quality(pg: Postgres, workdir: pathlib.Path, args) -> tuple[float, float]:
@@ -197,27 +208,33 @@ def main(argv=None) -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--streams", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--failover-streams", type=int, default=60)
-    parser.add_argument("--lease-ttl-s", type=float, default=3.0)
+    parser.add_argument("--lease-ttl-s", type=float, default=2.0)
     parser.add_argument("--quality-streams", type=int, default=12)
-    parser.add_argument("--quality-chunks", type=int, default=60)
+    parser.add_argument("--quality-chunks", type=int, default=40)
     parser.add_argument("--share-interval-s", type=float, default=2.0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "failover", "quality"])
     parser.add_argument("--out", default="bench/results/scaleout.md")
     args = parser.parse_args(argv)
+    HIDDEN[:] = [args.hidden]
     cores = len(os.sched_getaffinity(0))
     lines = [f"# bench/scaleout ({platform.node()}, {cores} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
              "", f"command: python -m bench.scaleout {' '.join(argv or __import__('sys').argv[1:])}", ""]
+    lines += [f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (the box is shared)", ""]
     pg = Postgres()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="rnnstream-bench-scaleout-"))
     try:
         if "throughput" not in args.skip:
+            direct = throughput(pg, workdir, 1, args, direct=True)
             rates = {n: throughput(pg, workdir, n, args) for n in args.replicas}
             base = rates.get(1)
             lines += ["## Throughput through nginx", "",
-                      f"{args.streams} streams, chunks of {args.steps} steps, LSTM H={HIDDEN} TBPTT(16,16) Adam, "
-                      "PER_STREAM, --workers 1 per replica; the load generator runs on the same cores.", "",
+                      f"{args.streams} streams, chunks of {args.steps} steps, LSTM H={HIDDEN[0]} TBPTT(16,16) Adam, "
+                      "PER_STREAM, --workers 1 per replica; the load generator runs on the same cores. "
+                      f"Peer: 1 replica without the proxy, {direct:,.0f} steps/s"
+                      + (f" (1 replica through nginx: {base / direct:.2f}x of it)." if base else "."), "",
                       "| replicas | steps/s | vs 1 replica | efficiency (N x 1) | efficiency (min(N, cores) x 1) |",
                       "| ---: | ---: | ---: | ---: | ---: |"]
             for n, rate in rates.items():

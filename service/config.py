@@ -69,7 +69,7 @@ class Config:
     metrics_token_file: str = ""          # set: a scrape needs "Authorization: Bearer <token>"
     data_dir: str = "./rnnstream-data"
     store: str = ""                       # "": SQLite in data_dir; postgresql://...: shared by replicas
-    lease_ttl_s: float = 3.0              # shared store: a stream's lease; failover waits at most this
+    lease_ttl_s: float = 2.0              # shared store: a stream's lease; failover waits at most this
     share_interval_s: float = 10.0        # shared store: weight rounds of SHARED models; 0: none
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints

@@ -52,7 +52,8 @@ class LeaseKeeper:
                                    f"stream {stream_id!r} of model {model!r} is served by replica {owner} (its lease "
                                    f"has {left_ms} ms left); retry, the proxy sends the stream back to it or, if "
                                    "it died, this replica takes the stream over when the lease expires")
-            await asyncio.sleep(min(0.1 + left_ms / 1000, 0.25, max(0.0, deadline - time.monotonic())))
+            # until the holder's lease runs out (the database said when), then try again
+            await asyncio.sleep(min(0.02 + left_ms / 1000, max(0.0, deadline - time.monotonic())))
 
     def forget(self, model: str, stream_id: str) -> None:
         """The stream left memory: release its lease at the next renewal. Releases go to the

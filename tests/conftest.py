@@ -39,8 +39,10 @@ NEEDS = {
 
 
 def _have(tool: str) -> bool:
-    # Debian's postgresql keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin
-    return shutil.which(tool) is not None or any(pathlib.Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"))
+    # Debian puts nginx in /usr/sbin and keeps PostgreSQL's initdb off PATH, under
+    # /usr/lib/postgresql/<version>/bin; tests/scaleout/cluster.py looks there too
+    return (shutil.which(tool) is not None or pathlib.Path("/usr/sbin", tool).exists()
+            or any(pathlib.Path("/usr/lib/postgresql").glob(f"*/bin/{tool}")))
 
 
 def missing_tools() -> list[str]:

@@ -165,6 +165,7 @@ class Nginx:
 def start_replicas(n: int, store_url: str, workdir: pathlib.Path, *flags: str) -> list[ServerProcess]:
     """``n`` replicas on the shared store, each with its own (unused) data dir and log."""
     replicas = []
+    workdir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         replicas.append(ServerProcess(workdir / f"replica{i}", "--store", store_url, "--metrics-port", "-1", *flags,
                                       log_path=workdir / f"replica{i}.log"))

@@ -107,6 +107,7 @@ class Registry:
         engine.restore_model(state)
         host = self._add(spec, engine, stored.created_unix_ms)
         host.steps, host.updates = steps, updates
+        host.round_base_updates = updates  # shared-weight rounds count this replica's updates from here
         log.info("loaded model %s", spec.name)
         return host
 
@@ -191,15 +192,29 @@ class Registry:
 
     async def delete(self, name: str) -> None:
         host = self.get(name)
-        del self.hosts[name]
-        host.closed = True
-        host.wake.set()
-        batcher.fail_queued(host, not_found(f"model {name!r} was deleted"))
-        for _ in host.sessions:
-            self.metrics.evictions.labels("model_deleted").inc()
-        host.sessions.clear()
+        self._remove(host)
         await self.store.call(self.store.delete_model, name)
         self.metrics.forget_model(name)
+
+    def _remove(self, host: ModelHost) -> None:
+        del self.hosts[host.name]
+        host.closed = True
+        host.wake.set()
+        batcher.fail_queued(host, not_found(f"model {host.name!r} was deleted"))
+        for sid in host.sessions:
+            self.metrics.evictions.labels("model_deleted").inc()
+            if self.leases is not None:
+                self.leases.forget(host.name, sid)
+        host.sessions.clear()
+
+    async def drop_deleted_models(self) -> None:
+        """Shared store: models another replica deleted leave this one's memory too."""
+        stored = set(await self.store.call(self.store.model_names))
+        for host in [h for name, h in list(self.hosts.items()) if name not in stored]:
+            if self.hosts.get(host.name) is host:
+                log.info("model %s was deleted on another replica; dropping it here", host.name)
+                self._remove(host)
+                self.metrics.forget_model(host.name)
 
     # -- memory budget --------------------------------------------------------------------
     def memory_used(self) -> int:

@@ -41,7 +41,7 @@ async def one_round(registry, host, round_no: int, grace_s: float) -> bool:
     combination; True when the weights changed."""
     store, engine = registry.store, host.engine
     updates_now = host.updates
-    made = updates_now - getattr(host, "round_base_updates", updates_now)
+    made = updates_now - getattr(host, "round_base_updates", 0)  # 0: created here, counted from its start
     snapshot = await host.serial.call(engine.state_dict, None)
     if made > 0:
         await store.call(store.put_round, host.name, round_no, made, snapshot)
@@ -63,15 +63,10 @@ async def one_round(registry, host, round_no: int, grace_s: float) -> bool:
 async def run(registry, interval_s: float) -> None:
     """Rounds for every SHARED model of this replica, forever (cancelled at shutdown)."""
     grace_s = min(1.0, interval_s / 4)
-    for host in registry.hosts.values():
-        host.round_base_updates = host.updates
     while True:
         round_no = int(time.time() // interval_s)
         await asyncio.sleep(max(0.0, (round_no + 1) * interval_s - time.time()))
         hosts = [h for h in list(registry.hosts.values()) if h.spec.sharing == "shared"]
-        for host in hosts:
-            if not hasattr(host, "round_base_updates"):  # loaded or created since the last round
-                host.round_base_updates = 0 if host.updates == 0 else host.updates
         results = await asyncio.gather(*(one_round(registry, h, round_no, grace_s) for h in hosts),
                                        return_exceptions=True)
         for host, result in zip(hosts, results):

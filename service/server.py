@@ -231,11 +231,13 @@ class Server:
 
     async def _renew_leases(self) -> None:
         """Every third of the lease time: extend this replica's leases; drop the streams whose
-        lease another replica took (a pause or a partition outlived it)."""
+        lease another replica took (a pause or a partition outlived it), and the models another
+        replica deleted."""
         while True:
             await asyncio.sleep(self.config.lease_ttl_s / 3)
             try:
                 lost = await self.registry.leases.renew()
+                await self.registry.drop_deleted_models()
             except Exception:
                 log.exception("renewing the stream leases failed; will retry")
                 continue

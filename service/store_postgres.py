@@ -145,8 +145,8 @@ class PostgresStore(StoreBase):
                                (name,)).fetchone()
         return None if row is None else StoredModel(row[0], json.loads(row[1]), row[2], unpack(row[3]))
 
-    def model_exists(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM models WHERE name = %s", (name,)).fetchone() is not None
+    def model_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM models").fetchall()]
 
     # -- streams --------------------------------------------------------------------------
     def load_stream(self, model: str, stream_id: str) -> StoredStream | None:

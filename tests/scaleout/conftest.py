@@ -1,4 +1,5 @@
-"""Fixtures of the scale-out tests: a real PostgreSQL server per module, started as an
+"""Fixtures of the scale-out tests: one real PostgreSQL server for the run (each test makes its
+own database), started as an
 unprivileged user when the tests run as root."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from tests.scaleout.cluster import Postgres
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres():
     pg = Postgres(fsync=False)  # the replicas' durability is under test, not the disk's
     yield pg

@@ -84,6 +84,18 @@ def test_a_replica_whose_lease_was_taken_cannot_write(postgres, tmp_path):
         assert fenced.value.code() == grpc.StatusCode.UNAVAILABLE and "lease" in fenced.value.details()
         log = (tmp_path / "replica0.log").read_text()
         assert "taken over" in log or "lease lost" in log
+
+        # a model deleted on one replica leaves the others too (within a lease renewal)
+        b.stub.DeleteModel(pb.DeleteModelRequest(name="m"), timeout=30)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                a.stub.GetModel(pb.GetModelRequest(name="m"), timeout=10)
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.NOT_FOUND
+                break
+            assert time.monotonic() < deadline, "replica A still serves a model deleted on B"
+            time.sleep(0.1)
     finally:
         for p in parts:
             if p.proc.poll() is None:

@@ -106,3 +106,20 @@ def test_a_round_combines_the_replicas_weighted_by_their_updates_once(postgres):
     finally:
         for s in (a, b, c):
             s.close()
+
+
+def test_an_unreachable_store_stops_the_start_with_one_line_and_no_password(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.service.conftest import REPO
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "rnnstream.service", "--port", "0", "--metrics-port", "-1",
+                           "--store", f"postgresql://u:SECRET@127.0.0.1:{port}/db"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open the store" in proc.stderr and f"127.0.0.1:{port}/db" in proc.stderr
+    assert "SECRET" not in proc.stderr + proc.stdout

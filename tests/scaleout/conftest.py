@@ -1,6 +1,5 @@
 """Fixtures of the scale-out tests: one real PostgreSQL server for the run (each test makes its
-own database), started as an
-unprivileged user when the tests run as root."""
+own database), started as an unprivileged user when the tests run as root."""
 from __future__ import annotations
 
 import pytest

@@ -1,8 +1,10 @@
 """Stream leases with fencing tokens, on a shared store: one replica at a time applies a stream.
 
-A replica takes a stream's lease when it opens the stream (waiting, bounded, while another
-live replica holds it), renews all of its leases in one statement every third of the lease
-time, and releases a lease when the stream leaves its memory. The fencing token of the lease
+A replica takes a stream's lease when it opens the stream, renews all of its leases in one
+statement every third of the lease time, and releases a lease when the stream leaves its
+memory. A replica asked for a stream another live replica holds (the proxy sends the stream
+there now: a replica came back or joined) marks the lease wanted and waits, bounded; the
+holder checkpoints the stream and releases it at its next renewal (a hand-off). The fencing token of the lease
 goes with every checkpoint of the stream, and the store writes the stream only while that
 token is current (``PostgresStore.checkpoint``): a replica that was paused or cut off past its
 lease, and whose streams another replica took, cannot overwrite them. It learns so at its next
@@ -39,8 +41,9 @@ class LeaseKeeper:
 
     async def acquire(self, model: str, stream_id: str) -> int:
         """The stream's fencing token, once its lease is ours. A lease another replica holds is
-        waited out (a dead replica stops renewing, so it expires within ``ttl_s``); one still
-        held after that is UNAVAILABLE, which the SDK retries."""
+        waited for: a dead replica stops renewing, so it expires within ``ttl_s``; a live one
+        hands the stream over at its next renewal. One still held after that is UNAVAILABLE,
+        which the SDK retries."""
         deadline = time.monotonic() + self.ttl_s + 1.0
         while True:
             token, owner, left_ms = await self.store.call(self.store.acquire_lease, model, stream_id, self.ttl_ms)
@@ -63,19 +66,20 @@ class LeaseKeeper:
         if token:
             self._release.append((model, stream_id, token))
 
-    async def renew(self) -> list[tuple[str, str]]:
-        """Release what was forgotten, extend the rest; the keys whose lease was taken over."""
+    async def renew(self) -> tuple[list, list]:
+        """Release what was forgotten, extend the rest: (the keys whose lease was taken over,
+        the keys another replica asked for)."""
         release, self._release = self._release, []
         held = dict(self.held)
         try:
-            lost = await self.store.call(self.store.renew_leases, self.ttl_ms, held, release)
+            lost, wanted = await self.store.call(self.store.renew_leases, self.ttl_ms, held, release)
         except BaseException:
             self._release = release + self._release
             raise
         for key in lost:
             if self.held.get(key) == held[key]:  # not re-taken meanwhile
                 del self.held[key]
-        return [key for key in lost if key not in self.held]
+        return [key for key in lost if key not in self.held], [key for key in wanted if key in self.held]
 
     async def release_all(self) -> None:
         """Shutdown, after the final checkpoint: every lease free for the other replicas now."""

@@ -519,6 +519,18 @@ class Registry:
         log.error("checkpoint of %s failed, it is NOT durable (the rest committed): %s", what, error)
         self.metrics.checkpoint_failures.inc()
 
+    async def hand_off(self, keys) -> None:
+        """Streams another replica asked for (the proxy sends them there now): checkpoint them,
+        drop them from memory and release their leases at once. A stream with chunks queued
+        stays until the next renewal."""
+        sessions = [self.hosts[m].sessions[s] for m, s in keys if m in self.hosts and s in self.hosts[m].sessions]
+        if not sessions:
+            return
+        log.info("handing %d stream(s) over to the replicas that asked for them", len(sessions))
+        await self.checkpoint(evict=sessions, reason="handed_off")
+        lost, _ = await self.leases.renew()  # the releases, now
+        self.lease_lost(lost)
+
     def lease_lost(self, keys) -> None:
         """Streams whose lease another replica holds now: out of memory, without a checkpoint
         (the store would refuse it); a later chunk here waits for the lease again."""

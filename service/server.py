@@ -231,19 +231,21 @@ class Server:
 
     async def _renew_leases(self) -> None:
         """Every third of the lease time: extend this replica's leases; drop the streams whose
-        lease another replica took (a pause or a partition outlived it), and the models another
-        replica deleted."""
+        lease another replica took (a pause or a partition outlived it); hand over the streams
+        another replica asked for; drop the models another replica deleted."""
         while True:
             await asyncio.sleep(self.config.lease_ttl_s / 3)
             try:
-                lost = await self.registry.leases.renew()
+                lost, wanted = await self.registry.leases.renew()
+                if lost:
+                    log.warning("%d stream lease(s) were taken over by other replicas; dropping those streams",
+                                len(lost))
+                    self.registry.lease_lost(lost)
+                if wanted:
+                    await self.registry.hand_off(wanted)
                 await self.registry.drop_deleted_models()
             except Exception:
                 log.exception("renewing the stream leases failed; will retry")
-                continue
-            if lost:
-                log.warning("%d stream lease(s) were taken over by other replicas; dropping those streams", len(lost))
-                self.registry.lease_lost(lost)
 
     async def stop(self) -> None:
         """NOT_SERVING, let queued chunks finish, end the calls, checkpoint everything, close."""

@@ -56,6 +56,7 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             owner TEXT NOT NULL,              -- the replica (its id) that may apply the chunks
             token BIGINT NOT NULL,            -- fencing token: +1 at every take-over
             expires_unix_ms BIGINT NOT NULL,  -- database clock; 0: released
+            wanted_by TEXT NOT NULL DEFAULT '',  -- a replica the proxy sends the stream to now
             PRIMARY KEY (model, stream_id)
         )""",
         "CREATE INDEX leases_owner ON leases (owner)",
@@ -213,20 +214,23 @@ class PostgresStore(StoreBase):
         """Take (or keep) the stream's lease: (token, "", 0); held by another replica and not
         expired: (0, its owner, milliseconds it has left)."""
         row = self._db.execute(
-            f"INSERT INTO leases VALUES (%s, %s, %s, 1, {_DB_NOW_MS} + %s) ON CONFLICT (model, stream_id) DO UPDATE "
-            "SET owner = excluded.owner, token = leases.token + 1, expires_unix_ms = excluded.expires_unix_ms "
-            f"WHERE leases.owner = excluded.owner OR leases.expires_unix_ms < {_DB_NOW_MS} RETURNING token",
-            (model, stream_id, self.owner, ttl_ms)).fetchone()
+            f"INSERT INTO leases VALUES (%s, %s, %s, 1, {_DB_NOW_MS} + %s, '') ON CONFLICT (model, stream_id) DO UPDATE "
+            "SET owner = excluded.owner, token = leases.token + 1, expires_unix_ms = excluded.expires_unix_ms, "
+            f"wanted_by = '' WHERE leases.owner = excluded.owner OR leases.expires_unix_ms < {_DB_NOW_MS} "
+            "RETURNING token", (model, stream_id, self.owner, ttl_ms)).fetchone()
         if row is not None:
             return row[0], "", 0
-        row = self._db.execute(f"SELECT owner, expires_unix_ms - {_DB_NOW_MS} FROM leases "
-                               "WHERE model = %s AND stream_id = %s", (model, stream_id)).fetchone()
+        # the holder lives: ask it to hand the stream over (it does at its next renewal)
+        row = self._db.execute(f"UPDATE leases SET wanted_by = %s WHERE model = %s AND stream_id = %s "
+                               f"RETURNING owner, expires_unix_ms - {_DB_NOW_MS}",
+                               (self.owner, model, stream_id)).fetchone()
         return (0, row[0], max(0, row[1])) if row else (0, "", 0)
 
     def renew_leases(self, ttl_ms: int, held: dict[tuple[str, str], int],
-                     release: list[tuple[str, str, int]]) -> list[tuple[str, str]]:
+                     release: list[tuple[str, str, int]]) -> tuple[list, list]:
         """Release ``release`` (model, stream_id, token), extend every lease this replica still
-        owns, and return the keys of ``held`` whose lease is no longer ours (taken over)."""
+        owns; (the keys of ``held`` whose lease is no longer ours, the keys another replica
+        asked for: the proxy sends those streams there now)."""
         with self._db.transaction():
             if release:
                 self._db.execute(
@@ -234,10 +238,11 @@ class PostgresStore(StoreBase):
                     "AS r(m, s, t) WHERE model = r.m AND stream_id = r.s AND token = r.t AND owner = %s",
                     ([m for m, _, _ in release], [s for _, s, _ in release], [t for _, _, t in release], self.owner))
             rows = self._db.execute(f"UPDATE leases SET expires_unix_ms = {_DB_NOW_MS} + %s WHERE owner = %s "
-                                    "AND expires_unix_ms > 0 RETURNING model, stream_id, token",
+                                    "AND expires_unix_ms > 0 RETURNING model, stream_id, token, wanted_by",
                                     (ttl_ms, self.owner)).fetchall()
-        ours = {(m, s): t for m, s, t in rows}
-        return [key for key, token in held.items() if ours.get(key) != token]
+        ours = {(m, s): t for m, s, t, _ in rows}
+        wanted = [(m, s) for m, s, t, w in rows if w and held.get((m, s)) == t]
+        return [key for key, token in held.items() if ours.get(key) != token], wanted
 
     # -- shared-weight rounds (service.rounds) --------------------------------------------
     def put_round(self, model: str, round_no: int, updates: int, state: dict) -> None:

@@ -1,9 +1,9 @@
 """A replica whose lease was taken cannot write: two real replicas on one PostgreSQL.
 
-Replica A serves a stream, then is paused (SIGSTOP) past its lease; replica B takes the
-stream over from the store and goes on. When A wakes up, whatever it still holds for that
-stream is fenced off: the stored stream stays B's, bit for bit, and A refuses the stream's
-chunks while B holds it.
+Replica A serves a stream and hands it to B when B is asked for it; B is paused (SIGSTOP)
+past its lease and A takes the stream over from the store. When B wakes up, its stale copy is
+fenced off: the stored stream stays A's, and the stream goes on bit for bit as if B's stale
+chunk never happened.
 """
 from __future__ import annotations
 
@@ -45,45 +45,46 @@ def test_a_replica_whose_lease_was_taken_cannot_write(postgres, tmp_path):
             a.stub.Predict(request("m", "s", seq, *chunks[seq - 1]), timeout=30)
         _wait_durable(a.stub, 4)
 
-        # B cannot take a stream A serves: its open waits for the lease, then says who has it
-        with pytest.raises(grpc.RpcError) as refused:
-            b.stub.Predict(request("m", "s", 5, *chunks[4]), timeout=30)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "lease" in refused.value.details()
+        # the proxy sends the stream to B now (A came back, or B joined): A hands it over
+        resp = b.stub.Predict(request("m", "s", 5, *chunks[4]), timeout=30)
+        assert resp.acked_seq == 5 and not resp.duplicate
+        assert not a.stub.GetStream(pb.GetStreamRequest(model="m", stream_id="s"), timeout=10).in_memory
+        _wait_durable(b.stub, 5)
 
-        a.proc.send_signal(signal.SIGSTOP)  # paused past its lease
+        b.proc.send_signal(signal.SIGSTOP)  # paused past its lease: A takes the stream over
         time.sleep(LEASE_TTL_S + 0.5)
-        for seq in range(5, 7):  # B takes the stream over from A's last checkpoint
-            resp = b.stub.Predict(request("m", "s", seq, *chunks[seq - 1]), timeout=30)
+        for seq in range(6, 8):
+            resp = a.stub.Predict(request("m", "s", seq, *chunks[seq - 1]), timeout=30)
             assert resp.acked_seq == seq and not resp.duplicate
-        _wait_durable(b.stub, 6)
+        _wait_durable(a.stub, 7)
 
-        a.proc.send_signal(signal.SIGCONT)
-        # A still holds the stream in memory at seq 4, unless its renewal already dropped it: a
-        # different chunk 5 is either applied there and fenced off at A's checkpoint, or refused
+        b.proc.send_signal(signal.SIGCONT)
+        # B still holds its stale copy at seq 5, unless its renewal already dropped it: a
+        # different chunk 6 is applied there and fenced off at B's checkpoint, or (B asked A
+        # for the stream back and got the true state at seq 7) answered as a duplicate
         try:
-            a.stub.Predict(request("m", "s", 5, *other[4]), timeout=30)
+            b.stub.Predict(request("m", "s", 6, *other[5]), timeout=30)
         except grpc.RpcError as err:
             assert err.code() == grpc.StatusCode.UNAVAILABLE
-        time.sleep(3 * 0.2 + LEASE_TTL_S)  # A's checkpoints and renewals had their chance
+        time.sleep(3 * 0.2 + LEASE_TTL_S)  # B's checkpoints and renewals had their chance
+        log = (tmp_path / "replica1.log").read_text()
+        assert "taken over" in log or "lease lost" in log
 
         reader = PostgresStore(url, owner="test-reader")
         try:
             stored = reader.run(reader.load_stream, "m", "s")
         finally:
             reader.close()
-        assert stored.acked_seq == 6 and stored.stats["steps"] == 24
-        engine, _ = engine_run(spec, {"s": chunks[:6]})
+        assert stored.acked_seq == 7 and stored.stats["steps"] == 28  # never B's stale chunk 6
+
+        # the stream goes on from the true state wherever it is: bit for bit chunks 1..8
+        resp = a.stub.Predict(request("m", "s", 8, *chunks[7]), timeout=30)
+        assert resp.acked_seq == 8 and not resp.duplicate
+        engine, _ = engine_run(spec, {"s": chunks})
         want = engine.state_dict("s")
-        got = weights(b.stub, "m", "s")
+        got = weights(a.stub, "m", "s")
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-
-        # and A, now knowing B has the lease, refuses the stream's chunks rather than apply them
-        with pytest.raises(grpc.RpcError) as fenced:
-            a.stub.Predict(request("m", "s", 7, *chunks[6]), timeout=30)
-        assert fenced.value.code() == grpc.StatusCode.UNAVAILABLE and "lease" in fenced.value.details()
-        log = (tmp_path / "replica0.log").read_text()
-        assert "taken over" in log or "lease lost" in log
 
         # a model deleted on one replica leaves the others too (within a lease renewal)
         b.stub.DeleteModel(pb.DeleteModelRequest(name="m"), timeout=30)

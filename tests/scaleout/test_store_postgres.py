@@ -67,6 +67,9 @@ def test_a_lease_is_exclusive_until_it_expires_and_a_stale_token_cannot_write(po
         token_a = 2
         refused, owner, left_ms = b.run(b.acquire_lease, "m", "s", 60_000)
         assert (refused, owner) == (0, "a") and 50_000 < left_ms <= 60_000
+        # b asked: a's renewal says so (a hands the stream over); a renewal of nothing we hold is quiet
+        assert a.run(a.renew_leases, 60_000, {("m", "s"): token_a}, []) == ([], [("m", "s")])
+        assert a.run(a.renew_leases, 60_000, {}, []) == ([], [])
         assert a.run(a.checkpoint, [], [_record("m", "s", 3, token_a, 3.0)]) == []
         # a's lease runs out (it was paused): b takes the stream over with a larger token
         a.run(a.renew_leases, 1, {}, [])
@@ -78,8 +81,8 @@ def test_a_lease_is_exclusive_until_it_expires_and_a_stale_token_cannot_write(po
         assert len(failures) == 1 and failures[0].error.startswith(LEASE_LOST) and "token is 2" in failures[0].error
         assert a.run(a.load_stream, "m", "s").acked_seq == 3
         # and its next renewal tells it the stream is gone
-        assert a.run(a.renew_leases, 60_000, {("m", "s"): token_a}, []) == [("m", "s")]
-        assert b.run(b.renew_leases, 60_000, {("m", "s"): token_b}, []) == []
+        assert a.run(a.renew_leases, 60_000, {("m", "s"): token_a}, []) == ([("m", "s")], [])
+        assert b.run(b.renew_leases, 60_000, {("m", "s"): token_b}, []) == ([], [])  # taking it cleared the ask
         assert b.run(b.checkpoint, [], [_record("m", "s", 4, token_b, 4.0)]) == []
         # a release frees the stream at once, and the next token is still new (never reused)
         b.run(b.renew_leases, 60_000, {}, [("m", "s", token_b)])

@@ -138,8 +138,8 @@ class StoreBase:
     Models: ``insert_model``, ``delete_model``, ``load_models``, ``load_model``. Streams:
     ``load_stream``, ``stream_info``, ``count_streams``, ``delete_stream``. ``checkpoint``
     commits model and stream snapshots in one transaction. A store shared by replicas
-    (``shared`` True) also has leases (``acquire_lease``, ``renew_leases``, ``release_leases``)
-    and shared-weight rounds; see ``service.store_postgres``.
+    (``shared`` True) also has leases (``acquire_lease``; ``renew_leases``, which also
+    releases), ``model_names``, and shared-weight rounds; see ``service.store_postgres``.
     """
 
     shared = False          # several replicas use it at once: leases and rounds apply

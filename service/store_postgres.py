@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import uuid
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import psycopg
 
@@ -98,6 +98,21 @@ class PostgresStore(StoreBase):
     def _open(self) -> None:
         self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         self._migrate()
+
+    def _connected(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(*args)`` on a live connection: one the database dropped (a restart, a failover
+        of the database) is opened again; the call that found it broken has failed already,
+        and its caller retries (checkpoints and renewals do)."""
+        if self._db is None or self._db.closed or self._db.broken:
+            log.warning("reconnecting to the store %s", self.where)
+            self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        return fn(*args)
+
+    async def call(self, fn: Callable[..., Any], *args) -> Any:
+        return await super().call(self._connected, fn, *args)
+
+    def run(self, fn: Callable[..., Any], *args) -> Any:
+        return super().run(self._connected, fn, *args)
 
     def _migrate(self) -> None:
         db = self._db

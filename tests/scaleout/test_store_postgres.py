@@ -126,3 +126,20 @@ def test_an_unreachable_store_stops_the_start_with_one_line_and_no_password(tmp_
     assert proc.returncode == 2, proc.stderr
     assert "cannot open the store" in proc.stderr and f"127.0.0.1:{port}/db" in proc.stderr
     assert "SECRET" not in proc.stderr + proc.stdout
+
+
+def test_a_connection_the_database_dropped_is_opened_again(postgres):
+    url = _fresh_db(postgres)
+    store = PostgresStore(url, owner="a")
+    try:
+        assert store.run(store.insert_model, "m", {}, 0, {})
+        pid = store.run(lambda: store._db.info.backend_pid)
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        try:  # the call that finds the connection gone fails; its caller retries
+            store.run(store.model_names)
+        except psycopg.OperationalError:
+            pass
+        assert store.run(store.model_names) == ["m"]
+    finally:
+        store.close()

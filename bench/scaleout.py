@@ -26,6 +26,7 @@ import asyncio
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import tempfile
 import time
@@ -264,6 +265,7 @@ def main(argv=None) -> None:
                       ""]
     finally:
         pg.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     text = "\n".join(lines)
     print(text)
     pathlib.Path(args.out).write_text(text + "\n")

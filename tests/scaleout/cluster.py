@@ -94,14 +94,27 @@ class Postgres:
             time.sleep(0.1)
         raise TimeoutError("postgres did not start")
 
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        # signal postgres itself: runuser in between does not pass a SIGKILL on, and a
+        # postgres orphaned that way would outlive the test
+        pid = self._postmaster_pid()
+        for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):  # fast, immediate
+            if self.proc.poll() is not None:
+                break
             try:
-                self.proc.wait(30)
+                os.kill(pid, sig) if pid else self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(wait_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                continue
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

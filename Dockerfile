@@ -8,7 +8,7 @@ COPY kernels kernels
 COPY service service
 COPY protos protos
 COPY clients clients
-RUN pip install .
+RUN pip install '.[postgres]'
 
 # Numba's cache of the compiled kernels lives in the image (not on a volume, which would
 # outlive a rebuild): the kernels are compiled here, once, so a new container loads them in

@@ -22,7 +22,7 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from . import convert, pieces
 from .client import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs,
                      gave_up_message)
-from .connect import Backoff, Connection
+from .connect import Backoff, Connection, route, route_of
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, FailedPrecondition, InvalidArgument,
                      NotFound, Unavailable, error_of,
                      from_rpc_error)
@@ -47,10 +47,10 @@ class AsyncClient:
         self._models: dict[str, convert.ModelInfo] = {}    # predict(): specs already asked for
         self._next_seqs: dict[tuple[str, str], int] = {}   # predict(): each stream's next seq
 
-    async def _call(self, method: str, request, timeout: float | None = None):
+    async def _call(self, method: str, request, timeout: float | None = None, route: str | None = None):
         try:
             return await getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                                     metadata=self.connection.metadata())
+                                                     metadata=self.connection.metadata(route or route_of(request)))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -88,14 +88,16 @@ class AsyncClient:
         adds the normalisation statistics."""
         request = pb.ExportWeightsRequest(model=model, stream_id=stream_id or "", with_statistics=statistics)
         try:
-            call = self._stub.ExportWeightsStream(request, timeout=self.timeout, metadata=self.connection.metadata())
+            call = self._stub.ExportWeightsStream(request, timeout=self.timeout,
+                                                  metadata=self.connection.metadata(route_of(request)))
             return pieces.from_pieces([piece async for piece in call])
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     async def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
         """In pieces (``ImportWeightsStream``)."""
-        await self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
+        await self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights),
+                         route=route(model, stream_id or ""))
 
     async def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
         return convert.StreamInfo.from_proto(
@@ -252,7 +254,7 @@ class AsyncStreamSession:
         return self
 
     async def _connect(self) -> None:
-        metadata = self.client.connection.metadata() + (("x-stream-id", self.stream_id),)
+        metadata = self.client.connection.metadata(route(self.model, self.stream_id)) + (("x-stream-id", self.stream_id),)
         self._call = self.client._stub.Stream(metadata=metadata)
         self._statuses = _watch_status(self._call)
         for req in self._log.replay():

@@ -23,7 +23,7 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
-from .connect import Backoff, Connection
+from .connect import Backoff, Connection, route, route_of
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, FailedPrecondition,
                      InvalidArgument, NotFound, Unavailable, from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
@@ -60,11 +60,13 @@ class Client:
         self._next_seqs: dict[tuple[str, str], int] = {}   # predict(): each stream's next seq
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, method: str, request, timeout: float | None = None, stream: bool = False):
-        """One call; ``stream``: a server-streaming call, its responses read whole here."""
+    def _call(self, method: str, request, timeout: float | None = None, stream: bool = False,
+              route: str | None = None):
+        """One call; ``stream``: a server-streaming call, its responses read whole here. ``route``:
+        the routing header (default: the request's model and stream_id)."""
         try:
             answer = getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                                 metadata=self.connection.metadata())
+                                                 metadata=self.connection.metadata(route or route_of(request)))
             return list(answer) if stream else answer
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
@@ -110,7 +112,8 @@ class Client:
     def import_weights(self, model: str, weights: Mapping[str, Any], stream_id: str | None = None) -> None:
         """Load a state dict (numpy arrays or torch tensors) into the model (or one stream's weights),
         in pieces (``ImportWeightsStream``)."""
-        self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights))
+        self._call("ImportWeightsStream", pieces.to_pieces(model, stream_id or "", weights),
+                   route=route(model, stream_id or ""))
 
     # -- streams ----------------------------------------------------------------------------
     def get_stream(self, model: str, stream_id: str) -> convert.StreamInfo:
@@ -252,7 +255,7 @@ class StreamSession:
             while (item := q.get()) is not None:
                 yield item
 
-        metadata = self.client.connection.metadata() + (("x-stream-id", self.stream_id),)
+        metadata = self.client.connection.metadata(route(self.model, self.stream_id)) + (("x-stream-id", self.stream_id),)
         self._responses = self.client._stub.Stream(requests(), metadata=metadata)
         self._queue = q
         for req in self._log.replay():

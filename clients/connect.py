@@ -9,12 +9,35 @@ import json
 import os
 import pathlib
 import random
+import urllib.parse
 
 import grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 ADDRESS_ENV = "RNNSTREAM_ADDRESS"
 TOKEN_ENV = "RNNSTREAM_TOKEN"
+
+# Every call carries the model and stream it is about in this header, so that an L7 proxy in
+# front of several replicas (nginx: ``hash $http_x_rnnstream_route consistent``) sends all of
+# a stream's calls to the replica that holds it. The value is ``<model>/<stream_id>``, each
+# part percent-encoded (metadata values are printable ASCII); model-level calls send
+# ``<model>/`` and ListModels sends ``/``.
+ROUTE_HEADER = "x-rnnstream-route"
+
+
+def route(model: str = "", stream_id: str = "") -> str:
+    """The routing header's value for a call about ``model`` (and ``stream_id``)."""
+    return f"{urllib.parse.quote(model, safe='')}/{urllib.parse.quote(stream_id, safe='')}"
+
+
+def route_of(request) -> str:
+    """The route of a unary request message: its model (``spec.name`` or ``name`` for the
+    model calls) and its stream_id, where it has them."""
+    model = getattr(request, "model", "") or getattr(request, "name", "")
+    if not model and hasattr(request, "spec"):
+        model = request.spec.name
+    return route(model, getattr(request, "stream_id", ""))
+
 
 # Read-only unary calls are safe to retry when the server is briefly unreachable.
 _RETRY_CONFIG = json.dumps({
@@ -57,8 +80,10 @@ class Connection:
             token = os.environ.get(TOKEN_ENV) or None
         return cls(address=address, token=token, tls=bool(tls or tls_ca), tls_ca=tls_ca, **kwargs)
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+    def metadata(self, route: str | None = None) -> tuple[tuple[str, str], ...]:
+        """The bearer token, and the routing header when ``route`` is given (every SDK call gives it)."""
+        auth = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return auth + ((ROUTE_HEADER, route),) if route is not None else auth
 
     def options(self) -> list[tuple[str, object]]:
         keepalive_ms = int(self.keepalive_s * 1000)

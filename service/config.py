@@ -32,6 +32,12 @@ HELP = {
     "metrics_tls_key": "the metrics endpoint's TLS key",
     "metrics_token_file": "a scrape must send 'Authorization: Bearer <token in this file>'",
     "data_dir": "where the SQLite store keeps models, weights and stream state",
+    "store": "the state store: empty for SQLite in --data-dir, sqlite:///DIR, or postgresql://USER@HOST:PORT/DB "
+             "(shared by replicas: stream leases, shared-weight rounds)",
+    "lease_ttl_s": "shared store: seconds a stream's lease lasts unrenewed (renewed every third of it); "
+                   "a dead replica's streams move after at most this",
+    "share_interval_s": "shared store: seconds between rounds that combine the replicas' copies of a SHARED "
+                        "model's weights (weighted by their updates); 0: no rounds",
     "durability": "periodic: checkpoint every --checkpoint-interval-s; every-chunk: commit before answering",
     "checkpoint_interval_s": "seconds between periodic stream checkpoints",
     "batch_window_s": "micro-batching window in seconds (never waited when no other stream is queued)",
@@ -62,6 +68,9 @@ class Config:
     metrics_tls_key: str = ""
     metrics_token_file: str = ""          # set: a scrape needs "Authorization: Bearer <token>"
     data_dir: str = "./rnnstream-data"
+    store: str = ""                       # "": SQLite in data_dir; postgresql://...: shared by replicas
+    lease_ttl_s: float = 2.0              # shared store: a stream's lease; failover waits at most this
+    share_interval_s: float = 10.0        # shared store: weight rounds of SHARED models; 0: none
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
     batch_window_s: float = 0.001         # micro-batching window (never waited alone)
@@ -96,6 +105,12 @@ class Config:
             raise ValueError("--metrics-tls-cert and --metrics-tls-key go together")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if not self.store.startswith(("sqlite:", "postgresql://", "postgres://")) and self.store:
+            raise ValueError(f"store must be sqlite:///DIR or postgresql://USER@HOST:PORT/DB, not {self.store!r}")
+        if self.lease_ttl_s < 0.5:
+            raise ValueError("lease_ttl_s must be >= 0.5 (it is renewed every third of it)")
+        if self.share_interval_s < 0:
+            raise ValueError("share_interval_s must be >= 0 (0: no shared-weight rounds)")
         for name in ("checkpoint_interval_s", "stream_idle_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

@@ -22,9 +22,10 @@ from rnnstream.service.convert import check_id, shown, spec_kwargs, validate_str
 from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_model, memory_per_stream
 from rnnstream.service.engine.layout import build_layout
 from rnnstream.service.errors import ServiceError, exhausted, invalid, not_found
+from rnnstream.service.leases import LeaseKeeper
 from rnnstream.service.metrics import Metrics
 from rnnstream.service.session import StreamSession, plain_stats
-from rnnstream.service.store import Store, StreamRecord
+from rnnstream.service.store import LEASE_LOST, StoreBase, StreamRecord
 from rnnstream.service.workers import SerialEngine, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,12 @@ class ModelHost:
 
 
 class Registry:
-    def __init__(self, config: Config, store: Store, metrics: Metrics, pool: WorkerPool):
+    def __init__(self, config: Config, store: StoreBase, metrics: Metrics, pool: WorkerPool):
         self.config = config
         self.pool = pool
         self.store = store
+        # a store shared by replicas: a stream's chunks are applied under its lease
+        self.leases = LeaseKeeper(store, config.lease_ttl_s) if store.shared else None
         self.metrics = metrics
         self.hosts: dict[str, ModelHost] = {}
         # Streams written out by an eviction not yet committed: a reopen takes them from here.
@@ -96,14 +99,31 @@ class Registry:
     def load(self) -> None:
         """Start-up: every stored model back into memory (streams come back when used)."""
         for stored in self.store.run(self.store.load_models):
-            spec = Spec.from_dict(stored.spec)
-            state = dict(stored.state)
-            steps, updates = int(state.pop(_STEPS_KEY, 0)), int(state.pop(_UPDATES_KEY, 0))
-            engine = make_engine(spec)
-            engine.restore_model(state)
-            host = self._add(spec, engine, stored.created_unix_ms)
-            host.steps, host.updates = steps, updates
-            log.info("loaded model %s", spec.name)
+            self._add_stored(stored, make_engine(Spec.from_dict(stored.spec)))
+
+    def _add_stored(self, stored, engine) -> ModelHost:
+        spec = Spec.from_dict(stored.spec)
+        state = dict(stored.state)
+        steps, updates = int(state.pop(_STEPS_KEY, 0)), int(state.pop(_UPDATES_KEY, 0))
+        engine.restore_model(state)
+        host = self._add(spec, engine, stored.created_unix_ms)
+        host.steps, host.updates = steps, updates
+        host.round_base_updates = updates  # shared-weight rounds count this replica's updates from here
+        log.info("loaded model %s", spec.name)
+        return host
+
+    async def find(self, name: str) -> ModelHost:
+        """:meth:`get`, and on a shared store also a model another replica created since this
+        one started (loaded from the store on first use)."""
+        if name in self.hosts or self.leases is None:
+            return self.get(name)
+        check_id(name, "model")
+        stored = await self.store.call(self.store.load_model, name)
+        if stored is None or name in self.hosts:
+            return self.get(name)
+        engine = await asyncio.get_running_loop().run_in_executor(
+            self.pool.executor, make_engine, Spec.from_dict(stored.spec))
+        return self.hosts[name] if name in self.hosts else self._add_stored(stored, engine)
 
     def _add(self, spec: Spec, engine: Engine, created_unix_ms: int) -> ModelHost:
         host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name), self.pool)
@@ -173,15 +193,29 @@ class Registry:
 
     async def delete(self, name: str) -> None:
         host = self.get(name)
-        del self.hosts[name]
-        host.closed = True
-        host.wake.set()
-        batcher.fail_queued(host, not_found(f"model {name!r} was deleted"))
-        for _ in host.sessions:
-            self.metrics.evictions.labels("model_deleted").inc()
-        host.sessions.clear()
+        self._remove(host)
         await self.store.call(self.store.delete_model, name)
         self.metrics.forget_model(name)
+
+    def _remove(self, host: ModelHost) -> None:
+        del self.hosts[host.name]
+        host.closed = True
+        host.wake.set()
+        batcher.fail_queued(host, not_found(f"model {host.name!r} was deleted"))
+        for sid in host.sessions:
+            self.metrics.evictions.labels("model_deleted").inc()
+            if self.leases is not None:
+                self.leases.forget(host.name, sid)
+        host.sessions.clear()
+
+    async def drop_deleted_models(self) -> None:
+        """Shared store: models another replica deleted leave this one's memory too."""
+        stored = set(await self.store.call(self.store.model_names))
+        for host in [h for name, h in list(self.hosts.items()) if name not in stored]:
+            if self.hosts.get(host.name) is host:
+                log.info("model %s was deleted on another replica; dropping it here", host.name)
+                self._remove(host)
+                self.metrics.forget_model(host.name)
 
     # -- memory budget --------------------------------------------------------------------
     def memory_used(self) -> int:
@@ -249,6 +283,18 @@ class Registry:
             self._opening.pop(key).set_result(None)
 
     async def _open(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamSession:
+        if self.leases is None or ephemeral:
+            return await self._open_leased(host, stream_id, create, ephemeral)
+        # the lease first, then the state: a take-over reads what the last holder committed
+        await self.leases.acquire(host.name, stream_id)
+        try:
+            return await self._open_leased(host, stream_id, create, ephemeral)
+        except BaseException:
+            if stream_id not in host.sessions:
+                self.leases.forget(host.name, stream_id)
+            raise
+
+    async def _open_leased(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamSession:
         record = self._leaving.get((host.name, stream_id))
         if record is None:
             stored = await self.store.call(self.store.load_stream, host.name, stream_id)
@@ -440,6 +486,10 @@ class Registry:
             if error is None:
                 s.durable_seq = record.acked_seq
                 s.failed = ""
+            elif error.startswith(LEASE_LOST):  # another replica serves it now: ours is stale
+                log.warning("stream %r of model %r: %s; dropped from memory, not written", s.stream_id, s.model, error)
+                self.metrics.checkpoint_failures.inc()
+                self.lease_lost([(s.model, s.stream_id)])
             else:  # this stream alone stays not durable; the others committed
                 s.dirty, s.failed = True, error
                 self._checkpoint_failed(s.model, s.stream_id, error)
@@ -458,9 +508,10 @@ class Registry:
                 continue
             if not host.engine.has_stream(s.stream_id):
                 continue  # opened but never stepped: nothing to write
+            token = self.leases.token(s.model, s.stream_id) if self.leases else 0
             written.append((s, StreamRecord(s.model, s.stream_id, s.acked_seq,
                                             plain_stats(host.engine.stream_stats(s.stream_id)),
-                                            host.engine.snapshot_stream(s.stream_id))))
+                                            host.engine.snapshot_stream(s.stream_id), token)))
             s.dirty = False
         return model, written
 
@@ -469,11 +520,36 @@ class Registry:
         log.error("checkpoint of %s failed, it is NOT durable (the rest committed): %s", what, error)
         self.metrics.checkpoint_failures.inc()
 
+    async def hand_off(self, keys) -> None:
+        """Streams another replica asked for (the proxy sends them there now): checkpoint them,
+        drop them from memory and release their leases at once. A stream with chunks queued
+        stays until the next renewal."""
+        sessions = [self.hosts[m].sessions[s] for m, s in keys if m in self.hosts and s in self.hosts[m].sessions]
+        if not sessions:
+            return
+        log.info("handing %d stream(s) over to the replicas that asked for them", len(sessions))
+        await self.checkpoint(evict=sessions, reason="handed_off")
+        lost, _ = await self.leases.renew()  # the releases, now
+        self.lease_lost(lost)
+
+    def lease_lost(self, keys) -> None:
+        """Streams whose lease another replica holds now: out of memory, without a checkpoint
+        (the store would refuse it); a later chunk here waits for the lease again."""
+        for model, stream_id in keys:
+            if self.leases is not None:
+                self.leases.held.pop((model, stream_id), None)
+            host = self.hosts.get(model)
+            session = host.sessions.get(stream_id) if host else None
+            if session is not None:
+                self._drop(session, "lease_lost")
+
     def _drop(self, session: StreamSession, reason: str) -> None:
         session.dirty = False
         host = self.hosts.get(session.model)
         if host is None or host.sessions.get(session.stream_id) is not session:
             return
+        if self.leases is not None:
+            self.leases.forget(session.model, session.stream_id)
         # queued behind the model's earlier calls, ahead of any later one (a reopen's restore)
         host.serial.submit(_drop_engine_stream, host.engine, session.stream_id).add_done_callback(_log_failure)
         del host.sessions[session.stream_id]

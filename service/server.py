@@ -18,14 +18,14 @@ from grpc_reflection.v1alpha import reflection
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
-from rnnstream.service import metrics_http
+from rnnstream.service import metrics_http, rounds
 from rnnstream.service.config import Config
 from rnnstream.service.engine import warm_up
 from rnnstream.service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
 from rnnstream.service.metrics import Metrics
 from rnnstream.service.registry import Registry
 from rnnstream.service.servicer import RnnStreamServicer
-from rnnstream.service.store import SchemaTooNew, Store
+from rnnstream.service.store import SchemaTooNew, open_store
 from rnnstream.service.workers import WorkerPool, default_workers
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,16 @@ class Server:
                                if config.metrics_token_file else "")
         tls = (_read(config.tls_key), _read(config.tls_cert)) if config.tls_cert else None
         try:
-            self.store = Store(config.data_dir)
+            self.store = open_store(config.store, config.data_dir)
         except SchemaTooNew as e:
             raise StartupError(str(e)) from None
+        except ImportError as e:
+            raise StartupError(f"--store {config.store.split('://')[0]}://: needs psycopg ({e}); install it "
+                               "with: pip install 'rnnstream[postgres]'") from None
         except (sqlite3.DatabaseError, OSError) as e:
             raise StartupError(f"cannot open the store in {config.data_dir}: {e}") from None
+        except Exception as e:  # psycopg's errors: a server that is down, a wrong password or database
+            raise StartupError(f"cannot open the store {config.store.split('@')[-1]}: {e}") from None
         self.metrics = Metrics()
         self.pool = WorkerPool(config.workers or default_workers())
         log.info("engine calls run on %d worker threads", self.pool.workers)
@@ -179,10 +184,15 @@ class Server:
         await self.grpc.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._housekeeping(), name="housekeeping"))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._housekeeping(), name="housekeeping"))
+        if self.registry.leases is not None:
+            self._tasks.append(loop.create_task(self._renew_leases(), name="leases"))
+            if config.share_interval_s > 0:
+                self._tasks.append(loop.create_task(rounds.run(self.registry, config.share_interval_s), name="rounds"))
         log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
-                 self.metrics_port if self._http else "off", config.data_dir, config.durability)
+                 self.metrics_port if self._http else "off", self.store.where, config.durability)
         if self._http:
             log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
                      _address(config.metrics_host, self.metrics_port),
@@ -219,6 +229,24 @@ class Server:
             except Exception:
                 log.exception("checkpoint failed; will retry")
 
+    async def _renew_leases(self) -> None:
+        """Every third of the lease time: extend this replica's leases; drop the streams whose
+        lease another replica took (a pause or a partition outlived it); hand over the streams
+        another replica asked for; drop the models another replica deleted."""
+        while True:
+            await asyncio.sleep(self.config.lease_ttl_s / 3)
+            try:
+                lost, wanted = await self.registry.leases.renew()
+                if lost:
+                    log.warning("%d stream lease(s) were taken over by other replicas; dropping those streams",
+                                len(lost))
+                    self.registry.lease_lost(lost)
+                if wanted:
+                    await self.registry.hand_off(wanted)
+                await self.registry.drop_deleted_models()
+            except Exception:
+                log.exception("renewing the stream leases failed; will retry")
+
     async def stop(self) -> None:
         """NOT_SERVING, let queued chunks finish, end the calls, checkpoint everything, close."""
         log.info("shutting down")
@@ -231,6 +259,11 @@ class Server:
             await self.registry.checkpoint()  # a row that cannot be written is logged there, alone
         except Exception:
             log.exception("final checkpoint failed; streams after their durable_seq are lost")
+        if self.registry.leases is not None:
+            try:  # the other replicas take these streams at once, not after the lease time
+                await self.registry.leases.release_all()
+            except Exception:
+                log.exception("releasing the stream leases failed; they expire in %s s", self.config.lease_ttl_s)
         for host in self.registry.hosts.values():
             host.closed = True
             host.wake.set()

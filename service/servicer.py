@@ -81,7 +81,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
 
     @_unary
     async def GetModel(self, request, context):
-        return await self._model(self.registry.get(request.name))
+        return await self._model(await self.registry.find(request.name))
 
     @_unary
     async def ListModels(self, request, context):
@@ -117,7 +117,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
 
     @_unary
     async def ImportWeights(self, request, context):
-        host = self.registry.get(request.model)
+        host = await self.registry.find(request.model)
         self._check_weights_target(host, request.stream_id)
         tensors = tensors_from_proto(request.tensors, host.engine.param_layout(),
                                      optional=host.engine.statistics_layout())
@@ -132,7 +132,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
             if isinstance(piece, Undecodable):
                 raise invalid(piece.message)
             if host is None:
-                host = self.registry.get(piece.model)
+                host = await self.registry.find(piece.model)
                 stream_id = piece.stream_id
                 self._check_weights_target(host, stream_id)
                 assembler = weights.Assembler(host.engine.param_layout(),
@@ -199,26 +199,26 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
 
     @_unary
     async def GetStream(self, request, context):
-        host = self.registry.get(request.model)
+        host = await self.registry.find(request.model)
         acked, durable, stats, in_memory = await self.registry.stream_info(host, validate_stream_id(request.stream_id))
         return pb.StreamInfo(model=host.name, stream_id=request.stream_id, acked_seq=acked, durable_seq=durable,
                              stats=stats_proto(stats), in_memory=in_memory)
 
     @_unary
     async def ResetStream(self, request, context):
-        host = self.registry.get(request.model)
+        host = await self.registry.find(request.model)
         await self.registry.reset_stream(host, validate_stream_id(request.stream_id))
         return await self.GetStream(request, context)
 
     @_unary
     async def CloseStream(self, request, context):
-        host = self.registry.get(request.model)
+        host = await self.registry.find(request.model)
         await self.registry.close_stream(host, validate_stream_id(request.stream_id))
         return empty_pb2.Empty()
 
     @_unary
     async def DeleteStream(self, request, context):
-        host = self.registry.get(request.model)
+        host = await self.registry.find(request.model)
         await self.registry.delete_stream(host, validate_stream_id(request.stream_id))
         return empty_pb2.Empty()
 
@@ -259,7 +259,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         try:
             if self.draining:
                 raise unavailable(SHUTTING_DOWN)
-            host = self.registry.get(req.model)
+            host = await self.registry.find(req.model)
             validate_stream_id(req.stream_id)
             chunk = parse_chunk(req, host.spec, self.config)
             session = await self.registry.open_stream(host, req.stream_id, ephemeral=req.ephemeral)
@@ -299,7 +299,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         return state
 
     async def _weights_owner(self, model: str, stream_id: str) -> ModelHost:
-        host = self.registry.get(model)
+        host = await self.registry.find(model)
         self._check_weights_target(host, stream_id)
         if stream_id:  # PER_STREAM; without a stream_id: the weights new streams start from
             await self.registry.weights_session(host, stream_id)

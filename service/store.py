@@ -1,4 +1,9 @@
-"""Durable state in SQLite (WAL mode): model specs, model snapshots, stream snapshots.
+"""Durable state: model specs, model snapshots, stream snapshots.
+
+Two backends share one interface (:class:`StoreBase`): :class:`Store`, SQLite (WAL mode) in
+the data directory, the embedded default; and ``service.store_postgres.PostgresStore``, a
+PostgreSQL server that several replicas share (``--store postgresql://...``), which also keeps
+the stream leases and the shared-weight rounds of a scale-out. :func:`open_store` picks one.
 
 Snapshots are the engine's ``{name: ndarray}`` dicts written with ``np.savez`` into BLOBs.
 All access goes through one worker thread, so commits happen in the order they were asked
@@ -84,6 +89,11 @@ def unpack(blob: bytes) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+# A checkpoint failure whose error starts with this: the stream's lease (shared store) is
+# another replica's now, so this replica's copy of the stream is stale.
+LEASE_LOST = "lease lost"
+
+
 class StoredModel(NamedTuple):
     name: str
     spec: dict
@@ -98,12 +108,15 @@ class StoredStream(NamedTuple):
 
 
 class StreamRecord(NamedTuple):
-    """One stream's checkpoint, as handed to :meth:`Store.checkpoint`."""
+    """One stream's checkpoint, as handed to :meth:`Store.checkpoint`. ``lease_token``: the
+    fencing token this replica holds for the stream (a shared store writes the row only while
+    it is still the stream's current token; the embedded store has no leases and ignores it)."""
     model: str
     stream_id: str
     acked_seq: int
     stats: dict
     state: dict[str, np.ndarray]
+    lease_token: int = 0
 
 
 class CheckpointFailure(NamedTuple):
@@ -117,13 +130,65 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Store:
+class StoreBase:
+    """What the registry needs of a store. Every method runs on the store's one thread (through
+    :meth:`call` from the event loop, :meth:`run` at start-up and shutdown), so commits happen
+    in the order they were asked for.
+
+    Models: ``insert_model``, ``delete_model``, ``load_models``, ``load_model``. Streams:
+    ``load_stream``, ``stream_info``, ``count_streams``, ``delete_stream``. ``checkpoint``
+    commits model and stream snapshots in one transaction. A store shared by replicas
+    (``shared`` True) also has leases (``acquire_lease``; ``renew_leases``, which also
+    releases), ``model_names``, and shared-weight rounds; see ``service.store_postgres``.
+    """
+
+    shared = False          # several replicas use it at once: leases and rounds apply
+    max_blob_bytes: int     # the largest value one row can hold
+    where: str              # for log lines: the file, or the server without its password
+
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnstream-store")
+
+    async def call(self, fn: Callable[..., Any], *args) -> Any:
+        """Run ``fn(*args)`` (a method of this store) on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def run(self, fn: Callable[..., Any], *args) -> Any:
+        """Blocking form of :meth:`call`, for start-up and shutdown."""
+        return self._executor.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def load_model(self, name: str) -> StoredModel | None:
+        """One model, or None; a shared store's replicas load models other replicas created."""
+        return next((m for m in self.load_models() if m.name == name), None)
+
+
+def open_store(url: str, data_dir: str) -> StoreBase:
+    """The store ``--store`` names: empty or ``sqlite:`` (``<data_dir>/rnnstream.sqlite3``),
+    ``sqlite:///<dir>``, or ``postgresql://user@host:port/db`` (also ``postgres://``)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from rnnstream.service.store_postgres import PostgresStore  # psycopg only when asked for
+        return PostgresStore(url)
+    if url in ("", "sqlite:", "sqlite://"):
+        return Store(data_dir)
+    if url.startswith("sqlite:///"):
+        return Store(url[len("sqlite://"):])
+    raise ValueError(f"--store {url!r}: expected sqlite:///<directory> or postgresql://user@host:port/database")
+
+
+class Store(StoreBase):
     """The SQLite file ``<data_dir>/rnnstream.sqlite3``; methods run on the store's own thread."""
 
     def __init__(self, data_dir: str):
+        super().__init__()
         os.makedirs(data_dir, exist_ok=True)
-        self.path = os.path.join(data_dir, "rnnstream.sqlite3")
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnstream-store")
+        self.path = self.where = os.path.join(data_dir, "rnnstream.sqlite3")
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
 
@@ -138,21 +203,10 @@ class Store:
         self.max_blob_bytes = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._db = db
 
-    async def call(self, fn: Callable[..., Any], *args) -> Any:
-        """Run ``fn(*args)`` (a method of this store) on the store thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def run(self, fn: Callable[..., Any], *args) -> Any:
-        """Blocking form of :meth:`call`, for start-up and shutdown."""
-        return self._executor.submit(fn, *args).result()
-
-    def close(self) -> None:
-        def _close():
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        self._executor.submit(_close).result()
-        self._executor.shutdown(wait=True)
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # -- models ---------------------------------------------------------------------------
     def insert_model(self, name: str, spec: dict, created_unix_ms: int, state: dict) -> bool:

@@ -20,7 +20,8 @@ import time
 import pytest
 
 # tool -> the Debian/Ubuntu package that provides it
-PACKAGE_OF = {"prometheus": "prometheus", "promtool": "prometheus", "docker-compose": "docker-compose"}
+PACKAGE_OF = {"prometheus": "prometheus", "promtool": "prometheus", "docker-compose": "docker-compose",
+              "nginx": "nginx", "initdb": "postgresql"}
 
 # test id prefix -> the tools it starts
 NEEDS = {
@@ -29,11 +30,23 @@ NEEDS = {
     "tests/clients/test_dashboard_promql.py::": ("prometheus",),
     "tests/clients/test_deploy.py::test_compose_file_validates": ("docker-compose",),
     "tests/clients/test_deploy.py::test_prometheus_config_is_valid": ("promtool",),
+    "tests/scaleout/test_store_postgres.py::": ("initdb",),
+    "tests/scaleout/test_fencing.py::": ("initdb",),
+    "tests/scaleout/test_failover.py::": ("initdb", "nginx"),
+    "tests/scaleout/test_deploy_scaleout.py::test_nginx_accepts_the_config": ("nginx",),
+    "tests/scaleout/test_deploy_scaleout.py::test_scaleout_compose_file_validates": ("docker-compose",),
 }
 
 
+def _have(tool: str) -> bool:
+    # Debian puts nginx in /usr/sbin and keeps PostgreSQL's initdb off PATH, under
+    # /usr/lib/postgresql/<version>/bin; tests/scaleout/cluster.py looks there too
+    return (shutil.which(tool) is not None or pathlib.Path("/usr/sbin", tool).exists()
+            or any(pathlib.Path("/usr/lib/postgresql").glob(f"*/bin/{tool}")))
+
+
 def missing_tools() -> list[str]:
-    return sorted({tool for tools in NEEDS.values() for tool in tools if shutil.which(tool) is None})
+    return sorted({tool for tools in NEEDS.values() for tool in tools if not _have(tool)})
 
 
 def install_line(tools) -> str:
@@ -71,7 +84,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 # fixtures that start a server (in-process or as a child process)
-SERVER_FIXTURES = {"server", "client", "start_server", "secure_server", "secure_metrics"}
+SERVER_FIXTURES = {"server", "client", "start_server", "secure_server", "secure_metrics", "cluster", "postgres"}
 
 
 def _kernel_cache_is_warm() -> bool:

@@ -111,7 +111,7 @@ def test_image_compiles_the_kernels_at_build_time_into_its_own_numba_cache():
     # No docker daemon here, so the image is not built: its steps are checked in order instead.
     lines = [l.strip() for l in (ROOT / "Dockerfile").read_text().splitlines()]
     step = {key: next(i for i, l in enumerate(lines) if l.startswith(key)) for key in
-            ("RUN pip install .", "ENV NUMBA_CACHE_DIR=/var/cache/numba", "WORKDIR /data",
+            ("RUN pip install '.", "ENV NUMBA_CACHE_DIR=/var/cache/numba", "WORKDIR /data",
              'RUN python -c "from rnnstream.service.engine import warm_up; warm_up()"')}
     order = list(step.values())
     assert order == sorted(order), step  # install, cache dir, leave /src, compile

@@ -125,6 +125,17 @@ class Registry:
             self.pool.executor, make_engine, Spec.from_dict(stored.spec))
         return self.hosts[name] if name in self.hosts else self._add_stored(stored, engine)
 
+    async def find_all(self) -> None:
+        """On a shared store, load every stored model this replica does not hold yet."""
+        if self.leases is None:
+            return
+        for name in await self.store.call(self.store.model_names):
+            if name not in self.hosts:
+                try:
+                    await self.find(name)
+                except ServiceError:  # deleted meanwhile by another replica
+                    pass
+
     def _add(self, spec: Spec, engine: Engine, created_unix_ms: int) -> ModelHost:
         host = ModelHost(spec, engine, created_unix_ms, self.metrics.for_model(spec.name), self.pool)
         self.hosts[host.name] = host

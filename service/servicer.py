@@ -85,6 +85,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
 
     @_unary
     async def ListModels(self, request, context):
+        await self.registry.find_all()  # on a shared store, the models other replicas created too
         return pb.ListModelsResponse(models=[await self._model(h) for h in list(self.registry.hosts.values())])
 
     @_unary

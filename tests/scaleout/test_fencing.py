@@ -102,3 +102,19 @@ def test_a_replica_whose_lease_was_taken_cannot_write(postgres, tmp_path):
             if p.proc.poll() is None:
                 p.proc.send_signal(signal.SIGCONT)
         stop(parts)
+
+
+def test_every_replica_lists_the_models_of_the_shared_store(postgres, tmp_path):
+    url = _fresh_db(postgres)
+    parts = []
+    try:
+        parts += start_replicas(2, url, tmp_path, "--workers", "1")
+        a, b = parts
+        for name in ("first", "second"):
+            a.stub.CreateModel(pb.CreateModelRequest(spec=make_spec(name, hidden_sizes=[4])), timeout=30)
+        listed = b.stub.ListModels(pb.ListModelsRequest(), timeout=30).models
+        assert sorted(m.spec.name for m in listed) == ["first", "second"]
+        b.stub.DeleteModel(pb.DeleteModelRequest(name="first"), timeout=30)
+        assert [m.spec.name for m in b.stub.ListModels(pb.ListModelsRequest(), timeout=30).models] == ["second"]
+    finally:
+        stop(parts)

@@ -25,7 +25,54 @@ def state_shapes(O: int) -> dict:
     return {"last_target": (O,), "has_target": (), "running": (2,), "steps": ()}
 
 
-class LastTarget:
+class WeightlessMember:
+    """What a member without weights (persistence, seasonal, kNN, context) answers to the
+    ensemble's weight and stream calls; each keeps its streams' state in ``_streams``."""
+
+    kind = ""
+    num_parameters = 0
+
+    def param_layout(self):
+        return []
+
+    def has_stream(self, sid) -> bool:
+        return sid in self._streams
+
+    def state_dict(self, stream_id=None) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict, stream_id=None):
+        self._flatten(d)
+
+    def _flatten(self, d: dict):
+        if d:
+            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline {self.kind}, "
+                             "which has no weights")
+
+    def _theta(self, stream_id=None):
+        return None
+
+    def weight_norm(self, stream_id=None) -> float:
+        return 0.0
+
+    def statistics_layout(self) -> list:
+        return []
+
+    def statistics(self, stream_id=None) -> dict:
+        return {}
+
+    def drop_stream(self, sid):
+        self._known(sid)
+        del self._streams[sid]
+
+    def _known(self, sid) -> dict:
+        if sid not in self._streams:
+            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
+                             "(or was dropped)")
+        return self._streams[sid]
+
+
+class LastTarget(WeightlessMember):
     """Persistence for every stream of a regression model with explicit targets."""
 
     kind = "last_target"
@@ -35,14 +82,6 @@ class LastTarget:
         self.dtype = np.dtype(dtype)
         self._streams: dict = {}
         self.last_call = CallStats()
-
-    num_parameters = 0
-
-    def param_layout(self):
-        return []
-
-    def has_stream(self, sid) -> bool:
-        return sid in self._streams
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
         """Predictions [B, T, O] and losses [B, T] for the ``batch`` (the engine's validated
@@ -88,38 +127,10 @@ class LastTarget:
             return np.tile(s["last_target"], (horizon, 1)).astype(self.dtype)
         return fallback
 
-    # weights: none ----------------------------------------------------------------------
-    def state_dict(self, stream_id=None) -> dict:
-        return {}
-
-    def load_state_dict(self, d: dict, stream_id=None):
-        self._flatten(d)
-
-    def _flatten(self, d: dict):
-        if d:
-            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline {self.kind}, "
-                             "which has no weights")
-
-    def _theta(self, stream_id=None):
-        return None
-
-    def weight_norm(self, stream_id=None) -> float:
-        return 0.0
-
-    def statistics_layout(self) -> list:
-        return []
-
-    def statistics(self, stream_id=None) -> dict:
-        return {}
-
     # streams ----------------------------------------------------------------------------
     def reset_stream(self, sid):
         self._known(sid)
         self._streams[sid] = self._fresh()
-
-    def drop_stream(self, sid):
-        self._known(sid)
-        del self._streams[sid]
 
     def stream_stats(self, sid) -> dict:
         s = self._known(sid)
@@ -165,12 +176,6 @@ class LastTarget:
 
     def _fresh(self) -> dict:
         return {name: np.zeros(shape) for name, shape in self._shapes().items()}
-
-    def _known(self, sid) -> dict:
-        if sid not in self._streams:
-            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
-                             "(or was dropped)")
-        return self._streams[sid]
 
 
 def memory_per_stream(out_size: int) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import context_kernel as ck
 from . import hedge
+from .baseline import WeightlessMember
 from .engine import CallStats
 
 HISTORY_BITS = 20
@@ -49,11 +50,10 @@ def _fresh(shapes: dict) -> dict:
     return d
 
 
-class ContextMixing:
+class ContextMixing(WeightlessMember):
     """Context mixing for every stream of a token model."""
 
     kind = "context"
-    num_parameters = 0
 
     def __init__(self, vocab_size: int, shared: bool, table_bits: int, dtype=np.float32):
         self.vocab = vocab_size
@@ -63,12 +63,6 @@ class ContextMixing:
         self._model = _fresh(model_shapes(table_bits)) if shared else None
         self._streams: dict = {}
         self.last_call = CallStats()
-
-    def param_layout(self):
-        return []
-
-    def has_stream(self, sid) -> bool:
-        return sid in self._streams
 
     def _shapes(self) -> dict:
         shapes = stream_shapes()
@@ -102,38 +96,10 @@ class ContextMixing:
         """Token models have no forecast of their own here: the networks'."""
         return fallback
 
-    # weights: none (the statistics are state, in the snapshots) -------------------------
-    def state_dict(self, stream_id=None) -> dict:
-        return {}
-
-    def load_state_dict(self, d: dict, stream_id=None):
-        self._flatten(d)
-
-    def _flatten(self, d: dict):
-        if d:
-            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline context, "
-                             "which has no weights")
-
-    def _theta(self, stream_id=None):
-        return None
-
-    def weight_norm(self, stream_id=None) -> float:
-        return 0.0
-
-    def statistics_layout(self) -> list:
-        return []
-
-    def statistics(self, stream_id=None) -> dict:
-        return {}
-
     # streams ----------------------------------------------------------------------------
     def reset_stream(self, sid):
         self._known(sid)
         self._streams[sid] = _fresh(self._shapes())
-
-    def drop_stream(self, sid):
-        self._known(sid)
-        del self._streams[sid]
 
     def stream_stats(self, sid) -> dict:
         s = self._known(sid)
@@ -159,12 +125,6 @@ class ContextMixing:
                                  "statistics per stream")
             return
         self._model = _checked(d, model_shapes(self.table_bits), "model snapshot")
-
-    def _known(self, sid) -> dict:
-        if sid not in self._streams:
-            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
-                             "(or was dropped)")
-        return self._streams[sid]
 
 
 def _checked(d: dict, shapes: dict, what: str) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import hedge
+from .baseline import WeightlessMember
 from .engine import CallStats
 
 WINDOW = 1000
@@ -100,11 +101,10 @@ def predict_and_learn(m: dict, x: np.ndarray, y: np.ndarray | None, C: int):
     return probs
 
 
-class Neighbours:
+class Neighbours(WeightlessMember):
     """k nearest neighbours for every stream of a dense classification model."""
 
     kind = "knn"
-    num_parameters = 0
 
     def __init__(self, input_size: int, num_classes: int, shared: bool, dtype=np.float32):
         self.I, self.C, self.shared = input_size, num_classes, shared
@@ -112,12 +112,6 @@ class Neighbours:
         self._model = _fresh(model_shapes(input_size)) if shared else None
         self._streams: dict = {}
         self.last_call = CallStats()
-
-    def param_layout(self):
-        return []
-
-    def has_stream(self, sid) -> bool:
-        return sid in self._streams
 
     def _shapes(self) -> dict:
         return stream_shapes() if self.shared else {**stream_shapes(), **model_shapes(self.I)}
@@ -155,38 +149,10 @@ class Neighbours:
     def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
         return fallback
 
-    # weights: none ----------------------------------------------------------------------
-    def state_dict(self, stream_id=None) -> dict:
-        return {}
-
-    def load_state_dict(self, d: dict, stream_id=None):
-        self._flatten(d)
-
-    def _flatten(self, d: dict):
-        if d:
-            raise ValueError(f"tensor(s) {', '.join(sorted(d))} name the baseline knn, which "
-                             "has no weights")
-
-    def _theta(self, stream_id=None):
-        return None
-
-    def weight_norm(self, stream_id=None) -> float:
-        return 0.0
-
-    def statistics_layout(self) -> list:
-        return []
-
-    def statistics(self, stream_id=None) -> dict:
-        return {}
-
     # streams ----------------------------------------------------------------------------
     def reset_stream(self, sid):
         self._known(sid)
         self._streams[sid] = _fresh(self._shapes())
-
-    def drop_stream(self, sid):
-        self._known(sid)
-        del self._streams[sid]
 
     def stream_stats(self, sid) -> dict:
         s = self._known(sid)
@@ -230,12 +196,6 @@ class Neighbours:
                                            & (out["classes"] == np.round(out["classes"]))):
             raise ValueError(f"{what} of the baseline knn holds a class outside 0..{self.C - 1}")
         return out
-
-    def _known(self, sid) -> dict:
-        if sid not in self._streams:
-            raise ValueError(f"unknown stream {sid!r}: it has not sent a chunk yet "
-                             "(or was dropped)")
-        return self._streams[sid]
 
 
 def memory_per_model(input_size: int, shared: bool) -> int:

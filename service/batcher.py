@@ -34,6 +34,8 @@ class Job:
 
 def submit(host, session: StreamSession, chunk: Chunk) -> asyncio.Future:
     """A validated chunk: a future of its StreamResponse, answered by the model's worker."""
+    if not session.pending:
+        host.queued_streams += 1
     session.pending += 1
     session.touch()
     future = asyncio.get_running_loop().create_future()
@@ -51,11 +53,13 @@ def error_response(model: str, stream_id: str, seq: int, error: ServiceError, se
 
 def fail_queued(host, error: ServiceError) -> None:
     while host.queue:
-        _finish(host.queue.popleft(), error_response(host.name, "", 0, error))
+        _finish(host, host.queue.popleft(), error_response(host.name, "", 0, error))
 
 
-def _finish(job: Job, resp: pb.StreamResponse) -> None:
+def _finish(host, job: Job, resp: pb.StreamResponse) -> None:
     job.session.pending -= 1
+    if not job.session.pending:
+        host.queued_streams -= 1
     if not resp.stream_id:
         resp.stream_id = job.session.stream_id
         resp.seq = job.chunk.seq
@@ -97,7 +101,7 @@ async def run(host, registry) -> None:
                 # the client resends this chunk: a later one must not be applied before it
                 job.session.resend_from = job.chunk.seq
         for job, resp in refused + answered:
-            _finish(job, resp)
+            _finish(host, job, resp)
 
 
 async def _commit(host, registry, answered) -> None:
@@ -122,7 +126,7 @@ async def _gather(host, config) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
     while True:
-        queued = len({id(job.session) for job in host.queue})
+        queued = host.queued_streams  # nothing of this model runs now: these are all queued
         if queued <= 1 or queued >= min(config.max_batch_streams, host.attached_streams()):
             return
         remaining = deadline - loop.time()
@@ -154,18 +158,18 @@ def _take(host, limit: int) -> list[Job]:
         if job.chunk.seq <= session.acked_seq:
             resp = pb.StreamResponse(model=host.name, stream_id=session.stream_id, seq=job.chunk.seq,
                                      acked_seq=session.acked_seq, durable_seq=session.durable_seq, duplicate=True)
-            _finish(job, resp)
+            _finish(host, job, resp)
             continue
         if session.resend_from:
             if job.chunk.seq > session.resend_from:
-                _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+                _finish(host, job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
                     grpc.StatusCode.ABORTED, f"chunk {session.resend_from} of this stream was refused "
                     "for a passing reason and must come first: resend from it (this one was not applied)"),
                     session))
                 continue
             session.resend_from = 0  # the refused chunk (or an earlier one) is back
         if host.sessions.get(session.stream_id) is not session:
-            _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+            _finish(host, job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
                 grpc.StatusCode.ABORTED, "the stream was closed while this chunk was queued; resend it")))
             continue
         seen.add(id(session))
@@ -180,6 +184,8 @@ def _take(host, limit: int) -> list[Job]:
 
 
 def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
+    if len(rows) == 1 and len(rows[0]) == steps:  # one chunk: a view, no copy
+        return rows[0][None]
     out = np.zeros((len(rows), steps) + tail, dtype=dtype)
     for b, row in enumerate(rows):
         out[b, : len(row)] = row
@@ -256,6 +262,8 @@ def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]
     afresh, as after ResetStream), logged and counted. The check reads the
     state only when a prediction is not finite, so it costs nothing on healthy traffic."""
     engine = host.engine
+    if len(set(steps)) == 1 and np.isfinite(preds).all():  # no padding: one check for all
+        return
     for b, job in enumerate(jobs):
         if np.isfinite(preds[b, :steps[b]]).all():
             continue

@@ -1,7 +1,8 @@
 """Micro-batching: chunks of different streams of one model run as one engine call.
 
 Each model has one worker coroutine (on the event loop; the engine call itself runs on a
-worker thread through the model's SerialEngine). It takes the oldest queued chunk and, when chunks of
+worker thread through the model's SerialEngine, unless it is expected to take less than the
+hand-off to a thread costs: INLINE_BELOW_S). It takes the oldest queued chunk and, when chunks of
 other streams are queued too, waits up to ``batch_window_s`` for more streams (never when
 it is alone, and no longer once every attached stream has a chunk queued). One engine call
 takes at most one chunk per stream, so a stream's chunks apply strictly in arrival order;
@@ -22,6 +23,12 @@ from rnnstream.service.errors import ServiceError
 from rnnstream.service.session import Chunk, StreamSession, stats_proto
 
 log = logging.getLogger(__name__)
+
+# A batch expected to take less than this runs on the loop itself: handing it to a worker
+# thread and back costs more (two thread wake-ups, the GIL changing hands) than a 1-step chunk
+# of a small model, and its round trip waits for both. Expected = the model's measured time
+# per stream-step x the batch's steps; a model's first batch always goes to a worker.
+INLINE_BELOW_S = 2e-4
 
 
 @dataclasses.dataclass(eq=False)
@@ -85,8 +92,10 @@ async def run(host, registry) -> None:
             continue
         host.busy = True
         try:
-            # on a worker thread: the loop keeps reading, answering and accepting meanwhile
-            answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
+            if _cheap(host, jobs):
+                answered, refused = _execute(host, jobs, registry.metrics)
+            else:  # on a worker thread: the loop keeps reading, answering and accepting meanwhile
+                answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
             await _commit(host, registry, answered)
         except Exception as exc:  # a bug, not bad input: answer every job rather than leave it hanging
             log.exception("batch of model %s failed", host.name)
@@ -102,6 +111,21 @@ async def run(host, registry) -> None:
                 job.session.resend_from = job.chunk.seq
         for job, resp in refused + answered:
             _finish(host, job, resp)
+
+
+def _cheap(host, jobs: list[Job]) -> bool:
+    """Whether ``jobs`` may run on the loop (INLINE_BELOW_S): nothing of the model is running or
+    queued on its worker (calls stay in order), and no forecast or labels, whose cost the
+    per-step time does not cover."""
+    per_step = host.seconds_per_step
+    if per_step is None or host.serial.busy():
+        return False
+    steps = 0
+    for job in jobs:
+        if job.chunk.horizon or job.chunk.labels is not None:
+            return False
+        steps += job.chunk.steps
+    return per_step * max(steps, 1) < INLINE_BELOW_S
 
 
 async def _commit(host, registry, answered) -> None:
@@ -195,6 +219,7 @@ def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
 def _execute(host, jobs: list[Job], metrics) -> tuple[list, list]:
     """One engine call for ``jobs``, on a worker thread: (applied, refused) as (job, response)
     pairs, answered by the loop (futures are not thread-safe)."""
+    t0 = time.perf_counter()
     engine, name = host.engine, host.name
     chunks = [job.chunk for job in jobs]
     steps = [c.steps for c in chunks]
@@ -251,6 +276,9 @@ def _execute(host, jobs: list[Job], metrics) -> tuple[list, list]:
                 log.exception("forecast failed for model %s", name)
         answered.append((job, resp))
     _restart_poisoned(host, jobs, preds, steps)  # after the answers: they report the chunk as it ran
+    per_step = (time.perf_counter() - t0) / max(sum(steps), 1)
+    last = host.seconds_per_step  # an average over the last few batches, quick to follow a change
+    host.seconds_per_step = per_step if last is None else 0.7 * last + 0.3 * per_step
     return answered, []
 
 

@@ -74,6 +74,7 @@ class ModelHost:
         # kept as they change (servicer, batcher): counting thousands of sessions per batch held the loop
         self.attached = 0        # sessions with an open Stream call
         self.queued_streams = 0  # sessions with a chunk queued or running
+        self.seconds_per_step: float | None = None  # a batch's time per stream-step, averaged (batcher)
 
     def attached_streams(self) -> int:
         return self.attached

@@ -115,10 +115,12 @@ async def run(host, registry) -> None:
 
 def _cheap(host, jobs: list[Job]) -> bool:
     """Whether ``jobs`` may run on the loop (INLINE_BELOW_S): nothing of the model is running or
-    queued on its worker (calls stay in order), and no forecast or labels, whose cost the
+    queued on its worker (calls stay in order), at most one Stream call feeds the model (with
+    more, the loop has their reads to do while a worker runs the kernel: 256 streams of 1-step
+    chunks lost a sixth of their rate inline), and no forecast or labels, whose cost the
     per-step time does not cover."""
     per_step = host.seconds_per_step
-    if per_step is None or host.serial.busy():
+    if per_step is None or host.serial.busy() or host.attached_streams() > 1:
         return False
     steps = 0
     for job in jobs:

@@ -5,7 +5,8 @@ and the fraction of this machine's float32 peak (a large matmul timed in the sam
     python -m bench.bench_engine            # about a minute on 2 cores
     python -m bench.bench_engine --quick    # fewer steps, for a smoke run
 
-Cases (issue 2): LSTM H=64 in 8 TBPTT(16,16) one stream; LSTM H=128 TBPTT(16,16) 1024 streams
+Cases (issue 2): LSTM H=64 in 8 TBPTT(16,16) one stream (against LSTMCell step by step and,
+issue 11, against nn.LSTM over each 16-step window at H=64 and H=128: targets 10x and 5x); LSTM H=128 TBPTT(16,16) 1024 streams
 with shared weights; exact RTRL on Elman H=32, H=64 and LSTM H=32; SnAp-1 on LSTM H=128
 against TBPTT(1,1). Targets: >= 30x the PyTorch loop for one stream, >= 1x PyTorch batched
 for 1024 streams, RTRL >= 25% of peak, SnAp-1 <= 2x TBPTT(1,1).
@@ -86,6 +87,45 @@ def run_engine(spec, x, y, chunk):
     return B * T / _timed(go)
 
 
+def step_overhead(blocks=30, calls=1000):
+    """Microseconds of one ``Engine.step`` at T=1 (one stream, LSTM H=32, TBPTT(16,16), Adam)
+    and of the chunk kernel call it makes, given the same arguments: (step, kernel). Blocks of
+    each alternate and the best block of each counts (CPU time of this thread), so both are
+    timed under the same load on a shared machine."""
+    from rnnstream.kernels import codes as kc
+    from rnnstream.kernels.chunk import run_chunk
+
+    spec = Spec(cell="lstm", hidden_sizes=(32,), input_size=4, output_size=1, algorithm="tbptt",
+                tbptt_k1=16, optimizer="adam", **OPTIONS_OFF)
+    eng = Engine(spec)
+    x, y = np.ones((1, 1, 4), np.float32), np.ones((1, 1, 1), np.float32)
+    for _ in range(100):
+        eng.step(["s"], inputs=x, targets=y)
+    batch = eng._validated_batch(["s"], x, None, y, None, True, None)
+    slots = np.array([eng.pool.slot("s")], np.int64)
+    kbatch = (slots, np.zeros(1, np.int64), batch["inputs"], batch["tokens"], batch["targets"],
+              batch["tclass"], batch["lengths"], batch["learn"])
+    # the counters add up over the calls: room for every update's gradient norm
+    out = (np.full((1, 1, 1), np.nan, np.float32), np.full((1, 1), np.nan, np.float32),
+           np.zeros(kc.R_NFIELDS, np.int64), np.zeros(blocks * calls + 1))
+    weights, pool = eng._weights(), eng.pool.bundle()
+
+    def step():
+        eng.step(["s"], inputs=x, targets=y)
+
+    def kernel():
+        run_chunk(eng._model, weights, pool, kbatch, out)
+
+    best = {step: float("inf"), kernel: float("inf")}
+    for _ in range(blocks):
+        for fn in best:
+            t0 = time.thread_time()
+            for _ in range(calls):
+                fn()
+            best[fn] = min(best[fn], (time.thread_time() - t0) / calls)
+    return best[step] * 1e6, best[kernel] * 1e6
+
+
 # ---------------------------------------------------------------------------- PyTorch
 def _torch_modules(spec, torch):
     H = spec.hidden_sizes[0]
@@ -122,6 +162,32 @@ def run_torch_tbptt(spec, x, y):
                 opt.step()
                 loss = 0.0
                 h, c = h.detach(), c.detach()
+    return B * T / _timed(go)
+
+
+def run_torch_window(spec, x, y):
+    """The loop a PyTorch user writes for TBPTT(k, k): ``nn.LSTM`` (or ``nn.RNN``/``nn.GRU``)
+    over each k-step window at once, the window's summed loss, backward, an Adam step, detach."""
+    import torch
+
+    H, k = spec.hidden_sizes[0], spec.tbptt_k1
+    rnn = {"lstm": torch.nn.LSTM, "elman": torch.nn.RNN, "gru": torch.nn.GRU}[spec.cell](spec.input_size, H)
+    head = torch.nn.Linear(H, spec.output_size)
+    opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
+    X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)  # [T, B, *]
+    T, B = X.shape[0], X.shape[1]
+    lstm = spec.cell == "lstm"
+
+    def go():
+        h = torch.zeros(1, B, H)
+        state = (h, torch.zeros(1, B, H)) if lstm else h
+        for t0 in range(0, T, k):
+            out, state = rnn(X[t0:t0 + k], state)
+            loss = ((head(out) - Y[t0:t0 + k]) ** 2).mean(dim=2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            state = tuple(s.detach() for s in state) if lstm else state.detach()
     return B * T / _timed(go)
 
 
@@ -187,7 +253,18 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for both the kernels' BLAS and torch (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--window", action="store_true",
+                        help="only one stream of LSTM H=64 and H=128 against nn.LSTM per window")
+    parser.add_argument("--overhead", action="store_true",
+                        help="only the Python around the kernel: Engine.step at T=1 against the "
+                             "kernel call it makes (target: <= 10 us added)")
     opts = parser.parse_args(argv)
+    if opts.overhead:
+        limit_kernel_blas_threads(1)
+        step_us, kernel_us = step_overhead()
+        print(f"Engine.step, T=1, LSTM H=32: {step_us:.1f} us; its kernel call: {kernel_us:.1f} us; "
+              f"added: {step_us - kernel_us:.1f} us (target <= 10 us)")
+        return 0
     import torch
 
     torch.set_num_threads(opts.threads)
@@ -212,8 +289,20 @@ def main(argv=None):
     lstm64 = Spec(cell="lstm", hidden_sizes=(64,), input_size=8, output_size=1,
                   algorithm="tbptt", tbptt_k1=16, optimizer="adam", **OPTIONS_OFF)
     x, y = data(1, 4096 // scale, 8)
-    row("LSTM H=64 TBPTT(16,16), 1 stream", run_engine(lstm64, x, y, 256),
-        run_torch_tbptt(lstm64, x, y), 3 * forward_flops(lstm64), "target >= 30x")
+    if not opts.window:
+        row("LSTM H=64 TBPTT(16,16), 1 stream", run_engine(lstm64, x, y, 256),
+            run_torch_tbptt(lstm64, x, y), 3 * forward_flops(lstm64), "target >= 30x")
+
+    # issue 11: against nn.LSTM over each 16-step window (the loop a PyTorch user writes)
+    for H, target in ((64, 10), (128, 5)):
+        spec = Spec(cell="lstm", hidden_sizes=(H,), input_size=8, output_size=1,
+                    algorithm="tbptt", tbptt_k1=16, optimizer="adam", **OPTIONS_OFF)
+        x, y = data(1, 4096 // scale, 8)
+        row(f"LSTM H={H} TBPTT(16,16), 1 stream, vs nn.LSTM per window", run_engine(spec, x, y, 256),
+            run_torch_window(spec, x, y), 3 * forward_flops(spec), f"target >= {target}x")
+    if opts.window:
+        print("\n".join(f"{r[0]}: {r[3]:.2f}x ({r[6]})" for r in rows))
+        return 0
 
     lstm128 = Spec(cell="lstm", hidden_sizes=(128,), input_size=8, output_size=1,
                    algorithm="tbptt", tbptt_k1=16, optimizer="adam", **OPTIONS_OFF)

@@ -8,7 +8,7 @@ For each (streams, chunk steps, sharing) it creates a model (LSTM H=32, input 4,
 TBPTT(16, 16), Adam), opens every Stream call at once, and each call sends a chunk, waits for
 its answer and sends the next until the time is up. Measured: steps/s over the timed part,
 time to first answer (from opening the call), p50/p99 chunk round trip, health-check p99
-during the load, errors by gRPC code, chunks not answered or answered out of order, and the
+during the load (probed every 50 ms from a process of its own), errors by gRPC code, chunks not answered or answered out of order, and the
 server's RSS (now and peak). The client shares the machine's cores with the server, so on a
 small box the numbers are a floor for the server.
 """
@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import pathlib
 import platform
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import grpc
@@ -131,20 +134,17 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
             if not counted:
                 arrived()
 
-    health = health_pb2_grpc.HealthStub(channels[0])
-    health_rtts = []
-
-    async def probe():
-        while time.perf_counter() < window[1]:
-            t0 = time.perf_counter()
-            try:
-                await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
-                health_rtts.append(time.perf_counter() - t0)
-            except grpc.aio.AioRpcError as exc:
-                errors["health " + exc.code().name] += 1
-            await asyncio.sleep(0.05)
-
-    await asyncio.gather(probe(), *(one(i) for i in range(streams)))
+    # health is probed from its own process: in this one it would wait behind the client's own
+    # loop, which thousands of calls keep busy, and measure the client instead of the server
+    probe = subprocess.Popen([sys.executable, "-m", "bench.load", "--probe", address], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        await asyncio.gather(*(one(i) for i in range(streams)))
+    finally:
+        probed = json.loads(probe.communicate(b"", timeout=60)[0] or b"{}")  # closing stdin stops it
+    health_rtts = probed.get("rtts", [])
+    for code, count in probed.get("errors", {}).items():
+        errors["health " + code] += count
     elapsed = seconds
     for c in channels:
         await c.close()
@@ -152,6 +152,26 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
                 first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
                 rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
                 errors=dict(errors), bad_order=bad_order[0], samples=samples)
+
+
+def _probe(address: str) -> None:
+    """``--probe ADDRESS``: a health check every 50 ms until stdin closes, then their round
+    trips (seconds) and failures as JSON on stdout."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    rtts, errors = [], collections.Counter()
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=60)  # connected before timing
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                rtts.append(time.perf_counter() - t0)
+            except grpc.RpcError as exc:
+                errors[exc.code().name] += 1
+            stop.wait(0.05)
+    sys.stdout.write(json.dumps({"rtts": rtts, "errors": errors}))
 
 
 def _code(value: int) -> tuple:
@@ -177,6 +197,7 @@ def _table(rows: list[dict], header: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--probe", metavar="ADDRESS", help=argparse.SUPPRESS)  # the health prober process
     parser.add_argument("--streams", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sharing", nargs="+", default=["shared", "per_stream"], choices=["shared", "per_stream"])
@@ -184,6 +205,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="server --workers (0: its cores)")
     parser.add_argument("--out", default=str(REPO / "bench/results/load.md"))
     args = parser.parse_args(argv)
+    if args.probe:
+        return _probe(args.probe)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = _spawn_server(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")

@@ -1,7 +1,8 @@
 """Micro-batching: chunks of different streams of one model run as one engine call.
 
 Each model has one worker coroutine (on the event loop; the engine call itself runs on a
-worker thread through the model's SerialEngine). It takes the oldest queued chunk and, when chunks of
+worker thread through the model's SerialEngine, unless it is expected to take less than the
+hand-off to a thread costs: INLINE_BELOW_S). It takes the oldest queued chunk and, when chunks of
 other streams are queued too, waits up to ``batch_window_s`` for more streams (never when
 it is alone, and no longer once every attached stream has a chunk queued). One engine call
 takes at most one chunk per stream, so a stream's chunks apply strictly in arrival order;
@@ -23,6 +24,12 @@ from rnnstream.service.session import Chunk, StreamSession, stats_proto
 
 log = logging.getLogger(__name__)
 
+# A batch expected to take less than this runs on the loop itself: handing it to a worker
+# thread and back costs more (two thread wake-ups, the GIL changing hands) than a 1-step chunk
+# of a small model, and its round trip waits for both. Expected = the model's measured time
+# per stream-step x the batch's steps; a model's first batch always goes to a worker.
+INLINE_BELOW_S = 2e-4
+
 
 @dataclasses.dataclass(eq=False)
 class Job:
@@ -34,6 +41,8 @@ class Job:
 
 def submit(host, session: StreamSession, chunk: Chunk) -> asyncio.Future:
     """A validated chunk: a future of its StreamResponse, answered by the model's worker."""
+    if not session.pending:
+        host.queued_streams += 1
     session.pending += 1
     session.touch()
     future = asyncio.get_running_loop().create_future()
@@ -51,11 +60,13 @@ def error_response(model: str, stream_id: str, seq: int, error: ServiceError, se
 
 def fail_queued(host, error: ServiceError) -> None:
     while host.queue:
-        _finish(host.queue.popleft(), error_response(host.name, "", 0, error))
+        _finish(host, host.queue.popleft(), error_response(host.name, "", 0, error))
 
 
-def _finish(job: Job, resp: pb.StreamResponse) -> None:
+def _finish(host, job: Job, resp: pb.StreamResponse) -> None:
     job.session.pending -= 1
+    if not job.session.pending:
+        host.queued_streams -= 1
     if not resp.stream_id:
         resp.stream_id = job.session.stream_id
         resp.seq = job.chunk.seq
@@ -81,8 +92,10 @@ async def run(host, registry) -> None:
             continue
         host.busy = True
         try:
-            # on a worker thread: the loop keeps reading, answering and accepting meanwhile
-            answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
+            if _cheap(host, jobs):
+                answered, refused = _execute(host, jobs, registry.metrics)
+            else:  # on a worker thread: the loop keeps reading, answering and accepting meanwhile
+                answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
             await _commit(host, registry, answered)
         except Exception as exc:  # a bug, not bad input: answer every job rather than leave it hanging
             log.exception("batch of model %s failed", host.name)
@@ -97,7 +110,24 @@ async def run(host, registry) -> None:
                 # the client resends this chunk: a later one must not be applied before it
                 job.session.resend_from = job.chunk.seq
         for job, resp in refused + answered:
-            _finish(job, resp)
+            _finish(host, job, resp)
+
+
+def _cheap(host, jobs: list[Job]) -> bool:
+    """Whether ``jobs`` may run on the loop (INLINE_BELOW_S): nothing of the model is running or
+    queued on its worker (calls stay in order), at most one Stream call feeds the model (with
+    more, the loop has their reads to do while a worker runs the kernel: 256 streams of 1-step
+    chunks lost a sixth of their rate inline), and no forecast or labels, whose cost the
+    per-step time does not cover."""
+    per_step = host.seconds_per_step
+    if per_step is None or host.serial.busy() or host.attached_streams() > 1:
+        return False
+    steps = 0
+    for job in jobs:
+        if job.chunk.horizon or job.chunk.labels is not None:
+            return False
+        steps += job.chunk.steps
+    return per_step * max(steps, 1) < INLINE_BELOW_S
 
 
 async def _commit(host, registry, answered) -> None:
@@ -122,7 +152,7 @@ async def _gather(host, config) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
     while True:
-        queued = len({id(job.session) for job in host.queue})
+        queued = host.queued_streams  # nothing of this model runs now: these are all queued
         if queued <= 1 or queued >= min(config.max_batch_streams, host.attached_streams()):
             return
         remaining = deadline - loop.time()
@@ -154,18 +184,18 @@ def _take(host, limit: int) -> list[Job]:
         if job.chunk.seq <= session.acked_seq:
             resp = pb.StreamResponse(model=host.name, stream_id=session.stream_id, seq=job.chunk.seq,
                                      acked_seq=session.acked_seq, durable_seq=session.durable_seq, duplicate=True)
-            _finish(job, resp)
+            _finish(host, job, resp)
             continue
         if session.resend_from:
             if job.chunk.seq > session.resend_from:
-                _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+                _finish(host, job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
                     grpc.StatusCode.ABORTED, f"chunk {session.resend_from} of this stream was refused "
                     "for a passing reason and must come first: resend from it (this one was not applied)"),
                     session))
                 continue
             session.resend_from = 0  # the refused chunk (or an earlier one) is back
         if host.sessions.get(session.stream_id) is not session:
-            _finish(job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
+            _finish(host, job, error_response(host.name, session.stream_id, job.chunk.seq, ServiceError(
                 grpc.StatusCode.ABORTED, "the stream was closed while this chunk was queued; resend it")))
             continue
         seen.add(id(session))
@@ -180,6 +210,8 @@ def _take(host, limit: int) -> list[Job]:
 
 
 def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
+    if len(rows) == 1 and len(rows[0]) == steps:  # one chunk: a view, no copy
+        return rows[0][None]
     out = np.zeros((len(rows), steps) + tail, dtype=dtype)
     for b, row in enumerate(rows):
         out[b, : len(row)] = row
@@ -189,6 +221,7 @@ def _pad(rows: list, steps: int, tail: tuple, dtype) -> np.ndarray:
 def _execute(host, jobs: list[Job], metrics) -> tuple[list, list]:
     """One engine call for ``jobs``, on a worker thread: (applied, refused) as (job, response)
     pairs, answered by the loop (futures are not thread-safe)."""
+    t0 = time.perf_counter()
     engine, name = host.engine, host.name
     chunks = [job.chunk for job in jobs]
     steps = [c.steps for c in chunks]
@@ -245,6 +278,9 @@ def _execute(host, jobs: list[Job], metrics) -> tuple[list, list]:
                 log.exception("forecast failed for model %s", name)
         answered.append((job, resp))
     _restart_poisoned(host, jobs, preds, steps)  # after the answers: they report the chunk as it ran
+    per_step = (time.perf_counter() - t0) / max(sum(steps), 1)
+    last = host.seconds_per_step  # an average over the last few batches, quick to follow a change
+    host.seconds_per_step = per_step if last is None else 0.7 * last + 0.3 * per_step
     return answered, []
 
 
@@ -256,6 +292,8 @@ def _restart_poisoned(host, jobs: list[Job], preds: np.ndarray, steps: list[int]
     afresh, as after ResetStream), logged and counted. The check reads the
     state only when a prediction is not finite, so it costs nothing on healthy traffic."""
     engine = host.engine
+    if len(set(steps)) == 1 and np.isfinite(preds).all():  # no padding: one check for all
+        return
     for b, job in enumerate(jobs):
         if np.isfinite(preds[b, :steps[b]]).all():
             continue

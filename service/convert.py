@@ -96,8 +96,23 @@ def validate_stream_id(stream_id: str) -> str:
     return check_id(stream_id, "stream_id")
 
 
+def float_array(values) -> np.ndarray:
+    """A repeated float field as float32. A few values are copied one by one: np.asarray's
+    set-up costs more than that, and a 1-step chunk holds a handful."""
+    n = len(values)
+    if n <= 32:
+        return np.fromiter(values, np.float32, n)
+    return np.asarray(values, dtype=np.float32)
+
+
 def check_values(flat: np.ndarray, what: str) -> None:
     """INVALID_ARGUMENT for NaN, Inf or a magnitude whose square overflows float32."""
+    if flat.size <= 32:  # a few values: Python's builtins beat numpy's set-up
+        vals = flat.ravel().tolist()  # NaN and Inf carry through the sum; float32s cannot overflow it
+        if not vals or (math.isfinite(sum(vals)) and -MAX_ABS_VALUE <= min(vals) and max(vals) <= MAX_ABS_VALUE):
+            return
+    elif float(np.abs(flat).max()) <= MAX_ABS_VALUE:  # False for NaN, which max() carries
+        return
     if not np.isfinite(flat).all():
         raise invalid(f"{what} hold NaN or Inf")
     if flat.size and float(np.abs(flat).max()) > MAX_ABS_VALUE:

@@ -61,37 +61,56 @@ def _behavior(handler):
     return (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
 
 
+class _PerHandler:
+    """Wrapped handlers kept per wrapped handler (one per method), so a new call costs a lookup
+    rather than new closures and a new handler: calls are accepted one at a time on the loop.
+    Bounded, since a refusal's handler is new on every call."""
+
+    def __init__(self, wrap, limit: int = 512):
+        self._wrap, self._limit, self._done = wrap, limit, {}
+
+    def get(self, handler, details):
+        key = (details.method, handler)
+        wrapped = self._done.get(key)
+        if wrapped is None:
+            if len(self._done) >= self._limit:
+                self._done.clear()
+            wrapped = self._done[key] = self._wrap(handler, details)
+        return wrapped
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """grpc_server_started_total, _handled_total{grpc_code}, _msg_received/_sent_total, _handling_seconds."""
 
     def __init__(self, metrics: Metrics):
         self.m = metrics
+        self._handlers = _PerHandler(self._wrap)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
+        return self._handlers.get(handler, details)
+
+    def _wrap(self, handler, details):
         labels = (_grpc_type(handler),) + _split(details.method)
         inner, m = _behavior(handler), self.m
         received, sent = m.grpc_msg_received.labels(*labels), m.grpc_msg_sent.labels(*labels)
+        started, seconds = m.grpc_started.labels(*labels), m.grpc_handling_seconds.labels(*labels)
+        parse = handler.request_deserializer or _unparsed
+
+        def counted(data: bytes):  # every message received is parsed once: count it there
+            received.inc()
+            return parse(data)
 
         def done(context, exc, t0):
             m.grpc_handled.labels(*labels, _code_name(context, exc)).inc()
-            m.grpc_handling_seconds.labels(*labels).observe(time.perf_counter() - t0)
-
-        async def counted(requests):
-            async for req in requests:
-                received.inc()
-                yield req
+            seconds.observe(time.perf_counter() - t0)
 
         if inspect.isasyncgenfunction(inner):
             async def behavior(request, context):
                 t0, exc = time.perf_counter(), None
-                m.grpc_started.labels(*labels).inc()
-                if handler.request_streaming:
-                    request = counted(request)
-                else:
-                    received.inc()
+                started.inc()
                 try:
                     async for resp in inner(request, context):
                         sent.inc()
@@ -104,11 +123,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         else:
             async def behavior(request, context):
                 t0, exc = time.perf_counter(), None
-                m.grpc_started.labels(*labels).inc()
-                if handler.request_streaming:
-                    request = counted(request)
-                else:
-                    received.inc()
+                started.inc()
                 try:
                     resp = await inner(request, context)
                     if not handler.response_streaming:  # streaming by context.write(): not counted
@@ -119,7 +134,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     done(context, exc, t0)
-        return _rebuild(handler, behavior)
+        return _rebuild(handler, behavior, request_deserializer=counted)
 
 
 def _unparsed(data: bytes) -> bytes:
@@ -171,10 +186,17 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
     """Parse messages without grpc's logged traceback: a unary call with an undecodable request
     gets INVALID_ARGUMENT; streaming handlers receive an :class:`Undecodable` and refuse it."""
 
+    def __init__(self):
+        self._handlers = _PerHandler(self._wrap)
+
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
+        return self._handlers.get(handler, details)
+
+    @staticmethod
+    def _wrap(handler, details):
         parse = handler.request_deserializer
         type_name = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
         type_name = type_name.full_name if type_name is not None else "request"

@@ -73,9 +73,13 @@ class ModelHost:
         self.steps = 0
         self.updates = 0
         self.weight_norm_at = 0.0
+        # kept as they change (servicer, batcher): counting thousands of sessions per batch held the loop
+        self.attached = 0        # sessions with an open Stream call
+        self.queued_streams = 0  # sessions with a chunk queued or running
+        self.seconds_per_step: float | None = None  # a batch's time per stream-step, averaged (batcher)
 
     def attached_streams(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.attached)
+        return self.attached
 
 
 class Registry:

@@ -153,7 +153,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
         out: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(self.config.max_inflight_per_call)  # chunks read ahead of their answers
         byte_window = ByteWindow(self.config.max_inflight_bytes_per_call, self.metrics.buffered_request_bytes)
-        touched: set = set()
+        touched: dict = {}  # session -> its host, for the sessions this call attached
         failed: list[BaseException] = []
         reader = asyncio.create_task(self._read(request_iterator, out, window, byte_window, touched, failed))
         self._readers.add(reader)
@@ -179,8 +179,10 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                 item = out.get_nowait()
                 if item is not None:
                     byte_window.release(item[3])
-            for session in touched:
+            for session, host in touched.items():
                 session.attached -= 1
+                if not session.attached:
+                    host.attached -= 1
                 self.registry.end_ephemeral(session)
 
     @_unary
@@ -225,7 +227,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
 
     # -- helpers --------------------------------------------------------------------------
     async def _read(self, requests, out: asyncio.Queue, window: asyncio.Semaphore, byte_window: ByteWindow,
-                    touched: set, failed: list) -> None:
+                    touched: dict, failed: list) -> None:
         """Submit each message as it arrives; later messages may leave model/stream_id empty."""
         model = stream_id = ""
         held = 0  # bytes admitted but not yet handed to ``out``
@@ -255,7 +257,7 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                 byte_window.release(held)
             out.put_nowait(None)
 
-    async def _submit(self, req: pb.StreamRequest, touched: set | None):
+    async def _submit(self, req: pb.StreamRequest, touched: dict | None):
         """Validate one chunk and queue it: a future of its response, or the refusal itself."""
         try:
             if self.draining:
@@ -272,7 +274,9 @@ class RnnStreamServicer(pb_grpc.RnnStreamServicer):
                                 for v in (req.model, req.stream_id))
             return batcher.error_response(model, stream_id, req.seq, exc)
         if touched is not None and session not in touched:
-            touched.add(session)
+            touched[session] = host
+            if not session.attached:
+                host.attached += 1
             session.attached += 1
             session.resend_from = 0  # a new call: its client sends what it needs from here
         return batcher.submit(host, session, chunk)

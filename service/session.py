@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
-from rnnstream.service.convert import MAX_SEQ, check_values
+from rnnstream.service.convert import MAX_SEQ, check_values, float_array
 from rnnstream.service.errors import exhausted, invalid
 
 
@@ -79,7 +79,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
     else:
         if len(req.tokens):
             raise invalid("this model takes inputs, not tokens (vocab_size is 0)")
-        flat = np.asarray(req.inputs, dtype=np.float32)
+        flat = float_array(req.inputs)
         if flat.size % spec.input_size:
             raise invalid(f"inputs has {flat.size} values, not a multiple of input_size {spec.input_size}")
         steps = flat.size // spec.input_size
@@ -112,7 +112,7 @@ def parse_chunk(req: pb.StreamRequest, spec, config) -> Chunk:
         if len(req.target_classes):
             raise invalid("a regression model takes targets, not target_classes")
         if len(req.targets):
-            flat = np.asarray(req.targets, dtype=np.float32)
+            flat = float_array(req.targets)
             if flat.size != steps * spec.output_size:
                 raise invalid(f"targets has {flat.size} values; {steps} steps x output_size {spec.output_size} "
                               f"= {steps * spec.output_size}")

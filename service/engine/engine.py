@@ -5,8 +5,10 @@ ValueError leaves the weights, the optimizer and every stream exactly as they we
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +26,19 @@ from .spec import Spec
 from .threads import limit_kernel_blas_threads
 
 SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient")
+# dtype kinds: numpy's np.integer / np.number / np.inexact, without issubdtype's cost per call
+_INTEGER, _NUMBER, _INEXACT = "iu", "iufc", "fc"
+
+
+class _Constants(NamedTuple):
+    """A batch shape's arrays that the kernels only read: zero tokens, inputs (token models),
+    targets and classes where none came, lengths all T, weight row 0 for every stream."""
+    tokens: np.ndarray
+    inputs: np.ndarray
+    targets: np.ndarray
+    classes: np.ndarray
+    lengths: np.ndarray
+    rows: np.ndarray
 
 
 @dataclass
@@ -108,6 +123,8 @@ class Engine:
         self.total_steps = 0
         self.total_updates = 0
         self.last_call = CallStats()
+        self._bundle_key, self._bundle_cache = None, None
+        self._constant_cache: dict = {}
         self._cuda = None
         if spec.device == "cuda":
             from .cuda_backend import CudaBackend
@@ -150,22 +167,23 @@ class Engine:
         its recurrent state, sensitivity and ring go to zero; weights, step count and
         statistics stay.
         """
-        extras = labels is not None or bool(np.any(reset_after))
+        extras = labels is not None or (reset_after is not None and bool(np.any(reset_after)))
         batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
                                       learn, lengths, allow_empty=extras)
-        lab = validated_labels(self, stream_ids, labels, learn)
-        reset = validated_reset(self, stream_ids, reset_after)
-        slots, new = [], []
-        for sid in stream_ids:
-            slot = self.pool.slot(sid)
-            if slot is None:
-                slot = self.pool.allocate(sid)
-                new.append(slot)
-            slots.append(slot)
-        if self._cuda is not None:
-            self._cuda.push(new)
-        slots = np.asarray(slots, dtype=np.int64)
-        B = batch["lengths"].shape[0]
+        lab = None if labels is None else validated_labels(self, stream_ids, labels, learn)
+        reset = None if reset_after is None else validated_reset(self, stream_ids, reset_after)
+        pool = self.pool
+        slots = [pool.slots.get(sid) for sid in stream_ids]
+        if None in slots:  # new streams, allocated in the order given
+            new = []
+            for b, sid in enumerate(stream_ids):
+                if slots[b] is None:
+                    slots[b] = pool.allocate(sid)
+                    new.append(slots[b])
+            if self._cuda is not None:
+                self._cuda.push(new)
+        slots = np.array(slots, dtype=np.int64)
+        B = slots.shape[0]
         extras = (lab, reset)
         if self._features is None:
             preds, losses, res, gnorms, seconds = self._run_kernel(slots, batch, extras)
@@ -173,15 +191,15 @@ class Engine:
             preds, losses, res, gnorms, seconds = self._features.step(self, slots, batch, extras)
         if batch["learn"] == 2:
             losses[:] = np.nan
-        n_up = int(res[kc.R_UPDATES])
-        self.total_steps += int(res[kc.R_STEPS])
+        r = res.tolist()
+        steps, n_up, clipped = r[kc.R_STEPS], r[kc.R_UPDATES], r[kc.R_CLIPPED]
+        skip_loss, skip_grad = r[kc.R_SKIP_LOSS], r[kc.R_SKIP_GRAD]
+        self.total_steps += steps
         self.total_updates += n_up
         self.last_call = CallStats(
-            steps=int(res[kc.R_STEPS]), updates=n_up, clipped=int(res[kc.R_CLIPPED]),
-            skipped={"nonfinite_loss": int(res[kc.R_SKIP_LOSS]),
-                     "nonfinite_gradient": int(res[kc.R_SKIP_GRAD])},
-            gradient_norms=gnorms[:n_up].tolist(), seconds=seconds, batch_streams=B,
-            label_losses=[] if lab is None else [lab[4][b, :lab[0][b]].copy() for b in range(B)])
+            steps, n_up, clipped, {"nonfinite_loss": skip_loss, "nonfinite_gradient": skip_grad},
+            gnorms[:n_up].tolist() if n_up else [], seconds, B,
+            [] if lab is None else [lab[4][b, :lab[0][b]].copy() for b in range(B)])
         return preds, losses
 
     def _run_kernel(self, slots, batch, extras=(None, None)):
@@ -190,27 +208,30 @@ class Engine:
         lab, reset = extras
         B, T = batch["lengths"].shape[0], batch["T"]
         O = self.spec.out_size
-        preds = np.full((B, T, O), np.nan, dtype=self.dtype)
-        losses = np.full((B, T), np.nan, dtype=self.dtype)
+        preds = np.empty((B, T, O), dtype=self.dtype)
+        preds.fill(np.nan)
+        losses = np.empty((B, T), dtype=self.dtype)
+        losses.fill(np.nan)
         res = np.zeros(kc.R_NFIELDS, dtype=np.int64)
         n_labels = 0 if lab is None else lab[1].shape[1]
-        gnorms = np.zeros(B * (T + 1) * 2 + B * n_labels + 1, dtype=np.float64)
-        wrow = slots if self.pool.per_stream else np.zeros(B, dtype=np.int64)
+        # the kernel writes gnorms[:updates] and nothing else reads it: no need to clear it
+        gnorms = np.empty(B * (T + 1) * 2 + B * n_labels + 1, dtype=np.float64)
+        wrow = slots if self.pool.per_stream else self._constants(B, T).rows
         kbatch = (slots, wrow, batch["inputs"], batch["tokens"], batch["targets"],
                   batch["tclass"], batch["lengths"], batch["learn"])
         out = (preds, losses, res, gnorms)
+        weights, bundle = self._bundles()
         t0 = time.perf_counter()
         if lab is not None:
-            learn_labels(self._model, self._weights(), self.pool.bundle(),
-                         kbatch[:7] + (1,), lab, out)
+            learn_labels(self._model, weights, bundle, kbatch[:7] + (1,), lab, out)
         if T == 0:
             pass
         elif self._cuda is not None:
             self._cuda.run_chunk(kbatch, out)
         else:
-            run_chunk(self._model, self._weights(), self.pool.bundle(), kbatch, out)
+            run_chunk(self._model, weights, bundle, kbatch, out)
         if reset is not None:
-            learn_pending(self._model, self._weights(), self.pool.bundle(), kbatch, reset, out)
+            learn_pending(self._model, weights, bundle, kbatch, reset, out)
             for b in np.nonzero(reset)[0]:
                 self.pool.reset_recurrent(int(slots[b]))
         return preds, losses, res, gnorms, time.perf_counter() - t0
@@ -407,6 +428,28 @@ class Engine:
             return (a["weights"], a["opt_m"], a["opt_v"], a["opt_steps"])
         return (self._W, self._m, self._v, self._steps)
 
+    def _bundles(self):
+        """The kernels' weights and pool bundles, built again only when the pool has grown
+        (its arrays are replaced then; everywhere else they are written in place)."""
+        key = id(self.pool.arrays["state"])
+        if self._bundle_key != key:
+            self._bundle_cache = (self._weights(), self.pool.bundle())
+            self._bundle_key = key
+        return self._bundle_cache
+
+    def _constants(self, B: int, T: int) -> _Constants:
+        """Arrays the kernels only read, made once per batch shape: a small model's call is
+        short enough that a handful of allocations shows."""
+        c = self._constant_cache.get((B, T))
+        if c is None:
+            if len(self._constant_cache) >= 64:  # many batch shapes: start over, stay small
+                self._constant_cache.clear()
+            int_zeros = np.zeros((B, T), np.int64)
+            c = self._constant_cache[B, T] = _Constants(
+                int_zeros, np.zeros((B, T, 0), self.dtype), np.zeros((B, T, self.spec.out_size), self.dtype),
+                int_zeros, np.full(B, T, np.int64), np.zeros(B, np.int64))
+        return c
+
     def _slot(self, sid) -> int:
         slot = self.pool.slot(sid)
         if slot is None:
@@ -447,10 +490,10 @@ class Engine:
         spec = self.spec
         if isinstance(stream_ids, (str, bytes)) or len(stream_ids) == 0:
             raise ValueError("stream_ids must be a non-empty list of stream ids")
-        if len(set(stream_ids)) != len(stream_ids):
+        B = len(stream_ids)
+        if B > 1 and len(set(stream_ids)) != B:
             raise ValueError("a stream may appear only once per call; send its steps as "
                              "one longer chunk")
-        B = len(stream_ids)
         I, O = spec.input_size, spec.out_size
         least = 0 if allow_empty else 1  # labels or a reset alone: no new steps needed
         if allow_empty and inputs is None and tokens is None:
@@ -466,14 +509,15 @@ class Engine:
             tok = np.asarray(tokens)
             if tok.ndim != 2 or tok.shape[0] != B or tok.shape[1] < least:
                 raise ValueError(f"tokens must have shape [B={B}, T>={least}], got {tok.shape}")
-            if not np.issubdtype(tok.dtype, np.integer):
+            if tok.dtype.kind not in _INTEGER:
                 raise ValueError("tokens must be integers")
             if tok.size and (tok.min() < 0 or tok.max() >= spec.vocab_size):
                 raise ValueError(f"token out of range: every token must be in [0, "
                                  f"{spec.vocab_size}), got {tok.min()}..{tok.max()}")
-            tok = tok.astype(np.int64)
+            tok = np.ascontiguousarray(tok, dtype=np.int64)
             T = tok.shape[1]
-            x = np.zeros((B, T, 0), dtype=self.dtype)
+            const = self._constants(B, T)
+            x = const.inputs
         else:
             if tokens is not None:
                 raise ValueError("this model takes dense inputs, not tokens")
@@ -483,15 +527,16 @@ class Engine:
             if x.ndim != 3 or x.shape[0] != B or x.shape[1] < least or x.shape[2] != I:
                 raise ValueError(f"inputs must have shape [B={B}, T>={least}, input_size={I}], "
                                  f"got {x.shape}")
-            if not np.issubdtype(x.dtype, np.number):
+            if x.dtype.kind not in _NUMBER:
                 raise ValueError("inputs must be numbers")
-            if not np.all(np.isfinite(x)):
+            if not _all_finite(x):
                 raise ValueError("inputs hold NaN or Inf")
             T = x.shape[1]
             x = np.ascontiguousarray(x, dtype=self.dtype)
-            tok = np.zeros((B, T), dtype=np.int64)
-        y = np.zeros((B, T, O), dtype=self.dtype)
-        cls = np.zeros((B, T), dtype=np.int64)
+            const = self._constants(B, T)
+            tok = const.tokens
+        y = None  # zeros unless targets come: the kernels read them only where a target is
+        cls = None
         mode = 1 if learn else 0
         if spec.target_mode == "next_input":
             if targets is not None or target_classes is not None:
@@ -507,13 +552,13 @@ class Engine:
                 mode = 2
             else:
                 c = np.asarray(target_classes)
-                if c.shape != (B, T) or not np.issubdtype(c.dtype, np.integer):
+                if c.shape != (B, T) or c.dtype.kind not in _INTEGER:
                     raise ValueError(f"target_classes must be integers of shape [B={B}, T={T}], "
                                      f"got {c.shape} {c.dtype}")
                 if c.size and (c.min() < 0 or c.max() >= spec.num_classes):
                     raise ValueError(f"target class out of range: every class must be in [0, "
                                      f"{spec.num_classes}), got {c.min()}..{c.max()}")
-                cls = c.astype(np.int64)
+                cls = np.ascontiguousarray(c, dtype=np.int64)
         else:
             if target_classes is not None:
                 raise ValueError("this model regresses: send targets, not target_classes")
@@ -527,20 +572,36 @@ class Engine:
                 if t.shape != (B, T, O):
                     raise ValueError(f"targets must have shape [B={B}, T={T}, output_size={O}], "
                                      f"got {t.shape}")
-                if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
+                if t.dtype.kind not in _NUMBER or not _all_finite(t):
                     raise ValueError("targets hold NaN or Inf")
                 y = np.ascontiguousarray(t, dtype=self.dtype)
         if lengths is None:
-            lens = np.full(B, T, dtype=np.int64)
+            lens = const.lengths
         else:
             lens = np.asarray(lengths)
-            if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer):
+            if lens.shape != (B,) or lens.dtype.kind not in _INTEGER:
                 raise ValueError(f"lengths must be {B} integers")
             if lens.min() < least or lens.max() > T:
                 raise ValueError(f"every length must be in [{least}, T={T}]")
             lens = lens.astype(np.int64)
+        if y is None:
+            y = const.targets
+        if cls is None:
+            cls = const.classes
         return {"inputs": x, "tokens": tok, "targets": y, "tclass": cls, "lengths": lens,
                 "learn": mode, "T": T}
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """No NaN or Inf in the numbers ``a``. A chunk of a few float32 values is summed in Python
+    floats instead (NaN and Inf carry through a sum, and float32 values cannot overflow
+    float64's range when added up): a numpy reduction costs more than the values here."""
+    kind = a.dtype.kind
+    if kind not in _INEXACT:
+        return True
+    if a.size <= 64 and kind == "f" and a.dtype.itemsize <= 4:
+        return math.isfinite(sum(a.ravel().tolist()))
+    return bool(np.isfinite(a).all())
 
 
 def _hyper(spec: Spec) -> np.ndarray:

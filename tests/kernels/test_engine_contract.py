@@ -308,3 +308,43 @@ def test_zero_eps_refused_where_it_divides(optimizer):
              optimizer=optimizer, eps=0.0).validate()
     Spec(cell="elman", hidden_sizes=(2,), input_size=1, output_size=1,
          optimizer="sgd", eps=0.0).validate()  # SGD has no eps
+
+
+@pytest.mark.parametrize("inp,head", [("dense", "regression"), ("dense", "classes"), ("token", None)])
+def test_arrays_kept_per_batch_shape_stay_as_made(inp, head):
+    """Engine.step keeps the arrays the kernels only read (absent targets, tokens or classes,
+    lengths, weight rows) per batch shape: whatever calls come, predict-only, learning,
+    ragged, they still hold zeros (lengths: T) afterwards."""
+    spec = make_spec("lstm", algorithm="tbptt", inp=inp, head=head)
+    eng = Engine(spec)
+    for k, c in enumerate(random_chunks(spec, 2, [1, 3, 1, 3, 2])):
+        eng.step(["a", "b"], **c)
+        no_targets = {n: v for n, v in c.items() if n in ("inputs", "tokens")}
+        eng.step(["a", "b"], learn=False, **no_targets)
+        eng.step(["a", "b"], lengths=np.array([1, next(iter(c.values())).shape[1]]), **c)
+    assert eng._constant_cache
+    for (B, T), const in eng._constant_cache.items():
+        np.testing.assert_array_equal(const.lengths, np.full(B, T))
+        for name in ("tokens", "inputs", "targets", "classes", "rows"):
+            assert not np.any(getattr(const, name)), name
+
+
+@pytest.mark.parametrize("rule", [("rtrl", 1, 1), ("tbptt", 4, 4)], ids=rule_id)
+def test_a_growing_pool_runs_as_separate_engines(rule):
+    """Streams added one by one past the pool's capacity (its arrays are replaced as it grows,
+    and the cached kernel bundles with them) predict and learn as each would alone."""
+    spec = make_spec("gru", algorithm=rule[0], k1=rule[1], k2=rule[2], sharing="per_stream")
+    together = Engine(spec)
+    chunks = random_chunks(spec, 1, [3] * 11)
+    ids = [f"s{k}" for k in range(11)]
+    got = {}
+    for k, c in enumerate(chunks):  # stream k joins at call k; every stream steps every call
+        sids = ids[:k + 1]
+        batch = {n: np.repeat(v, len(sids), axis=0) for n, v in c.items()}
+        preds, _ = together.step(sids, **batch)
+        got[k] = preds
+    for j, sid in enumerate(ids):
+        alone = Engine(spec)
+        for k in range(j, len(chunks)):
+            preds, _ = alone.step([sid], **chunks[k])
+            np.testing.assert_allclose(got[k][j], preds[0], **EXACT)

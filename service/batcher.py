@@ -1,8 +1,8 @@
 """Micro-batching: chunks of different streams of one model run as one engine call.
 
 Each model has one worker coroutine (on the event loop; the engine call itself runs on a
-worker thread through the model's SerialEngine, unless it is expected to take less than the
-hand-off to a thread costs: INLINE_BELOW_S). It takes the oldest queued chunk and, when chunks of
+worker thread through the model's SerialEngine; with ``--inline-below-s`` > 0, a batch expected
+to take less than that runs on the loop, saving the hand-off). It takes the oldest queued chunk and, when chunks of
 other streams are queued too, waits up to ``batch_window_s`` for more streams (never when
 it is alone, and no longer once every attached stream has a chunk queued). One engine call
 takes at most one chunk per stream, so a stream's chunks apply strictly in arrival order;
@@ -23,12 +23,6 @@ from rnnstream.service.errors import ServiceError
 from rnnstream.service.session import Chunk, StreamSession, stats_proto
 
 log = logging.getLogger(__name__)
-
-# A batch expected to take less than this runs on the loop itself: handing it to a worker
-# thread and back costs more (two thread wake-ups, the GIL changing hands) than a 1-step chunk
-# of a small model, and its round trip waits for both. Expected = the model's measured time
-# per stream-step x the batch's steps; a model's first batch always goes to a worker.
-INLINE_BELOW_S = 2e-4
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,7 +86,7 @@ async def run(host, registry) -> None:
             continue
         host.busy = True
         try:
-            if _cheap(host, jobs):
+            if _cheap(host, jobs, config.inline_below_s):
                 answered, refused = _execute(host, jobs, registry.metrics)
             else:  # on a worker thread: the loop keeps reading, answering and accepting meanwhile
                 answered, refused = await host.serial.call(_execute, host, jobs, registry.metrics)
@@ -113,21 +107,25 @@ async def run(host, registry) -> None:
             _finish(host, job, resp)
 
 
-def _cheap(host, jobs: list[Job]) -> bool:
-    """Whether ``jobs`` may run on the loop (INLINE_BELOW_S): nothing of the model is running or
+def _cheap(host, jobs: list[Job], inline_below_s: float) -> bool:
+    """Whether ``jobs`` may run on the loop (``--inline-below-s``; off by default): handing a
+    batch to a worker thread and back (two thread wake-ups, the GIL changing hands) costs more
+    than a 1-step chunk of a small model. Expected time = the model's measured time per
+    stream-step x the batch's steps; a model's first batch always goes to a worker. Only when
+    nothing of the model is running or
     queued on its worker (calls stay in order), at most one Stream call feeds the model (with
     more, the loop has their reads to do while a worker runs the kernel: 256 streams of 1-step
     chunks lost a sixth of their rate inline), and no forecast or labels, whose cost the
     per-step time does not cover."""
     per_step = host.seconds_per_step
-    if per_step is None or host.serial.busy() or host.attached_streams() > 1:
+    if inline_below_s <= 0 or per_step is None or host.serial.busy() or host.attached_streams() > 1:
         return False
     steps = 0
     for job in jobs:
         if job.chunk.horizon or job.chunk.labels is not None:
             return False
         steps += job.chunk.steps
-    return per_step * max(steps, 1) < INLINE_BELOW_S
+    return per_step * max(steps, 1) < inline_below_s
 
 
 async def _commit(host, registry, answered) -> None:

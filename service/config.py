@@ -41,6 +41,9 @@ HELP = {
     "durability": "periodic: checkpoint every --checkpoint-interval-s; every-chunk: commit before answering",
     "checkpoint_interval_s": "seconds between periodic stream checkpoints",
     "batch_window_s": "micro-batching window in seconds (never waited when no other stream is queued)",
+    "inline_below_s": "a batch expected to take less than this many seconds (e.g. 0.0002) runs on the event "
+                      "loop instead of a worker thread, saving the hand-off for tiny models; 0 (the default): "
+                      "never, the loop does I/O only",
     "max_batch_streams": "streams per engine call",
     "max_streams_per_model": "streams held in memory per model",
     "max_streams_total": "streams held in memory by the server",
@@ -74,6 +77,7 @@ class Config:
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
     batch_window_s: float = 0.001         # micro-batching window (never waited alone)
+    inline_below_s: float = 0.0           # > 0: tiny batches run on the loop (off: the loop does I/O only)
     max_batch_streams: int = 256          # streams per engine call
     max_streams_per_model: int = 10_000   # streams held in memory per model
     max_streams_total: int = 100_000      # streams held in memory by the server
@@ -129,6 +133,9 @@ class Config:
                              f"max_message_bytes ({self.max_message_bytes}), or a largest message could never be read")
         if not 0 <= self.batch_window_s <= 0.1:
             raise ValueError("batch_window_s must be within [0, 0.1]")
+        if not 0 <= self.inline_below_s <= 0.001:
+            raise ValueError("inline_below_s must be within [0, 0.001]: a batch that can take a millisecond "
+                             "runs on a worker thread")
 
 
 # Flag names keep the unit suffix of the field (``--checkpoint-interval-s 2``).

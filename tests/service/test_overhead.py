@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
-from rnnstream.service import batcher
 from rnnstream.service.convert import MAX_ABS_VALUE, check_values, float_array
 from rnnstream.service.errors import ServiceError
 from tests.service.conftest import make_chunks, make_spec, request
@@ -18,7 +17,7 @@ from tests.service.conftest import make_chunks, make_spec, request
 
 def _answers(srv, inline_below_s, monkeypatch) -> tuple[list, set]:
     """Predictions and losses of 12 one-step chunks, and the threads the engine ran them on."""
-    monkeypatch.setattr(batcher, "INLINE_BELOW_S", inline_below_s)
+    monkeypatch.setattr(srv.server.registry.config, "inline_below_s", inline_below_s)
     srv.stub.CreateModel(pb.CreateModelRequest(spec=make_spec(f"m{inline_below_s > 0}")))
     host = srv.server.registry.hosts[f"m{inline_below_s > 0}"]
     threads = set()
@@ -103,3 +102,10 @@ def test_float_array_reads_a_repeated_field_as_numpy_does(size):
     req = pb.StreamRequest(inputs=values)
     got = float_array(req.inputs)
     assert got.dtype == np.float32 and np.array_equal(got, np.asarray(req.inputs, dtype=np.float32))
+
+
+def test_by_default_every_batch_runs_on_a_worker_thread(start_server, monkeypatch):
+    srv = start_server(workers=1)
+    assert srv.server.registry.config.inline_below_s == 0  # the loop does I/O only
+    _, threads = _answers(srv, srv.server.registry.config.inline_below_s, monkeypatch)
+    assert threads and all(name.startswith("engine") for name in threads)

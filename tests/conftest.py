@@ -45,13 +45,17 @@ def _needs(nodeid: str) -> tuple[str, ...]:
     return tuple(t for prefix, tools in NEEDS.items() if nodeid.startswith(prefix) for t in tools)
 
 
+def _exit_if_a_required_tool_is_missing(missing) -> None:
+    if missing and os.environ.get("RNNSTREAM_REQUIRE_TOOLS") == "1":
+        pytest.exit(f"missing system tools: {', '.join(sorted(missing))}; install them with: "
+                    f"{install_line(missing)}", returncode=4)
+
+
 def pytest_collection_modifyitems(session, config, items):
     missing = set(missing_tools())
     if not missing:
         return
-    if os.environ.get("RNNSTREAM_REQUIRE_TOOLS") == "1":
-        pytest.exit(f"missing system tools: {', '.join(sorted(missing))}; install them with: "
-                    f"{install_line(missing)}", returncode=4)
+    _exit_if_a_required_tool_is_missing(missing)
     kept, dropped = [], []
     for item in items:
         (dropped if missing.intersection(_needs(item.nodeid)) else kept).append(item)
@@ -126,6 +130,7 @@ def pytest_sessionstart(session):
     # sessionstart runs last), so that the workers load numba's on-disk cache instead of each
     # compiling the same kernels at once.
     if _is_xdist_controller(session.config):
+        _exit_if_a_required_tool_is_missing(missing_tools())  # before minutes of compiling, not after
         _compile_once(session.config, session.config.pluginmanager.get_plugin("terminalreporter"))
 
 

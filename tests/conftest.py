@@ -153,5 +153,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     kernels = getattr(config, "_rnnstream_kernels", None)
     if kernels:
         how, seconds = kernels
-        terminalreporter.write_line(f"kernels: {how} in {seconds:.1f} s, before the first test "
-                                    f"(billed to no test)")
+        terminalreporter.write_line(f"kernels: {how} in {seconds:.1f} s, once, before the first test")

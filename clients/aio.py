@@ -20,13 +20,13 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
-from .client import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, _raise_refused, _request, chunk_kwargs,
-                     gave_up_message)
 from .connect import Backoff, Connection, route, route_of
 from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, FailedPrecondition, InvalidArgument,
                      NotFound, Unavailable, error_of,
                      from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
+from .sdk_common import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, chunk_kwargs, chunk_request,
+                         gave_up_message, raise_if_refused)
 from .spec import ModelSpec, create_model_signature, merged
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class AsyncClient:
         remembered, auto_seq = seq is None and key in self._next_seqs, seq is None
         if auto_seq:
             seq = self._next_seqs.get(key) or await _next_seq(self, model, stream_id)
-        req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
+        req, steps = chunk_request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
         req.seq = seq
         try:
             result = convert.StreamResult.from_proto(await self._call("Predict", req), steps)
@@ -136,7 +136,7 @@ class AsyncClient:
                                       horizon=horizon, predict_only=predict_only)
         if not predict_only:
             self._next_seqs[key] = max(result.acked_seq, seq) + 1
-        return _raise_refused(result)
+        return raise_if_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
                predict_only: bool = False, ephemeral: bool = False) -> "AsyncStreamSession":
@@ -209,7 +209,7 @@ async def _server_status(call, err: grpc.RpcError, seen: list) -> tuple[grpc.Sta
 
 
 class AsyncStreamSession:
-    """The asyncio twin of :class:`clients.client.StreamSession`: same numbering, replay,
+    """The asyncio twin of :class:`rnnstream.clients.client.StreamSession`: same numbering, replay,
     retry policy (see that class), ``flush`` and ``close(durable=True)``.
 
     A write that races the server ending the call (a drain) makes grpc.aio report a local
@@ -331,8 +331,8 @@ class AsyncStreamSession:
         if self._closed:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
-        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
-                              labels, reset_after)
+        req, steps = chunk_request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
+                                   labels, reset_after)
         req.ephemeral = self.ephemeral
         if self._call is None:
             await self._connect()
@@ -351,7 +351,7 @@ class AsyncStreamSession:
         except BaseException:
             self._give_up_owed()
             raise
-        return _raise_refused(result)
+        return raise_if_refused(result)
 
     async def pipeline(self, chunks: Iterable | AsyncIterator, *, window: int | None = None,
                        raise_refused: bool = True) -> AsyncIterator[convert.StreamResult]:
@@ -362,7 +362,7 @@ class AsyncStreamSession:
         if self._log.in_flight:
             raise RuntimeError("pipeline() while another pipeline()'s chunks are in flight: finish that loop first")
         window = max(1, int(window or self.window))
-        check = _raise_refused if raise_refused else (lambda r: r)
+        check = raise_if_refused if raise_refused else (lambda r: r)
         source = chunks.__aiter__() if hasattr(chunks, "__aiter__") else None
         sync_source = None if source is not None else iter(chunks)
         exhausted = False

@@ -17,8 +17,9 @@ import grpc
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 
-from .client import Client
-from .connect import ADDRESS_ENV, DEFAULT_ADDRESS, Connection
+from . import cli_stream
+from .cli_common import client_of, connection_flags
+from .connect import Connection
 from .convert import enum_choices
 from .datafiles import DataError
 from .errors import RnnStreamError, Unavailable
@@ -28,20 +29,6 @@ PROG = "rnnstream"
 
 
 # -- the parser -------------------------------------------------------------------------------
-
-def _connection_flags() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("connection")
-    g.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS), metavar="HOST:PORT",
-                   help=f"server address (env {ADDRESS_ENV}; default %(default)s)")
-    g.add_argument("--token", help="bearer token (env RNNSTREAM_TOKEN)")
-    g.add_argument("--token-file", metavar="PATH", help="read the bearer token from a file")
-    g.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting this CA certificate")
-    g.add_argument("--tls", action="store_true", help="use TLS with the system's trusted CAs")
-    g.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                   help="deadline of each unary call in seconds (default %(default)s)")
-    return p
-
 
 def _sizes(text: str) -> list[int]:
     """``--hidden 32`` or ``--hidden 64,32``: positive integers, one per layer."""
@@ -115,7 +102,7 @@ def _model_spec_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    conn = _connection_flags()
+    conn = connection_flags()
     parser = argparse.ArgumentParser(prog=PROG, description="Streaming online learning for RNNs over gRPC.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -167,17 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", help="a PER_STREAM model's stream to load into")
     p.set_defaults(func=cmd_import)
 
-    from . import cli_stream
     cli_stream.add_commands(sub, conn)
     return parser
 
 
 # -- commands -----------------------------------------------------------------------------------
-
-def client_of(args) -> Client:
-    return Client(args.address, token=args.token, token_file=args.token_file, tls=args.tls,
-                  tls_ca=args.tls_ca, timeout=args.timeout)
-
 
 def cmd_health(args) -> int:
     from .local import health

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import datafiles
+from .cli_common import client_of
 from .datafiles import DataError
 
 
@@ -116,7 +117,6 @@ def _open_output(path: str | None):
 
 
 def cmd_push(args) -> int:
-    from .cli import client_of
     from .progress import progress_bar
     if args.chunk < 1 or args.window < 1:
         raise DataError("--chunk and --window must be at least 1")
@@ -155,7 +155,6 @@ def cmd_push(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .cli import client_of
     from .sampling import generate
     if args.length < 0:
         raise DataError("--length must be >= 0")

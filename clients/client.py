@@ -1,12 +1,6 @@
 """The synchronous SDK: :class:`Client` for the unary calls, :class:`StreamSession` for streams.
 
-    from rnnstream.clients import Client
-    with Client("127.0.0.1:50051") as client:
-        client.create_model(name="flow", cell="lstm", hidden_sizes=[32], input_size=1,
-                            output_size=1, target_mode="next_input")
-        with client.stream("flow", "sensor-7") as s:
-            result = s.send([[0.1], [0.3], [0.2]])
-            print(result.predictions, result.losses)
+``Client``'s docstring has a worked example (run as a doctest by tests/clients/test_doc_examples.py).
 """
 from __future__ import annotations
 
@@ -24,18 +18,14 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 
 from . import convert, pieces
 from .connect import Backoff, Connection, route, route_of
-from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, ChunkRefused, DeadlineExceeded, FailedPrecondition,
+from .errors import (QUICK_RETRY_CODES, RECONNECT_CODES, DeadlineExceeded, FailedPrecondition,
                      InvalidArgument, NotFound, Unavailable, from_rpc_error)
 from .replay import ChunkLog, TransientRefusal
+from .sdk_common import (DEFAULT_TIMEOUT_S, FLUSH_POLL, FLUSH_TIMEOUT_S, chunk_kwargs, chunk_request,
+                         describe_cause, gave_up_message, raise_if_refused)
 from .spec import ModelSpec, create_model_signature, merged
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT_S = 30.0
-# How often flush() asks the server how far its checkpoints have got, and for how long by
-# default (many checkpoint intervals, and a restart or two).
-FLUSH_POLL = Backoff(initial_s=0.05, max_s=0.5, jitter=False)
-FLUSH_TIMEOUT_S = 60.0
 
 
 class Client:
@@ -44,7 +34,20 @@ class Client:
     ``address`` defaults to ``$RNNSTREAM_ADDRESS`` or 127.0.0.1:50051; ``token`` (or
     ``token_file``, or ``$RNNSTREAM_TOKEN``) is sent as a Bearer token; ``tls=True`` or
     ``tls_ca=PATH`` turns on TLS. Every unary call has a deadline of ``timeout`` seconds.
-    Errors are raised as :class:`clients.errors.RnnStreamError` subclasses.
+    Errors are raised as :class:`rnnstream.clients.errors.RnnStreamError` subclasses.
+
+    >>> import numpy as np
+    >>> with Client() as client:                    # $RNNSTREAM_ADDRESS, or 127.0.0.1:50051
+    ...     info = client.create_model(name="doc-wave", cell="gru", hidden_sizes=[8], input_size=1,
+    ...                                output_size=1, target_mode="next_input")
+    ...     with client.stream("doc-wave", "sensor-1") as stream:
+    ...         result = stream.send(np.zeros((16, 1), dtype=np.float32))   # one chunk of 16 steps
+    ...     weights = client.export_weights("doc-wave")
+    ...     client.delete_model("doc-wave")
+    >>> info.spec["cell"], result.seq, result.predictions.shape, result.losses.shape
+    ('gru', 1, (16, 1), (16,))
+    >>> weights["weight_hh_l0"].shape                # PyTorch's names and shapes: 3 gates x 8
+    (24, 8)
     """
 
     def __init__(self, address: str | None = None, *, token: str | None = None, token_file=None,
@@ -143,7 +146,7 @@ class Client:
         auto_seq = seq is None
         if auto_seq:
             seq = self._next_seqs.get(key) or _next_seq(lambda: self.get_stream(model, stream_id))
-        req, steps = _request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
+        req, steps = chunk_request(info, model, stream_id, inputs, tokens, targets, predict_only, horizon)
         req.seq = seq
         try:
             result = convert.StreamResult.from_proto(self._call("Predict", req), steps)
@@ -157,7 +160,7 @@ class Client:
                                 predict_only=predict_only)
         if not predict_only:
             self._next_seqs[key] = max(result.acked_seq, seq) + 1
-        return _raise_refused(result)
+        return raise_if_refused(result)
 
     def stream(self, model: str, stream_id: str, *, window: int = 8,
                predict_only: bool = False, ephemeral: bool = False) -> "StreamSession":
@@ -172,36 +175,6 @@ def _next_seq(get_stream) -> int:
         return get_stream().acked_seq + 1
     except NotFound:
         return 1
-
-
-def _request(info: convert.ModelInfo, model, stream_id, inputs, tokens, targets, predict_only, horizon,
-             labels=None, reset_after=False):
-    spec = info.spec
-    if inputs is not None and tokens is None and spec["vocab_size"] > 0:
-        inputs, tokens = None, inputs  # a token model's bare chunk is its tokens
-    return convert.build_request(model, stream_id, 0, inputs=inputs, tokens=tokens, targets=targets,
-                                 classes=spec["num_classes"] > 0, predict_only=predict_only,
-                                 horizon=horizon, input_size=spec["input_size"], labels=labels,
-                                 reset_after=reset_after)
-
-
-def _raise_refused(result: convert.StreamResult) -> convert.StreamResult:
-    if result.error is not None:
-        raise ChunkRefused(result.error[1], result.error[0], result.seq)
-    return result
-
-
-def chunk_kwargs(chunk) -> dict[str, Any]:
-    """What ``send`` takes, from one item of a pipelined iterable.
-
-    An item is a mapping of ``send``'s keyword arguments, an ``(inputs, targets)`` pair, or
-    a bare array of inputs (of tokens, for a token model).
-    """
-    if isinstance(chunk, Mapping):
-        return dict(chunk)
-    if isinstance(chunk, tuple) and len(chunk) == 2:
-        return {"inputs": chunk[0], "targets": chunk[1]}
-    return {"inputs": chunk}
 
 
 class StreamSession:
@@ -325,8 +298,8 @@ class StreamSession:
         if self._closed:
             raise RuntimeError(f"stream session {self.stream_id!r} is closed")
         only = self.predict_only if predict_only is None else predict_only
-        req, steps = _request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
-                              labels, reset_after)
+        req, steps = chunk_request(self.info, self.model, self.stream_id, inputs, tokens, targets, only, horizon,
+                                   labels, reset_after)
         req.ephemeral = self.ephemeral
         if self._responses is None:
             self._connect()
@@ -345,7 +318,7 @@ class StreamSession:
         except BaseException:
             self._give_up_owed()
             raise
-        return _raise_refused(result)
+        return raise_if_refused(result)
 
     def pipeline(self, chunks: Iterable, *, window: int | None = None,
                  raise_refused: bool = True) -> Iterator[convert.StreamResult]:
@@ -358,7 +331,7 @@ class StreamSession:
         if self._log.in_flight:
             raise RuntimeError("pipeline() while another pipeline()'s chunks are in flight: finish that loop first")
         window = max(1, int(window or self.window))
-        check = _raise_refused if raise_refused else (lambda r: r)
+        check = raise_if_refused if raise_refused else (lambda r: r)
         chunks = iter(chunks)
         self._pipeline = owner = object()
         try:
@@ -431,22 +404,6 @@ class StreamSession:
     def __exit__(self, exc_type, *exc) -> None:
         # After an error, do not hold the caller up waiting for a checkpoint.
         self.close(durable=exc_type is None)
-
-
-def describe_cause(cause: BaseException | None) -> str:
-    """Why a stream call ended, in words (never a repr of a grpc call object)."""
-    if cause is None:
-        return "the server ended the call"
-    if isinstance(cause, grpc.RpcError) and hasattr(cause, "code"):
-        details = " ".join(str(cause.details() or "").split())
-        return f"{cause.code().name}: {details}" if details else cause.code().name
-    return " ".join(str(cause).split())
-
-
-def gave_up_message(session, waited_s: float, cause: BaseException | None) -> str:
-    return (f"gave up on stream {session.stream_id!r} of model {session.model!r} after {session.reconnects} "
-            f"reconnect attempt(s) over {waited_s:.0f} s: the server at {session.client.connection.address} "
-            f"did not come back (last error: {describe_cause(cause)}); the unacknowledged chunks were not applied")
 
 
 def _code_of(cause: BaseException | None) -> grpc.StatusCode | None:

@@ -83,8 +83,10 @@ def _or(value, default):
     return default if value is None else value
 
 
-def _f32(value: float) -> float:
-    """A float32 field as the decimal that was written (0.01, not 0.009999999776)."""
+def _decimal_of_f32(value: float) -> float:
+    """A float32 field as the decimal that was written (0.01, not 0.009999999776): the shortest
+    decimal that rounds to the same float32. (service/convert.py has its twin: the layers share
+    no code.)"""
     return float(str(np.float32(value)))
 
 
@@ -171,7 +173,7 @@ def _member_from_proto(msg: pb.MemberSpec) -> dict[str, Any]:
         if msg.HasField(field):
             value = getattr(msg, field)
             out[field] = (_enum_name(_ENUMS[field], value) if field.endswith("variant")
-                          else _f32(value) if isinstance(value, float) else int(value))
+                          else _decimal_of_f32(value) if isinstance(value, float) else int(value))
     if msg.hidden_sizes:
         out["hidden_sizes"] = list(msg.hidden_sizes)
     for field in ("tbptt_k1", "tbptt_k2"):
@@ -182,7 +184,7 @@ def _member_from_proto(msg: pb.MemberSpec) -> dict[str, Any]:
         if opt.kind:
             out["optimizer"] = _enum_name(pb.OptimizerKind, opt.kind)
         if opt.lr:
-            out["lr"] = _f32(opt.lr)
+            out["lr"] = _decimal_of_f32(opt.lr)
     return out
 
 
@@ -194,16 +196,16 @@ def spec_from_proto(msg: pb.ModelSpec) -> dict[str, Any]:
     for field in _UINTS:
         spec[field] = int(getattr(msg, field))
     for field in _FLOATS:
-        spec[field] = _f32(getattr(msg, field))
+        spec[field] = _decimal_of_f32(getattr(msg, field))
     opt = msg.optimizer
     spec["optimizer"] = _enum_name(pb.OptimizerKind, opt.kind)
-    spec["lr"] = _f32(opt.lr)
+    spec["lr"] = _decimal_of_f32(opt.lr)
     spec["nesterov"] = bool(opt.nesterov)
     for field in ("momentum", "eps", "alpha"):
         if opt.HasField(field):
-            spec[field] = _f32(getattr(opt, field))
+            spec[field] = _decimal_of_f32(getattr(opt, field))
     if opt.HasField("beta1") or opt.HasField("beta2"):
-        spec["betas"] = (_f32(opt.beta1), _f32(opt.beta2))
+        spec["betas"] = (_decimal_of_f32(opt.beta1), _decimal_of_f32(opt.beta2))
     for field in _UINT_LISTS:
         taps = [int(t) for t in getattr(msg, field)]
         spec[field] = [] if taps == [0] else taps  # [0]: none on the wire

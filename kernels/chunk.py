@@ -12,7 +12,9 @@ Bundles (tuples of arrays) keep the argument lists short:
              hz also gives a NEXT_INPUT step's logits when its target arrives next call)
 - batch   = (slots [B], wrow [B], inputs [B, T, I], tokens [B, T], targets [B, T, O],
              tclass [B, T], lengths [B], learn)
-- out     = (preds [B, T, O], losses [B, T], res [R_NFIELDS], gnorms [B * T + 1])
+- out     = (preds [B, T, O], losses [B, T], res [R_NFIELDS], gnorms [n]): gnorms gets each
+             update's gradient norm, in order; n covers the most updates one call can make
+             (the engine's B * (T + 1) * 2 + B * labels + 1)
 
 Order of events per position t (kernels/README.md): NEXT_INPUT finishes the pending step with
 this input as its target; every active stream runs its forward with the weights in force; the

@@ -20,20 +20,20 @@ import numpy as np
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.service.errors import ServiceError
-from rnnstream.service.session import Chunk, StreamSession, stats_proto
+from rnnstream.service.session import Chunk, StreamLedger, stats_proto
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)
 class Job:
-    session: StreamSession
+    session: StreamLedger
     chunk: Chunk
     future: asyncio.Future | None
     response: pb.StreamResponse | None = None
 
 
-def submit(host, session: StreamSession, chunk: Chunk) -> asyncio.Future:
+def submit(host, session: StreamLedger, chunk: Chunk) -> asyncio.Future:
     """A validated chunk: a future of its StreamResponse, answered by the model's worker."""
     if not session.pending:
         host.queued_streams += 1

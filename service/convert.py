@@ -49,15 +49,17 @@ def _back(table: dict, value: str) -> int:
     return max(k for k, v in table.items() if v == value)
 
 
-def _f32(x: float) -> float:
-    """A float32 wire value as the decimal the client most likely wrote (0.001, not 0.0010000000474)."""
-    return float(repr(np.float32(x)).replace("np.float32(", "").rstrip(")"))
+def _decimal_of_f32(x: float) -> float:
+    """A float32 wire value as the decimal the client most likely wrote (0.001, not 0.0010000000474):
+    the shortest decimal that rounds to the same float32. (clients/convert.py has its twin: the
+    layers share no code.)"""
+    return float(str(np.float32(x)))
 
 
 def _finite_nonneg(value: float, field: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise invalid(f"spec.{field} must be a finite number >= 0, got {value}")
-    return _f32(value)
+    return _decimal_of_f32(value)
 
 
 MAX_ID_BYTES = 256  # model names and stream ids: the store keys and status messages stay small
@@ -161,12 +163,12 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         tbptt_k1=int(k1),
         tbptt_k2=int(k2),
         optimizer=_enum(OPTIMIZERS, opt.kind, "optimizer.kind"),
-        lr=_f32(opt.lr) if opt.lr > 0 else None,
+        lr=_decimal_of_f32(opt.lr) if opt.lr > 0 else None,
         momentum=_finite_nonneg(opt.momentum, "optimizer.momentum") if opt.HasField("momentum") else 0.0,
         nesterov=bool(opt.nesterov),
         betas=(_finite_nonneg(opt.beta1, "optimizer.beta1") if opt.HasField("beta1") else 0.9,
                _finite_nonneg(opt.beta2, "optimizer.beta2") if opt.HasField("beta2") else 0.999),
-        eps=_f32(eps) if eps is not None else None,
+        eps=_decimal_of_f32(eps) if eps is not None else None,
         alpha=_finite_nonneg(opt.alpha, "optimizer.alpha") if opt.HasField("alpha") else 0.99,
         clip_norm=_finite_nonneg(msg.clip_norm, "clip_norm"),
         weight_decay=_finite_nonneg(msg.weight_decay, "weight_decay"),
@@ -176,10 +178,10 @@ def spec_kwargs(msg: pb.ModelSpec) -> dict:
         target_mode=_enum(TARGET_MODES, msg.target_mode, "target_mode"),
         members=(tuple(_member_overrides(m, k) for k, m in enumerate(msg.members))
                  if len(msg.members) else None),
-        hedge_rate=_f32(msg.hedge_rate),
+        hedge_rate=_decimal_of_f32(msg.hedge_rate),
         max_label_delay=int(msg.max_label_delay),
         normalize=_enum(NORMALIZATIONS, msg.normalize, "normalize"),
-        normalize_decay=_f32(decay),
+        normalize_decay=_decimal_of_f32(decay),
         input_taps=tuple(int(t) for t in msg.input_taps),
         # empty: the default; [0] alone: none (a repeated field cannot say "unset" otherwise)
         output_taps=(None if not len(msg.output_taps) else
@@ -225,7 +227,7 @@ def _member_overrides(msg: pb.MemberSpec, k: int) -> dict:
         if not math.isfinite(opt.lr) or opt.lr < 0:
             raise invalid(f"{where}.optimizer.lr must be > 0 (or unset to inherit), got {opt.lr}")
         if opt.lr > 0:
-            out["lr"] = _f32(opt.lr)
+            out["lr"] = _decimal_of_f32(opt.lr)
         for field in ("momentum", "alpha"):
             if opt.HasField(field):
                 out[field] = _finite_nonneg(getattr(opt, field), f"members[{k}].optimizer.{field}")
@@ -237,7 +239,7 @@ def _member_overrides(msg: pb.MemberSpec, k: int) -> dict:
         if opt.HasField("eps"):
             if not (math.isfinite(opt.eps) and opt.eps > 0):
                 raise invalid(f"{where}.optimizer.eps must be > 0, got {opt.eps}")
-            out["eps"] = _f32(opt.eps)
+            out["eps"] = _decimal_of_f32(opt.eps)
         if opt.nesterov:
             out["nesterov"] = True
     if msg.HasField("clip_norm"):

@@ -3,7 +3,7 @@
 A :class:`ModelHost` is one model: its engine, its streams in memory and its queue of
 chunks (run by ``service.batcher``). :class:`Registry` owns all hosts and is the only code
 that moves state between the engine and the store. Engine calls run on worker threads through
-the model's :class:`~service.workers.SerialEngine`, one at a time and in order, so a snapshot
+the model's :class:`~rnnstream.service.workers.SerialEngine`, one at a time and in order, so a snapshot
 taken there is consistent; the store writes on its own thread.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rnnstream.service.engine.layout import build_layout
 from rnnstream.service.errors import ServiceError, exhausted, invalid, not_found
 from rnnstream.service.leases import LeaseKeeper
 from rnnstream.service.metrics import Metrics
-from rnnstream.service.session import StreamSession, plain_stats
+from rnnstream.service.session import StreamLedger, plain_stats
 from rnnstream.service.store import LEASE_LOST, StoreBase, StreamRecord
 from rnnstream.service.workers import SerialEngine, WorkerPool
 
@@ -63,7 +63,7 @@ class ModelHost:
         self.spec = spec
         self.engine = engine
         self.created_unix_ms = created_unix_ms
-        self.sessions: dict[str, StreamSession] = {}
+        self.sessions: dict[str, StreamLedger] = {}
         self.queue: collections.deque = collections.deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
@@ -276,7 +276,7 @@ class Registry:
         return sum(len(h.sessions) for h in self.hosts.values())
 
     async def open_stream(self, host: ModelHost, stream_id: str, create: bool = True,
-                          ephemeral: bool = False) -> StreamSession:
+                          ephemeral: bool = False) -> StreamLedger:
         """The stream in memory, restored from the store, or (``create``) new.
 
         ``ephemeral``: a new stream that is never stored (refused for one that exists)."""
@@ -297,7 +297,7 @@ class Registry:
         finally:
             self._opening.pop(key).set_result(None)
 
-    async def _open(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamSession:
+    async def _open(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamLedger:
         if self.leases is None or ephemeral:
             return await self._open_leased(host, stream_id, create, ephemeral)
         # the lease first, then the state: a take-over reads what the last holder committed
@@ -309,7 +309,7 @@ class Registry:
                 self.leases.forget(host.name, stream_id)
             raise
 
-    async def _open_leased(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamSession:
+    async def _open_leased(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamLedger:
         record = self._leaving.get((host.name, stream_id))
         if record is None:
             stored = await self.store.call(self.store.load_stream, host.name, stream_id)
@@ -328,7 +328,7 @@ class Registry:
             raise exhausted(f"the server holds {self.total_streams()} streams; the limit max_streams_total "
                             f"is {self.config.max_streams_total}")
         await self.make_room(host.stream_bytes, f"stream {stream_id!r} of model {host.name!r}")
-        session = StreamSession(host.name, stream_id, ephemeral=ephemeral)
+        session = StreamLedger(host.name, stream_id, ephemeral=ephemeral)
         if stored is not None:
             self._reserved += host.stream_bytes  # counted while it is restored
             try:
@@ -355,7 +355,7 @@ class Registry:
             raise not_found(f"stream {stream_id!r} of model {host.name!r} does not exist")
         return stored[0], stored[0], stored[1], False
 
-    async def reset_stream(self, host: ModelHost, stream_id: str) -> StreamSession:
+    async def reset_stream(self, host: ModelHost, stream_id: str) -> StreamLedger:
         """Back to a fresh stream (state, sensitivity/buffer, stats, seq), committed before the answer."""
         session = await self.open_stream(host, stream_id, create=False)
         engine = host.engine
@@ -412,7 +412,7 @@ class Registry:
             session.dirty = True
         await self.checkpoint([host], [session] if session else [])
 
-    async def weights_session(self, host: ModelHost, stream_id: str) -> StreamSession:
+    async def weights_session(self, host: ModelHost, stream_id: str) -> StreamLedger:
         """A PER_STREAM stream whose weights exist (it has applied a chunk); else a clear refusal."""
         session = await self.open_stream(host, stream_id, create=False)
         if not await host.serial.call(host.engine.has_stream, stream_id):
@@ -437,7 +437,7 @@ class Registry:
             self._drop(session, "deleted")
         await self.store.call(self.store.delete_stream, host.name, stream_id)
 
-    def end_ephemeral(self, session: StreamSession) -> None:
+    def end_ephemeral(self, session: StreamLedger) -> None:
         """Drop an ephemeral stream once no call uses it."""
         if session.ephemeral and not session.attached and not session.pending:
             self._drop(session, "ephemeral")
@@ -461,7 +461,7 @@ class Registry:
         for host in hosts:
             by_host.setdefault(host.name, [])
         models = []
-        written: list[tuple[StreamSession, StreamRecord]] = []
+        written: list[tuple[StreamLedger, StreamRecord]] = []
         for name, host_sessions in by_host.items():
             host = self.hosts.get(name)
             if host is None:
@@ -558,7 +558,7 @@ class Registry:
             if session is not None:
                 self._drop(session, "lease_lost")
 
-    def _drop(self, session: StreamSession, reason: str) -> None:
+    def _drop(self, session: StreamLedger, reason: str) -> None:
         session.dirty = False
         host = self.hosts.get(session.model)
         if host is None or host.sessions.get(session.stream_id) is not session:

@@ -69,7 +69,8 @@ async def _load_kernels(report_every_s: float = 15.0) -> float:
         try:
             seconds = warm_up()
         except BaseException as e:  # noqa: BLE001 - handed to the loop, raised there
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(e))
+            # e=e: Python unbinds ``e`` when the except block ends, before the loop runs this
+            loop.call_soon_threadsafe(lambda e=e: done.done() or done.set_exception(e))
         else:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seconds))
 

@@ -17,7 +17,12 @@ from rnnstream.service.errors import exhausted, invalid
 
 
 @dataclasses.dataclass(eq=False)
-class StreamSession:
+class StreamLedger:
+    """The server's bookkeeping of one stream: its seqs, what is in flight, what is durable.
+
+    Not the SDK's ``StreamSession`` (a client's open call): one ledger outlives many calls.
+    """
+
     model: str
     stream_id: str
     acked_seq: int = 0      # last chunk applied

@@ -58,13 +58,17 @@ def _needs(nodeid: str) -> tuple[str, ...]:
     return tuple(t for prefix, tools in NEEDS.items() if nodeid.startswith(prefix) for t in tools)
 
 
+def _exit_if_a_required_tool_is_missing(missing) -> None:
+    if missing and os.environ.get("RNNSTREAM_REQUIRE_TOOLS") == "1":
+        pytest.exit(f"missing system tools: {', '.join(sorted(missing))}; install them with: "
+                    f"{install_line(missing)}", returncode=4)
+
+
 def pytest_collection_modifyitems(session, config, items):
     missing = set(missing_tools())
     if not missing:
         return
-    if os.environ.get("RNNSTREAM_REQUIRE_TOOLS") == "1":
-        pytest.exit(f"missing system tools: {', '.join(sorted(missing))}; install them with: "
-                    f"{install_line(missing)}", returncode=4)
+    _exit_if_a_required_tool_is_missing(missing)
     kept, dropped = [], []
     for item in items:
         (dropped if missing.intersection(_needs(item.nodeid)) else kept).append(item)
@@ -74,6 +78,84 @@ def pytest_collection_modifyitems(session, config, items):
         config._rnnstream_missing = (sorted(missing), len(dropped))
 
 
+# fixtures that start a server (in-process or as a child process)
+SERVER_FIXTURES = {"server", "client", "start_server", "secure_server", "secure_metrics", "cluster", "postgres"}
+# tests that drive the kernels in this process
+KERNEL_PATHS = ("tests/kernels/", "tests/service/", "tests/bench/", "tests/scaleout/")
+
+
+def compile_kernels() -> None:
+    """Compile (cold cache) or load (warm cache) every kernel signature the suite runs.
+
+    The one place to change when the kernels specialise per combination: list the
+    combinations the tests use here. Today ``warm_up()`` covers the service's float32 kernels
+    (one tiny model: cell and rule are read from arrays); tests/kernels also runs them in
+    float64 (gradient checks), which is another signature of each.
+    """
+    import numpy as np
+
+    from rnnstream.service.engine import Engine, Spec, warm_up
+
+    warm_up()
+    x = np.zeros((1, 2, 1))
+    for extra in (dict(normalize="off", linear_skip=False, output_taps=()), dict(input_taps=(1,), output_taps=(1,))):
+        for algorithm in ("tbptt", "rtrl"):
+            engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                                 algorithm=algorithm, tbptt_k1=1, tbptt_k2=1, **extra), dtype=np.float64)
+            engine.step(["warm-up"], inputs=x, targets=x)
+            engine.step(["warm-up"], inputs=x, learn=False)
+            engine.forecast("warm-up", 1)
+
+
+def _cached_kernels(since: float = 0.0) -> int:
+    """How many compiled kernel signatures numba's on-disk cache holds (written since ``since``)."""
+    override = os.environ.get("NUMBA_CACHE_DIR")
+    root = pathlib.Path(override) if override else pathlib.Path(__file__).resolve().parent.parent / "kernels" / "__pycache__"
+    return sum(1 for f in root.rglob("*.nbc") if f.stat().st_mtime >= since) if root.is_dir() else 0
+
+
+def _needs_kernels(item) -> bool:
+    return item.nodeid.startswith(KERNEL_PATHS) or bool(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def _compile_once(config, reporter) -> None:
+    """Compile or load the kernels, say so, and keep what happened for the summary."""
+    cached = _cached_kernels()
+    if not cached and reporter is not None:
+        reporter.write_line("numba's cache of the kernels is cold: compiling them once before the tests "
+                            "(about 2-4 minutes on 2 cores; later runs load them in seconds)...", yellow=True)
+    started, wall = time.monotonic(), time.time()
+    compile_kernels()
+    seconds, compiled = time.monotonic() - started, _cached_kernels(since=wall - 1)
+    how = f"compiled ({compiled} signatures written to numba's cache)" if compiled else "loaded from numba's cache"
+    config._rnnstream_kernels = (how, seconds)
+    if not cached and reporter is not None:
+        reporter.write_line(f"kernels compiled in {seconds:.0f} s")
+
+
+def _is_xdist_controller(config) -> bool:
+    return not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None) not in (None, 0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    # With pytest-xdist (-n N) the controller compiles before it starts the workers (xdist's own
+    # sessionstart runs last), so that the workers load numba's on-disk cache instead of each
+    # compiling the same kernels at once.
+    if _is_xdist_controller(session.config):
+        _exit_if_a_required_tool_is_missing(missing_tools())  # before minutes of compiling, not after
+        _compile_once(session.config, session.config.pluginmanager.get_plugin("terminalreporter"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels(request):
+    """The kernels, compiled or loaded once per process before the first test that needs them,
+    so that their minutes show as this fixture's setup and not in a test's call (or a server
+    start that times out looking hung)."""
+    if any(_needs_kernels(item) for item in request.session.items):
+        _compile_once(request.config, request.config.pluginmanager.get_plugin("terminalreporter"))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     missing = getattr(config, "_rnnstream_missing", None)
     if missing:
@@ -81,28 +163,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"NOT RUN: {count} test(s) that need {', '.join(tools)} (not installed); "
             f"install with: {install_line(tools)}", yellow=True, bold=True)
-
-
-# fixtures that start a server (in-process or as a child process)
-SERVER_FIXTURES = {"server", "client", "start_server", "secure_server", "secure_metrics", "cluster", "postgres"}
-
-
-def _kernel_cache_is_warm() -> bool:
-    override = os.environ.get("NUMBA_CACHE_DIR")
-    root = pathlib.Path(override) if override else pathlib.Path(__file__).resolve().parent.parent / "kernels" / "__pycache__"
-    return root.is_dir() and next(root.rglob("*.nbi"), None) is not None
-
-
-def pytest_collection_finish(session):
-    if not any(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items):
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    warm = _kernel_cache_is_warm()
-    if not warm and reporter is not None:
-        reporter.write_line("numba's cache of the kernels is cold: compiling them once before the tests "
-                            "(about 2-4 minutes on 2 cores; later runs load them in seconds)...", yellow=True)
-    started = time.monotonic()
-    from rnnstream.service.engine import warm_up
-    warm_up()
-    if not warm and reporter is not None:
-        reporter.write_line(f"kernels compiled in {time.monotonic() - started:.0f} s")
+    kernels = getattr(config, "_rnnstream_kernels", None)
+    if kernels:
+        how, seconds = kernels
+        terminalreporter.write_line(f"kernels: {how} in {seconds:.1f} s, once, before the first test")

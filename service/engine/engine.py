@@ -97,7 +97,20 @@ def warm_up() -> float:
 
 
 class Engine:
-    """Runs one model's streams: ``step`` predicts and learns, chunk after chunk."""
+    """Runs one model's streams: ``step`` predicts and learns, chunk after chunk.
+
+    >>> import numpy as np
+    >>> from rnnstream.service.engine import Engine, Spec
+    >>> engine = Engine(Spec(cell="gru", hidden_sizes=(8,), input_size=2, output_size=1, seed=0))
+    >>> x = np.ones((3, 5, 2), dtype=np.float32)            # [B streams, T steps, inputs]
+    >>> predictions, losses = engine.step(["a", "b", "c"], inputs=x, targets=x[:, :, :1])
+    >>> predictions.shape, losses.shape
+    ((3, 5, 1), (3, 5))
+    >>> engine.stream_stats("a")["steps"]                   # each stream keeps its own state
+    5
+    >>> sorted(engine.state_dict())[:2]                     # PyTorch's names and shapes
+    ['bias_hh_l0', 'bias_ih_l0']
+    """
 
     def __init__(self, spec: Spec, dtype=np.float32):
         spec.validate()

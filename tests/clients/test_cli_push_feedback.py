@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _push(address, *args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNSTREAM_ADDRESS": address}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # and the caller's (a worktree's .dev)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "RNNSTREAM_ADDRESS": address}
     return subprocess.Popen([sys.executable, "-m", "rnnstream.clients.cli", "push", *args], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 

@@ -30,7 +30,7 @@ def _environment(tmp_path, server) -> dict[str, str]:
     shims.mkdir()
     (shims / "python").symlink_to(sys.executable)
     rnnstream = shims / "rnnstream"
-    rnnstream.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m clients.cli "$@"\n')
+    rnnstream.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m rnnstream.clients.cli "$@"\n')
     rnnstream.chmod(0o755)
     return {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}", "RNNSTREAM_ADDRESS": server.address,
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}

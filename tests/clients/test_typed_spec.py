@@ -97,7 +97,7 @@ def test_every_create_flag_has_help_and_bad_values_say_what_was_expected(capsys)
 
 
 def test_service_help_says_what_each_flag_means_and_bad_levels_list_the_choices():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, "-m", "rnnstream.service", "--help"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120).stdout
     assert "-1 turns the metrics endpoint off" in " ".join(out.split())

@@ -3,39 +3,26 @@ predictions, losses, gradient norms, counters and final weights, for every cell 
 sharing on tiny sizes, each optimizer once, and the copy-back paths (state_dict, snapshots,
 reset, pool growth).
 
-These run only where numba.cuda runs them, so pytest does not collect this file by itself:
-``test_cuda_simulator.py`` runs it under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) in a
-subprocess so that the CPU tests' process stays clean, and on a GPU machine
-``python -m pytest tests/kernels/cuda_chunk_cases.py`` runs it on the real device. Launch
-sizes are patched small so that every launch spans several blocks.
+These run only where numba.cuda runs them, so pytest does not collect this file by itself.
+NUMBA_ENABLE_CUDASIM must be set before numba is imported and changes numba.cuda for the whole
+process, so the CPU tests' process stays clean of it: CI runs the case files in their own
+invocation, case by case (``NUMBA_ENABLE_CUDASIM=1 python -m pytest -n 2 tests/kernels/cuda_*_cases.py``),
+and a plain ``python -m pytest`` runs them through ``test_cuda_simulator.py`` in a subprocess.
+On a GPU machine ``python -m pytest tests/kernels/cuda_chunk_cases.py`` runs them on the device.
+Launch sizes are patched small so that every launch spans several blocks (cuda_support.py).
 """
-import os
 
 import numpy as np
 import pytest
 
-from rnnstream.kernels.cuda import unavailable_reason  # noqa: E402
+from rnnstream.service.engine import Engine, Spec
+from rnnstream.service.engine.pool import OPTIONAL_FIELDS
+from tests.kernels.cuda_support import small_launches  # noqa: F401 (autouse: launches span blocks)
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not None:
-    # A collection error, not a skip: these cases were asked for by name.
-    raise RuntimeError("no usable CUDA device (%s): run these cases through "
-                       "tests/kernels/test_cuda_simulator.py, or with NUMBA_ENABLE_CUDASIM=1"
-                       % unavailable_reason())
-
-from rnnstream.kernels.cuda import config as cuda_config  # noqa: E402
-from rnnstream.service.engine import Engine, Spec  # noqa: E402
-from rnnstream.service.engine.pool import OPTIONAL_FIELDS  # noqa: E402
+pytestmark = pytest.mark.slow  # minutes of simulation: CI's second step
 
 RTOL = 1e-4
 ATOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def small_launches(monkeypatch):
-    monkeypatch.setattr(cuda_config, "THREADS_PER_BLOCK", 2)
-    monkeypatch.setattr(cuda_config, "MAX_BLOCKS", 2)
-    monkeypatch.setattr(cuda_config, "REDUCE_THREADS", 2)
-    monkeypatch.setattr(cuda_config, "REDUCE_LANES", 2)
 
 
 CELLS = {

@@ -2,34 +2,20 @@
 1e19 overflow float32 inside a step (Adam's squared gradient, a sum of streams' gradients);
 both twins must skip that step, count it alike and leave weights and moments finite and equal.
 
-Run by ``test_cuda_simulator.py`` under NUMBA_ENABLE_CUDASIM=1 (see cuda_chunk_cases.py), or on
-a GPU with ``python -m pytest tests/kernels/cuda_faults_cases.py``. SGD is left to the CPU
+Run under NUMBA_ENABLE_CUDASIM=1 (see cuda_chunk_cases.py), or on a GPU with
+``python -m pytest tests/kernels/cuda_faults_cases.py``. SGD is left to the CPU
 test (tests/service/test_faults_kernels.py): its 2e16-sized steps make the next forward's
 exp() overflow, which the simulator's Python math raises instead of returning inf.
 """
-import os
 
 import numpy as np
 import pytest
 
-from rnnstream.kernels.cuda import unavailable_reason  # noqa: E402
+from rnnstream.service.engine import Engine, Spec
+from rnnstream.service.engine.pool import OPTIONAL_FIELDS
+from tests.kernels.cuda_support import small_launches  # noqa: F401 (autouse: launches span blocks)
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and unavailable_reason() is not None:
-    raise RuntimeError("no usable CUDA device (%s): run these cases through "
-                       "tests/kernels/test_cuda_simulator.py, or with NUMBA_ENABLE_CUDASIM=1"
-                       % unavailable_reason())
-
-from rnnstream.kernels.cuda import config as cuda_config  # noqa: E402
-from rnnstream.service.engine import Engine, Spec  # noqa: E402
-from rnnstream.service.engine.pool import OPTIONAL_FIELDS  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def small_launches(monkeypatch):
-    monkeypatch.setattr(cuda_config, "THREADS_PER_BLOCK", 2)
-    monkeypatch.setattr(cuda_config, "MAX_BLOCKS", 2)
-    monkeypatch.setattr(cuda_config, "REDUCE_THREADS", 2)
-    monkeypatch.setattr(cuda_config, "REDUCE_LANES", 2)
+pytestmark = pytest.mark.slow  # minutes of simulation: CI's second step
 
 
 def _run(device, **kw):

@@ -1,6 +1,10 @@
 """Runs the CUDA kernel cases (cuda_*_cases.py) on Numba's CUDA simulator, in a subprocess:
 NUMBA_ENABLE_CUDASIM changes numba.cuda for the whole process, and the CPU tests here must
-stay untouched by it. numba-cuda is part of the test extra, so a missing one fails."""
+stay untouched by it. numba-cuda is part of the test extra, so a missing one fails.
+
+This is how a plain ``python -m pytest`` runs them (one test for all the cases); CI runs the
+case files directly instead, in their own invocation, and reports them case by case
+(README, "Run the tests"), so it deselects this test with ``-m "not slow"``."""
 import importlib.util
 import os
 import pathlib
@@ -13,6 +17,7 @@ HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parent.parent
 
 
+@pytest.mark.slow
 def test_cuda_kernels_on_the_simulator():
     if importlib.util.find_spec("numba_cuda") is None:
         pytest.fail("numba-cuda is not installed: pip install -e '.[test]'")

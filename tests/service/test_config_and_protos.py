@@ -60,6 +60,19 @@ def test_warm_up_loads_the_kernels_a_server_serves_with():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_a_kernel_load_that_fails_is_raised_at_start_not_waited_for(monkeypatch):
+    import asyncio
+
+    from rnnstream.service import server
+
+    def broken():
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(server, "warm_up", broken)
+    with pytest.raises(RuntimeError, match="no compiler here"):
+        asyncio.run(asyncio.wait_for(server._load_kernels(report_every_s=0.2), 30))
+
+
 @pytest.mark.parametrize("which", ["grpc", "metrics"])
 def test_a_taken_port_is_one_clear_line_and_exit_status_2(tmp_path, which):
     import socket

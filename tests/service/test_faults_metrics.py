@@ -2,9 +2,7 @@
 bearer token of its own; a real Prometheus scrapes it with ``authorization.credentials_file``."""
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -12,7 +10,7 @@ import urllib.request
 import pytest
 
 from rnnstream.service.config import Config
-from tests.service.test_prometheus import _free_port, _query
+from tests.service.test_prometheus import _query, running_prometheus
 from tests.service.test_server import _self_signed
 
 
@@ -51,16 +49,9 @@ def test_metrics_need_tls_and_their_token(secure_metrics):
 
 
 def test_real_prometheus_scrapes_with_tls_and_credentials_file(secure_metrics, tmp_path):
-    binary = shutil.which("prometheus")
-    assert binary, "install Prometheus: apt-get install -y prometheus (.ci/run does)"
     srv, _, ca = secure_metrics
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(f"""
-global:
-  scrape_interval: 250ms
-scrape_configs:
-  - job_name: rnnstream
+    job = f"""
+job_name: rnnstream
     scheme: https
     tls_config:
       ca_file: {ca}
@@ -69,20 +60,13 @@ scrape_configs:
       credentials_file: {tmp_path / 'metrics-token'}
     static_configs:
       - targets: ["127.0.0.1:{srv.server.metrics_port}"]
-""")
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
+"""
+    with running_prometheus(tmp_path, job) as port:
         deadline, result = time.monotonic() + 45, []
         while not result and time.monotonic() < deadline:
             result = _query(port, 'up{job="rnnstream"} == 1 and on() rnnstream_checkpoint_failures_total >= 0')
             time.sleep(0.25)
         assert result, (tmp_path / "prometheus.log").read_text()[-2000:]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_a_silent_tls_client_does_not_block_scrapes(secure_metrics):

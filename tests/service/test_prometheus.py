@@ -1,5 +1,6 @@
 """A real Prometheus (Debian package ``prometheus``, installed by .ci/run) scrapes the running
 server on loopback; PromQL finds the gradient-norm and latency series."""
+import contextlib
 import json
 import shutil
 import socket
@@ -27,26 +28,35 @@ def _query(port: int, promql: str) -> list:
         return []  # not up yet
 
 
-def test_prometheus_scrapes_gradient_norm_and_latency(server, tmp_path):
+@contextlib.contextmanager
+def running_prometheus(tmp_path, job: str):
+    """A real Prometheus scraping every 250 ms with one scrape job (``job``: the YAML of
+    ``scrape_configs``' item, without its leading "- "); yields the port of its HTTP API."""
     binary = shutil.which("prometheus")
     assert binary, "install Prometheus: apt-get install -y prometheus (.ci/run does)"
+    port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 250ms\nscrape_configs:\n  - " + job.strip() + "\n")
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_prometheus_scrapes_gradient_norm_and_latency(server, tmp_path):
     stub = server.stub
     stub.CreateModel(pb.CreateModelRequest(spec=make_spec("m")))
     list(stub.Stream(iter([request("m", "s", i + 1, *c) for i, c in enumerate(make_chunks(8, 4))])))
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(f"""
-global:
-  scrape_interval: 250ms
-scrape_configs:
-  - job_name: rnnstream
+    job = f"""
+job_name: rnnstream
     static_configs:
       - targets: ["127.0.0.1:{server.server.metrics_port}"]
-""")
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
+"""
+    with running_prometheus(tmp_path, job) as port:
         queries = {
             "gradient norm": 'rnnstream_gradient_norm_count{model="m"} > 0',
             "p99 chunk latency": 'histogram_quantile(0.99, sum by (le) (rnnstream_chunk_seconds_bucket{model="m"}))',
@@ -63,7 +73,3 @@ scrape_configs:
         assert set(found) == set(queries), (set(queries) - set(found),
                                             (tmp_path / "prometheus.log").read_text()[-2000:])
         assert 0 < float(found["p99 chunk latency"][0]["value"][1]) < 10
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from rnnstream.service import batcher
-from rnnstream.service.session import Chunk, StreamSession
+from rnnstream.service.session import Chunk, StreamLedger
 
 
 def _job(session, seq):
@@ -22,7 +22,7 @@ def _host(session, jobs):
 
 
 def test_later_chunks_wait_for_the_refused_one_then_flow_again():
-    session = StreamSession("m", "s", acked_seq=4, attached=1)
+    session = StreamLedger("m", "s", acked_seq=4, attached=1)
     session.resend_from = 5  # chunk 5 was refused UNAVAILABLE/ABORTED/INTERNAL/UNKNOWN
     later = _job(session, 6)
     host = _host(session, [later])

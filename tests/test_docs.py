@@ -11,7 +11,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXT = (".py", ".md", ".proto", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".json", ".sh", "")
 # hosts a link may name: this machine, and the services docker-compose.yml starts beside the server
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "prometheus", "grafana", "rnnstream"}
-URL = re.compile(r"\b[a-z][a-z0-9+.-]*://([^/\s\"'`<>)\]:]+)")
+# links to documents (web and file-transfer schemes); a connection string such as
+# postgresql://user@db/rnnstream or nginx's grpc://upstream names a service the user runs
+URL = re.compile(r"\b(?:https?|ftp|file)://([^/\s\"'`<>)\]:]+)")
 # "Menick et al. 2020", "Freund and Schapire (1997)", "Cesa-Bianchi & Lugosi 2006", "West 1979"
 CITATION = re.compile(r"\b([A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?: et al\.?| and [A-Z][a-z]+| & [A-Z][a-z]+)?,? "
                       r"\(?((?:19|20)\d\d)\)?")

@@ -40,7 +40,7 @@ def _add_biases(A, B, b_ih, b_hh, lo, hi):
             A[b, a] += B[b, a] + b_ih[a] + b_hh[a]
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
     """Forward of one layer for nb streams; writes Hn, Cn (LSTM) and the cache rows.
 
@@ -230,7 +230,7 @@ def _acc_bias(grad, off, dA):
             grad[off + a] += dA[b, a]
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want_params,
                    dbuf, dofs, r0):
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).

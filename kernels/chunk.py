@@ -227,7 +227,7 @@ def _window_span(cfg, hflag, cnt, slot):
     return newest, start - newest + 1
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, ends, n, g):
     """Gather n steps of each member stream i from its ring, ending ends[i] steps before its
     latest step, and add their window gradient to g."""
@@ -341,7 +341,7 @@ def _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x):
         x[b, :] = W[wrow[b], base:base + I]
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def _learn_before_eviction(model, weights, pool, batch, out, acc, need_bwd, t):
     """Late labels (TBPTT): a step whose loss is still pending is learned before the ring
     overwrites it, so a label once accepted is never dropped (k1 labels may take longer than

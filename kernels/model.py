@@ -78,7 +78,7 @@ def embed_rows(theta, cfg, tokens, x):
             x[b, q] = theta[base + q]
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def layer_inputs(cfg, lay, k, x, S0, S1):
     """Layer k's input (x, or the new h of layer k-1) and recurrent input (its previous h,
     or y_{t-1} for a Jordan layer), as contiguous [nb, n] arrays."""

@@ -18,7 +18,7 @@ from .codes import C_CACHE, C_NL, C_OUT, C_S, C_VARIANT, C_VOCAB, FLAG_PENDING
 from .model import add_embedding_grad, embed_rows, loss_grad, step_backward, step_forward
 
 
-@njit(cache=True)
+@njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
     """Add to grad the gradient of the counted losses of the window, back-propagated through
     all its n steps. window = (x, tokens, state before, target, class, counts) and

@@ -61,9 +61,27 @@ class WeightlessMember:
     def statistics(self, stream_id=None) -> dict:
         return {}
 
+    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
+        """No forecast of its own: the networks' (``fallback``)."""
+        return fallback
+
+    def reset_stream(self, sid):
+        self._known(sid)
+        self._streams[sid] = self._fresh()
+
     def drop_stream(self, sid):
         self._known(sid)
         del self._streams[sid]
+
+    def stream_stats(self, sid) -> dict:
+        s = self._known(sid)
+        running, has = s["running"]
+        return {"steps": self._steps(s), "updates": 0,
+                "running_loss": float(running) if has else float("nan"),
+                "gradient_norm": 0.0, "skipped_updates": 0}
+
+    def _steps(self, s: dict) -> int:
+        return int(s["steps"])
 
     def _known(self, sid) -> dict:
         if sid not in self._streams:
@@ -128,17 +146,6 @@ class LastTarget(WeightlessMember):
         return fallback
 
     # streams ----------------------------------------------------------------------------
-    def reset_stream(self, sid):
-        self._known(sid)
-        self._streams[sid] = self._fresh()
-
-    def stream_stats(self, sid) -> dict:
-        s = self._known(sid)
-        running, has = s["running"]
-        return {"steps": int(s["steps"]), "updates": 0,
-                "running_loss": float(running) if has else float("nan"),
-                "gradient_norm": 0.0, "skipped_updates": 0}
-
     def snapshot_stream(self, sid) -> dict:
         return {name: np.array(a, dtype=np.float64) for name, a in self._known(sid).items()}
 

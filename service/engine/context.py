@@ -79,7 +79,7 @@ class ContextMixing(WeightlessMember):
         preds = np.full((B, T, self.vocab), np.nan)
         losses = np.full((B, T), np.nan)
         for b, sid in enumerate(stream_ids):
-            s = self._streams.get(sid) or _fresh(self._shapes())
+            s = self._streams.get(sid) or self._fresh()
             m = self._model if self.shared else s
             n = int(lengths[b])
             out = np.empty((n, 256))
@@ -92,21 +92,12 @@ class ContextMixing(WeightlessMember):
         self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
-    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
-        """Token models have no forecast of their own here: the networks'."""
-        return fallback
-
     # streams ----------------------------------------------------------------------------
-    def reset_stream(self, sid):
-        self._known(sid)
-        self._streams[sid] = _fresh(self._shapes())
+    def _fresh(self) -> dict:
+        return _fresh(self._shapes())
 
-    def stream_stats(self, sid) -> dict:
-        s = self._known(sid)
-        running, has = s["running"]
-        return {"steps": int(s["scalars"][ck.STEPS]), "updates": 0,
-                "running_loss": float(running) if has else float("nan"),
-                "gradient_norm": 0.0, "skipped_updates": 0}
+    def _steps(self, s: dict) -> int:
+        return int(s["scalars"][ck.STEPS])
 
     def snapshot_stream(self, sid) -> dict:
         return {name: np.array(a) for name, a in self._known(sid).items()}

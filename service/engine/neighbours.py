@@ -123,7 +123,7 @@ class Neighbours(WeightlessMember):
         B, T = lengths.shape[0], x.shape[1]
         probs = np.full((B, T, self.C), np.nan)
         for b, sid in enumerate(stream_ids):
-            s = self._streams.get(sid) or _fresh(self._shapes())
+            s = self._streams.get(sid) or self._fresh()
             n = int(lengths[b])
             y = batch["tclass"][b, :n].astype(np.float64) if learn else None
             probs[b, :n] = predict_and_learn(self._model if self.shared else s, x[b, :n], y, self.C)
@@ -146,20 +146,9 @@ class Neighbours(WeightlessMember):
         self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
-    def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
-        return fallback
-
     # streams ----------------------------------------------------------------------------
-    def reset_stream(self, sid):
-        self._known(sid)
-        self._streams[sid] = _fresh(self._shapes())
-
-    def stream_stats(self, sid) -> dict:
-        s = self._known(sid)
-        running, has = s["running"]
-        return {"steps": int(s["steps"]), "updates": 0,
-                "running_loss": float(running) if has else float("nan"),
-                "gradient_norm": 0.0, "skipped_updates": 0}
+    def _fresh(self) -> dict:
+        return _fresh(self._shapes())
 
     def snapshot_stream(self, sid) -> dict:
         return {name: np.array(a) for name, a in self._known(sid).items()}

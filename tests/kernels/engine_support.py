@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from rnnstream.service.engine import Engine, Spec
+from rnnstream.service.engine import Engine, EnsembleEngine, Spec
 from tests.reference.cases import CELL_VARIANTS, cell_id
 from tests.reference.learner import Learner
 from tests.reference.params import Config, layout
@@ -95,3 +95,17 @@ def assert_layout(spec, sd):
 __all__ = ["Engine", "Spec", "CELL_VARIANTS", "cell_id", "RULES", "OPTIMIZERS", "rule_id",
            "make_spec", "random_chunks", "reference_for", "assert_weights_close",
            "assert_layout", "to_float64", "ref_config", "dataclasses", "itertools", "RTOL", "ATOL"]
+
+
+def restored_and_continued(spec, one, snap, model, chunks, sid="s"):
+    """A new ensemble restored from ``one``'s model and stream snapshots; asserts that it
+    continues bit for bit with ``one`` over ``chunks`` (step keyword arguments) and that their
+    stream stats agree. Returns the new ensemble."""
+    two = EnsembleEngine(spec)
+    two.restore_model(model)
+    two.restore_stream(sid, snap)
+    for c in chunks:
+        for got, want in zip(two.step([sid], **c), one.step([sid], **c)):
+            np.testing.assert_array_equal(got, want)
+    assert two.stream_stats(sid) == one.stream_stats(sid)
+    return two

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnnstream.service.engine import Engine, EnsembleEngine, Spec, make_engine, memory_per_stream
-from tests.kernels.engine_support import make_spec, random_chunks
+from tests.kernels.engine_support import make_spec, random_chunks, restored_and_continued
 from tests.reference.hedge import HedgeReference
 
 PERSIST = {"baseline": "last_target"}
@@ -77,13 +77,7 @@ def test_snapshot_round_trip_continues_exactly_and_reset_drop_stats_forecast():
     snap, model = one.snapshot_stream("s"), one.snapshot_model()
     assert snap["members.1.has_target"] == 1.0
     np.testing.assert_array_equal(snap["members.1.last_target"], chunks[0]["targets"][0, -1])
-    two = EnsembleEngine(spec)
-    two.restore_model(model)
-    two.restore_stream("s", snap)
-    for c in chunks[1:]:
-        for got, want in zip(two.step(["s"], **c), one.step(["s"], **c)):
-            np.testing.assert_array_equal(got, want)
-    assert two.stream_stats("s") == one.stream_stats("s")
+    two = restored_and_continued(spec, one, snap, model, chunks[1:])
     stats = one.stream_stats("s")
     assert [m["index"] for m in stats["members"]] == [0, 1] and stats["steps"] == 12
     assert math.isfinite(stats["members"][1]["running_loss"])

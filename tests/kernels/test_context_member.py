@@ -11,6 +11,7 @@ import pytest
 
 from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
 from rnnstream.service.engine import context, context_kernel as ck
+from tests.kernels.engine_support import restored_and_continued
 from tests.reference.context import ContextReference
 
 CONTEXT = {"baseline": "context"}
@@ -81,14 +82,8 @@ def test_snapshots_continue_exactly_reset_drop(sharing):
     snap, model = one.snapshot_stream("s"), one.snapshot_model()
     assert ("members.1.table" in model) == (sharing == "shared")
     assert ("members.1.table" in snap) == (sharing == "per_stream")
-    two = EnsembleEngine(spec)
-    two.restore_model(model)
-    two.restore_stream("s", snap)
-    for a, b in ((100, 150), (150, len(TEXT))):
-        for got, want in zip(two.step(["s"], tokens=tokens[:, a:b]),
-                             one.step(["s"], tokens=tokens[:, a:b])):
-            np.testing.assert_array_equal(got, want)
-    assert two.stream_stats("s") == one.stream_stats("s")
+    two = restored_and_continued(spec, one, snap, model,
+                                 [dict(tokens=tokens[:, a:b]) for a, b in ((100, 150), (150, len(TEXT)))])
     one.reset_stream("s")
     assert one.snapshot_stream("s")["members.1.scalars"].sum() == 0
     one.drop_stream("s")

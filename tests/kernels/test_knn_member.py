@@ -9,6 +9,7 @@ import pytest
 
 from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
 from rnnstream.service.engine import neighbours
+from tests.kernels.engine_support import restored_and_continued
 from tests.reference.neighbours import NeighboursReference
 
 KNN = {"baseline": "knn"}
@@ -88,13 +89,7 @@ def test_snapshots_continue_exactly_reset_drop(sharing):
     snap, model = one.snapshot_stream("s"), one.snapshot_model()
     assert ("members.1.inputs" in model) == (sharing == "shared")
     assert ("members.1.inputs" in snap) == (sharing == "per_stream")
-    two = EnsembleEngine(spec)
-    two.restore_model(model)
-    two.restore_stream("s", snap)
-    for c in chunks[1:]:
-        for got, want in zip(two.step(["s"], **c), one.step(["s"], **c)):
-            np.testing.assert_array_equal(got, want)
-    assert two.stream_stats("s") == one.stream_stats("s")
+    two = restored_and_continued(spec, one, snap, model, chunks[1:])
     one.reset_stream("s")
     assert one.stream_stats("s")["members"][1]["index"] == 1
     one.drop_stream("s")

@@ -9,7 +9,7 @@ import pytest
 
 from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
 from rnnstream.service.engine import seasonal
-from tests.kernels.engine_support import make_spec, random_chunks
+from tests.kernels.engine_support import make_spec, random_chunks, restored_and_continued
 from tests.reference.seasonal import SeasonalReference
 
 SEASONAL = {"baseline": "seasonal"}
@@ -104,13 +104,7 @@ def test_snapshot_round_trip_continues_exactly_reset_drop_and_memory():
     one.step(["s"], **chunks[0])
     snap, model = one.snapshot_stream("s"), one.snapshot_model()
     assert snap["members.1.history"].shape == (seasonal.HISTORY, 2)
-    two = EnsembleEngine(spec)
-    two.restore_model(model)
-    two.restore_stream("s", snap)
-    for c in chunks[1:]:
-        for got, want in zip(two.step(["s"], **c), one.step(["s"], **c)):
-            np.testing.assert_array_equal(got, want)
-    assert two.stream_stats("s") == one.stream_stats("s")
+    two = restored_and_continued(spec, one, snap, model, chunks[1:])
     one.reset_stream("s")
     assert np.isnan(one.snapshot_stream("s")["members.1.history"]).all()
     one.drop_stream("s")

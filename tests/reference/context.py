@@ -1,5 +1,5 @@
 """The byte context-mixing model in plain Python (ints for the hashes, floats for the rest),
-one stream, one byte at a time: the oracle for ``service.engine.context_kernel``. The
+one stream, one byte at a time: the oracle for ``kernels.context``. The
 constants are read from the kernel module; the algorithm is written out again here."""
 import math
 

@@ -1,4 +1,4 @@
-"""Numba kernel of the byte context-mixing member (service/engine/context.py).
+"""Numba kernel of the byte context-mixing member (the service's `context` member).
 
 Bitwise context mixing in the manner of Mahoney's PAQ/lpaq: a byte is coded as 8 binary
 decisions down a tree of 255 nodes (node 1 the root, node 2n + bit its children). For every

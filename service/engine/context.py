@@ -2,7 +2,7 @@
 
 Classical compression modelling as an ensemble member: order-1..6 hashed context statistics, a
 match model and a logistic mixer over the bits of each byte (Cleary & Witten 1984, PPM;
-Mahoney 2005, PAQ context mixing); the kernel and its state are in ``context_kernel``. The
+Mahoney 2005, PAQ context mixing); the kernel and its state are in ``rnnstream.kernels.context``. The
 member predicts, at step t, a distribution over the next token (target_mode next_input), and
 Hedge (service/engine/hedge.py) weighs it against the network members by log loss, so a token
 model is never worse than this statistical model by more than ln(K) nats in total, and the
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import context_kernel as ck
-from . import hedge
+from rnnstream.kernels import context as ck
+
+from . import hedge, kernel_tier
 from .baseline import WeightlessMember
 from .engine import CallStats
 
@@ -83,9 +84,10 @@ class ContextMixing(WeightlessMember):
             m = self._model if self.shared else s
             n = int(lengths[b])
             out = np.empty((n, 256))
-            ck.run_bytes(np.ascontiguousarray(tokens[b, :n], dtype=np.int64), m["table"],
-                         m["weights"], s["history"], s["last_seen"], s["last_dist"],
-                         s["scalars"], out, losses[b, :n], self.vocab, learn)
+            kernel_tier.active().context.run_bytes(
+                np.ascontiguousarray(tokens[b, :n], dtype=np.int64), m["table"], m["weights"],
+                s["history"], s["last_seen"], s["last_dist"], s["scalars"], out, losses[b, :n],
+                self.vocab, learn)
             preds[b, :n] = out[:, :self.vocab]
             hedge._running(s["running"][None], losses[b:b + 1])
             self._streams[sid] = s

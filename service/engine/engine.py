@@ -13,10 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnstream.kernels import codes as kc
-from rnnstream.kernels.chunk import forecast as _forecast_kernel
-from rnnstream.kernels.chunk import learn_labels, learn_pending, run_chunk
-from rnnstream.kernels.narx import forecast_rows
 
+from . import kernel_tier
 from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset
 from .layout import OPT_CODE, build_layout, init_weights
@@ -77,6 +75,11 @@ def warm_up() -> float:
     chunk does not wait for it (a few hundred ms with a warm cache). One tiny model covers every
     cell and rule: the kernels read those from arrays, so their signatures are shared. Returns
     the seconds it took."""
+    with kernel_tier.compiled_in_this_thread():
+        return _warm_up()
+
+
+def _warm_up() -> float:
     t0 = time.perf_counter()
     x = np.zeros((1, 1, 1), dtype=np.float32)
     # the plain path, and the feature path (normalisation, skip, taps, their forecast) of the
@@ -93,6 +96,12 @@ def warm_up() -> float:
                          tbptt_k1=1, tbptt_k2=1, max_label_delay=1))
     engine.step(["warm-up"], inputs=x)
     engine.step(["warm-up"], labels=[([0], x[0, :1])], reset_after=True)
+    # the byte context member's kernel (the default byte model's second member)
+    from .ensemble import make_engine
+    engine = make_engine(Spec(vocab_size=256, num_classes=256, hidden_sizes=(1,), tbptt_k1=1,
+                              tbptt_k2=1, target_mode="next_input", context_table_bits=10,
+                              members=({}, {"baseline": "context"})))
+    engine.step(["warm-up"], tokens=np.zeros((1, 2), np.int64))
     return time.perf_counter() - t0
 
 
@@ -234,17 +243,18 @@ class Engine:
                   batch["tclass"], batch["lengths"], batch["learn"])
         out = (preds, losses, res, gnorms)
         weights, bundle = self._bundles()
+        kernels = kernel_tier.active().chunk
         t0 = time.perf_counter()
         if lab is not None:
-            learn_labels(self._model, weights, bundle, kbatch[:7] + (1,), lab, out)
+            kernels.learn_labels(self._model, weights, bundle, kbatch[:7] + (1,), lab, out)
         if T == 0:
             pass
         elif self._cuda is not None:
             self._cuda.run_chunk(kbatch, out)
         else:
-            run_chunk(self._model, weights, bundle, kbatch, out)
+            kernels.run_chunk(self._model, weights, bundle, kbatch, out)
         if reset is not None:
-            learn_pending(self._model, weights, bundle, kbatch, reset, out)
+            kernels.learn_pending(self._model, weights, bundle, kbatch, reset, out)
             for b in np.nonzero(reset)[0]:
                 self.pool.reset_recurrent(int(slots[b]))
         return preds, losses, res, gnorms, time.perf_counter() - t0
@@ -281,13 +291,13 @@ class Engine:
                 self._features.forecast(self, slot, theta, state, x_last, out)
             else:
                 I = spec.input_size
-                forecast_rows(theta, self.layout.cfg, self.layout.lay, state, x_last,
-                              empty_rings(spec, self.dtype), np.zeros(0, np.int64),
-                              np.zeros(0, np.int64),
-                              (np.ones(I, self.dtype), np.zeros(I, self.dtype)), out)
+                kernel_tier.active().narx.forecast_rows(
+                    theta, self.layout.cfg, self.layout.lay, state, x_last,
+                    empty_rings(spec, self.dtype), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                    (np.ones(I, self.dtype), np.zeros(I, self.dtype)), out)
             return out
-        _forecast_kernel(self._theta(stream_id), self.layout.cfg, self.layout.lay,
-                         state, horizon, out)
+        kernel_tier.active().chunk.forecast(self._theta(stream_id), self.layout.cfg,
+                                            self.layout.lay, state, horizon, out)
         return out
 
     # weights --------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnnstream.kernels import codes as kc
-from rnnstream.kernels.narx import build_rows, forecast_rows, push_rows
-from rnnstream.kernels.normalize import standardize, to_caller_units
+
+from . import kernel_tier
 
 # per-stream arrays of this path
 STAT_FIELDS = ("norm_x", "norm_y")                          # statistics: kept like weights
@@ -69,8 +69,8 @@ class FeaturePath:
         sets = np.zeros(B, np.int64) if self.shared else slots
         z = np.empty(rows.shape, rows.dtype)
         mu, sc, mu1, sc1 = np.zeros((4, B, T, D))
-        standardize(self._table(pool, name), sets, rows, lengths, self.decay, absorb, z, mu, sc,
-                    mu1, sc1)
+        kernel_tier.active().normalize.standardize(self._table(pool, name), sets, rows, lengths,
+                                                   self.decay, absorb, z, mu, sc, mu1, sc1)
         return z, (mu, sc), (mu1, sc1)
 
     def _groups(self):
@@ -163,9 +163,9 @@ class FeaturePath:
             kbatch["inputs"] = self._rows(pool, slots, batch, rows, kt)
             preds, losses, res, gnorms, seconds = engine._run_kernel(slots, kbatch, extras)
         if self.rescore:
-            to_caller_units(preds, losses, lengths, out_stats[0], out_stats[1], targets,
-                            self.next_input, inputs, slots, pool.arrays["npend"],
-                            pool.arrays["nrun"], learn != 2)
+            kernel_tier.active().normalize.to_caller_units(
+                preds, losses, lengths, out_stats[0], out_stats[1], targets, self.next_input,
+                inputs, slots, pool.arrays["npend"], pool.arrays["nrun"], learn != 2)
         return preds, losses, res, gnorms, seconds
 
     # taps -----------------------------------------------------------------------------
@@ -184,11 +184,12 @@ class FeaturePath:
         zy = (self._target_rows(batch, kt) if self.out_taps.size
               else np.zeros((B, T, self.spec.out_size), z.dtype))
         rows = np.zeros((B, T, self.spec.feature_size), z.dtype)
-        build_rows(z, zy, lengths, slots, a["tapx"], a["tapy"], a["tapn"], self.in_taps,
-                   self.out_taps, rows)
-        push_rows(a["tapx"], a["tapn"], 0, slots, z, lengths)
+        narx = kernel_tier.active().narx
+        narx.build_rows(z, zy, lengths, slots, a["tapx"], a["tapy"], a["tapn"], self.in_taps,
+                        self.out_taps, rows)
+        narx.push_rows(a["tapx"], a["tapn"], 0, slots, z, lengths)
         if self.out_taps.size and push_targets:
-            push_rows(a["tapy"], a["tapn"], 1, slots, zy, lengths)
+            narx.push_rows(a["tapy"], a["tapn"], 1, slots, zy, lengths)
         return rows
 
     def _step_by_step(self, engine, slots, kbatch):
@@ -210,7 +211,8 @@ class FeaturePath:
             sub["inputs"] = self._rows(engine.pool, slots[on], sub, sub["inputs"],
                                        sub["targets"], push_targets=False)
             p, l, r, g, sec = engine._run_kernel(slots[on], sub)
-            push_rows(a["tapy"], a["tapn"], 1, slots[on], p, sub["lengths"])
+            kernel_tier.active().narx.push_rows(a["tapy"], a["tapn"], 1, slots[on], p,
+                                                sub["lengths"])
             preds[on, t] = p[:, 0]
             losses[on, t] = l[:, 0]
             norms.extend(g[:r[kc.R_UPDATES]])
@@ -228,8 +230,9 @@ class FeaturePath:
         mu, sc, mu1, sc1 = (np.zeros((1, 1, D)) for _ in range(4))
         if self.shared or slot is not None:
             sets = np.zeros(1, np.int64) if self.shared else np.array([slot], np.int64)
-            standardize(table, sets, np.zeros((1, 1, D)), np.ones(1, np.int64), 1.0, False,
-                        np.zeros((1, 1, D)), mu, sc, mu1, sc1)
+            kernel_tier.active().normalize.standardize(table, sets, np.zeros((1, 1, D)),
+                                                       np.ones(1, np.int64), 1.0, False,
+                                                       np.zeros((1, 1, D)), mu, sc, mu1, sc1)
         return mu[0, 0], sc[0, 0]
 
     def forecast(self, engine, slot, theta, state, x_last, out):
@@ -252,9 +255,9 @@ class FeaturePath:
             arr = engine.pool.arrays
             rings = (arr["tapx"][slot], arr["tapy"][slot], arr["tapn"][slot])
         std = np.zeros(out.shape, engine.dtype)
-        forecast_rows(theta, engine.layout.cfg, engine.layout.lay, state, x_last, rings,
-                      self.in_taps, self.out_taps, (a.astype(engine.dtype), c.astype(engine.dtype)),
-                      std)
+        kernel_tier.active().narx.forecast_rows(
+            theta, engine.layout.cfg, engine.layout.lay, state, x_last, rings, self.in_taps,
+            self.out_taps, (a.astype(engine.dtype), c.astype(engine.dtype)), std)
         if spec.classify:
             out[:] = std
         else:

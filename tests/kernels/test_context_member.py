@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
-from rnnstream.service.engine import context, context_kernel as ck
+from rnnstream.kernels import context as ck
+from rnnstream.service.engine import context
 from tests.kernels.engine_support import restored_and_continued
 from tests.reference.context import ContextReference
 

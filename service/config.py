@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 ENV_PREFIX = "RNNSTREAM_"
 DURABILITY_MODES = ("periodic", "every-chunk")
+COLD_START_MODES = ("interpret", "wait")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # What each flag means, for --help (the default and the variable are added to it).
@@ -38,6 +39,9 @@ HELP = {
                    "a dead replica's streams move after at most this",
     "share_interval_s": "shared store: seconds between rounds that combine the replicas' copies of a SHARED "
                         "model's weights (weighted by their updates); 0: no rounds",
+    "cold_start": "with nothing in numba's cache (a fresh install): 'interpret' serves at once with the "
+                  "kernels run by the interpreter (slower; results equal to float32 rounding) while a child "
+                  "process compiles them, then switches; 'wait' serves only once they are compiled",
     "durability": "periodic: checkpoint every --checkpoint-interval-s; every-chunk: commit before answering",
     "checkpoint_interval_s": "seconds between periodic stream checkpoints",
     "batch_window_s": "micro-batching window in seconds (never waited when no other stream is queued)",
@@ -75,6 +79,7 @@ class Config:
     lease_ttl_s: float = 2.0              # shared store: a stream's lease; failover waits at most this
     share_interval_s: float = 10.0        # shared store: weight rounds of SHARED models; 0: none
     durability: str = "periodic"          # or "every-chunk": commit before acknowledging
+    cold_start: str = "interpret"         # or "wait": serve only once the kernels are compiled
     checkpoint_interval_s: float = 2.0    # periodic stream checkpoints
     batch_window_s: float = 0.001         # micro-batching window (never waited alone)
     inline_below_s: float = 0.0           # > 0: tiny batches run on the loop (off: the loop does I/O only)
@@ -101,6 +106,8 @@ class Config:
         """Raise ValueError naming the first setting that cannot work."""
         if self.durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {self.durability!r}")
+        if self.cold_start not in COLD_START_MODES:
+            raise ValueError(f"cold_start must be one of {COLD_START_MODES}, not {self.cold_start!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -155,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(upper case, '-' as '_'), e.g. RNNSTREAM_PORT.")
     for f in dataclasses.fields(Config):
         kind = type(f.default)
-        extra = {"choices": DURABILITY_MODES} if f.name == "durability" else {}
+        choices = {"durability": DURABILITY_MODES, "cold_start": COLD_START_MODES}.get(f.name)
+        extra = {"choices": choices} if choices else {}
         if f.name == "log_level":
             kind, extra = str.upper, {"choices": LOG_LEVELS, "metavar": "LEVEL"}
         default = f"{f.default!r}" if f.default != "" else "unset"

@@ -138,6 +138,9 @@ class Metrics:
         self.memory_used_bytes = Gauge("rnnstream_memory_used_bytes",
                                        "Bytes counted against the memory budget: models, streams, buffered requests",
                                        registry=r)
+        self.kernels_interpreted = Gauge(
+            "rnnstream_kernels_interpreted",
+            "1 while chunks run on the interpreted kernels (a cold start's compile is under way)", registry=r)
         self.evictions = Counter("rnnstream_stream_evictions", "Streams dropped from memory, by reason",
                                  ["reason"], registry=r)
         self.checkpoint_seconds = Histogram("rnnstream_checkpoint_seconds", "Time to write one checkpoint",

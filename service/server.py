@@ -3,13 +3,9 @@ the store, and the background loop that checkpoints and evicts idle streams."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import os
-import pathlib
 import sqlite3
 import ssl
-import threading
 import time
 
 import grpc
@@ -18,9 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
-from rnnstream.service import metrics_http, rounds
+from rnnstream.service import coldstart, metrics_http, rounds
 from rnnstream.service.config import Config
-from rnnstream.service.engine import warm_up
 from rnnstream.service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
 from rnnstream.service.metrics import Metrics
 from rnnstream.service.registry import Registry
@@ -42,47 +37,6 @@ def _read(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise StartupError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _kernel_cache() -> tuple[pathlib.Path, bool]:
-    """Where numba caches the compiled kernels, and whether anything is cached there yet."""
-    override = os.environ.get("NUMBA_CACHE_DIR")
-    spec = importlib.util.find_spec("rnnstream.kernels")
-    root = pathlib.Path(override) if override else pathlib.Path(next(iter(spec.submodule_search_locations))) / "__pycache__"
-    return root, root.is_dir() and next(root.rglob("*.nbi"), None) is not None
-
-
-async def _load_kernels(report_every_s: float = 15.0) -> float:
-    """``warm_up()`` in a daemon thread, saying what it does and, while compiling, how long it
-    has been at it. A signal meanwhile ends the process at once (see ``service.__main__``)."""
-    cache, warm = _kernel_cache()
-    if warm:
-        log.info("loading the compiled kernels from numba's cache in %s (a few seconds)", cache)
-    else:
-        log.info("compiling the kernels with numba: elman, jordan, lstm and gru cells; rtrl, tbptt and snap1 "
-                 "rules; the optimizers (only after an install or a kernel change: about 2-4 minutes on 2 "
-                 "cores; cached in %s for later starts; Ctrl-C stops it)", cache)
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
-
-    def run() -> None:
-        try:
-            seconds = warm_up()
-        except BaseException as e:  # noqa: BLE001 - handed to the loop, raised there
-            # e=e: Python unbinds ``e`` when the except block ends, before the loop runs this
-            loop.call_soon_threadsafe(lambda e=e: done.done() or done.set_exception(e))
-        else:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seconds))
-
-    # a daemon thread: an interrupted start must not wait for the compile to finish
-    threading.Thread(target=run, name="kernel-warm-up", daemon=True).start()
-    started = time.monotonic()
-    while True:
-        try:
-            return await asyncio.wait_for(asyncio.shield(done), report_every_s)
-        except asyncio.TimeoutError:
-            log.info("still %s the kernels (%.0f s so far)...", "loading" if warm else "compiling",
-                     time.monotonic() - started)
 
 
 class StartupError(Exception):
@@ -177,8 +131,9 @@ class Server:
         if config.metrics_port >= 0:  # bound now: a refused port stops everything before the compile
             self._http = self._serve_metrics()
             self.metrics_port = self._http.server_port
-        # before anything is served: the first chunk should not wait for the kernels to load
-        log.info("kernels loaded in %.2f s", await _load_kernels())
+        # before anything is served: the first chunk should not wait for the kernels to load;
+        # with none compiled yet, it runs interpreted while a child process compiles them
+        self._compile = await coldstart.start_kernels(config.cold_start, self.metrics.kernels_interpreted.set)
         self.registry.load()
         log.info("memory budget %d bytes (--max-memory-bytes), %d in use after loading the models",
                  self.registry.memory_budget, self.registry.memory_used())
@@ -187,6 +142,8 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._housekeeping(), name="housekeeping"))
+        if self._compile is not None:
+            self._tasks.append(loop.create_task(self._compile.run(), name="kernel-compile"))
         if self.registry.leases is not None:
             self._tasks.append(loop.create_task(self._renew_leases(), name="leases"))
             if config.share_interval_s > 0:
@@ -255,6 +212,8 @@ class Server:
         await self.servicer.drain(self.config.shutdown_grace_s)
         for task in self._tasks:
             task.cancel()
+        if self._compile is not None:
+            self._compile.stop()
         await self.grpc.stop(self.config.shutdown_grace_s)
         try:
             await self.registry.checkpoint()  # a row that cannot be written is logged there, alone

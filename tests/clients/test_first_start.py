@@ -1,4 +1,5 @@
-"""The first start: what can fail fast fails before the kernels compile, and Ctrl-C stops it.
+"""The first start: what can fail fast fails before the kernels compile, the server answers at
+once (interpreted) while a child process compiles them, and Ctrl-C stops it.
 
 Each server here gets an empty NUMBA_CACHE_DIR, i.e. the cold start of a fresh install.
 """
@@ -41,8 +42,80 @@ def test_an_unreadable_tls_file_is_reported_before_any_compile(tmp_path):
     assert "cannot read" in out and "missing.pem" in out and "compiling" not in out
 
 
-def test_the_first_ctrl_c_during_the_compile_stops_at_once_without_a_traceback(tmp_path):
+def _compile_children(cache_dir) -> list[int]:
+    """Pids of the background compile processes working for the server that uses cache_dir."""
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            if (b"compile_in_child" in (proc / "cmdline").read_bytes()
+                    and f"NUMBA_CACHE_DIR={cache_dir}".encode() in (proc / "environ").read_bytes()):
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def _wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_cold_start_answers_at_once_with_the_interpreted_kernels(tmp_path):
+    import numpy as np
+
+    from rnnstream.clients import Client
+    from rnnstream.clients.local import free_port
+    metrics_port = free_port()
+    proc = _service(tmp_path, "--metrics-port", str(metrics_port))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "rnnstream serving on" in line:
+                break
+        text = "".join(lines)
+        assert "serving now with the kernels run by the interpreter" in text, text
+        port = int(text.split("rnnstream serving on 127.0.0.1:")[1].split()[0])
+        started = time.monotonic()
+        with Client(f"127.0.0.1:{port}", timeout=60) as client:
+            client.create_model(name="m", input_size=2, output_size=1)
+            x = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+            with client.stream("m", "s") as stream:
+                answer = stream.send(x, targets=x[:, :1])
+        assert np.isfinite(answer.predictions).all() and time.monotonic() - started < 60
+        import urllib.request
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert "rnnstream_kernels_interpreted 1.0" in scrape
+        assert _compile_children(tmp_path / "numba-cache"), "no background compile is running"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        # the child goes with the server (SIGTERM: the server's stop kills it)
+        _wait_for(lambda: not _compile_children(tmp_path / "numba-cache"), 10, "the compile child outlived the server")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_compile_child_ends_when_the_server_is_killed(tmp_path):
     proc = _service(tmp_path)
+    try:
+        for line in proc.stdout:
+            if "rnnstream serving on" in line:
+                break
+        _wait_for(lambda: _compile_children(tmp_path / "numba-cache"), 30, "no background compile started")
+        proc.kill()  # kill -9: no stop() runs; the child sees its parent gone
+        proc.wait(10)
+        _wait_for(lambda: not _compile_children(tmp_path / "numba-cache"), 10, "the compile child outlived the server")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_first_ctrl_c_during_the_compile_stops_at_once_without_a_traceback(tmp_path):
+    proc = _service(tmp_path, "--cold-start", "wait")
     lines = []
     try:
         for line in proc.stdout:  # the server says what it compiles before it starts
@@ -69,7 +142,7 @@ def test_local_server_waits_for_a_reported_compile_and_says_so_when_it_gives_up(
     from rnnstream.clients import local
     monkeypatch.setattr(local, "COMPILE_TIMEOUT_S", 15.0)  # instead of 15 minutes
     # 10 s: time enough, even on a busy machine, to import and say "compiling" (which takes minutes)
-    server = local.LocalServer(tmp_path / "data", startup_timeout_s=10.0,
+    server = local.LocalServer(tmp_path / "data", startup_timeout_s=10.0, args=("--cold-start", "wait"),
                                env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="still compiling its kernels after") as info:

@@ -63,14 +63,14 @@ def test_warm_up_loads_the_kernels_a_server_serves_with():
 def test_a_kernel_load_that_fails_is_raised_at_start_not_waited_for(monkeypatch):
     import asyncio
 
-    from rnnstream.service import server
+    from rnnstream.service import coldstart
 
     def broken():
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(server, "warm_up", broken)
+    monkeypatch.setattr(coldstart, "warm_up", broken)
     with pytest.raises(RuntimeError, match="no compiler here"):
-        asyncio.run(asyncio.wait_for(server._load_kernels(report_every_s=0.2), 30))
+        asyncio.run(asyncio.wait_for(coldstart.load_before_serving(report_every_s=0.2), 30))
 
 
 @pytest.mark.parametrize("which", ["grpc", "metrics"])

@@ -1,47 +1,67 @@
 """The scaled seasonal member ``{"baseline": "seasonal_scaled"}``: a season whose swing grows
-and shrinks with the series' recent magnitude (multiplicative seasonality), period found online.
+and shrinks with the series' recent magnitude (multiplicative seasonality), period and smoothing
+found online.
 
 Seasonal naive (service/engine/seasonal.py) repeats y_{t-P}: when the swing of the season grows
 from one year to the next (monthly changes of a growing quantity: a busier year has larger
 month-to-month changes), every repeat is a season behind. This member splits the series into an
 amplitude and a pattern, as multiplicative Holt-Winters splits a level (Winters 1960), but on
-the target itself, so it needs no level:
+the target itself, so it needs no level. Per smoothing pair (alpha, gamma) in SMOOTHING:
 
-    a_t = (1 - ALPHA) a_{t-1} + ALPHA |y_t|                   (the first target: a = |y|)
-    c_P[t mod P] <- (1 - GAMMA) c_P[t mod P] + GAMMA y_t / a_t  (the first visit: y_t / a_t)
-    candidate P predicts  c_P[t mod P] * a_{t-1}
+    a_t = (1 - alpha) a_{t-1} + alpha |y_t|                   (the first target: a = |y|)
+    c_P[t mod P] <- (1 - gamma) c_P[t mod P] + gamma y_t / a_t  (the first visit: y_t / a_t)
+    candidate (alpha, gamma, P) predicts  c_P[t mod P] * a_{t-1}
 
-ALPHA (an effective window of about 3 years of monthly data) and GAMMA (half the weight on the
-last season) were measured on bench/quality.py (bench/results/quality_defaults.md); the MAE
-there moved by under 3% across ALPHA 0.02-0.05, GAMMA 0.4-0.6. Each candidate period
-(seasonal.PERIODS) is scored prequentially beside persistence with seasonal's discount, and
-step t uses the candidate whose errors are the smallest share of persistence's, as the seasonal
-member chooses (seasonal.choose). Where none qualifies it predicts what the first network
-member predicts, with its loss (neither gains weight on the step).
+Every candidate, one per smoothing pair and period (seasonal.PERIODS), is scored prequentially
+beside persistence with seasonal's discount, and step t uses the candidate whose errors are the
+smallest share of persistence's, as the seasonal member chooses its period (seasonal.choose):
+with several pairs, the smoothing would be chosen online as the period is. Where none
+qualifies it predicts what the first network member predicts, with its loss (neither gains
+weight on the step). SMOOTHING holds the one pair measured best alone on AirlinePassengers'
+changes (alpha 0.03, an effective window of about 3 years of monthly data; gamma 0.5, half the
+weight on the last season; the MAE moved by under 3% over alpha 0.02-0.05, gamma 0.4-0.6). A
+grid of six pairs (alpha 0.02, 0.05 x gamma 0.3, 0.5, 0.7) chosen online lost in the ensemble
+(airline 9.48 against 9.36): with six times the candidates one looks good by chance on the
+first few scored steps, and Hedge, whose loss scale is still a two-target variance then,
+punishes that member for many steps (bench/results/quality_defaults.md).
 
-No weights; per stream the amplitude, the previous target, one pattern per candidate (NaN
-where a phase is unseen), the candidates' discounted errors, the running loss and the step
-count: all in the stream snapshot. Forecasts carry the pattern forward at the last amplitude.
+History from the inputs: a stream framed as "the next value from the last k values" carries
+its own earlier targets in its inputs. At a stream's second step the member looks for a window
+of lag columns (lag_columns: one column equals the first target, another equals the first
+step's value of that column, and so on); when there is one, the state restarts from the history
+the first inputs hold, oldest first, then the first target again, so the season is scored and
+used k steps sooner. One-output models only; exact equality, as a lag column repeats the value
+the caller sent as a target.
+
+No weights; per stream the amplitudes, the previous target, the patterns (NaN where a phase is
+unseen), the candidates' discounted errors, the first input row, the steps of history read, the
+running loss and the step count: all in the stream snapshot. Forecasts carry the chosen pattern
+forward at the last amplitude.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .seasonal import DISCOUNT, MIN_SCORED, PERIODS, Seasonal, choose
+from .seasonal import DISCOUNT, PERIODS, Seasonal, choose
 
-ALPHA = 0.03
-GAMMA = 0.5
-_P = np.array(PERIODS)
+# (alpha, gamma) pairs, each a candidate beside the periods; one measured best (see above)
+SMOOTHING = ((0.03, 0.5),)
 MIN_WINDOW = 2  # lag columns an input row must carry before it seeds the history
+_ALPHA = np.array([a for a, _ in SMOOTHING])[:, None]    # [M, 1]
+_GAMMA = np.array([g for _, g in SMOOTHING])[:, None, None]
+_P = np.array(PERIODS)
+_START = np.concatenate([[0], np.cumsum(PERIODS)[:-1]])  # each period's slots in a pattern
 
 
 def state_shapes(O: int, I: int = 0) -> dict:
-    """One stream's state; all float64. ``I``: the dense input width (0: token inputs)."""
-    C = len(PERIODS)
-    return {"amplitude": (O,),              # EW mean of |target|; NaN before the first
+    """One stream's state; all float64. ``I``: the dense input width (0: token inputs).
+    Candidates are laid out smoothing pair major: [M, C] with C = len(PERIODS)."""
+    M, C = len(SMOOTHING), len(PERIODS)
+    return {"amplitude": (M, O),            # EW mean of |target| per alpha; NaN before the first
             "last": (O,),                   # the previous step's target; NaN if it had none
-            "pattern": (C, max(PERIODS), O),  # ratio target / amplitude per phase; NaN unseen
-            "error": (C,), "reference": (C,), "scored": (C,),
+            "pattern": (M, sum(PERIODS), O),  # target / amplitude per phase, the periods' slots
+                                              # one after another; NaN unseen
+            "error": (M, C), "reference": (M, C), "scored": (M, C),
             "first_inputs": (I,),           # the stream's first input row (lag detection)
             "origin": (),                   # steps of history read from the inputs
             "running": (2,), "steps": ()}
@@ -52,6 +72,12 @@ def fresh_state(O: int, I: int = 0) -> dict:
     for name in ("amplitude", "last", "pattern", "first_inputs"):
         s[name][:] = np.nan
     return s
+
+
+def pick(state: dict) -> int:
+    """The chosen candidate, an index into the flattened [M, C] candidates; -1 for none."""
+    return int(choose(state["error"].ravel(), state["reference"].ravel(),
+                      state["scored"].ravel()))
 
 
 def lag_columns(first: np.ndarray, second: np.ndarray, first_target: float) -> list:
@@ -76,27 +102,27 @@ def _advance(state: dict, target, index: int):
     """Step ``index`` (counted from the stream's first step, seeded history included): the
     member's prediction [O] (NaN where none), then the update with ``target`` [O] (None: a
     step without one). Updates ``state`` in place."""
-    rows = np.arange(len(PERIODS))
-    phase = index % _P
+    slot = _START + index % _P                                              # [C]
     amp, pattern = state["amplitude"], state["pattern"]
     error, reference, scored = state["error"], state["reference"], state["scored"]
-    guess = pattern[rows, phase] * amp                                     # [C, O]
-    pick = int(choose(error, reference, scored))
-    pred = guess[pick] if pick >= 0 else np.full(amp.shape, np.nan)
+    guess = pattern[:, slot] * amp[:, None]                                  # [M, C, O]
+    k = pick(state)
+    pred = guess.reshape(-1, guess.shape[2])[k] if k >= 0 else np.full(amp.shape[1], np.nan)
     error *= DISCOUNT
     reference *= DISCOUNT
     if target is None:
-        state["last"] = np.full(amp.shape, np.nan)
+        state["last"] = np.full(amp.shape[1], np.nan)
         return pred
     last = state["last"]
-    fin = np.isfinite(guess).all(axis=1) & bool(np.isfinite(last).all())
-    error += np.where(fin, np.mean((guess - target) ** 2, axis=1), 0.0)
+    fin = np.isfinite(guess).all(axis=2) & bool(np.isfinite(last).all())   # [M, C]
+    error += np.where(fin, np.mean((guess - target) ** 2, axis=2), 0.0)
     reference += np.where(fin, np.mean((last - target) ** 2), 0.0)
     scored += fin
-    amp = np.where(np.isnan(amp), np.abs(target), (1 - ALPHA) * amp + ALPHA * np.abs(target))
-    ratio = np.where(amp > 0, target / np.where(amp > 0, amp, 1.0), 0.0)
-    old = pattern[rows, phase]
-    pattern[rows, phase] = np.where(np.isnan(old), ratio, (1 - GAMMA) * old + GAMMA * ratio)
+    size = np.abs(target)[None]
+    amp = np.where(np.isnan(amp), size, (1 - _ALPHA) * amp + _ALPHA * size)  # [M, O]
+    ratio = np.where(amp > 0, target / np.where(amp > 0, amp, 1.0), 0.0)[:, None]  # [M, 1, O]
+    old = pattern[:, slot]
+    pattern[:, slot] = np.where(np.isnan(old), ratio, (1 - _GAMMA) * old + _GAMMA * ratio)
     state["amplitude"], state["last"] = amp, np.array(target, dtype=np.float64)
     return pred
 
@@ -140,14 +166,15 @@ def run_stream(state: dict, y: np.ndarray, has_targets: bool, x: np.ndarray | No
 
 
 def forecast_stream(state: dict, horizon: int):
-    """[horizon, O]: the chosen pattern carried forward at the last amplitude (NaN when none is
-    chosen or a phase is unseen)."""
-    O = state["amplitude"].shape[0]
-    pick = int(choose(state["error"], state["reference"], state["scored"]))
-    if pick < 0:
+    """[horizon, O]: the chosen pattern carried forward at its last amplitude (NaN when none
+    is chosen)."""
+    O = state["last"].shape[0]
+    k = pick(state)
+    if k < 0:
         return np.full((horizon, O), np.nan)
-    phase = (int(state["origin"]) + int(state["steps"]) + np.arange(horizon)) % PERIODS[pick]
-    return state["pattern"][pick, phase] * state["amplitude"]
+    m, c = divmod(k, len(PERIODS))
+    index = int(state["origin"]) + int(state["steps"]) + np.arange(horizon)
+    return state["pattern"][m, _START[c] + index % PERIODS[c]] * state["amplitude"][m]
 
 
 class SeasonalScaled(Seasonal):

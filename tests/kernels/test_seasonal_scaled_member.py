@@ -17,7 +17,7 @@ SCALED = {"baseline": "seasonal_scaled"}
 
 
 def reference():
-    return SeasonalScaledReference(seasonal.PERIODS, seasonal_scaled.ALPHA, seasonal_scaled.GAMMA,
+    return SeasonalScaledReference(seasonal.PERIODS, seasonal_scaled.SMOOTHING,
                                    seasonal.DISCOUNT, seasonal.MIN_SCORED,
                                    seasonal_scaled.MIN_WINDOW)
 
@@ -39,11 +39,20 @@ def test_lag_columns_reads_a_window_of_earlier_targets():
     assert seasonal_scaled.lag_columns(np.zeros(4), np.zeros(4), 0.0) == []
 
 
-def test_predictions_equal_the_reference_with_the_fallback_where_it_has_none():
+@pytest.mark.parametrize("smoothing", [None, ((0.02, 0.3), (0.02, 0.7), (0.1, 0.5))],
+                         ids=["default", "three pairs"])
+def test_predictions_equal_the_reference_with_the_fallback_where_it_has_none(monkeypatch,
+                                                                             smoothing):
     """The member alone, fed the engine's batch layout: stream "a" sends a lag window of its
     own targets (so its history is read at its second step), stream "b" random inputs; ragged
     lengths, a one-step chunk, a chunk without targets. The fallback is a sentinel, so every
-    step shows whether the member had a prediction of its own."""
+    step shows whether the member had a prediction of its own. Also with several smoothing
+    pairs, chosen online beside the periods."""
+    if smoothing is not None:
+        monkeypatch.setattr(seasonal_scaled, "SMOOTHING", smoothing)
+        monkeypatch.setattr(seasonal_scaled, "_ALPHA", np.array([a for a, _ in smoothing])[:, None])
+        monkeypatch.setattr(seasonal_scaled, "_GAMMA",
+                            np.array([g for _, g in smoothing])[:, None, None])
     rng = np.random.default_rng(3)
     B, O, I, period, n = 2, 1, 5, 7, 400
     member = seasonal_scaled.SeasonalScaled(O, I)
@@ -90,9 +99,8 @@ def test_predictions_equal_the_reference_with_the_fallback_where_it_has_none():
     assert snaps[0]["origin"] == 4 and snaps[1]["origin"] == 0  # a's window held 4 lags
     assert first_own[0] < first_own[1]  # the history read from the inputs scored it sooner
     for b, sid in enumerate("ab"):
-        s = snaps[b]
-        pick = int(seasonal.choose(s["error"], s["reference"], s["scored"]))
-        assert pick == refs[b].choose() and seasonal.PERIODS[pick] % period == 0
+        m, c = divmod(seasonal_scaled.pick(snaps[b]), len(seasonal.PERIODS))
+        assert (m, c) == refs[b].choose() and seasonal.PERIODS[c] % period == 0
         assert member.stream_stats(sid)["steps"] == step[b]
 
 
@@ -112,9 +120,11 @@ def test_hedge_moves_to_the_growing_season_and_forecasts_carry_it():
     assert members[2]["weight"] > 0.8 and members[0]["weight"] < 1e-6
     assert members[2]["running_loss"] < 0.3 * members[1]["running_loss"]
     s = ens.members[2].snapshot_stream("s")
-    pick = int(seasonal.choose(s["error"], s["reference"], s["scored"]))
+    m, c = divmod(seasonal_scaled.pick(s), len(seasonal.PERIODS))
     fc = ens.members[2].forecast("s", 30, fallback=np.full((30, 1), np.nan))
-    want = s["pattern"][pick, (240 + np.arange(30)) % seasonal.PERIODS[pick]] * s["amplitude"]
+    start = sum(seasonal.PERIODS[:c])
+    want = (s["pattern"][m, start + (240 + np.arange(30)) % seasonal.PERIODS[c]]
+            * s["amplitude"][m])
     np.testing.assert_allclose(fc, want, rtol=1e-6)
     # the next season: the last one's values grown 1.01^12, but for the amplitude's lag
     np.testing.assert_allclose(fc[:12, 0], y[-12:, 0] * 1.01 ** 12, rtol=0.15)
@@ -131,14 +141,16 @@ def test_snapshot_round_trip_continues_exactly_reset_drop_and_memory():
         c["targets"] = y[None, a:a + c["inputs"].shape[1]]
     one.step(["s"], **chunks[0])
     snap, model = one.snapshot_stream("s"), one.snapshot_model()
-    assert snap["members.1.pattern"].shape == (len(seasonal.PERIODS), max(seasonal.PERIODS), 1)
+    M = len(seasonal_scaled.SMOOTHING)
+    assert snap["members.1.pattern"].shape == (M, sum(seasonal.PERIODS), 1)
     assert snap["members.1.first_inputs"].shape == (3,)
     two = restored_and_continued(spec, one, snap, model, chunks[1:])
     one.reset_stream("s")
     assert np.isnan(one.snapshot_stream("s")["members.1.amplitude"]).all()
     one.drop_stream("s")
     assert not one.members[1].has_stream("s")
-    for field, bad in (("amplitude", np.full(1, np.inf)), ("error", np.full(6, np.nan)),
+    for field, bad in (("amplitude", np.full((M, 1), np.inf)),
+                       ("error", np.full((M, len(seasonal.PERIODS)), np.nan)),
                        ("origin", np.float64(-1.0))):
         with pytest.raises(ValueError, match="seasonal_scaled holds Inf"):
             two.restore_stream("u", dict(snap, **{f"members.1.{field}": bad}))
@@ -146,7 +158,7 @@ def test_snapshot_round_trip_continues_exactly_reset_drop_and_memory():
         two.restore_stream("u", {k: v for k, v in snap.items() if k != "members.1.origin"})
     assert not any(m.has_stream("u") for m in two.members)
     assert (memory_per_stream(spec) - memory_per_stream(spec.member_spec(0))
-            >= 8 * len(seasonal.PERIODS) * max(seasonal.PERIODS))
+            >= 8 * M * sum(seasonal.PERIODS))
 
 
 @pytest.mark.parametrize("change,words", [

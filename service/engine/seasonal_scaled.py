@@ -41,12 +41,14 @@ forward at the last amplitude.
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import lfilter
 
 from .seasonal import DISCOUNT, PERIODS, Seasonal, choose
 
 # (alpha, gamma) pairs, each a candidate beside the periods; one measured best (see above)
 SMOOTHING = ((0.03, 0.5),)
 MIN_WINDOW = 2  # lag columns an input row must carry before it seeds the history
+CHUNK_FROM = 8  # chunks of fewer steps go step by step (the same numbers, less overhead)
 _ALPHA = np.array([a for a, _ in SMOOTHING])[:, None]    # [M, 1]
 _GAMMA = np.array([g for _, g in SMOOTHING])[:, None, None]
 _P = np.array(PERIODS)
@@ -147,21 +149,109 @@ def _seed(state: dict, x: np.ndarray):
         state[name] = fresh[name]
 
 
+def _ew_before_after(x, rate, first, axis=0):
+    """v <- (1 - rate) v + rate x along ``axis`` from ``first`` (NaN: the first x): the
+    values before and after each step."""
+    start = np.where(np.isnan(first), np.take(x, 0, axis=axis), first)
+    after, _ = lfilter([rate], [1.0, rate - 1.0], x, axis=axis,
+                       zi=np.expand_dims((1.0 - rate) * start, axis))
+    before = np.concatenate([np.expand_dims(first, axis),
+                             np.delete(after, -1, axis=axis)], axis=axis)
+    return before, after
+
+
+def _pattern_chunk(state: dict, m: int, ratio: np.ndarray, index0: int):
+    """Pair m's pattern values before each of T steps, [T, C, O], given the steps' ratios
+    [T, O] (None: no targets, the pattern stays); writes the pattern after them back. Steps
+    t and t + P visit the same slot: as rows of P columns, each column is one slot's
+    recurrence, filtered down the rows."""
+    T, O = ratio.shape if ratio is not None else (None, None)
+    pattern = state["pattern"][m]
+    out = []
+    for c, P in enumerate(PERIODS):
+        slots = _START[c] + (index0 + np.arange(P)) % P  # column q's slot
+        if ratio is None:
+            out.append(None)
+            continue
+        rows = -(-T // P)
+        grid = np.zeros((rows * P, O))
+        grid[:T] = ratio
+        grid = grid.reshape(rows, P, O)
+        before, after = _ew_before_after(grid, SMOOTHING[m][1], pattern[slots])
+        out.append(before.reshape(rows * P, O)[:T])
+        visited = min(T, P)
+        last_row = (T - 1 - np.arange(visited)) // P
+        pattern[slots[:visited]] = after[last_row, np.arange(visited)]
+    return out
+
+
+def _advance_chunk(state: dict, y: np.ndarray, has_targets: bool, index0: int):
+    """``_advance`` for T steps at once (step indices index0 ...): the same numbers, as
+    linear recurrences filtered along the chunk. Returns the predictions [T, O]."""
+    T, O = y.shape
+    M, C = len(SMOOTHING), len(PERIODS)
+    index = index0 + np.arange(T)
+    decay = DISCOUNT ** np.arange(1, T + 1)[:, None, None]                   # [T, 1, 1]
+    E0, R0, N0 = state["error"], state["reference"], state["scored"]
+    if not has_targets:
+        slots = _START + index[:, None] % _P                                 # [T, C]
+        guess = state["pattern"][:, slots] * state["amplitude"][:, None, None]  # [M, T, C, O]
+        E_before = np.concatenate([E0[None], E0[None] * decay[:-1]])         # [T, M, C]
+        R_before = np.concatenate([R0[None], R0[None] * decay[:-1]])
+        N_before = np.broadcast_to(N0, (T, M, C))
+        state["error"], state["reference"] = E0 * decay[-1], R0 * decay[-1]
+        state["last"] = np.full(O, np.nan)
+    else:
+        size = np.abs(y)
+        guess = np.empty((M, T, C, O))
+        amp_after = np.empty((M, O))
+        for m, (alpha, gamma) in enumerate(SMOOTHING):
+            a_before, a_after = _ew_before_after(size, alpha, state["amplitude"][m])
+            ratio = np.where(a_after > 0, y / np.where(a_after > 0, a_after, 1.0), 0.0)
+            values = _pattern_chunk(state, m, ratio, index0)
+            guess[m] = np.stack(values, axis=1) * a_before[:, None, :]
+            amp_after[m] = a_after[-1]
+        last = np.concatenate([state["last"][None], y[:-1]])                  # [T, O]
+        fin = (np.isfinite(guess).all(axis=3)
+               & np.isfinite(last).all(axis=1)[None, :, None])                # [M, T, C]
+        err = np.where(fin, np.mean((guess - y[None, :, None]) ** 2, axis=3), 0.0)
+        ref = np.where(fin, np.mean((last - y) ** 2, axis=1)[None, :, None], 0.0)
+        E_after = lfilter([1.0], [1.0, -DISCOUNT], err, axis=1, zi=DISCOUNT * E0[:, None])[0]
+        R_after = lfilter([1.0], [1.0, -DISCOUNT], ref, axis=1, zi=DISCOUNT * R0[:, None])[0]
+        N_after = N0[:, None] + np.cumsum(fin, axis=1)
+        E_before = np.concatenate([E0[:, None], E_after[:, :-1]], axis=1).transpose(1, 0, 2)
+        R_before = np.concatenate([R0[:, None], R_after[:, :-1]], axis=1).transpose(1, 0, 2)
+        N_before = np.concatenate([N0[:, None], N_after[:, :-1]], axis=1).transpose(1, 0, 2)
+        state["error"], state["reference"] = E_after[:, -1], R_after[:, -1]
+        state["scored"] = N_after[:, -1]
+        state["amplitude"], state["last"] = amp_after, y[-1].astype(np.float64)
+    k = choose(E_before.reshape(T, M * C), R_before.reshape(T, M * C),
+               N_before.reshape(T, M * C))                                    # [T]
+    flat = guess.transpose(1, 0, 2, 3).reshape(T, M * C, O)
+    return np.where((k >= 0)[:, None], flat[np.arange(T), np.maximum(k, 0)], np.nan)
+
+
 def run_stream(state: dict, y: np.ndarray, has_targets: bool, x: np.ndarray | None = None):
     """Predictions [T, O] (NaN where the member has none) for T steps with targets y [T, O]
     (ignored unless ``has_targets``) and dense inputs x [T, I] (None: token inputs); updates
     ``state`` in place. ``state["steps"]`` is the step count before these T steps (the
-    caller advances it)."""
+    caller advances it). A stream's first two steps go one at a time (the second may read
+    the history from the inputs), and so do short chunks (a chunk's fixed cost is that of
+    about CHUNK_FROM single steps); the rest as one chunk."""
     T, O = y.shape
     preds = np.full((T, O), np.nan)
     start = int(state["steps"])
-    for t in range(T):
+    head = T if T < CHUNK_FROM else min(T, max(0, 2 - start))
+    for t in range(head):
         if x is not None and x.shape[1] and start + t == 0:
             state["first_inputs"] = x[t].astype(np.float64)
         elif x is not None and x.shape[1] and start + t == 1:
             _seed(state, x[t].astype(np.float64))
         index = int(state["origin"]) + start + t
         preds[t] = _advance(state, y[t] if has_targets else None, index)
+    if head < T:
+        preds[head:] = _advance_chunk(state, y[head:], has_targets,
+                                      int(state["origin"]) + start + head)
     return preds
 
 

@@ -160,19 +160,16 @@ def _ew_before_after(x, rate, first, axis=0):
     return before, after
 
 
-def _pattern_chunk(state: dict, m: int, ratio: np.ndarray, index0: int):
-    """Pair m's pattern values before each of T steps, [T, C, O], given the steps' ratios
-    [T, O] (None: no targets, the pattern stays); writes the pattern after them back. Steps
-    t and t + P visit the same slot: as rows of P columns, each column is one slot's
-    recurrence, filtered down the rows."""
-    T, O = ratio.shape if ratio is not None else (None, None)
+def _pattern_chunk(state: dict, m: int, ratio: np.ndarray, index0: int) -> list:
+    """Pair m's pattern values before each of T steps, one [T, O] array per period, given the
+    steps' ratios [T, O]; writes the pattern after them back. Steps t and t + P visit the
+    same slot: laid out as rows of P columns, each column is one slot's recurrence, filtered
+    down the rows."""
+    T, O = ratio.shape
     pattern = state["pattern"][m]
     out = []
     for c, P in enumerate(PERIODS):
         slots = _START[c] + (index0 + np.arange(P)) % P  # column q's slot
-        if ratio is None:
-            out.append(None)
-            continue
         rows = -(-T // P)
         grid = np.zeros((rows * P, O))
         grid[:T] = ratio

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-from .seasonal import DISCOUNT, PERIODS, Seasonal, choose
+from .seasonal import DISCOUNT, MIN_SCORED, PERIODS, Seasonal, choose
 
 # (alpha, gamma) pairs, each a candidate beside the periods; one measured best (see above)
 SMOOTHING = ((0.03, 0.5),)
@@ -64,6 +64,9 @@ def state_shapes(O: int, I: int = 0) -> dict:
             "pattern": (M, sum(PERIODS), O),  # target / amplitude per phase, the periods' slots
                                               # one after another; NaN unseen
             "error": (M, C), "reference": (M, C), "scored": (M, C),
+            "residual": (O,),               # the last step's target minus the season's guess
+            "residual_sums": (2, O),        # discounted sums of r_t r_{t-1} and r_{t-1}^2
+            "pairs": (),                    # how many residual pairs those sums hold
             "first_inputs": (I,),           # the stream's first input row (lag detection)
             "origin": (),                   # steps of history read from the inputs
             "running": (2,), "steps": ()}
@@ -71,9 +74,17 @@ def state_shapes(O: int, I: int = 0) -> dict:
 
 def fresh_state(O: int, I: int = 0) -> dict:
     s = {name: np.zeros(shape) for name, shape in state_shapes(O, I).items()}
-    for name in ("amplitude", "last", "pattern", "first_inputs"):
+    for name in ("amplitude", "last", "pattern", "residual", "first_inputs"):
         s[name][:] = np.nan
     return s
+
+
+def _phi(sums: np.ndarray, pairs) -> np.ndarray:
+    """The residuals' lag-1 regression coefficient per output, in [-1, 1]; 0 until MIN_SCORED
+    pairs (``sums`` [..., 2, O], ``pairs`` [...])."""
+    xy, xx = sums[..., 0, :], sums[..., 1, :]
+    phi = np.clip(xy / np.where(xx > 0, xx, 1.0), -1.0, 1.0)
+    return np.where((np.asarray(pairs)[..., None] >= MIN_SCORED) & (xx > 0), phi, 0.0)
 
 
 def pick(state: dict) -> int:
@@ -109,12 +120,21 @@ def _advance(state: dict, target, index: int):
     error, reference, scored = state["error"], state["reference"], state["scored"]
     guess = pattern[:, slot] * amp[:, None]                                  # [M, C, O]
     k = pick(state)
-    pred = guess.reshape(-1, guess.shape[2])[k] if k >= 0 else np.full(amp.shape[1], np.nan)
+    base = guess.reshape(-1, guess.shape[2])[k] if k >= 0 else np.full(amp.shape[1], np.nan)
+    residual = state["residual"]
+    pred = base + np.where(np.isfinite(residual),
+                           _phi(state["residual_sums"], state["pairs"]) * residual, 0.0)
     error *= DISCOUNT
     reference *= DISCOUNT
+    state["residual_sums"] *= DISCOUNT
     if target is None:
-        state["last"] = np.full(amp.shape[1], np.nan)
+        state["last"], state["residual"] = (np.full(amp.shape[1], np.nan) for _ in range(2))
         return pred
+    r = target - base
+    if np.isfinite(r).all() and np.isfinite(residual).all():
+        state["residual_sums"] += np.stack([r * residual, residual * residual])
+        state["pairs"] += 1
+    state["residual"] = r
     last = state["last"]
     fin = np.isfinite(guess).all(axis=2) & bool(np.isfinite(last).all())   # [M, C]
     error += np.where(fin, np.mean((guess - target) ** 2, axis=2), 0.0)
@@ -144,8 +164,8 @@ def _seed(state: dict, x: np.ndarray):
     for i, v in enumerate(history):
         _advance(fresh, np.array([v]), i)
     _advance(fresh, y0.copy(), len(history))
-    for name in ("amplitude", "last", "pattern", "error", "reference", "scored",
-                 "first_inputs", "origin"):
+    for name in ("amplitude", "last", "pattern", "error", "reference", "scored", "residual",
+                 "residual_sums", "pairs", "first_inputs", "origin"):
         state[name] = fresh[name]
 
 
@@ -198,6 +218,12 @@ def _advance_chunk(state: dict, y: np.ndarray, has_targets: bool, index0: int):
         N_before = np.broadcast_to(N0, (T, M, C))
         state["error"], state["reference"] = E0 * decay[-1], R0 * decay[-1]
         state["last"] = np.full(O, np.nan)
+        residual_before = np.concatenate([state["residual"][None], np.full((T - 1, O), np.nan)])
+        sums_before = state["residual_sums"][None] * np.concatenate([[1.0], decay[:-1, 0, 0]])[
+            :, None, None]                                                    # [T, 2, O]
+        pairs_before = np.full(T, state["pairs"])
+        state["residual_sums"] = state["residual_sums"] * decay[-1, 0, 0]
+        state["residual"] = np.full(O, np.nan)
     else:
         size = np.abs(y)
         guess = np.empty((M, T, C, O))
@@ -225,7 +251,23 @@ def _advance_chunk(state: dict, y: np.ndarray, has_targets: bool, index0: int):
     k = choose(E_before.reshape(T, M * C), R_before.reshape(T, M * C),
                N_before.reshape(T, M * C))                                    # [T]
     flat = guess.transpose(1, 0, 2, 3).reshape(T, M * C, O)
-    return np.where((k >= 0)[:, None], flat[np.arange(T), np.maximum(k, 0)], np.nan)
+    base = np.where((k >= 0)[:, None], flat[np.arange(T), np.maximum(k, 0)], np.nan)  # [T, O]
+    if has_targets:
+        r = y - base
+        residual_before = np.concatenate([state["residual"][None], r[:-1]])   # [T, O]
+        pair = np.isfinite(r).all(axis=1) & np.isfinite(residual_before).all(axis=1)  # [T]
+        add = np.where(pair[:, None, None],
+                       np.stack([r * residual_before, residual_before ** 2], axis=1), 0.0)
+        sums_after = lfilter([1.0], [1.0, -DISCOUNT], add, axis=0,
+                             zi=DISCOUNT * state["residual_sums"][None])[0]  # [T, 2, O]
+        sums_before = np.concatenate([state["residual_sums"][None], sums_after[:-1]])
+        pairs_after = state["pairs"] + np.cumsum(pair)
+        pairs_before = np.concatenate([[state["pairs"]], pairs_after[:-1]])
+        state["residual_sums"], state["pairs"] = sums_after[-1], np.float64(pairs_after[-1])
+        state["residual"] = r[-1]
+    correction = np.where(np.isfinite(residual_before),
+                          _phi(sums_before, pairs_before) * residual_before, 0.0)
+    return base + correction
 
 
 def run_stream(state: dict, y: np.ndarray, has_targets: bool, x: np.ndarray | None = None):
@@ -261,7 +303,12 @@ def forecast_stream(state: dict, horizon: int):
         return np.full((horizon, O), np.nan)
     m, c = divmod(k, len(PERIODS))
     index = int(state["origin"]) + int(state["steps"]) + np.arange(horizon)
-    return state["pattern"][m, _START[c] + index % PERIODS[c]] * state["amplitude"][m]
+    season = state["pattern"][m, _START[c] + index % PERIODS[c]] * state["amplitude"][m]
+    residual = state["residual"]
+    if not np.isfinite(residual).all():
+        return season
+    phi = _phi(state["residual_sums"], state["pairs"])
+    return season + phi ** np.arange(1, horizon + 1)[:, None] * residual
 
 
 class SeasonalScaled(Seasonal):
@@ -287,10 +334,11 @@ class SeasonalScaled(Seasonal):
         return forecast_stream(state, horizon)
 
     def _check_restored(self, state: dict):
-        nan_allowed = ("amplitude", "last", "pattern", "first_inputs")
+        nan_allowed = ("amplitude", "last", "pattern", "residual", "first_inputs")
         if not (all(not np.isinf(state[k]).any() for k in nan_allowed)
                 and all(np.all(np.isfinite(state[k])) for k in state if k not in nan_allowed)
                 and np.all(state["scored"] >= 0) and state["steps"] >= 0 and state["origin"] >= 0
+                and state["pairs"] >= 0 and np.all(state["residual_sums"][1] >= 0)
                 and not (state["amplitude"] < 0).any()):
             raise ValueError("stream snapshot of the baseline seasonal_scaled holds Inf, or NaN "
                              "or a negative number where a count or an amplitude is needed")

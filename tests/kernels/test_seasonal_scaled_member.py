@@ -153,8 +153,9 @@ def test_hedge_moves_to_the_growing_season_and_forecasts_carry_it():
     m, c = divmod(seasonal_scaled.pick(s), len(seasonal.PERIODS))
     fc = ens.members[2].forecast("s", 30, fallback=np.full((30, 1), np.nan))
     start = sum(seasonal.PERIODS[:c])
+    phi = seasonal_scaled._phi(s["residual_sums"], s["pairs"])
     want = (s["pattern"][m, start + (240 + np.arange(30)) % seasonal.PERIODS[c]]
-            * s["amplitude"][m])
+            * s["amplitude"][m] + phi ** np.arange(1, 31)[:, None] * s["residual"])
     np.testing.assert_allclose(fc, want, rtol=1e-6)
     # the next season: the last one's values grown 1.01^12, but for the amplitude's lag
     np.testing.assert_allclose(fc[:12, 0], y[-12:, 0] * 1.01 ** 12, rtol=0.15)

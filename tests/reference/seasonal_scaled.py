@@ -8,7 +8,9 @@ persistence's on the same steps (as the seasonal member chooses), or has no pred
 At the stream's second step, when its inputs hold a window of at least min_window of its own
 earlier targets (column j_1 equals the first target, column j_{m+1} equals the first step's
 column j_m), the state restarts from the history the first inputs hold, oldest first, and the
-first target again."""
+first target again. The prediction adds phi * the last residual (target minus the season's
+guess), phi the lag-1 regression coefficient of the residuals (discounted sums of r_t r_{t-1}
+over r_{t-1}^2, in [-1, 1], once min_scored pairs are in), per output."""
 import math
 
 
@@ -25,6 +27,8 @@ class SeasonalScaledReference:
         # per candidate, pair major: candidate (m, c) is number m * len(periods) + c
         n = len(smoothing) * len(periods)
         self.error, self.reference, self.scored = [0.0] * n, [0.0] * n, [0] * n
+        self.residual = None    # a list of O floats: the last target minus the season's guess
+        self.xy, self.xx, self.pairs = None, None, 0  # residual sums per output, pair count
 
     def _candidate(self, m, c):
         ratio = self.pattern[m][c][self.t % self.periods[c]]
@@ -69,7 +73,8 @@ class SeasonalScaledReference:
         for j in reversed(chain):
             fresh._learn([self.first_inputs[j]])
         fresh._learn(self.last)
-        for name in ("t", "amplitude", "last", "pattern", "error", "reference", "scored"):
+        for name in ("t", "amplitude", "last", "pattern", "error", "reference", "scored",
+                     "residual", "xy", "xx", "pairs"):
             setattr(self, name, getattr(fresh, name))
 
     def step(self, target, inputs=None):
@@ -83,11 +88,33 @@ class SeasonalScaledReference:
         self.stream_steps += 1
         return self._learn(target)
 
+    def _phi(self, o):
+        if self.pairs < self.min_scored or not self.xx[o] > 0:
+            return 0.0
+        return min(1.0, max(-1.0, self.xy[o] / self.xx[o]))
+
     def _learn(self, target):
         chosen = self.choose()
-        pred = None if chosen is None else self._candidate(*chosen)
+        base = None if chosen is None else self._candidate(*chosen)
+        pred = base
+        if base is not None and self.residual is not None:
+            pred = [b + self._phi(o) * r for o, (b, r) in enumerate(zip(base, self.residual))]
         self.error = [e * self.discount for e in self.error]
         self.reference = [r * self.discount for r in self.reference]
+        if self.xy is not None:
+            self.xy = [v * self.discount for v in self.xy]
+            self.xx = [v * self.discount for v in self.xx]
+        if target is None or base is None:
+            self.residual = None
+        else:
+            new = [y - b for y, b in zip(target, base)]
+            if self.residual is not None:
+                if self.xy is None:
+                    self.xy, self.xx = [0.0] * len(new), [0.0] * len(new)
+                self.xy = [v + a * b for v, a, b in zip(self.xy, new, self.residual)]
+                self.xx = [v + b * b for v, b in zip(self.xx, self.residual)]
+                self.pairs += 1
+            self.residual = new
         if target is not None:
             O = len(target)
             for m, (alpha, gamma) in enumerate(self.smoothing):

@@ -134,6 +134,31 @@ def test_chunked_equals_one_chunk(has_targets):
                                    err_msg=name)
 
 
+def test_residual_correction_learns_the_negative_lag_one_of_a_differenced_noisy_level(
+        monkeypatch):
+    """The changes of a seasonal level with white noise: each residual is followed by one of
+    about minus half its size, so phi comes out near -0.5 and the corrected predictions beat
+    the season's guess alone."""
+    rng = np.random.default_rng(2)
+    t = np.arange(601)
+    level = 100 + 10 * np.sin(2 * np.pi * t / 12) + 3 * rng.standard_normal(601)
+    y = np.diff(level)[:, None].astype(np.float32)
+
+    def run():
+        member = seasonal_scaled.SeasonalScaled(1)
+        batch = {"targets": y[None], "lengths": np.array([600]), "learn": 1}
+        p, _ = member.step(["s"], batch, np.zeros((1, 600, 1), np.float32),
+                           np.zeros((1, 600), np.float32))
+        return np.mean(np.abs(p[0, 100:, 0] - y[100:, 0])), member.snapshot_stream("s")
+
+    corrected, s = run()
+    phi = seasonal_scaled._phi(s["residual_sums"], s["pairs"])
+    assert -0.7 < phi[0] < -0.3
+    monkeypatch.setattr(seasonal_scaled, "MIN_SCORED", 10 ** 9)  # phi stays 0
+    plain, _ = run()
+    assert corrected < 0.95 * plain
+
+
 def test_hedge_moves_to_the_growing_season_and_forecasts_carry_it():
     """A season whose swing grows: the scaled member beats seasonal naive, Hedge follows it,
     and its forecast is the pattern at the last amplitude."""

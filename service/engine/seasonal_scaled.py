@@ -33,10 +33,17 @@ the first inputs hold, oldest first, then the first target again, so the season 
 used k steps sooner. One-output models only; exact equality, as a lag column repeats the value
 the caller sent as a target.
 
+Residual correction: the prediction adds phi * r_{t-1}, r the target minus the chosen
+candidate's guess and phi = sum r_t r_{t-1} / sum r_{t-1}^2 (discounted sums, in [-1, 1], 0
+until MIN_SCORED pairs), per output: regression with autocorrelated errors (Box & Jenkins
+1970), lag 1 only. A change series of a noisy level has residuals that undo each other (phi
+near -0.5 for white noise on the level; AirlinePassengers ends at -0.40, MAE 9.36 -> 9.19).
+
 No weights; per stream the amplitudes, the previous target, the patterns (NaN where a phase is
-unseen), the candidates' discounted errors, the first input row, the steps of history read, the
-running loss and the step count: all in the stream snapshot. Forecasts carry the chosen pattern
-forward at the last amplitude.
+unseen), the candidates' discounted errors, the last residual and the residual sums, the first
+input row, the steps of history read, the running loss and the step count: all in the stream
+snapshot. Forecasts carry the chosen pattern forward at the last amplitude, plus
+phi^h * the last residual.
 """
 from __future__ import annotations
 

@@ -105,7 +105,8 @@ _DENSE = {"members": _E4, "tbptt_k1": 1, "tbptt_k2": 8, "clip_norm": 1.0,
 RECOMMENDED = {
     # regression also feeds the last observed target back (NARX)
     REGRESSION: {**_DENSE, "output_taps": (1,),
-                 "members": _E4 + ({"baseline": "last_target"}, {"baseline": "seasonal"})},
+                 "members": _E4 + ({"baseline": "last_target"},
+                                   {"baseline": "seasonal_scaled"})},
     CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"},)},
     TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),
            "members": ({}, {"baseline": "context"})},

@@ -16,22 +16,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, context, hedge, neighbours, seasonal
+from . import baseline, context, hedge, neighbours, seasonal, seasonal_scaled
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
+
+
+def _dense_inputs(spec: Spec) -> int:
+    """The dense input width a member may read (0 for token inputs)."""
+    return 0 if spec.vocab_size else spec.input_size
 
 
 # the members that are not networks, by their spec name (spec.BASELINES)
 _BASELINES = {
     "last_target": lambda spec, dtype: baseline.LastTarget(spec.out_size, dtype),
     "seasonal": lambda spec, dtype: seasonal.Seasonal(spec.out_size, dtype),
+    "seasonal_scaled": lambda spec, dtype: seasonal_scaled.SeasonalScaled(
+        spec.out_size, _dense_inputs(spec), dtype),
     "context": lambda spec, dtype: context.ContextMixing(
         spec.vocab_size, spec.sharing != "per_stream", spec.context_table_bits, dtype),
     "knn": lambda spec, dtype: neighbours.Neighbours(spec.input_size, spec.num_classes,
                                                      spec.sharing != "per_stream", dtype)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
+                    "seasonal_scaled": lambda spec: seasonal_scaled.memory_per_stream(
+                        spec.out_size, _dense_inputs(spec)),
                     "context": lambda spec: context.memory_per_stream(spec.sharing != "per_stream",
                                                                       spec.context_table_bits),
                     "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,

@@ -120,7 +120,8 @@ class Seasonal(LastTarget):
         for b, sid in enumerate(stream_ids):
             s = self._streams.get(sid) or self._fresh()
             n = int(lengths[b])
-            preds[b, :n] = run_stream(s, y[b, :n], has_targets)
+            x = batch.get("inputs")
+            preds[b, :n] = self._run(s, y[b, :n], has_targets, None if x is None else x[b, :n])
             self._streams[sid] = s
         known = np.isfinite(preds).all(axis=2)
         losses = np.mean((preds - y) ** 2, axis=2) if has_targets else np.full((B, T), np.nan)
@@ -141,8 +142,15 @@ class Seasonal(LastTarget):
         s = self._streams.get(stream_id)
         if s is None:
             return fallback
-        f = forecast_stream(s, horizon)
+        f = self._forecast(s, horizon)
         return np.where(np.isfinite(f), f, fallback).astype(self.dtype)
+
+    def _run(self, state: dict, y: np.ndarray, has_targets: bool, x=None) -> np.ndarray:
+        """The member's predictions for one stream's steps (``x``: its inputs, unused here)."""
+        return run_stream(state, y, has_targets)
+
+    def _forecast(self, state: dict, horizon: int) -> np.ndarray:
+        return forecast_stream(state, horizon)
 
     def _check_restored(self, state: dict):
         finite_or_nan = ~np.isinf(state["history"])

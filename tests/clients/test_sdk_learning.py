@@ -14,7 +14,7 @@ def test_a_shape_only_model_gets_the_measured_default_and_says_so(client, name):
     assert spec["normalize"] == "shared" and len(spec["members"]) == 6
     assert spec["hedge_rate"] == pytest.approx(0.35)  # the rate in effect is named, so a stored model keeps it
     assert spec["members"][-2:] == [{"baseline": "last_target"},  # persistence, level series
-                                    {"baseline": "seasonal"}]      # seasonal naive
+                                    {"baseline": "seasonal_scaled"}]  # scaled season
     rng = np.random.default_rng(0)
     with client.stream(name, "s") as stream:
         x = rng.standard_normal((32, 2)).astype(np.float32)

@@ -118,7 +118,7 @@ def test_no_weights_and_memory():
     (dict(members=(PERSIST,)), "at least one network member"),
     (dict(members=(PERSIST, PERSIST)), "at least one network member"),
     (dict(members=({}, {"baseline": "mean"})),
-     "members[1].baseline must be one of last_target, seasonal, context"),
+     "members[1].baseline must be one of last_target, seasonal, seasonal_scaled, context"),
     (dict(members=({}, {"baseline": "last_target", "lr": 0.1})), "sets only 'baseline'"),
     (dict(members=({}, PERSIST), head="classes"), "regression model"),
     (dict(members=({}, PERSIST), target_mode="next_input"), "target_mode explicit"),
@@ -132,7 +132,7 @@ def test_refusals(change, words):
 
 def test_auto_members_add_persistence_for_explicit_regression_only():
     regress = Spec(input_size=3, output_size=1)
-    assert len(regress.members) == 6 and regress.members[-2:] == (PERSIST, {"baseline": "seasonal"})
+    assert len(regress.members) == 6 and regress.members[-2:] == (PERSIST, {"baseline": "seasonal_scaled"})
     assert regress.network_members() == [0, 1, 2, 3]
     assert PERSIST not in Spec(input_size=3, num_classes=2).members
     assert len(Spec(input_size=3, num_classes=2).members) == 5  # 4 networks and knn

@@ -1,4 +1,4 @@
-"""The seasonal, nearest-neighbour and context-mixing members over the real server on
+"""The scaled seasonal, nearest-neighbour and context-mixing members over the real server on
 loopback: a model given only its shape gets them, streams exactly like the engine, and after a
 graceful restart (checkpoint in SQLite) continues exactly where it was."""
 import numpy as np
@@ -13,7 +13,7 @@ TEXT = np.frombuffer(b"the cat sat on the mat; the cat sat on the hat. " * 6, np
 
 def _case(kind):
     rng = np.random.default_rng(1)
-    if kind == "seasonal":
+    if kind == "seasonal_scaled":
         spec = pb.ModelSpec(name="m", input_size=2, output_size=1)
         y = np.tile(rng.standard_normal(12), 12)[:, None].astype(np.float32)
         x = rng.standard_normal((len(y), 2)).astype(np.float32)
@@ -43,7 +43,7 @@ def _request(seq, chunk):
     return req
 
 
-@pytest.mark.parametrize("kind", ["seasonal", "knn", "context"])
+@pytest.mark.parametrize("kind", ["seasonal_scaled", "knn", "context"])
 def test_shape_only_model_gets_the_member_streams_and_resumes(start_server, kind):
     spec, chunks = _case(kind)
     engine = make_engine(Spec(**spec_kwargs(spec)))

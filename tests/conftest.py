@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -85,26 +87,21 @@ KERNEL_PATHS = ("tests/kernels/", "tests/service/", "tests/bench/", "tests/scale
 
 
 def compile_kernels() -> None:
-    """Compile (cold cache) or load (warm cache) every kernel signature the suite runs.
-
-    The one place to change when the kernels specialise per combination: list the
-    combinations the tests use here. Today ``warm_up()`` covers the service's float32 kernels
-    (one tiny model: cell and rule are read from arrays); tests/kernels also runs them in
-    float64 (gradient checks), which is another signature of each.
-    """
-    import numpy as np
-
-    from rnnstream.service.engine import Engine, Spec, warm_up
-
-    warm_up()
-    x = np.zeros((1, 2, 1))
-    for extra in (dict(normalize="off", linear_skip=False, output_taps=()), dict(input_taps=(1,), output_taps=(1,))):
-        for algorithm in ("tbptt", "rtrl"):
-            engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
-                                 algorithm=algorithm, tbptt_k1=1, tbptt_k2=1, **extra), dtype=np.float64)
-            engine.step(["warm-up"], inputs=x, targets=x)
-            engine.step(["warm-up"], inputs=x, learn=False)
-            engine.forecast("warm-up", 1)
+    """Compile (cold cache) or load (warm cache) every kernel signature the suite runs
+    (``tests/kernel_signatures.py``, the one place to list them). On a cold cache the float32
+    and float64 halves compile in two processes side by side (numba compiles under one lock
+    per process); this process then loads them, compiling here only what a race between the
+    two writers left out of the cache."""
+    from tests import kernel_signatures
+    if not _cached_kernels():
+        root = pathlib.Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+        children = [subprocess.Popen([sys.executable, "-m", "tests.kernel_signatures", half], cwd=root, env=env)
+                    for half in kernel_signatures.HALVES]
+        for child in children:
+            child.wait()
+    for half in kernel_signatures.HALVES.values():
+        half()
 
 
 def _cached_kernels(since: float = 0.0) -> int:

@@ -59,6 +59,7 @@ class FeaturePath:
         self.in_taps = np.asarray(spec.input_taps, dtype=np.int64)
         self.out_taps = np.asarray(spec.output_taps, dtype=np.int64)
         self.taps = bool(spec.input_taps or spec.output_taps)
+        self._kernels = kernel_tier.active()  # the build a call uses, read once per call
 
     # statistics -----------------------------------------------------------------------
     def _table(self, pool, name):
@@ -69,7 +70,7 @@ class FeaturePath:
         sets = np.zeros(B, np.int64) if self.shared else slots
         z = np.empty(rows.shape, rows.dtype)
         mu, sc, mu1, sc1 = np.zeros((4, B, T, D))
-        kernel_tier.active().normalize.standardize(self._table(pool, name), sets, rows, lengths,
+        self._kernels.normalize.standardize(self._table(pool, name), sets, rows, lengths,
                                                    self.decay, absorb, z, mu, sc, mu1, sc1)
         return z, (mu, sc), (mu1, sc1)
 
@@ -138,6 +139,7 @@ class FeaturePath:
     def step(self, engine, slots, batch, extras=(None, None)):
         """Engine.step's work for a model with features: returns (preds, losses, calls) with
         calls the kernel runs' (res, gnorms, seconds)."""
+        self._kernels = kernel_tier.active()  # one build for the whole call
         spec = self.spec
         pool = engine.pool
         lengths = batch["lengths"]
@@ -163,7 +165,7 @@ class FeaturePath:
             kbatch["inputs"] = self._rows(pool, slots, batch, rows, kt)
             preds, losses, res, gnorms, seconds = engine._run_kernel(slots, kbatch, extras)
         if self.rescore:
-            kernel_tier.active().normalize.to_caller_units(
+            self._kernels.normalize.to_caller_units(
                 preds, losses, lengths, out_stats[0], out_stats[1], targets, self.next_input,
                 inputs, slots, pool.arrays["npend"], pool.arrays["nrun"], learn != 2)
         return preds, losses, res, gnorms, seconds
@@ -184,7 +186,7 @@ class FeaturePath:
         zy = (self._target_rows(batch, kt) if self.out_taps.size
               else np.zeros((B, T, self.spec.out_size), z.dtype))
         rows = np.zeros((B, T, self.spec.feature_size), z.dtype)
-        narx = kernel_tier.active().narx
+        narx = self._kernels.narx
         narx.build_rows(z, zy, lengths, slots, a["tapx"], a["tapy"], a["tapn"], self.in_taps,
                         self.out_taps, rows)
         narx.push_rows(a["tapx"], a["tapn"], 0, slots, z, lengths)
@@ -211,7 +213,7 @@ class FeaturePath:
             sub["inputs"] = self._rows(engine.pool, slots[on], sub, sub["inputs"],
                                        sub["targets"], push_targets=False)
             p, l, r, g, sec = engine._run_kernel(slots[on], sub)
-            kernel_tier.active().narx.push_rows(a["tapy"], a["tapn"], 1, slots[on], p,
+            self._kernels.narx.push_rows(a["tapy"], a["tapn"], 1, slots[on], p,
                                                 sub["lengths"])
             preds[on, t] = p[:, 0]
             losses[on, t] = l[:, 0]
@@ -238,6 +240,7 @@ class FeaturePath:
     def forecast(self, engine, slot, theta, state, x_last, out):
         """engine.forecast's work with features: standardised feedback, taps rolled forward,
         the result in the caller's units (out is overwritten)."""
+        self._kernels = kernel_tier.active()
         spec = self.spec
         I, O = spec.input_size, spec.out_size
         a, c = np.ones(I), np.zeros(I)
@@ -255,7 +258,7 @@ class FeaturePath:
             arr = engine.pool.arrays
             rings = (arr["tapx"][slot], arr["tapy"][slot], arr["tapn"][slot])
         std = np.zeros(out.shape, engine.dtype)
-        kernel_tier.active().narx.forecast_rows(
+        self._kernels.narx.forecast_rows(
             theta, engine.layout.cfg, engine.layout.lay, state, x_last, rings, self.in_taps,
             self.out_taps, (a.astype(engine.dtype), c.astype(engine.dtype)), std)
         if spec.classify:

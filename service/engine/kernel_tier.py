@@ -16,12 +16,18 @@ from rnnstream.kernels import chunk, context, interpreted, narx, normalize  # no
 
 COMPILED = _compiled
 _active = COMPILED
-_this_thread = threading.local()
+
+
+class _ThisThread(threading.local):
+    build = None  # a class default: no per-thread lookup miss on the hot path
+
+
+_this_thread = _ThisThread()
 
 
 def active():
     """The kernels package to call now: ``.chunk``, ``.narx``, ``.normalize``, ``.context``."""
-    return getattr(_this_thread, "build", None) or _active
+    return _this_thread.build or _active
 
 
 @contextlib.contextmanager

@@ -87,6 +87,36 @@ def run_engine(spec, x, y, chunk):
     return B * T / _timed(go)
 
 
+def per_stream_parts(B=256, T=16, H=32, blocks=6, chunks=4):
+    """Steps/s of a PER_STREAM LSTM(H), TBPTT(16,16), B streams in T-step chunks, with its batch
+    run as one kernel call and split across every core (``service/engine/shards.py``); blocks
+    of each alternate, the best of each counts. Returns (one call, split, parts)."""
+    import time
+
+    from rnnstream.service.engine import shards
+
+    spec = Spec(cell="lstm", hidden_sizes=(H,), input_size=4, output_size=1, algorithm="tbptt",
+                tbptt_k1=16, optimizer="adam", sharing="per_stream", **OPTIONS_OFF)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    y = rng.standard_normal((B, T, 1)).astype(np.float32)
+    ids = [f"s{b}" for b in range(B)]
+    best = {}
+    for _ in range(blocks):
+        for threads in (1, 0):
+            shards.set_threads(threads)
+            eng = Engine(spec)
+            eng.step(ids, inputs=x, targets=y)  # allocation and first touches
+            t0 = time.perf_counter()
+            for _ in range(chunks):
+                eng.step(ids, inputs=x, targets=y)
+            rate = B * T * chunks / (time.perf_counter() - t0)
+            best[threads] = max(best.get(threads, 0.0), rate)
+    parts = len(shards.parts(B))
+    shards.set_threads(0)
+    return best[1], best[0], parts
+
+
 def step_overhead(blocks=30, calls=1000):
     """Microseconds of one ``Engine.step`` at T=1 (one stream, LSTM H=32, TBPTT(16,16), Adam)
     and of the chunk kernel call it makes, given the same arguments: (step, kernel). Blocks of
@@ -258,7 +288,16 @@ def main(argv=None):
     parser.add_argument("--overhead", action="store_true",
                         help="only the Python around the kernel: Engine.step at T=1 against the "
                              "kernel call it makes (target: <= 10 us added)")
+    parser.add_argument("--parts", action="store_true",
+                        help="only a PER_STREAM model's batch as one kernel call against split "
+                             "across every core (target: 1 -> 2 workers >= 1.8x)")
     opts = parser.parse_args(argv)
+    if opts.parts:
+        limit_kernel_blas_threads(1)
+        one, split, parts = per_stream_parts()
+        print(f"PER_STREAM LSTM(32) TBPTT(16,16), 256 streams x 16 steps: one call {one:,.0f} steps/s; "
+              f"split in {parts} parts {split:,.0f} steps/s; ratio {split / one:.2f}x")
+        return 0
     if opts.overhead:
         limit_kernel_blas_threads(1)
         step_us, kernel_us = step_overhead()

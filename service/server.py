@@ -16,6 +16,7 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from rnnstream.service import coldstart, metrics_http, rounds
 from rnnstream.service.config import Config
+from rnnstream.service.engine import shards
 from rnnstream.service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
 from rnnstream.service.metrics import Metrics
 from rnnstream.service.registry import Registry
@@ -89,6 +90,7 @@ class Server:
             raise StartupError(f"cannot open the store {config.store.split('@')[-1]}: {e}") from None
         self.metrics = Metrics()
         self.pool = WorkerPool(config.workers or default_workers())
+        shards.set_threads(self.pool.workers)  # a PER_STREAM model's large batch, split this many ways
         log.info("engine calls run on %d worker threads", self.pool.workers)
         self.registry = Registry(config, self.store, self.metrics, self.pool)
         interceptors = [MetricsInterceptor(self.metrics)]

@@ -5,6 +5,7 @@ ValueError leaves the weights, the optimizer and every stream exactly as they we
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 
 from rnnstream.kernels import codes as kc
 
-from . import kernel_tier
+from . import kernel_tier, shards
 from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset
 from .layout import OPT_CODE, build_layout, init_weights
@@ -251,6 +252,8 @@ class Engine:
             pass
         elif self._cuda is not None:
             self._cuda.run_chunk(kbatch, out)
+        elif self.pool.per_stream and lab is None and len(runs := shards.parts(B)) > 1:
+            gnorms = self._run_parts(kernels, weights, bundle, kbatch, out, runs)
         else:
             kernels.run_chunk(self._model, weights, bundle, kbatch, out)
         if reset is not None:
@@ -258,6 +261,26 @@ class Engine:
             for b in np.nonzero(reset)[0]:
                 self.pool.reset_recurrent(int(slots[b]))
         return preds, losses, res, gnorms, time.perf_counter() - t0
+
+    def _run_parts(self, kernels, weights, bundle, kbatch, out, runs):
+        """run_chunk on disjoint runs of a PER_STREAM batch's streams, side by side
+        (``shards``): predictions and losses land in ``out``'s rows, the counters add up, and
+        the gradient norms come back in the runs' order."""
+        preds, losses, res, _ = out
+        learn = kbatch[-1]
+
+        def call(start, stop):
+            part_res = np.zeros_like(res)
+            part_norms = np.empty(2 * (stop - start) * (preds.shape[1] + 1) + 1)
+            kernels.run_chunk(self._model, weights, bundle,
+                              tuple(a[start:stop] for a in kbatch[:-1]) + (learn,),
+                              (preds[start:stop], losses[start:stop], part_res, part_norms))
+            return part_res, part_norms[:part_res[kc.R_UPDATES]]
+
+        results = shards.run([functools.partial(call, start, stop) for start, stop in runs])
+        for part_res, _ in results:
+            res += part_res
+        return np.concatenate([norms for _, norms in results] + [np.zeros(1)])
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """The next ``horizon`` predictions, each fed back as the next input; the stream's

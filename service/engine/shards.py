@@ -1,0 +1,61 @@
+"""A PER_STREAM model's batch split across threads: its streams are independent models (their
+own weights, optimizer state and statistics), so a large batch runs as a few kernel calls on
+disjoint runs of streams, side by side (the kernels release the GIL). Each stream's numbers are
+bit for bit those of one call: nothing in a PER_STREAM call depends on the other streams.
+
+A SHARED model's batch is not split: its streams' gradients meet in one update.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+
+# below this many streams per part, handing a part to a thread costs more than it saves
+MIN_STREAMS_PER_PART = 16
+
+_lock = threading.Lock()
+_threads = 0
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int) -> None:
+    """How many parts a batch may be split into (the server passes ``--workers``); 0: the cores
+    this process may use."""
+    global _threads, _executor
+    with _lock:
+        _threads = threads if threads > 0 else _cores()
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+            _executor = None
+
+
+def parts(B: int) -> list[tuple[int, int]]:
+    """The runs [start, stop) of a B-stream batch, one per thread; one run when not worth it."""
+    threads = _threads or _cores()
+    n = min(threads, B // MIN_STREAMS_PER_PART)
+    if n <= 1:
+        return [(0, B)]
+    edges = [B * i // n for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def run(calls) -> list:
+    """Each callable of ``calls`` on the part threads; their results in order. These threads
+    never wait on anything, so a call made from a worker thread cannot deadlock."""
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=_threads or _cores(),
+                                                              thread_name_prefix="engine-part")
+        executor = _executor
+    futures = [executor.submit(call) for call in calls[1:]]
+    first = calls[0]()  # the caller's thread takes the first part
+    return [first] + [f.result() for f in futures]

@@ -38,23 +38,28 @@ def _dev_shape(host_arr):
 
 
 class CudaBackend:
-    def __init__(self, engine):
+    """The engine's backend on a GPU (the interface: ``cpu_backend``). ``pool`` is the
+    engine's host StreamPool and ``shared`` its SHARED weights' host arrays (W, m, v, steps;
+    None for PER_STREAM): the staging areas ``pull`` fills and ``push`` sends."""
+
+    def __init__(self, layout, hyp, dtype, pool, shared):
         self.ck = require_cuda()
         from numba import cuda
         self.cuda = cuda
-        self.eng = engine
-        layout = engine.layout
+        self.pool = pool
+        self.dtype = np.dtype(dtype)
+        self.host_shared = shared
         self.cfg = layout.cfg
         so, self.rows = scratch_offsets(layout.cfg, layout.lay)
         self.g0 = int(so[W_G])
         self.model = (cuda.to_device(layout.cfg), cuda.to_device(layout.lay),
-                      cuda.to_device(engine.hyp), cuda.to_device(so))
+                      cuda.to_device(hyp), cuda.to_device(so))
         P = layout.num_parameters
-        self.gsum, self.upd = self.ck.new_update_buffers(P, engine.dtype)
-        self.per_stream = engine.pool.per_stream
+        self.gsum, self.upd = self.ck.new_update_buffers(P, self.dtype)
+        self.per_stream = pool.per_stream
         self.capacity = 0
         self.dev = {}
-        self._alloc(engine.pool.capacity)
+        self._alloc(pool.capacity)
         if not self.per_stream:
             self.shared = {}
             self.push_shared()
@@ -67,13 +72,13 @@ class CudaBackend:
         """(Re)allocate every per-stream device array for ``capacity`` slots, keeping the
         columns already there."""
         cuda = self.cuda
-        arrays = self.eng.pool.arrays
+        arrays = self.pool.arrays
         old = self.dev
         new = {}
         for name in self._fields():
             rows, _ = _dev_shape(arrays[name])
             new[name] = cuda.to_device(np.zeros((max(rows, 1), capacity), arrays[name].dtype))
-        new["wk"] = cuda.to_device(np.zeros((self.rows, capacity), self.eng.dtype))
+        new["wk"] = cuda.to_device(np.zeros((self.rows, capacity), self.dtype))
         for name, src in old.items():
             dst = new[name]
             grid, tpb = self.ck.grid2(src.shape[0], src.shape[1])
@@ -82,8 +87,8 @@ class CudaBackend:
         self.capacity = capacity
 
     def _ensure_capacity(self):
-        if self.eng.pool.capacity > self.capacity:
-            self._alloc(self.eng.pool.capacity)
+        if self.pool.capacity > self.capacity:
+            self._alloc(self.pool.capacity)
 
     # host <-> device ------------------------------------------------------------------
     def push(self, slots):
@@ -94,7 +99,7 @@ class CudaBackend:
         self._ensure_capacity()
         cuda = self.cuda
         idx = cuda.to_device(np.asarray(slots, np.int64))
-        arrays = self.eng.pool.arrays
+        arrays = self.pool.arrays
         for name in self._fields():
             host = arrays[name]
             vals = np.ascontiguousarray(host[slots].reshape(len(slots), -1))
@@ -110,7 +115,7 @@ class CudaBackend:
             return
         cuda = self.cuda
         idx = cuda.to_device(np.asarray(slots, np.int64))
-        arrays = self.eng.pool.arrays
+        arrays = self.pool.arrays
         for name in self._fields():
             host = arrays[name]
             rows, _ = _dev_shape(host)
@@ -126,19 +131,24 @@ class CudaBackend:
             arrays["hver"][slots] = -1  # no forward results to reuse: recompute
 
     def push_shared(self):
-        e = self.eng
+        W, m, v, steps = self.host_shared
         cuda = self.cuda
-        self.shared = {"W": cuda.to_device(np.ascontiguousarray(e._W.T)),
-                       "m": cuda.to_device(np.ascontiguousarray(e._m.T)),
-                       "v": cuda.to_device(np.ascontiguousarray(e._v.T)),
-                       "steps": cuda.to_device(e._steps.copy())}
+        self.shared = {"W": cuda.to_device(np.ascontiguousarray(W.T)),
+                       "m": cuda.to_device(np.ascontiguousarray(m.T)),
+                       "v": cuda.to_device(np.ascontiguousarray(v.T)),
+                       "steps": cuda.to_device(steps.copy())}
 
     def pull_shared(self):
-        e = self.eng
-        e._W[:] = self.shared["W"].copy_to_host().T
-        e._m[:] = self.shared["m"].copy_to_host().T
-        e._v[:] = self.shared["v"].copy_to_host().T
-        e._steps[:] = self.shared["steps"].copy_to_host()
+        W, m, v, steps = self.host_shared
+        W[:] = self.shared["W"].copy_to_host().T
+        m[:] = self.shared["m"].copy_to_host().T
+        v[:] = self.shared["v"].copy_to_host().T
+        steps[:] = self.shared["steps"].copy_to_host()
+
+    def learn_labels(self, kbatch, lab, out):
+        raise NotImplementedError("late labels run on the CPU only (Spec refuses them with device='cuda')")
+
+    learn_pending = learn_labels
 
     # the main job ---------------------------------------------------------------------
     def run_chunk(self, kbatch, out):

@@ -5,7 +5,6 @@ ValueError leaves the weights, the optimizer and every stream exactly as they we
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ import numpy as np
 
 from rnnstream.kernels import codes as kc
 
-from . import kernel_tier, shards
+from . import kernel_tier
+from .cpu_backend import CpuBackend
 from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset
 from .layout import OPT_CODE, build_layout, init_weights
@@ -148,10 +148,12 @@ class Engine:
         self.last_call = CallStats()
         self._bundle_key, self._bundle_cache = None, None
         self._constant_cache: dict = {}
-        self._cuda = None
         if spec.device == "cuda":
             from .cuda_backend import CudaBackend
-            self._cuda = CudaBackend(self)
+            shared = None if self.pool.per_stream else (self._W, self._m, self._v, self._steps)
+            self.backend = CudaBackend(self.layout, self.hyp, self.dtype, self.pool, shared)
+        else:
+            self.backend = CpuBackend(self._model, self._bundles, self.pool.per_stream)
 
     # properties -----------------------------------------------------------------------
     @property
@@ -203,8 +205,7 @@ class Engine:
                 if slots[b] is None:
                     slots[b] = pool.allocate(sid)
                     new.append(slots[b])
-            if self._cuda is not None:
-                self._cuda.push(new)
+            self.backend.push(new)
         slots = np.array(slots, dtype=np.int64)
         B = slots.shape[0]
         extras = (lab, reset)
@@ -243,44 +244,16 @@ class Engine:
         kbatch = (slots, wrow, batch["inputs"], batch["tokens"], batch["targets"],
                   batch["tclass"], batch["lengths"], batch["learn"])
         out = (preds, losses, res, gnorms)
-        weights, bundle = self._bundles()
-        kernels = kernel_tier.active().chunk
         t0 = time.perf_counter()
         if lab is not None:
-            kernels.learn_labels(self._model, weights, bundle, kbatch[:7] + (1,), lab, out)
-        if T == 0:
-            pass
-        elif self._cuda is not None:
-            self._cuda.run_chunk(kbatch, out)
-        elif self.pool.per_stream and lab is None and len(runs := shards.parts(B)) > 1:
-            gnorms = self._run_parts(kernels, weights, bundle, kbatch, out, runs)
-        else:
-            kernels.run_chunk(self._model, weights, bundle, kbatch, out)
+            self.backend.learn_labels(kbatch[:7] + (1,), lab, out)
+        if T > 0:
+            self.backend.run_chunk(kbatch, out)
         if reset is not None:
-            kernels.learn_pending(self._model, weights, bundle, kbatch, reset, out)
+            self.backend.learn_pending(kbatch, reset, out)
             for b in np.nonzero(reset)[0]:
                 self.pool.reset_recurrent(int(slots[b]))
         return preds, losses, res, gnorms, time.perf_counter() - t0
-
-    def _run_parts(self, kernels, weights, bundle, kbatch, out, runs):
-        """run_chunk on disjoint runs of a PER_STREAM batch's streams, side by side
-        (``shards``): predictions and losses land in ``out``'s rows, the counters add up, and
-        the gradient norms come back in the runs' order."""
-        preds, losses, res, _ = out
-        learn = kbatch[-1]
-
-        def call(start, stop):
-            part_res = np.zeros_like(res)
-            part_norms = np.empty(2 * (stop - start) * (preds.shape[1] + 1) + 1)
-            kernels.run_chunk(self._model, weights, bundle,
-                              tuple(a[start:stop] for a in kbatch[:-1]) + (learn,),
-                              (preds[start:stop], losses[start:stop], part_res, part_norms))
-            return part_res, part_norms[:part_res[kc.R_UPDATES]]
-
-        results = shards.run([functools.partial(call, start, stop) for start, stop in runs])
-        for part_res, _ in results:
-            res += part_res
-        return np.concatenate([norms for _, norms in results] + [np.zeros(1)])
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """The next ``horizon`` predictions, each fed back as the next input; the stream's
@@ -450,23 +423,19 @@ class Engine:
         self.pool.arrays["hver"][:] = -1
 
     def _pull(self, sid):
-        """CUDA models: refresh the host copy of the shared weights and of stream ``sid``
-        (if any) from the device before the host reads or edits them."""
-        if self._cuda is None:
-            return
+        """Refresh the host arrays (the shared weights, stream ``sid``'s columns if any) from
+        where the backend keeps them, before the host reads or edits them (CPU: they are)."""
         if not self.pool.per_stream:
-            self._cuda.pull_shared()
+            self.backend.pull_shared()
         if sid is not None and sid in self.pool.slots:
-            self._cuda.pull([self.pool.slots[sid]])
+            self.backend.pull([self.pool.slots[sid]])
 
     def _push(self, sid):
-        """CUDA models: send the host copy back after the host edited it."""
-        if self._cuda is None:
-            return
+        """Send the host arrays back to the backend after the host edited them."""
         if not self.pool.per_stream:
-            self._cuda.push_shared()
+            self.backend.push_shared()
         if sid is not None and sid in self.pool.slots:
-            self._cuda.push([self.pool.slots[sid]])
+            self.backend.push([self.pool.slots[sid]])
 
     def _weights(self):
         if self.pool.per_stream:

@@ -52,3 +52,32 @@ def test_parts_cover_the_batch_and_small_batches_stay_whole():
         assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
     finally:
         shards.set_threads(0)
+
+
+def test_late_labels_and_resets_around_a_split_batch_are_bit_for_bit_one_call():
+    spec = make_spec("gru", algorithm="tbptt", k1=2, k2=3, sharing="per_stream", max_label_delay=4,
+                     optimizer="sgd", lr=0.05)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((B, 4, 3)).astype(np.float32)
+    y = rng.standard_normal((B, 4, 2)).astype(np.float32)
+    ids = [f"s{b}" for b in range(B)]
+    runs = []
+    for threads in (1, 2):
+        from rnnstream.service.engine import make_engine
+        shards.set_threads(threads)
+        try:
+            engine = make_engine(spec)
+            engine.step(ids, inputs=x)
+            labels = [([1, 2], y[b, 1:3]) for b in range(B)]
+            out = engine.step(ids, inputs=x, targets=y, labels=labels, reset_after=[b % 2 == 0 for b in range(B)])
+            runs.append(([np.array(a) for a in out], sorted(engine.last_call.gradient_norms),
+                         engine.last_call.updates, [engine.state_dict(sid) for sid in ids]))
+        finally:
+            shards.set_threads(0)
+    (o_out, o_norms, o_up, o_w), (s_out, s_norms, s_up, s_w) = runs
+    for a, b in zip(o_out, s_out):
+        np.testing.assert_array_equal(a, b)
+    assert o_norms == s_norms and o_up == s_up == len(o_norms) > 0
+    for wa, wb in zip(o_w, s_w):
+        for name in wa:
+            np.testing.assert_array_equal(wa[name], wb[name], err_msg=name)

@@ -12,8 +12,9 @@ a step with any non-finite new weight or moment is skipped, leaving the row unto
 import numpy as np
 from numba import njit
 
-from .codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR,
-                    O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
+from .codes import (O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR, O_MOMENTUM,
+                    O_NESTEROV, O_WD)
+from .elementwise import param_update
 
 # fastmath without 'nnan'/'ninf': the compiler may not assume values are finite, so the
 # overflow checks below are not folded away. The norm's sum may reassociate (to vectorise);
@@ -33,32 +34,8 @@ def grad_norm(g):
     return np.sqrt(s)
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def _param_step(kind, c, t, gp, w, mo, ve):
-    """(new weight, new m, new v) of one parameter with gradient gp (clipped, before weight
-    decay) at optimizer step t; ``c`` holds the hyper-parameters in the weights' precision:
-    (1, lr, wd, eps, beta1, beta2, step_size, sqrt(bias correction 2), alpha, momentum, nesterov)."""
-    one, lr, wd, eps, b1, b2, step_size, bc2_sqrt, alpha, mom, nesterov = c
-    gp = gp + wd * w
-    if kind == ADAM:
-        mo = mo + (one - b1) * (gp - mo)
-        ve = b2 * ve + (one - b2) * gp * gp
-        return w - step_size * mo / (np.sqrt(ve) / bc2_sqrt + eps), mo, ve
-    if kind == RMSPROP:
-        ve = alpha * ve + (one - alpha) * gp * gp
-        avg = np.sqrt(ve) + eps
-        if mom > 0.0:
-            mo = mom * mo + gp / avg
-            return w - lr * mo, mo, ve
-        return w - lr * gp / avg, mo, ve
-    if kind == ADAGRAD:
-        ve = ve + gp * gp
-        return w - lr * gp / (np.sqrt(ve) + eps), mo, ve
-    # SGD
-    if mom != 0.0:
-        mo = gp if t == 1 else mom * mo + gp
-        gp = gp + mom * mo if nesterov else mo
-    return w - lr * gp, mo, ve
+# one parameter's step: the same function the CUDA twin compiles as a device function
+_param_step = njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")(param_update)
 
 
 @njit(cache=True)

@@ -16,8 +16,9 @@ import math
 
 from numba import cuda, float32, float64
 
-from ..codes import (ADAGRAD, ADAM, O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR,
-                     O_MOMENTUM, O_NESTEROV, O_WD, RMSPROP)
+from ..codes import (O_ALPHA, O_BETA1, O_BETA2, O_CLIP, O_EPS, O_KIND, O_LR, O_MOMENTUM,
+                     O_NESTEROV, O_WD)
+from ..elementwise import param_update
 
 # upd[]: the shared update of one position, written by k_norm
 # (U_SKIP: 1 when streams contributed but the step overflowed and was skipped)
@@ -26,47 +27,18 @@ U_NORM, U_COEF, U_STEP, U_ANY, U_CLIPPED, U_SKIP, U_NFIELDS = 0, 1, 2, 3, 4, 5, 
 MAX_REDUCE = 1024
 
 
+_param_update = cuda.jit(device=True)(param_update)  # the CPU's function (kernels/elementwise.py)
+
+
 @cuda.jit(device=True)
 def param_values(w, mo, ve, gp, t, hyp):
     """(new weight, new m, new v) of one parameter with the (clipped) gradient gp at optimizer
     step t, in float32 arithmetic like the CPU twin (hyper-parameters cast once)."""
-    kind = int(hyp[O_KIND])
-    one = float32(1.0)
-    lr = float32(hyp[O_LR])
-    eps = float32(hyp[O_EPS])
-    gp = float32(gp) + float32(hyp[O_WD]) * w
-    if kind == ADAM:
-        b1 = float32(hyp[O_BETA1])
-        b2 = float32(hyp[O_BETA2])
-        step_size = float32(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t))
-        bc2_sqrt = float32(math.sqrt(1.0 - hyp[O_BETA2] ** t))
-        mo = mo + (one - b1) * (gp - mo)
-        ve = b2 * ve + (one - b2) * gp * gp
-        return w - step_size * mo / (math.sqrt(ve) / bc2_sqrt + eps), mo, ve
-    if kind == RMSPROP:
-        alpha = float32(hyp[O_ALPHA])
-        mom = float32(hyp[O_MOMENTUM])
-        ve = alpha * ve + (one - alpha) * gp * gp
-        avg = math.sqrt(ve) + eps
-        if mom > 0.0:
-            mo = mom * mo + gp / avg
-            return w - lr * mo, mo, ve
-        return w - lr * gp / avg, mo, ve
-    if kind == ADAGRAD:
-        ve = ve + gp * gp
-        return w - lr * gp / (math.sqrt(ve) + eps), mo, ve
-    # SGD
-    mom = float32(hyp[O_MOMENTUM])
-    if mom != 0.0:
-        if t == 1:
-            mo = gp
-        else:
-            mo = mom * mo + gp
-        if hyp[O_NESTEROV] != 0.0:
-            gp = gp + mom * mo
-        else:
-            gp = float32(mo)
-    return w - lr * gp, mo, ve
+    c = (float32(1.0), float32(hyp[O_LR]), float32(hyp[O_WD]), float32(hyp[O_EPS]),
+         float32(hyp[O_BETA1]), float32(hyp[O_BETA2]),
+         float32(hyp[O_LR] / (1.0 - hyp[O_BETA1] ** t)), float32(math.sqrt(1.0 - hyp[O_BETA2] ** t)),
+         float32(hyp[O_ALPHA]), float32(hyp[O_MOMENTUM]), hyp[O_NESTEROV] != 0.0)
+    return _param_update(int(hyp[O_KIND]), c, t, float32(gp), w, mo, ve)
 
 
 @cuda.jit(device=True)

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from rnnstream.kernels.registry import CELLS
 from rnnstream.service.engine import Engine, Spec
 from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
@@ -55,7 +56,7 @@ def measured_peak(threads):
 
 # ---------------------------------------------------------------------------- FLOP counts
 def forward_flops(spec):
-    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    G = CELLS[spec.cell].n_gates
     flops, nin = 0, spec.input_size
     for H in spec.hidden_sizes:
         flops += 2 * G * H * (nin + H)
@@ -65,7 +66,7 @@ def forward_flops(spec):
 
 def rtrl_flops(spec, P):
     """The products with the sensitivity: W_hh M (and W_ih M above layer 0), the gradient."""
-    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    G = CELLS[spec.cell].n_gates
     flops, nin = 0, spec.input_size
     for k, H in enumerate(spec.hidden_sizes):
         flops += 2 * G * H * (H + (nin if k else 0)) * P

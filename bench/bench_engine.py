@@ -130,8 +130,7 @@ def step_overhead(blocks=30, calls=1000):
 # ---------------------------------------------------------------------------- PyTorch
 def _torch_modules(spec, torch):
     H = spec.hidden_sizes[0]
-    cell = {"lstm": torch.nn.LSTMCell, "elman": torch.nn.RNNCell, "gru": torch.nn.GRUCell}[
-        spec.cell](spec.input_size, H)
+    cell = getattr(torch.nn, CELLS[spec.cell].torch_module + "Cell")(spec.input_size, H)
     head = torch.nn.Linear(H, spec.output_size)
     params = list(cell.parameters()) + list(head.parameters())
     return cell, head, params
@@ -172,7 +171,7 @@ def run_torch_window(spec, x, y):
     import torch
 
     H, k = spec.hidden_sizes[0], spec.tbptt_k1
-    rnn = {"lstm": torch.nn.LSTM, "elman": torch.nn.RNN, "gru": torch.nn.GRU}[spec.cell](spec.input_size, H)
+    rnn = getattr(torch.nn, CELLS[spec.cell].torch_module)(spec.input_size, H)
     head = torch.nn.Linear(H, spec.output_size)
     opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
     X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)  # [T, B, *]

@@ -98,3 +98,9 @@ def test_late_labels_follow_the_rules_table():
         else:
             with pytest.raises(ValueError, match="max_label_delay > 0 needs algorithm"):
                 spec.validate()
+
+
+def test_reference_has_every_rule():
+    from tests.reference.rules import make_rule
+    for rule in registry.RULES:
+        assert make_rule(make_config("elman", algorithm=rule)) is not None, rule

@@ -57,7 +57,11 @@ class Cell:
         if not self.variant_field:
             return None
         name = getattr(spec, self.variant_field)
-        return next(v for v in self.variants if v.name == name)
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ValueError(f"{self.variant_field} must be one of {', '.join(self.variant_names)}; "
+                         f"got {name!r}")
 
     def layer_cell(self, k: int) -> "Cell":
         """The cell of layer ``k``."""

@@ -104,3 +104,11 @@ def test_reference_has_every_rule():
     from tests.reference.rules import make_rule
     for rule in registry.RULES:
         assert make_rule(make_config("elman", algorithm=rule)) is not None, rule
+
+
+def test_unknown_variant_is_refused_by_name():
+    spec = Spec(cell="lstm", lstm_variant="bogus", hidden_sizes=(2,), input_size=1, output_size=1)
+    with pytest.raises(ValueError, match="lstm_variant must be one of standard, peephole"):
+        registry.CELLS["lstm"].variant_of(spec)
+    with pytest.raises(ValueError, match="lstm_variant must be one of"):
+        spec.validate()

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from rnnstream.kernels.registry import CELLS
 from rnnstream.service.engine import Engine, Spec
 from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
@@ -55,7 +56,7 @@ def measured_peak(threads):
 
 # ---------------------------------------------------------------------------- FLOP counts
 def forward_flops(spec):
-    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    G = CELLS[spec.cell].n_gates
     flops, nin = 0, spec.input_size
     for H in spec.hidden_sizes:
         flops += 2 * G * H * (nin + H)
@@ -65,7 +66,7 @@ def forward_flops(spec):
 
 def rtrl_flops(spec, P):
     """The products with the sensitivity: W_hh M (and W_ih M above layer 0), the gradient."""
-    G = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[spec.cell]
+    G = CELLS[spec.cell].n_gates
     flops, nin = 0, spec.input_size
     for k, H in enumerate(spec.hidden_sizes):
         flops += 2 * G * H * (H + (nin if k else 0)) * P
@@ -159,8 +160,7 @@ def step_overhead(blocks=30, calls=1000):
 # ---------------------------------------------------------------------------- PyTorch
 def _torch_modules(spec, torch):
     H = spec.hidden_sizes[0]
-    cell = {"lstm": torch.nn.LSTMCell, "elman": torch.nn.RNNCell, "gru": torch.nn.GRUCell}[
-        spec.cell](spec.input_size, H)
+    cell = getattr(torch.nn, CELLS[spec.cell].torch_module + "Cell")(spec.input_size, H)
     head = torch.nn.Linear(H, spec.output_size)
     params = list(cell.parameters()) + list(head.parameters())
     return cell, head, params
@@ -201,7 +201,7 @@ def run_torch_window(spec, x, y):
     import torch
 
     H, k = spec.hidden_sizes[0], spec.tbptt_k1
-    rnn = {"lstm": torch.nn.LSTM, "elman": torch.nn.RNN, "gru": torch.nn.GRU}[spec.cell](spec.input_size, H)
+    rnn = getattr(torch.nn, CELLS[spec.cell].torch_module)(spec.input_size, H)
     head = torch.nn.Linear(H, spec.output_size)
     opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
     X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)  # [T, B, *]

@@ -15,15 +15,13 @@ from numba import njit
 from .activations import sigmoid_inplace, tanh_inplace
 from .codes import (COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX,
                     L_H, L_IN, L_REC, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET, PEEPHOLE)
+from .registry import GATES_BY_CODE
 
 
 @njit(cache=True)
 def n_gates(cell):
-    if cell == LSTM:
-        return 4
-    if cell == GRU:
-        return 3
-    return 1
+    """Gate blocks stacked in a layer's weights (kernels/registry.py, the one table)."""
+    return GATES_BY_CODE[cell]
 
 
 @njit(cache=True)

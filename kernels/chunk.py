@@ -1,6 +1,7 @@
 """The chunk loop: B streams, T steps each, predict then learn, all inside compiled code.
 
-Bundles (tuples of arrays) keep the argument lists short:
+Bundles (tuples of arrays) keep the argument lists short; their fields are named in
+``kernels/bundles.py`` (``pool[POOL_CNT]``):
 - model   = (cfg, lay, hyp)
 - weights = (W [rows, P], m [rows, P], v [rows, P], steps [rows])  optimizer moments per row
 - pool    = (state [cap, S], sens [cap, *], hx [cap, K, I], htok [cap, K], hs [cap, K, S],
@@ -29,6 +30,9 @@ ring overwrites it.
 import numpy as np
 from numba import njit
 
+from .bundles import (BATCH_LEARN, BATCH_LENGTHS, BATCH_SLOTS, BATCH_WROW, MODEL_CFG,
+                      MODEL_HYP, MODEL_LAY, OUT_GNORMS, OUT_RES, POOL_CNT, POOL_FST, POOL_HFLAG,
+                      POOL_SENS, WEIGHTS_STEPS, WEIGHTS_W)
 from .cells import D_NFIELDS
 from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
                     C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING,
@@ -58,9 +62,9 @@ def _all_finite(g):
 
 @njit(cache=True)
 def _skip(model, pool, out, slot, reason_grad):
-    cfg = model[0]
-    sens, cnt = pool[1], pool[8]
-    res = out[2]
+    cfg = model[MODEL_CFG]
+    sens, cnt = pool[POOL_SENS], pool[POOL_CNT]
+    res = out[OUT_RES]
     cnt[slot, K_SKIPPED] += 1
     if reason_grad:
         res[R_SKIP_GRAD] += 1
@@ -72,8 +76,8 @@ def _skip(model, pool, out, slot, reason_grad):
 
 @njit(cache=True)
 def _record_update(pool, out, slot, norm, clipped):
-    cnt, fst = pool[8], pool[9]
-    res, gnorms = out[2], out[3]
+    cnt, fst = pool[POOL_CNT], pool[POOL_FST]
+    res, gnorms = out[OUT_RES], out[OUT_GNORMS]
     gnorms[res[R_UPDATES]] = norm
     res[R_UPDATES] += 1
     res[R_CLIPPED] += clipped
@@ -84,9 +88,9 @@ def _record_update(pool, out, slot, norm, clipped):
 @njit(cache=True)
 def _contribute(model, weights, pool, batch, out, acc, b, g):
     """Hand stream b's gradient g to its weights: summed (shared) or applied at once."""
-    cfg, hyp = model[0], model[2]
+    cfg, hyp = model[MODEL_CFG], model[MODEL_HYP]
     W, m, v, steps = weights
-    slot = batch[0][b]
+    slot = batch[BATCH_SLOTS][b]
     if not _all_finite(g):
         _skip(model, pool, out, slot, True)
         return
@@ -95,17 +99,17 @@ def _contribute(model, weights, pool, batch, out, acc, b, g):
         gsum += g
         contrib[b] = True
         return
-    norm, clipped, applied = apply_update(W, batch[1][b], g, m, v, steps, hyp)
+    norm, clipped, applied = apply_update(W, batch[BATCH_WROW][b], g, m, v, steps, hyp)
     if applied:
         _record_update(pool, out, slot, norm, clipped)
     else:  # the step itself overflowed: W, m, v untouched; the gradient and sensitivity were finite
-        pool[8][slot, K_SKIPPED] += 1
-        out[2][R_SKIP_GRAD] += 1
+        pool[POOL_CNT][slot, K_SKIPPED] += 1
+        out[OUT_RES][R_SKIP_GRAD] += 1
 
 
 @njit(cache=True)
 def _flush_shared(model, weights, pool, batch, out, acc):
-    cfg, hyp = model[0], model[2]
+    cfg, hyp = model[MODEL_CFG], model[MODEL_HYP]
     if cfg[C_SHARED] == 0:
         return
     gsum, contrib = acc
@@ -114,15 +118,15 @@ def _flush_shared(model, weights, pool, batch, out, acc):
     W, m, v, steps = weights
     # the sum of finite gradients can overflow; apply_update then skips the step
     norm, clipped, applied = apply_update(W, 0, gsum, m, v, steps, hyp)
-    res, gnorms = out[2], out[3]
+    res, gnorms = out[OUT_RES], out[OUT_GNORMS]
     if applied:
         gnorms[res[R_UPDATES]] = norm
         res[R_UPDATES] += 1
         res[R_CLIPPED] += clipped
-    cnt, fst = pool[8], pool[9]
+    cnt, fst = pool[POOL_CNT], pool[POOL_FST]
     for b in range(contrib.shape[0]):
         if contrib[b]:
-            slot = batch[0][b]
+            slot = batch[BATCH_SLOTS][b]
             if applied:
                 cnt[slot, K_UPDATES] += 1
                 fst[slot, F_GNORM] = norm
@@ -138,12 +142,12 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     """Loss of the stream's step ``back`` steps before its latest one (logits z, as they were
     predicted) against its target, then its rule's gradient (back > 0: a late label; never
     for RTRL). dz [1, O] is scratch for the loss's gradient w.r.t. z."""
-    cfg, lay = model[0], model[1]
-    W = weights[0]
+    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
+    W = weights[WEIGHTS_W]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
-    slot = batch[0][b]
-    theta = W[batch[1][b]]
-    learn = batch[7]
+    slot = batch[BATCH_SLOTS][b]
+    theta = W[batch[BATCH_WROW][b]]
+    learn = batch[BATCH_LEARN]
     O = cfg[C_OUT]
     loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
@@ -244,7 +248,7 @@ def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, ends, n, g
     wz = np.empty((n, nb, hz.shape[2]), dtype=theta.dtype)
     ws1 = np.empty((n, nb, cfg[C_S]), dtype=theta.dtype)
     fresh = np.ones(n, dtype=np.bool_)
-    version = weights[3][row]
+    version = weights[WEIGHTS_STEPS][row]
     for i in range(nb):
         slot = slots[members[i]]
         for tau in range(n):
@@ -269,10 +273,10 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
     the weights and the window length, one pass per stream otherwise."""
     if not need_bwd.any():
         return
-    cfg, lay = model[0], model[1]
-    W = weights[0]
+    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
+    W = weights[WEIGHTS_W]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
-    slots, wrow = batch[0], batch[1]
+    slots, wrow = batch[BATCH_SLOTS], batch[BATCH_WROW]
     K = cfg[C_HIST]
     P = cfg[C_P]
     B = slots.shape[0]
@@ -346,9 +350,9 @@ def _learn_before_eviction(model, weights, pool, batch, out, acc, need_bwd, t):
     """Late labels (TBPTT): a step whose loss is still pending is learned before the ring
     overwrites it, so a label once accepted is never dropped (k1 labels may take longer than
     the ring holds, e.g. one segment label per many steps)."""
-    cfg = model[0]
-    hflag, cnt = pool[7], pool[8]
-    slots, lengths = batch[0], batch[6]
+    cfg = model[MODEL_CFG]
+    hflag, cnt = pool[POOL_HFLAG], pool[POOL_CNT]
+    slots, lengths = batch[BATCH_SLOTS], batch[BATCH_LENGTHS]
     K = cfg[C_HIST]
     for b in range(slots.shape[0]):
         slot = slots[b]

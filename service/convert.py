@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from rnnstream.kernels import registry
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.service.engine.spec import BASELINES, MAX_MEMBERS
 from rnnstream.service.errors import invalid
@@ -19,16 +20,18 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # proto enum value -> the engine's string, and back. Each *_UNSPECIFIED (a field left unset)
 # maps to the server's default ("" where the default depends on the data: service.engine.spec).
-CELLS = {pb.CELL_UNSPECIFIED: "", pb.CELL_ELMAN: "elman", pb.CELL_JORDAN: "jordan", pb.CELL_LSTM: "lstm", pb.CELL_GRU: "gru"}
-LSTM_VARIANTS = {pb.LSTM_VARIANT_UNSPECIFIED: "standard", pb.LSTM_VARIANT_STANDARD: "standard",
-                 pb.LSTM_VARIANT_PEEPHOLE: "peephole", pb.LSTM_VARIANT_COUPLED: "coupled",
-                 pb.LSTM_VARIANT_NO_FORGET: "no_forget"}
-GRU_VARIANTS = {pb.GRU_VARIANT_UNSPECIFIED: "pytorch", pb.GRU_VARIANT_PYTORCH: "pytorch",
-                pb.GRU_VARIANT_CHO: "cho"}
-ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "", pb.ALGORITHM_RTRL: "rtrl", pb.ALGORITHM_TBPTT: "tbptt",
-              pb.ALGORITHM_SNAP1: "snap1"}
-OPTIMIZERS = {pb.OPTIMIZER_KIND_UNSPECIFIED: "", pb.OPTIMIZER_KIND_SGD: "sgd", pb.OPTIMIZER_KIND_ADAM: "adam",
-              pb.OPTIMIZER_KIND_RMSPROP: "rmsprop", pb.OPTIMIZER_KIND_ADAGRAD: "adagrad"}
+def _registry_table(enum, field: str, unset: str) -> dict:
+    """{wire value: spec name} for the registry's names of ``field`` (kernels/registry.py);
+    the proto spells each <PREFIX><NAME> (CELL_LSTM). A name the proto lacks fails here, at import."""
+    prefix = registry.PROTO_PREFIX[field]
+    return {0: unset, **{enum.Value(prefix + name.upper()): name for name in registry.names(field)}}
+
+
+CELLS = _registry_table(pb.Cell, "cell", "")
+LSTM_VARIANTS = _registry_table(pb.LstmVariant, "lstm_variant", registry.names("lstm_variant")[0])
+GRU_VARIANTS = _registry_table(pb.GruVariant, "gru_variant", registry.names("gru_variant")[0])
+ALGORITHMS = _registry_table(pb.Algorithm, "algorithm", "")
+OPTIMIZERS = _registry_table(pb.OptimizerKind, "optimizer", "")
 SHARINGS = {pb.SHARING_UNSPECIFIED: "shared", pb.SHARING_SHARED: "shared", pb.SHARING_PER_STREAM: "per_stream"}
 DEVICES = {pb.DEVICE_UNSPECIFIED: "cpu", pb.DEVICE_CPU: "cpu", pb.DEVICE_CUDA: "cuda"}
 TARGET_MODES = {pb.TARGET_MODE_UNSPECIFIED: "explicit", pb.TARGET_MODE_EXPLICIT: "explicit",

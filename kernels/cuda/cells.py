@@ -14,6 +14,7 @@ from numba import cuda
 from ..codes import (COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX,
                      L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET,
                      PEEPHOLE)
+from ..registry import GATES_BY_CODE
 from .scratch import W_CACHE, W_DA, W_DAHH, W_DCP, W_DHS, W_DR, W_DRH, W_DX, W_G, W_ST1
 
 
@@ -24,11 +25,8 @@ def sigmoid(a):
 
 @cuda.jit(device=True, inline=True)
 def n_gates(cell):
-    if cell == LSTM:
-        return 4
-    if cell == GRU:
-        return 3
-    return 1
+    """Gate blocks stacked in a layer's weights (kernels/registry.py, the one table)."""
+    return GATES_BY_CODE[cell]
 
 
 @cuda.jit(device=True)

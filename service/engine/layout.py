@@ -7,13 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnstream.kernels import codes as kc
+from rnnstream.kernels.registry import CELLS, OPTIMIZERS, RULES
 
-CELL_CODE = {"elman": kc.ELMAN, "jordan": kc.JORDAN, "lstm": kc.LSTM, "gru": kc.GRU}
-VARIANT_CODE = {"standard": kc.STANDARD, "peephole": kc.PEEPHOLE, "coupled": kc.COUPLED,
-                "no_forget": kc.NO_FORGET, "pytorch": kc.GRU_PYTORCH, "cho": kc.GRU_CHO}
-RULE_CODE = {"rtrl": kc.RTRL, "tbptt": kc.TBPTT, "snap1": kc.SNAP1}
-OPT_CODE = {"sgd": kc.SGD, "adam": kc.ADAM, "rmsprop": kc.RMSPROP, "adagrad": kc.ADAGRAD}
-GATES = {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}
+OPT_CODE = {name: o.code for name, o in OPTIMIZERS.items()}
 
 
 @dataclass(frozen=True)
@@ -53,17 +49,20 @@ def build_layout(spec) -> Layout:
     I = spec.input_size
     F = spec.feature_size  # layer 0's input row: I, or I widened by the delay taps
     emb = add("embedding.weight", (spec.vocab_size, I)) if spec.vocab_size > 0 else -1
-    G = GATES[spec.cell]
-    variant = spec.lstm_variant if spec.cell == "lstm" else spec.gru_variant
+    model_cell = CELLS[spec.cell]
+    variant = model_cell.variant_of(spec)
     lay = np.full((len(spec.hidden_sizes), kc.L_NFIELDS), -1, dtype=np.int64)
     state = 0
     cache = 0
+    gh_max = 0
     for k, H in enumerate(spec.hidden_sizes):
-        cell = spec.cell if (k == 0 or spec.cell != "jordan") else "elman"
+        cell = model_cell.layer_cell(k)  # Jordan: Elman layers above layer 0
+        G = cell.n_gates
+        gh_max = max(gh_max, G * H)
         nin = F if k == 0 else spec.hidden_sizes[k - 1]
-        nrec = O if cell == "jordan" else H
+        nrec = O if cell.feeds_back_output else H
         row = lay[k]
-        row[kc.L_CELL] = CELL_CODE[cell]
+        row[kc.L_CELL] = cell.code
         row[kc.L_H] = H
         row[kc.L_IN] = nin
         row[kc.L_REC] = nrec
@@ -71,16 +70,16 @@ def build_layout(spec) -> Layout:
         row[kc.L_WHH] = add(f"weight_hh_l{k}", (G * H, nrec))
         row[kc.L_BIH] = add(f"bias_ih_l{k}", (G * H,))
         row[kc.L_BHH] = add(f"bias_hh_l{k}", (G * H,))
-        if spec.cell == "lstm" and spec.lstm_variant == "peephole":
+        if cell is model_cell and variant is not None and variant.peephole:
             row[kc.L_WCH] = add(f"weight_ch_l{k}", (3, H))
         row[kc.L_SH] = state
         state += H
-        if spec.cell == "lstm":
+        if cell.cell_state:
             row[kc.L_SC] = state
             state += H
         row[kc.L_CG] = cache
         cache += G * H
-        if spec.cell in ("lstm", "gru"):
+        if cell.extra_cache:
             row[kc.L_CX] = cache
             cache += H
     HL = spec.hidden_sizes[-1]
@@ -88,12 +87,12 @@ def build_layout(spec) -> Layout:
     hb = add("head.bias", (O,))
     skip = add("skip.weight", (O, F)) if spec.linear_skip else -1
     y = -1
-    if spec.cell == "jordan":
+    if model_cell.feeds_back_output:
         y = state
         state += O
     cfg = np.zeros(kc.C_NFIELDS, dtype=np.int64)
-    cfg[kc.C_CELL] = CELL_CODE[spec.cell]
-    cfg[kc.C_VARIANT] = VARIANT_CODE[variant]
+    cfg[kc.C_CELL] = model_cell.code
+    cfg[kc.C_VARIANT] = variant.code if variant is not None else 0
     cfg[kc.C_NL] = len(spec.hidden_sizes)
     cfg[kc.C_IN] = F
     cfg[kc.C_OUT] = O
@@ -108,10 +107,10 @@ def build_layout(spec) -> Layout:
     cfg[kc.C_HTOP] = lay[-1, kc.L_SH]
     cfg[kc.C_HLAST] = HL
     cfg[kc.C_CACHE] = max(cache, 1)
-    cfg[kc.C_GHMAX] = max(G * h for h in spec.hidden_sizes)
+    cfg[kc.C_GHMAX] = gh_max
     cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), F, O)
     cfg[kc.C_HIST] = history_length(spec)
-    cfg[kc.C_RULE] = RULE_CODE[spec.algorithm]
+    cfg[kc.C_RULE] = RULES[spec.algorithm].code
     cfg[kc.C_NEXT] = int(spec.target_mode == "next_input")
     cfg[kc.C_K1] = spec.tbptt_k1
     cfg[kc.C_SHARED] = int(spec.sharing == "shared")
@@ -132,6 +131,10 @@ def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
     """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent weights and biases,
     nn.Linear's for the head, N(0, 1) for the embedding; LSTM forget bias 1.0 (on bias_ih);
     the linear skip starts at zero (the model starts as the recurrent one)."""
+    cell = CELLS[spec.cell]
+    variant = cell.variant_of(spec)
+    forget = variant is not None and variant.forget_bias
+    f = cell.gates.index("f") if forget else 0
     rng = np.random.default_rng(spec.seed)
     theta = np.zeros(layout.num_parameters, dtype=np.float64)
     for p in layout.params:
@@ -147,8 +150,7 @@ def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
             k = int(p.name.rsplit("_l", 1)[1])
             bound = 1.0 / np.sqrt(spec.hidden_sizes[k])
         view[:] = rng.uniform(-bound, bound, p.size)
-        if (spec.cell == "lstm" and spec.lstm_variant in ("standard", "peephole")
-                and p.name.startswith("bias_")):
-            H = p.shape[0] // 4
-            view[H:2 * H] = 1.0 if p.name.startswith("bias_ih") else 0.0
+        if forget and p.name.startswith("bias_"):
+            H = p.shape[0] // cell.n_gates
+            view[f * H:(f + 1) * H] = 1.0 if p.name.startswith("bias_ih") else 0.0
     return theta.astype(dtype)

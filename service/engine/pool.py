@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from rnnstream.kernels import codes as kc
+from rnnstream.kernels.bundles import POOL_FIELDS
 
 from .features import STAT_FIELDS, STATE_FIELDS, stream_shapes
 
 # the arrays of one stream, in the order of the kernels' pool bundle
-STREAM_FIELDS = ("state", "sens", "hx", "htok", "hs", "hy", "hcls", "hflag", "cnt", "fst",
-                 "hc", "hz", "hs1", "hver")
+STREAM_FIELDS = POOL_FIELDS
 # forward results TBPTT may reuse; a snapshot without them restores with "recompute"
 OPTIONAL_FIELDS = ("hc", "hz", "hs1", "hver")
 # per-stream weights and optimizer moments (PER_STREAM models)

@@ -5,11 +5,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-CELLS = ("elman", "jordan", "lstm", "gru")
-LSTM_VARIANTS = ("standard", "peephole", "coupled", "no_forget")
-GRU_VARIANTS = ("pytorch", "cho")
-ALGORITHMS = ("rtrl", "tbptt", "snap1")
-OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+from rnnstream.kernels import registry
+
+# cells, variants, rules and optimizers: the kernels' registry is the one table
+CELLS = registry.names("cell")
+VARIANT_FIELDS = tuple(c.variant_field for c in registry.CELLS.values() if c.variant_field)
+LSTM_VARIANTS = registry.names("lstm_variant")
+GRU_VARIANTS = registry.names("gru_variant")
+ALGORITHMS = registry.names("algorithm")
+OPTIMIZERS = registry.names("optimizer")
 SHARINGS = ("shared", "per_stream")
 DEVICES = ("cpu", "cuda")
 TARGET_MODES = ("explicit", "next_input")
@@ -227,8 +231,8 @@ class Spec:
     def validate(self) -> "Spec":
         """Raise ValueError naming the first field that is wrong and what it should be."""
         _one_of("cell", self.cell, CELLS)
-        _one_of("lstm_variant", self.lstm_variant, LSTM_VARIANTS)
-        _one_of("gru_variant", self.gru_variant, GRU_VARIANTS)
+        for field in VARIANT_FIELDS:
+            _one_of(field, getattr(self, field), registry.names(field))
         _one_of("algorithm", self.algorithm, ALGORITHMS)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("sharing", self.sharing, SHARINGS)
@@ -289,11 +293,13 @@ class Spec:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if (self.device == "cuda" and self.algorithm == "snap1" and self.cell == "jordan"
-                and len(self.hidden_sizes) > 1):
-            raise ValueError("snap1 on a stacked Jordan model runs on device 'cpu' only (its "
-                             "CUDA kernel lacks the loop through the upper layers); use "
-                             "device='cpu', or tbptt/rtrl on cuda")
+        limit = registry.limit_for(self)
+        if limit is not None:
+            others = [r for r in ALGORITHMS if r != limit.rule]
+            raise ValueError(f"{limit.rule} on a {'stacked ' if limit.stacked_only else ''}"
+                             f"{limit.cell} model does not run on device '{limit.device}' "
+                             f"({limit.why}); use another device, or {'/'.join(others)} "
+                             f"on {limit.device}")
         self._validate_features()
         if not (0 <= int(self.seed) < 1 << 64):
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
@@ -450,9 +456,11 @@ def _label_delay_ok(spec):
     if spec.target_mode != "explicit":
         raise ValueError("max_label_delay > 0 needs target_mode 'explicit': with next_input the "
                          "target of a step is the next input, it never arrives late")
-    if spec.algorithm == "rtrl":
-        raise ValueError("max_label_delay > 0 needs algorithm 'tbptt' or 'snap1': RTRL would keep "
-                         "an S x P sensitivity for every step a label may still name")
+    if not registry.RULES[spec.algorithm].late_labels:
+        late = " or ".join(f"'{r.name}'" for r in registry.RULES.values() if r.late_labels)
+        raise ValueError(f"max_label_delay > 0 needs algorithm {late}: {spec.algorithm} cannot "
+                         "learn from a label after its step (RTRL would keep an S x P "
+                         "sensitivity for every step a label may still name)")
     if spec.device != "cpu":
         raise ValueError("max_label_delay > 0 runs on device 'cpu' only (the CUDA kernels have "
                          "no late-label path yet)")

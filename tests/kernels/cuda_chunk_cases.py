@@ -15,9 +15,11 @@ Launch sizes are patched small so that every launch spans several blocks (cuda_s
 import numpy as np
 import pytest
 
+from rnnstream.kernels import registry
 from rnnstream.service.engine import Engine, Spec
 from rnnstream.service.engine.pool import OPTIONAL_FIELDS
 from tests.kernels.cuda_support import small_launches  # noqa: F401 (autouse: launches span blocks)
+from tests.reference.cases import cell_cases
 
 pytestmark = pytest.mark.slow  # minutes of simulation: CI's second step
 
@@ -26,15 +28,8 @@ ATOL = 1e-5
 
 
 CELLS = {
-    "elman": dict(cell="elman"),
-    "jordan": dict(cell="jordan"),
+    **cell_cases(),  # every cell x variant of the registry
     "jordan-classes": dict(cell="jordan", output_size=0, num_classes=3),
-    "lstm": dict(cell="lstm"),
-    "lstm-peephole": dict(cell="lstm", lstm_variant="peephole"),
-    "lstm-coupled": dict(cell="lstm", lstm_variant="coupled"),
-    "lstm-no-forget": dict(cell="lstm", lstm_variant="no_forget"),
-    "gru": dict(cell="gru"),
-    "gru-cho": dict(cell="gru", gru_variant="cho"),
     "lstm-stacked": dict(cell="lstm", hidden_sizes=(2, 3)),
     "gru-tokens": dict(cell="gru", vocab_size=4, output_size=0, num_classes=3),
 }
@@ -100,7 +95,7 @@ def _assert_same(cpu, gpu):
 
 
 @pytest.mark.parametrize("sharing", ["shared", "per_stream"])
-@pytest.mark.parametrize("rule", ["tbptt", "snap1", "rtrl"])
+@pytest.mark.parametrize("rule", list(registry.RULES))
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_cell_rule_sharing_matches_cpu(cell, rule, sharing):
     kw = dict(CELLS[cell], algorithm=rule, sharing=sharing)

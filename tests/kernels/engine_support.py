@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 
+from rnnstream.kernels import registry
 from rnnstream.service.engine import Engine, EnsembleEngine, Spec
 from tests.reference.cases import CELL_VARIANTS, cell_id
 from tests.reference.learner import Learner
@@ -13,7 +14,7 @@ from tests.reference.params import Config, layout
 
 RTOL, ATOL = 1e-4, 1e-5
 RULES = [("rtrl", 4, 4), ("tbptt", 2, 3), ("tbptt", 3, 3), ("snap1", 4, 4)]
-OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+OPTIMIZERS = registry.names("optimizer")
 
 
 def rule_id(rule):

@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
+from rnnstream.kernels import registry
 from rnnstream.service.engine import Spec
 from tests.kernels.engine_support import (CELL_VARIANTS, OPTIMIZERS, RULES, Engine,
                                           assert_layout, assert_weights_close, cell_id,
@@ -82,7 +83,8 @@ def test_state_dict_round_trip(cell, variant, rule, opt):
     sd = eng.state_dict()
     assert_layout(spec, sd)
     assert all(np.asarray(v).dtype == np.float32 for v in sd.values())
-    if cell == "lstm" and variant.get("lstm_variant", "standard") in ("standard", "peephole"):
+    v = registry.CELLS[cell].variant_of(spec)
+    if v is not None and v.forget_bias:
         H = spec.hidden_sizes[0]
         np.testing.assert_array_equal(sd["bias_ih_l0"][H:2 * H], 1.0)
         np.testing.assert_array_equal(sd["bias_hh_l0"][H:2 * H], 0.0)
@@ -95,7 +97,7 @@ def test_state_dict_round_trip(cell, variant, rule, opt):
     assert_same_runs(run(eng, chunks), run(other, chunks))
 
 
-TORCH_LOADABLE = [(c, v) for c, v in CELL_VARIANTS if c != "jordan"]
+TORCH_LOADABLE = [(c, v) for c, v in CELL_VARIANTS if registry.CELLS[c].torch_module]
 
 
 @pytest.mark.parametrize("cell,variant", TORCH_LOADABLE,
@@ -104,8 +106,7 @@ def test_state_dict_loads_into_torch(cell, variant):
     torch = pytest.importorskip("torch")
     spec = make_spec(cell, variant, layers=(4, 4), inp="token")
     sd = Engine(spec).state_dict()
-    mod = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
-        spec.input_size, 4, num_layers=2)
+    mod = getattr(torch.nn, registry.CELLS[cell].torch_module)(spec.input_size, 4, num_layers=2)
     rnn_keys = {k: torch.tensor(np.asarray(v)) for k, v in sd.items()
                 if k.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh"))}
     missing, unexpected = mod.load_state_dict(rnn_keys, strict=False)

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 
 from rnnstream.service.engine import Engine, Spec
+from tests.reference.cases import cell_cases
 
 CASES = {
-    "elman": dict(cell="elman"),
-    "jordan": dict(cell="jordan"),
+    **cell_cases(),  # every cell x variant of the registry
     "jordan-classes": dict(cell="jordan", output_size=0, num_classes=3),
-    "lstm": dict(cell="lstm"),
-    "lstm-peephole": dict(cell="lstm", lstm_variant="peephole"),
-    "lstm-coupled": dict(cell="lstm", lstm_variant="coupled"),
-    "lstm-no-forget": dict(cell="lstm", lstm_variant="no_forget"),
-    "gru": dict(cell="gru"),
-    "gru-cho": dict(cell="gru", gru_variant="cho"),
     "lstm-stacked": dict(cell="lstm", hidden_sizes=(3, 2)),
     "gru-cho-stacked": dict(cell="gru", gru_variant="cho", hidden_sizes=(2, 3)),
     "elman-stacked-classes": dict(cell="elman", hidden_sizes=(3, 2), output_size=0,

@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from rnnstream.kernels import registry
+
 DTYPE = torch.float64
-MODULE_CELLS = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
 def uses_torch_module(spec):
-    return (spec.cell == "elman" or (spec.cell == "lstm" and spec.lstm_variant == "standard")
-            or (spec.cell == "gru" and spec.gru_variant == "pytorch"))
+    """torch.nn's module computes this cell and variant as is (the registry's torch_exact)."""
+    return registry.CELLS[spec.cell].torch_exact(spec)
 
 
 class TorchModel:
@@ -38,7 +39,7 @@ class TorchModel:
         if uses_torch_module(spec):
             assert len(set(spec.hidden_sizes)) == 1, "nn.RNN/LSTM/GRU stack equal layers"
             kw = {"nonlinearity": "tanh"} if spec.cell == "elman" else {}
-            self.rnn = MODULE_CELLS[spec.cell](spec.input_size, self.H, num_layers=self.L,
+            self.rnn = getattr(torch.nn, registry.CELLS[spec.cell].torch_module)(spec.input_size, self.H, num_layers=self.L,
                                                batch_first=True, **kw).to(DTYPE)
         self.head = torch.nn.Linear(spec.hidden_sizes[-1], self.out).to(DTYPE)
         if spec.vocab_size > 0:

@@ -4,15 +4,29 @@ import itertools
 
 import numpy as np
 
+from rnnstream.kernels import registry
 from tests.reference.params import Config, init_params
 
-CELL_VARIANTS = [("elman", {}), ("jordan", {})] + \
-    [("lstm", {"lstm_variant": v}) for v in ("standard", "peephole", "coupled", "no_forget")] + \
-    [("gru", {"gru_variant": v}) for v in ("pytorch", "cho")]
+# every cell x variant of the registry: (cell, {variant field: variant}), e.g. ("lstm",
+# {"lstm_variant": "peephole"}); ("elman", {}) for a cell without variants
+CELL_VARIANTS = [(c.name, {c.variant_field: v.name} if c.variant_field else {})
+                 for c in registry.CELLS.values() for v in (c.variants or (None,))]
 
 
 def cell_id(cell, kw):
     return cell + ("-" + next(iter(kw.values())) if kw else "")
+
+
+def cell_cases():
+    """One case per cell x variant for the engine suites' tables: {"lstm": dict(cell="lstm"),
+    "lstm-no-forget": dict(cell="lstm", lstm_variant="no_forget"), ...}; a cell's default
+    variant goes by the cell's name."""
+    out = {}
+    for c in registry.CELLS.values():
+        out[c.name] = dict(cell=c.name)
+        for v in c.variants[1:]:
+            out[f"{c.name}-{v.name.replace('_', '-')}"] = {"cell": c.name, c.variant_field: v.name}
+    return out
 
 
 def all_configs(hidden=((3,), (4, 3)), heads=("regression", "classes"),

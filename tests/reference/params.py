@@ -9,10 +9,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-CELLS = ("elman", "jordan", "lstm", "gru")
-LSTM_VARIANTS = ("standard", "peephole", "coupled", "no_forget")
-GRU_VARIANTS = ("pytorch", "cho")
-ALGORITHMS = ("rtrl", "tbptt", "snap1")
+from rnnstream.kernels import registry  # the declared table (names, gates); the math here is the reference's own
+
+CELLS = registry.names("cell")
+LSTM_VARIANTS = registry.names("lstm_variant")
+GRU_VARIANTS = registry.names("gru_variant")
+ALGORITHMS = registry.names("algorithm")
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,16 @@ class Config:
 
     @property
     def gates(self):
-        return {"elman": 1, "jordan": 1, "lstm": 4, "gru": 3}[self.cell]
+        return registry.CELLS[self.cell].n_gates
+
+    @property
+    def variant(self):
+        """The cell's registry Variant (None for a cell without variants)."""
+        return registry.CELLS[self.cell].variant_of(self)
 
     @property
     def peephole(self):
-        return self.cell == "lstm" and self.lstm_variant == "peephole"
+        return self.variant is not None and self.variant.peephole
 
     @property
     def feature_size(self):
@@ -170,10 +177,11 @@ def init_params(cfg, seed=None):
             fan = cfg.hidden_sizes[-1] if name.startswith("head.") else cfg.hidden_sizes[int(name[-1])]
             bound = 1.0 / np.sqrt(fan)
             p[name] = rng.uniform(-bound, bound, shape)
-    if cfg.cell == "lstm" and cfg.lstm_variant in ("standard", "peephole"):
+    if cfg.variant is not None and cfg.variant.forget_bias:
+        f = registry.CELLS[cfg.cell].gates.index("f")
         for k, H in enumerate(cfg.hidden_sizes):
-            p[f"bias_ih_l{k}"][H:2 * H] = 1.0
-            p[f"bias_hh_l{k}"][H:2 * H] = 0.0
+            p[f"bias_ih_l{k}"][f * H:(f + 1) * H] = 1.0
+            p[f"bias_hh_l{k}"][f * H:(f + 1) * H] = 0.0
     return p
 
 

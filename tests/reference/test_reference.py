@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from rnnstream.kernels import registry
 from tests.reference.cases import (CELL_VARIANTS, all_configs, cell_id, make_config,
                                    random_params, random_sequence)
 from tests.reference.cells import loss_and_grad, model_step, model_step_backward, zero_state
@@ -235,8 +236,9 @@ def test_per_stream_weights_are_independent():
     assert not np.allclose(flatten(cfg, lr.params("a")), flatten(cfg, lr.params("b")))
 
 
-TORCH_CELLS = [("elman", {}), ("lstm", {"lstm_variant": "standard"}),
-               ("gru", {"gru_variant": "pytorch"})]
+# the cells whose torch.nn module computes the same thing (the registry's torch_exact)
+TORCH_CELLS = [(c, kw) for c, kw in CELL_VARIANTS
+               if registry.CELLS[c].torch_exact(make_config(c, **kw))]
 
 
 @pytest.mark.parametrize("cell,kw", TORCH_CELLS, ids=[c for c, _ in TORCH_CELLS])
@@ -245,7 +247,7 @@ def test_forward_matches_torch_modules(cell, kw):
     cfg = make_config(cell, (3, 3), **kw)
     params = random_params(cfg)
     inps, _ = random_sequence(cfg, 5)
-    mod = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
+    mod = getattr(torch.nn, registry.CELLS[cell].torch_module)(
         cfg.input_size, 3, num_layers=2, batch_first=True).double()
     sd = {k: torch.tensor(v) for k, v in params.items() if not k.startswith("head.")}
     assert set(sd) == set(mod.state_dict())

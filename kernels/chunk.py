@@ -31,8 +31,8 @@ import numpy as np
 from numba import njit
 
 from .bundles import (BATCH_LEARN, BATCH_LENGTHS, BATCH_SLOTS, BATCH_WROW, MODEL_CFG,
-                      MODEL_HYP, MODEL_LAY, OUT_GNORMS, OUT_RES, POOL_CNT, POOL_FST, POOL_HFLAG,
-                      POOL_SENS, WEIGHTS_STEPS, WEIGHTS_W)
+                      MODEL_HYP, MODEL_LAY, OUT_GNORMS, OUT_LOSSES, OUT_PREDS, OUT_RES, POOL_CNT,
+                      POOL_FST, POOL_HFLAG, POOL_HZ, POOL_SENS, WEIGHTS_STEPS, WEIGHTS_W)
 from .cells import D_NFIELDS
 from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
                     C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_GNORM, F_HASLOSS, F_RUNNING,
@@ -371,11 +371,11 @@ def learn_labels(model, weights, pool, batch, labels, out):
     predicted with, then takes the rules' gradients, as one position of run_chunk does: SnAp-1
     at once (with the step's stored sensitivity), TBPTT when k1 losses are pending; shared
     weights take one summed update per round."""
-    cfg = model[0]
-    W = weights[0]
-    cnt, hz = pool[8], pool[11]
+    cfg = model[MODEL_CFG]
+    W = weights[WEIGHTS_W]
+    cnt, hz = pool[POOL_CNT], pool[POOL_HZ]
     count, back, ly, lcls, lloss = labels
-    slots = batch[0]
+    slots = batch[BATCH_SLOTS]
     B = slots.shape[0]
     K = cfg[C_HIST]
     dt = W.dtype
@@ -398,16 +398,16 @@ def learn_labels(model, weights, pool, batch, labels, out):
 def learn_pending(model, weights, pool, batch, which, out):
     """TBPTT: the update for the pending losses of the streams with which[b] set, now (fewer
     than k1 of them), e.g. before their state is reset at a segment's end."""
-    cfg = model[0]
+    cfg = model[MODEL_CFG]
     if cfg[C_RULE] != TBPTT:
         return
-    cnt = pool[8]
-    slots = batch[0]
+    cnt = pool[POOL_CNT]
+    slots = batch[BATCH_SLOTS]
     B = slots.shape[0]
     need_bwd = np.zeros(B, dtype=np.bool_)
     for b in range(B):
         need_bwd[b] = which[b] and cnt[slots[b], K_NLOSS] > 0
-    acc = (np.zeros(cfg[C_P], dtype=weights[0].dtype), np.zeros(B, dtype=np.bool_))
+    acc = (np.zeros(cfg[C_P], dtype=weights[WEIGHTS_W].dtype), np.zeros(B, dtype=np.bool_))
     _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
     _flush_shared(model, weights, pool, batch, out, acc)
 
@@ -416,12 +416,12 @@ def learn_pending(model, weights, pool, batch, which, out):
 @njit(cache=True, nogil=True)
 def run_chunk(model, weights, pool, batch, out):
     """Predict and learn T steps of B streams (see the module docstring)."""
-    cfg, lay = model[0], model[1]
-    W = weights[0]
+    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
+    W = weights[WEIGHTS_W]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     slots, wrow, inputs, tokens, targets, tclass, lengths, learn = batch
-    preds, losses = out[0], out[1]
-    res = out[2]
+    preds, losses = out[OUT_PREDS], out[OUT_LOSSES]
+    res = out[OUT_RES]
     B = slots.shape[0]
     S = cfg[C_S]
     O = cfg[C_OUT]
@@ -491,7 +491,7 @@ def run_chunk(model, weights, pool, batch, out):
             if rule == TBPTT:
                 hc[slot, pos] = cache[b]
                 hs1[slot, pos] = st1[b]
-                hver[slot, pos] = weights[3][wrow[b]]
+                hver[slot, pos] = weights[WEIGHTS_STEPS][wrow[b]]
             cnt[slot, K_HPOS] = (pos + 1) % K
             cnt[slot, K_HCOUNT] = min(cnt[slot, K_HCOUNT] + 1, K)
             if rule == RTRL:

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from rnnstream.kernels import codes as kc
+from rnnstream.kernels.bundles import BATCH_LEARN, BATCH_SLOTS
 
 from . import kernel_tier, shards
 
@@ -51,7 +52,7 @@ class CpuBackend:
     def run_chunk(self, kbatch, out):
         weights, bundle = self.bundles()
         kernels = kernel_tier.active().chunk
-        runs = shards.parts(kbatch[0].shape[0]) if self.per_stream else None
+        runs = shards.parts(kbatch[BATCH_SLOTS].shape[0]) if self.per_stream else None
         if runs is None or len(runs) == 1:
             kernels.run_chunk(self.model, weights, bundle, kbatch, out)
         else:
@@ -60,16 +61,16 @@ class CpuBackend:
     def _run_parts(self, kernels, weights, bundle, kbatch, out, runs):
         """run_chunk on disjoint runs of a PER_STREAM batch's streams, side by side: their
         predictions and losses land in ``out``'s rows, the counters add up, and the gradient
-        norms follow those already in ``out[3]``, in the runs' order (as one call writes them
+        norms follow those already in ``out``'s gnorms, in the runs' order (as one call writes them
         after the ones before it)."""
         preds, losses, res, gnorms = out
-        learn = kbatch[-1]
+        learn = kbatch[BATCH_LEARN]
 
         def call(start, stop):
             part_res = np.zeros_like(res)
             part_norms = np.empty(2 * (stop - start) * (preds.shape[1] + 1) + 1)
             kernels.run_chunk(self.model, weights, bundle,
-                              tuple(a[start:stop] for a in kbatch[:-1]) + (learn,),
+                              tuple(a[start:stop] for a in kbatch[:BATCH_LEARN]) + (learn,),
                               (preds[start:stop], losses[start:stop], part_res, part_norms))
             return part_res, part_norms[:part_res[kc.R_UPDATES]]
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnstream.kernels import codes as kc
+from rnnstream.kernels.bundles import BATCH_LEARN
 
 from . import kernel_tier
 from .cpu_backend import CpuBackend
@@ -246,7 +247,7 @@ class Engine:
         out = (preds, losses, res, gnorms)
         t0 = time.perf_counter()
         if lab is not None:
-            self.backend.learn_labels(kbatch[:7] + (1,), lab, out)
+            self.backend.learn_labels(kbatch[:BATCH_LEARN] + (1,), lab, out)  # 1: learn
         if T > 0:
             self.backend.run_chunk(kbatch, out)
         if reset is not None:

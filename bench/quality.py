@@ -294,6 +294,21 @@ def configs_markdown(table: dict, peers: dict, command: str, sizes=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream_names(streams: str, heldout: bool) -> list:
+    """The streams a run loads: those named (comma-separated), plus the held-out ones with
+    ``heldout``; with neither, the suite's (the held-out streams never run by default)."""
+    names = [n.strip() for n in streams.split(",") if n.strip()]
+    if heldout:
+        names += [n for n in qd.HELDOUT if n not in names]
+    elif not names:
+        names = list(qd.LOADERS)
+    unknown = [n for n in names if n not in qd.ALL_LOADERS]
+    if unknown:
+        raise ValueError(f"unknown stream(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(qd.ALL_LOADERS)}")
+    return names
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"first {QUICK_N} samples per stream "
@@ -315,14 +330,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-deepriver", action="store_true")
     ap.add_argument("--out", default="", help="markdown file to write")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.streams.split(",") if n.strip()]
-    if args.heldout:
-        names += [n for n in qd.HELDOUT if n not in names]
-    elif not names:
-        names = list(qd.LOADERS)
-    unknown = [n for n in names if n not in qd.ALL_LOADERS]
-    if unknown:
-        ap.error(f"unknown stream(s) {', '.join(unknown)}; known: {', '.join(qd.ALL_LOADERS)}")
+    try:
+        names = stream_names(args.streams, args.heldout)
+    except ValueError as e:
+        ap.error(str(e))
     n_prefix = args.n or (QUICK_N if args.quick else 0)
     text_bytes = args.text_bytes or (QUICK_TEXT if args.quick else FULL_TEXT)
     command = "python -m bench.quality " + " ".join(argv if argv is not None else sys.argv[1:])

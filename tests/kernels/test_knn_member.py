@@ -108,6 +108,12 @@ def test_snapshots_continue_exactly_reset_drop(sharing, member):
             two.restore_model(broken)
     assert not two.members[1].has_stream("u")
     assert memory_per_stream(spec) > memory_per_stream(spec.member_spec(0))
+    # both neighbour members keep the same window and statistics, counted where they live
+    from rnnstream.service.engine.ensemble import memory_per_model
+    twin = knn_spec(num_classes=2, sharing=sharing, members=({}, KNN))
+    assert memory_per_stream(spec) == memory_per_stream(twin)
+    window = 8 * sum(a.size for k, a in where.items() if k.startswith("members.1."))
+    assert memory_per_model(spec) == memory_per_model(twin) == (window if sharing == "shared" else 0)
 
 
 @pytest.mark.parametrize("change,words", [

@@ -8,6 +8,8 @@ nats with probabilities clipped to [1e-15, 1 - 1e-15] (classification), bits per
     python -m bench.quality --quick      # short prefixes, under two minutes
     python -m bench.quality --configs    # rnnstream candidate specs on every stream
                                          #   -> bench/results/quality_configs.md
+    python -m bench.quality --heldout --n 3000   # the held-out streams (quality_data.HELDOUT)
+                                         #   -> bench/results/quality_heldout.md
 
 rnnstream runs with the default Spec given only the data's shape, fed raw features.
 deep-river's rolling LSTM runs in its own virtualenv (it pins an older torch); when that venv
@@ -95,7 +97,7 @@ def timed(runner, stream):
 def load_streams(names, n_prefix: int, text_bytes: int) -> list:
     streams = []
     for name in names:
-        s = qd.LOADERS[name]()
+        s = qd.ALL_LOADERS[name]()
         streams.append(s.prefix(text_bytes if s.task == qd.TEXT else n_prefix))
     return streams
 
@@ -292,6 +294,21 @@ def configs_markdown(table: dict, peers: dict, command: str, sizes=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream_names(streams: str, heldout: bool) -> list:
+    """The streams a run loads: those named (comma-separated), plus the held-out ones with
+    ``heldout``; with neither, the suite's (the held-out streams never run by default)."""
+    names = [n.strip() for n in streams.split(",") if n.strip()]
+    if heldout:
+        names += [n for n in qd.HELDOUT if n not in names]
+    elif not names:
+        names = list(qd.LOADERS)
+    unknown = [n for n in names if n not in qd.ALL_LOADERS]
+    if unknown:
+        raise ValueError(f"unknown stream(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(qd.ALL_LOADERS)}")
+    return names
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"first {QUICK_N} samples per stream "
@@ -301,18 +318,22 @@ def main(argv=None) -> int:
                     help="with --configs: which candidates (today's options, the new ones)")
     ap.add_argument("--only", default="", help="with --configs: comma-separated substrings; "
                     "run only the candidates whose name contains one")
-    ap.add_argument("--streams", default=",".join(qd.LOADERS),
-                    help="comma-separated subset of: " + ", ".join(qd.LOADERS))
+    ap.add_argument("--streams", default="",
+                    help="comma-separated subset of: " + ", ".join(qd.ALL_LOADERS)
+                    + " (default: the suite's " + ", ".join(qd.LOADERS) + ")")
+    ap.add_argument("--heldout", action="store_true", help="the held-out streams ("
+                    + ", ".join(qd.HELDOUT) + ") instead of the suite's; with --streams, "
+                    "those too")
     ap.add_argument("--n", type=int, default=0, help="samples per stream (0: all)")
     ap.add_argument("--text-bytes", type=int, default=0,
                     help=f"bytes of text (default {FULL_TEXT}, {QUICK_TEXT} with --quick)")
     ap.add_argument("--no-deepriver", action="store_true")
     ap.add_argument("--out", default="", help="markdown file to write")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.streams.split(",") if n.strip()]
-    unknown = [n for n in names if n not in qd.LOADERS]
-    if unknown:
-        ap.error(f"unknown stream(s) {', '.join(unknown)}; known: {', '.join(qd.LOADERS)}")
+    try:
+        names = stream_names(args.streams, args.heldout)
+    except ValueError as e:
+        ap.error(str(e))
     n_prefix = args.n or (QUICK_N if args.quick else 0)
     text_bytes = args.text_bytes or (QUICK_TEXT if args.quick else FULL_TEXT)
     command = "python -m bench.quality " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -327,9 +348,12 @@ def main(argv=None) -> int:
     else:
         notes = []
         results = run_suite(streams, deepriver=not args.no_deepriver, log=log, notes=notes)
-        title = "Learning quality" + (" (quick: prefixes)" if args.quick else "")
+        title = ("Learning quality" + (" on held-out streams" if args.heldout else "")
+                 + (" (quick: prefixes)" if args.quick else ""))
         text = markdown(results, title, command.strip(), notes)
-        out = Path(args.out or RESULTS / ("quality_quick.md" if args.quick else "quality.md"))
+        default = ("quality_heldout.md" if args.heldout else
+                   "quality_quick.md" if args.quick else "quality.md")
+        out = Path(args.out or RESULTS / default)
         write_scores(results, out.with_suffix(".json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -23,6 +23,20 @@ Framings (why each one):
   ``imagesegments`` (2310, 18 features, 7 classes): River's features and labels as they are.
 - ``text``: CPython's ``pydoc_data.topics``, the topics' texts joined in key order, UTF-8
   bytes, one pass; each byte is predicted from the bytes before it (bits per byte).
+
+Held-out streams (``HELDOUT``; not in the default run: ``python -m bench.quality --heldout``),
+framed the same way, never used to choose a default:
+- ``shuttle`` (River Shuttle, 49097, 9 features, binary): River's features and labels.
+- ``sp500`` (River SP500Stocks, 1257): target: the index's daily change; inputs: River's own
+  ten stocks' changes that day, raw (as ``trump``: River's framing of a level-like series).
+- ``solarflare`` (River SolarFlare, 1066): target: the sum of the three flare counts; inputs:
+  the seven numeric features and the three letter-coded ones one-hot (categories as the data
+  has them, sorted).
+- River's generators, fixed seed, ``SYNTH_N`` samples each: ``friedman`` (regression),
+  ``friedmandrift`` (regression; drifts at samples 1000 and 2000), ``mv`` (regression; its
+  three categorical features one-hot), ``hyperplane`` (10 features, slowly rotating),
+  ``sea`` (variant 0, 10% label noise), ``agrawal`` (function 0, its ordinal codes raw),
+  ``randomrbf`` (10 features, 2 classes) (classification).
 """
 from __future__ import annotations
 
@@ -162,6 +176,119 @@ def text() -> Stream:
                   num_classes=256, note="pydoc_data.topics, UTF-8 bytes, one pass")
 
 
+# held-out streams ---------------------------------------------------------------------------
+SYNTH_N = 3000  # samples drawn from each synthetic generator
+SYNTH_SEED = 42
+
+
+def _numeric(rows) -> np.ndarray:
+    """Dict rows -> [n, I] float64 with every non-numeric column one-hot (its categories as
+    the data has them, sorted), in the first row's key order."""
+    cols = []
+    for k in rows[0]:
+        vals = [x[k] for x in rows]
+        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, str)
+               for v in vals):
+            cols.append(np.asarray(vals, dtype=np.float64)[:, None])
+        else:
+            cats = sorted({str(v) for v in vals})
+            cols.append(np.array([[str(v) == c for c in cats] for v in vals], np.float64))
+    return np.concatenate(cols, axis=1)
+
+
+def _regression_rows(name, rows, note) -> Stream:
+    X = _numeric([x for x, _ in rows])
+    y = np.array([float(t) for _, t in rows], dtype=np.float64)
+    return Stream(name, REGRESSION, X, y, [name] * len(y), note=note)
+
+
+def _classification_rows(name, rows, note) -> Stream:
+    labels = sorted({c for _, c in rows}, key=str)
+    index = {c: i for i, c in enumerate(labels)}
+    y = np.array([index[c] for _, c in rows], dtype=np.int64)
+    return Stream(name, CLASSIFICATION, _numeric([x for x, _ in rows]), y, [name] * len(y),
+                  num_classes=len(labels), note=note)
+
+
+def shuttle() -> Stream:
+    from river import datasets
+    return _classification("shuttle", datasets.Shuttle(), "9 features, 2 classes")
+
+
+def sp500() -> Stream:
+    from river import datasets
+    rows = list(datasets.SP500Stocks())
+    s = _regression_rows("sp500", rows, "the index's daily change from its ten stocks' "
+                         "changes that day")
+    s.levels, s.level_offset = np.concatenate([[np.nan], s.y]), np.zeros(s.n)
+    return s
+
+
+def solarflare() -> Stream:
+    from river import datasets
+    rows = [(x, sum(float(v) for v in t.values())) for x, t in datasets.SolarFlare()]
+    return _regression_rows("solarflare", rows, "sum of the three flare counts from 7 numeric "
+                            "and 3 one-hot categorical features")
+
+
+def _synth(make, n=SYNTH_N):
+    return list(make().take(n))
+
+
+def friedman() -> Stream:
+    from river.datasets import synth
+    return _regression_rows("friedman", _synth(lambda: synth.Friedman(seed=SYNTH_SEED)),
+                            f"River Friedman #1, seed {SYNTH_SEED}, 10 features")
+
+
+def friedmandrift() -> Stream:
+    from river.datasets import synth
+    make = lambda: synth.FriedmanDrift(drift_type="lea", position=(1000, 2000, 2500),  # noqa: E731
+                                       seed=SYNTH_SEED)
+    return _regression_rows("friedmandrift", _synth(make), f"River FriedmanDrift (local "
+                            f"expanding abrupt at 1000, 2000, 2500), seed {SYNTH_SEED}")
+
+
+def mv() -> Stream:
+    from river.datasets import synth
+    return _regression_rows("mv", _synth(lambda: synth.Mv(seed=SYNTH_SEED)),
+                            f"River Mv, seed {SYNTH_SEED}, categorical features one-hot")
+
+
+def hyperplane() -> Stream:
+    from river.datasets import synth
+    make = lambda: synth.Hyperplane(seed=SYNTH_SEED, n_features=10, n_drift_features=2,  # noqa: E731
+                                    mag_change=0.001, noise_percentage=0.05)
+    return _classification_rows("hyperplane", _synth(make), f"River Hyperplane, seed "
+                                f"{SYNTH_SEED}, 10 features, 2 drifting, 5% noise")
+
+
+def sea() -> Stream:
+    from river.datasets import synth
+    return _classification_rows("sea", _synth(lambda: synth.SEA(variant=0, noise=0.1,
+                                                                seed=SYNTH_SEED)),
+                                f"River SEA variant 0, 10% noise, seed {SYNTH_SEED}")
+
+
+def agrawal() -> Stream:
+    from river.datasets import synth
+    return _classification_rows("agrawal", _synth(lambda: synth.Agrawal(
+        classification_function=0, seed=SYNTH_SEED)), f"River Agrawal function 0, seed "
+        f"{SYNTH_SEED}, codes raw")
+
+
+def randomrbf() -> Stream:
+    from river.datasets import synth
+    return _classification_rows("randomrbf", _synth(lambda: synth.RandomRBF(
+        seed_model=SYNTH_SEED, seed_sample=SYNTH_SEED, n_classes=2, n_features=10,
+        n_centroids=50)), f"River RandomRBF, seeds {SYNTH_SEED}, 10 features, 50 centroids")
+
+
+HELDOUT = {"shuttle": shuttle, "sp500": sp500, "solarflare": solarflare,
+           "friedman": friedman, "friedmandrift": friedmandrift, "mv": mv,
+           "hyperplane": hyperplane, "sea": sea, "agrawal": agrawal, "randomrbf": randomrbf}
+
 LOADERS = {"airline": airline, "waterflow": waterflow, "trump": trump,
            "chickweights": chickweights, "bananas": bananas, "phishing": phishing,
            "imagesegments": imagesegments, "text": text}
+ALL_LOADERS = {**LOADERS, **HELDOUT}

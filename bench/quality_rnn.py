@@ -107,7 +107,7 @@ RECOMMENDED = {
     REGRESSION: {**_DENSE, "output_taps": (1,),
                  "members": _E4 + ({"baseline": "last_target"},
                                    {"baseline": "seasonal_scaled"})},
-    CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"},)},
+    CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"}, {"baseline": "knn_wide"})},
     TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),
            "members": ({}, {"baseline": "context"})},
 }

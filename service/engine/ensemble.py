@@ -36,7 +36,10 @@ _BASELINES = {
     "context": lambda spec, dtype: context.ContextMixing(
         spec.vocab_size, spec.sharing != "per_stream", spec.context_table_bits, dtype),
     "knn": lambda spec, dtype: neighbours.Neighbours(spec.input_size, spec.num_classes,
-                                                     spec.sharing != "per_stream", dtype)}
+                                                     spec.sharing != "per_stream", dtype),
+    "knn_wide": lambda spec, dtype: neighbours.Neighbours(
+        spec.input_size, spec.num_classes, spec.sharing != "per_stream", dtype,
+        neighbours=neighbours.K_WIDE)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
                     "seasonal_scaled": lambda spec: seasonal_scaled.memory_per_stream(
@@ -45,6 +48,7 @@ _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.
                                                                       spec.context_table_bits),
                     "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,
                                                                      spec.sharing != "per_stream")}
+_BASELINE_MEMORY["knn_wide"] = _BASELINE_MEMORY["knn"]  # same window and statistics
 
 
 def make_engine(spec: Spec, dtype=np.float32):
@@ -62,6 +66,7 @@ _BASELINE_MODEL_MEMORY = {"context": lambda spec: context.memory_per_model(spec.
                                                                           spec.context_table_bits),
                           "knn": lambda spec: neighbours.memory_per_model(spec.input_size,
                                                                           spec.sharing != "per_stream")}
+_BASELINE_MODEL_MEMORY["knn_wide"] = _BASELINE_MODEL_MEMORY["knn"]
 
 
 def memory_per_model(spec: Spec) -> int:

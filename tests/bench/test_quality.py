@@ -115,3 +115,51 @@ def test_missing_deepriver_venv_is_one_clear_line(monkeypatch, tmp_path):
     assert len(skipped) == 1 and "no virtualenv python" in skipped[0]
     assert notes == [skipped[0]]
     assert "deep-river rolling LSTM" not in results["tiny"]["methods"]
+
+
+def test_heldout_streams_run_only_when_asked_for():
+    assert quality.stream_names("", False) == list(qd.LOADERS)
+    assert not set(qd.HELDOUT) & set(qd.LOADERS)
+    assert quality.stream_names("", True) == list(qd.HELDOUT)
+    assert quality.stream_names("sea,airline", False) == ["sea", "airline"]
+    assert quality.stream_names("airline", True) == ["airline", *qd.HELDOUT]
+    with pytest.raises(ValueError, match="unknown stream.*nope.*known: airline"):
+        quality.stream_names("airline,nope", False)
+
+
+def test_non_numeric_columns_are_one_hot_in_sorted_order():
+    rows = [{"a": 1, "c": "red", "b": 2.5}, {"a": 3, "c": "blue", "b": 0.0},
+            {"a": 5, "c": "red", "b": -1.0}]
+    np.testing.assert_array_equal(qd._numeric(rows), [[1, 0, 1, 2.5], [3, 1, 0, 0.0],
+                                                      [5, 0, 1, -1.0]])
+
+
+@pytest.mark.parametrize("name", list(qd.HELDOUT))
+def test_heldout_stream_is_framed_like_the_suite(name):
+    s = qd.HELDOUT[name]()
+    assert s.name == name and s.n == len(s.X) == len(s.keys) >= 1000
+    assert s.X.dtype == np.float64 and np.isfinite(s.X).all() and np.isfinite(s.y).all()
+    if s.task == qd.CLASSIFICATION:
+        assert s.num_classes >= 2 and set(np.unique(s.y)) == set(range(s.num_classes))
+    else:
+        assert s.task == qd.REGRESSION and s.num_classes == 0
+    if name not in ("shuttle", "sp500", "solarflare"):  # River's generators: fixed seed
+        assert s.n == qd.SYNTH_N
+        again = qd.HELDOUT[name]()
+        np.testing.assert_array_equal(again.X, s.X)
+        np.testing.assert_array_equal(again.y, s.y)
+    if name == "solarflare":  # 7 numeric + one-hot zurich class, spot size, distribution
+        assert s.X.shape[1] > 10 and s.y.min() == 0 and s.y.max() >= 3
+    if name == "sp500":  # forecasters learn the target's own series, one step behind
+        assert np.isnan(s.levels[0]) and np.array_equal(s.levels[1:], s.y)
+
+
+def test_every_method_scores_every_heldout_sample():
+    streams = quality.load_streams(list(qd.HELDOUT), n_prefix=30, text_bytes=0)
+    results = quality.run_suite(streams, deepriver=False, log=lambda *a: None)
+    assert set(results) == set(qd.HELDOUT)
+    for name, r in results.items():
+        assert r["stream"].n == 30
+        for meth, v in r["methods"].items():
+            assert v["scored"] == 30, (name, meth)
+            assert math.isfinite(v["score"]) and v["score"] >= 0, (name, meth)

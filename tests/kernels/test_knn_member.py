@@ -1,4 +1,5 @@
-"""The nearest-neighbour member ({"baseline": "knn"}) of a dense classifier: its probabilities
+"""The nearest-neighbour members ({"baseline": "knn"}, and "knn_wide" with more neighbours) of a
+dense classifier: their probabilities
 equal the plain-Python reference (the first network member's before any labelled step; window
 eviction, ragged lengths, one-step chunks, learn=False and unlabelled chunks); Hedge moves to it
 on a nonlinear 2-D boundary; snapshots (shared and per stream) continue exactly; refusals; the
@@ -13,6 +14,7 @@ from tests.kernels.engine_support import restored_and_continued
 from tests.reference.neighbours import NeighboursReference
 
 KNN = {"baseline": "knn"}
+KNN_WIDE = {"baseline": "knn_wide"}
 
 
 def knn_spec(**kw):
@@ -22,12 +24,14 @@ def knn_spec(**kw):
     return Spec(**fields)
 
 
-def test_member_equals_the_reference(monkeypatch):
-    monkeypatch.setattr(neighbours, "WINDOW", 25)  # so the window fills and evicts
+@pytest.mark.parametrize("k", [neighbours.K, neighbours.K_WIDE])
+def test_member_equals_the_reference(monkeypatch, k):
+    monkeypatch.setattr(neighbours, "WINDOW", 25 + k)  # so the window fills and evicts
     rng = np.random.default_rng(4)
     B, C, I = 2, 3, 2
-    member = neighbours.Neighbours(I, C, shared=False)
-    refs = [NeighboursReference(C, 25, neighbours.K, neighbours.ALPHA, neighbours.EPS)
+    member = neighbours.Neighbours(I, C, shared=False, neighbours=k)
+    assert member.kind == ("knn" if k == neighbours.K else "knn_wide")
+    refs = [NeighboursReference(C, 25 + k, k, neighbours.ALPHA, neighbours.EPS)
             for _ in range(B)]
     sentinel = 1.0 / 7
     for T, lengths, mode in [(1, (1, 1), 1), (12, (12, 5), 1), (1, (1, 1), 1), (20, (20, 20), 0),
@@ -80,9 +84,10 @@ def test_hedge_moves_to_the_neighbours_on_a_nonlinear_boundary():
     assert members[1]["running_loss"] < 0.5 * members[0]["running_loss"]
 
 
-@pytest.mark.parametrize("sharing", ["shared", "per_stream"])
-def test_snapshots_continue_exactly_reset_drop(sharing):
-    spec = knn_spec(num_classes=2, sharing=sharing)
+@pytest.mark.parametrize("sharing,member", [("shared", KNN), ("per_stream", KNN),
+                                            ("shared", KNN_WIDE), ("per_stream", KNN_WIDE)])
+def test_snapshots_continue_exactly_reset_drop(sharing, member):
+    spec = knn_spec(num_classes=2, sharing=sharing, members=({}, member))
     one = EnsembleEngine(spec)
     chunks = circle_chunks(4, 16, seed=2)
     one.step(["s"], **chunks[0])
@@ -103,6 +108,12 @@ def test_snapshots_continue_exactly_reset_drop(sharing):
             two.restore_model(broken)
     assert not two.members[1].has_stream("u")
     assert memory_per_stream(spec) > memory_per_stream(spec.member_spec(0))
+    # both neighbour members keep the same window and statistics, counted where they live
+    from rnnstream.service.engine.ensemble import memory_per_model
+    twin = knn_spec(num_classes=2, sharing=sharing, members=({}, KNN))
+    assert memory_per_stream(spec) == memory_per_stream(twin)
+    window = 8 * sum(a.size for k, a in where.items() if k.startswith("members.1."))
+    assert memory_per_model(spec) == memory_per_model(twin) == (window if sharing == "shared" else 0)
 
 
 @pytest.mark.parametrize("change,words", [
@@ -110,6 +121,8 @@ def test_snapshots_continue_exactly_reset_drop(sharing):
     (dict(vocab_size=3, num_classes=3, input_size=0, target_mode="next_input"),
      "dense classification model"),
     (dict(members=({}, dict(KNN, seed=3))), "sets only 'baseline'"),
+    (dict(num_classes=0, output_size=1, members=({}, KNN_WIDE)),
+     "knn_wide votes with labelled dense inputs"),
 ])
 def test_refusals(change, words):
     with pytest.raises(ValueError) as info:
@@ -119,7 +132,8 @@ def test_refusals(change, words):
 
 def test_dense_classifiers_given_their_shape_run_the_neighbours():
     spec = Spec(input_size=3, num_classes=2)
-    assert len(spec.members) == 5 and spec.members[-1] == KNN
+    assert len(spec.members) == 6 and spec.members[-2:] == (KNN, KNN_WIDE)
+    assert KNN_WIDE not in Spec(input_size=3, output_size=1).members
     assert KNN not in Spec(input_size=3, output_size=1).members
     assert Spec(input_size=3, num_classes=2, cell="gru").members == ()
     assert Spec.from_dict(spec.to_dict()).members == spec.members

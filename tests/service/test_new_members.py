@@ -53,6 +53,7 @@ def test_shape_only_model_gets_the_member_streams_and_resumes(start_server, kind
     srv = start_server()
     model = srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
     assert kind in [m.baseline for m in model.spec.members]
+    assert ("knn_wide" in [m.baseline for m in model.spec.members]) == (kind == "knn")
     got = list(srv.stub.Stream(iter([_request(i + 1, c) for i, c in enumerate(chunks[:half])])))
     stats = srv.stub.GetStream(pb.GetStreamRequest(model="m", stream_id="s")).stats
     srv.stop()  # graceful: everything checkpointed

@@ -1,0 +1,154 @@
+"""Probes behind bench/results/quality_heldout.md: why the default loses where it loses.
+
+    python -m bench.quality_probes members agrawal,sea     # each member's mean loss and weights
+    python -m bench.quality_probes knn                     # the kNN member alone, K x smoothing
+    python -m bench.quality_probes wide 20,50              # the default with knn_wide's K changed
+    python -m bench.quality_probes rates 0.1,1.0           # the default with other Hedge rates
+    python -m bench.quality_probes knn-regression          # a kNN regressor prototype, alone
+
+Streams as bench.quality frames them: whole for the suite's, the first 3000 samples for the
+held-out ones. Scores are the benchmark's (bench.quality.score).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import quality as q
+from . import quality_data as qd
+from . import quality_rnn as qr
+
+HELDOUT_N = 3000
+CLASSIFICATION_STREAMS = ("bananas", "phishing", "imagesegments", "shuttle", "hyperplane", "sea",
+                          "agrawal", "randomrbf")
+REGRESSION_STREAMS = ("airline", "waterflow", "trump", "chickweights", "sp500", "solarflare",
+                      "friedman", "friedmandrift", "mv")
+
+
+def load(name: str) -> qd.Stream:
+    return qd.ALL_LOADERS[name]().prefix(HELDOUT_N if name in qd.HELDOUT else 0)
+
+
+def members(names):
+    """The default ensemble on one-entity streams: each member's mean step loss (log loss, or
+    squared error in target standard deviations) and its Hedge weight after each chunk."""
+    for name in names:
+        s = load(name)
+        eng = qr.make_engine(qr.build_spec(s))
+        K = len(eng.spec.members)
+        sums, weights = np.zeros(K), []
+        classify = s.task == qd.CLASSIFICATION
+        out = np.empty((s.n, s.num_classes if classify else 1))
+        for a in range(0, s.n, qr.CHUNK):
+            b = min(a + qr.CHUNK, s.n)
+            x = s.X[None, a:b].astype(np.float32)
+            if classify:
+                p, _ = eng.step([s.keys[a]], inputs=x,
+                                target_classes=s.y[None, a:b].astype(np.int64))
+            else:
+                p, _ = eng.step([s.keys[a]], inputs=x,
+                                targets=s.y[None, a:b, None].astype(np.float32))
+            out[a:b] = p[0]
+            sums += [np.nansum(np.asarray(l)[0]) for l in eng.last_call.member_losses]
+            weights.append([float(np.asarray(w)[0]) for w in eng.last_call.member_weights])
+        print(f"{name}: score {q.score(s, out if classify else out[:, 0]):.4f}, eta {eng.eta}")
+        for k in range(K):
+            print(f"  {eng.spec.members[k]}: mean loss {sums[k] / s.n:.4f}, weights "
+                  + " ".join(f"{w[k]:.2f}" for w in weights))
+
+
+def knn(ks=(5, 10, 20, 30, 50), alphas=(0.1, 0.5)):
+    """The nearest-neighbour member alone (service.engine.neighbours), log loss per stream."""
+    from rnnstream.service.engine import neighbours as nb
+    streams = [load(n) for n in CLASSIFICATION_STREAMS]
+    print("K alpha " + " ".join(CLASSIFICATION_STREAMS))
+    alpha0 = nb.ALPHA
+    try:
+        for k in ks:
+            for alpha in alphas:
+                nb.ALPHA = alpha
+                row = []
+                for s in streams:
+                    m = nb._fresh(nb.model_shapes(s.X.shape[1]))
+                    P = np.concatenate([nb.predict_and_learn(m, s.X[a:a + qr.CHUNK],
+                                                             s.y[a:a + qr.CHUNK].astype(float),
+                                                             s.num_classes, k)
+                                        for a in range(0, s.n, qr.CHUNK)])
+                    row.append(q.score(s, np.where(np.isfinite(P), P, 1.0 / s.num_classes)))
+                print(k, alpha, " ".join(f"{r:.4f}" for r in row), flush=True)
+    finally:
+        nb.ALPHA = alpha0
+
+
+def wide(ks):
+    """The default on the classification streams with knn_wide's K set to each of ``ks``."""
+    from rnnstream.service.engine import neighbours as nb
+    streams = [load(n) for n in CLASSIFICATION_STREAMS]
+    print("knn_wide K " + " ".join(CLASSIFICATION_STREAMS))
+    k0 = nb.K_WIDE
+    try:
+        for k in ks:
+            nb.K_WIDE = k
+            print(k, " ".join(f"{q.score(s, qr.run(s)):.4f}" for s in streams), flush=True)
+    finally:
+        nb.K_WIDE = k0
+
+
+def rates(values):
+    """The default on the regression streams with Hedge rates other than its own (0: default)."""
+    streams = [load(n) for n in REGRESSION_STREAMS]
+    print("rate " + " ".join(REGRESSION_STREAMS))
+    for r in (0.0, *values):
+        print(r or "default", " ".join(f"{q.score(s, qr.run(s, {'hedge_rate': r} if r else None)):.4f}"
+                                       for s in streams), flush=True)
+
+
+def knn_regression(ks=(10, 30), window=1000):
+    """Distance-weighted kNN regression on inputs scaled by the statistics so far, alone: the
+    prototype of a regression member, MAE per stream (the previous target for the first two)."""
+    for name in REGRESSION_STREAMS:
+        s = load(name)
+        X, y, res = s.X, s.y, []
+        for K in ks:
+            pred = np.zeros(s.n)
+            for t in range(s.n):
+                if t < 2:
+                    pred[t] = y[t - 1] if t else 0.0
+                    continue
+                lo = max(0, t - window)
+                sd = X[:t].std(0)
+                sd[sd == 0] = 1.0
+                d = (((X[lo:t] - X[t]) / sd) ** 2).sum(1)
+                k = min(K, t - lo)
+                idx = np.argpartition(d, k - 1)[:k]
+                w = 1.0 / (np.sqrt(d[idx]) + 1e-3)
+                pred[t] = (w * y[lo:t][idx]).sum() / w.sum()
+            res.append(f"K={K} {q.score(s, pred):.4f}")
+        print(name, " ".join(res), flush=True)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("members", "knn", "wide", "rates", "knn-regression"):
+        print(__doc__)
+        return 2
+    what, rest = argv[0], argv[1:]
+    if what in ("members", "wide", "rates"):
+        from rnnstream.service.engine import warm_up
+        warm_up()
+    if what == "members":
+        members((rest[0] if rest else "agrawal,sea,sp500,solarflare").split(","))
+    elif what == "knn":
+        knn()
+    elif what == "wide":
+        wide([int(k) for k in (rest[0] if rest else "20,30,50").split(",")])
+    elif what == "rates":
+        rates([float(r) for r in (rest[0] if rest else "0.1,1.0").split(",")])
+    else:
+        knn_regression()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,14 +42,7 @@ def members(names):
         out = np.empty((s.n, s.num_classes if classify else 1))
         for a in range(0, s.n, qr.CHUNK):
             b = min(a + qr.CHUNK, s.n)
-            x = s.X[None, a:b].astype(np.float32)
-            if classify:
-                p, _ = eng.step([s.keys[a]], inputs=x,
-                                target_classes=s.y[None, a:b].astype(np.int64))
-            else:
-                p, _ = eng.step([s.keys[a]], inputs=x,
-                                targets=s.y[None, a:b, None].astype(np.float32))
-            out[a:b] = p[0]
+            out[a:b] = qr.step_rows(eng, s, a, b, classify)
             sums += [np.nansum(np.asarray(l)[0]) for l in eng.last_call.member_losses]
             weights.append([float(np.asarray(w)[0]) for w in eng.last_call.member_weights])
         print(f"{name}: score {q.score(s, out if classify else out[:, 0]):.4f}, eta {eng.eta}")

@@ -64,15 +64,20 @@ def run(stream, overrides=None):
         # interleaved entities: one row per call, in the data's order, as the peers see them
         bounds = [(i, i + 1) for i in range(stream.n)]
     for a, b in bounds:
-        x = stream.X[None, a:b].astype(np.float32)
-        if classify:
-            preds, _ = engine.step([stream.keys[a]], inputs=x,
-                                   target_classes=stream.y[None, a:b].astype(np.int64))
-        else:
-            preds, _ = engine.step([stream.keys[a]], inputs=x,
-                                   targets=stream.y[None, a:b, None].astype(np.float32))
-        out[a:b] = preds[0]
+        out[a:b] = step_rows(engine, stream, a, b, classify)
     return out if classify else out[:, 0]
+
+
+def step_rows(engine, stream, a, b, classify):
+    """Predict, then learn, rows [a, b) of a dense stream as one chunk; the predictions."""
+    x = stream.X[None, a:b].astype(np.float32)
+    if classify:
+        preds, _ = engine.step([stream.keys[a]], inputs=x,
+                               target_classes=stream.y[None, a:b].astype(np.int64))
+    else:
+        preds, _ = engine.step([stream.keys[a]], inputs=x,
+                               targets=stream.y[None, a:b, None].astype(np.float32))
+    return preds[0]
 
 
 def _run_text(engine, stream):

@@ -7,9 +7,10 @@
 ``make_engine`` returns an :class:`Engine`, or an :class:`EnsembleEngine` when the spec names
 two or more members; both have the same interface.
 """
-from .engine import CallStats, Engine, SKIP_REASONS, warm_up
+from .engine import CallStats, Engine, SKIP_REASONS
 from .ensemble import EnsembleCallStats, EnsembleEngine, make_engine, memory_per_model, memory_per_stream
 from .spec import Spec
+from .warm import warm_up
 
 __all__ = ["Spec", "Engine", "EnsembleEngine", "make_engine", "CallStats", "EnsembleCallStats",
            "SKIP_REASONS", "memory_per_model", "memory_per_stream", "warm_up"]

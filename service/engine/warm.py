@@ -1,0 +1,46 @@
+"""``warm_up``: every compiled kernel signature the service calls, loaded from numba's cache or
+compiled, before the first real chunk needs it (``service/coldstart.py`` decides when)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import kernel_tier
+from .engine import Engine
+from .ensemble import make_engine
+from .spec import Spec
+
+
+def warm_up() -> float:
+    """Load the CPU kernels from numba's cache (or compile them) now, so that the first real
+    chunk does not wait for it (a few hundred ms with a warm cache). One tiny model covers every
+    cell and rule: the kernels read those from arrays, so their signatures are shared. Returns
+    the seconds it took."""
+    with kernel_tier.compiled_in_this_thread():
+        return _warm_up()
+
+
+def _warm_up() -> float:
+    t0 = time.perf_counter()
+    x = np.zeros((1, 1, 1), dtype=np.float32)
+    # the plain path, and the feature path (normalisation, skip, taps, their forecast) of the
+    # default
+    for extra in (dict(normalize="off", linear_skip=False, output_taps=()),
+                  dict(input_taps=(1,), output_taps=(1,))):
+        engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                             algorithm="tbptt", tbptt_k1=1, tbptt_k2=1, **extra))
+        engine.step(["warm-up"], inputs=x, targets=x)
+        engine.step(["warm-up"], inputs=x, learn=False)  # no targets: predictions stand in
+        engine.forecast("warm-up", 1)
+    # late labels and segment resets
+    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                         tbptt_k1=1, tbptt_k2=1, max_label_delay=1))
+    engine.step(["warm-up"], inputs=x)
+    engine.step(["warm-up"], labels=[([0], x[0, :1])], reset_after=True)
+    # the byte context member's kernel (the default byte model's second member)
+    engine = make_engine(Spec(vocab_size=256, num_classes=256, hidden_sizes=(1,), tbptt_k1=1,
+                              tbptt_k2=1, target_mode="next_input", context_table_bits=10,
+                              members=({}, {"baseline": "context"})))
+    engine.step(["warm-up"], tokens=np.zeros((1, 2), np.int64))
+    return time.perf_counter() - t0

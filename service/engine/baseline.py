@@ -90,6 +90,76 @@ class WeightlessMember:
         return self._streams[sid]
 
 
+def zeros_of(shapes: dict) -> dict:
+    """Zero arrays for ``{name: (shape, dtype)}``."""
+    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
+
+
+def state_bytes(shapes: dict) -> int:
+    """Bytes of the arrays ``{name: (shape, dtype)}`` describes."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+               for shape, dtype in shapes.values())
+
+
+class PooledMember(WeightlessMember):
+    """A member whose learned state lives once in the model when its streams share it
+    (``shared``: ``_model``, the fields of ``_model_shapes()``), else in every stream beside
+    the fields of ``_stream_shapes()``; both kinds of snapshot carry it, checked on restore.
+    Shapes are ``{name: (shape, dtype)}``. ``pooled`` names that state in messages."""
+
+    pooled = "state"
+
+    def _shapes(self) -> dict:
+        shapes = self._stream_shapes()
+        return shapes if self.shared else {**shapes, **self._model_shapes()}
+
+    def _new(self, shapes: dict) -> dict:
+        return zeros_of(shapes)
+
+    def _fresh(self) -> dict:
+        return self._new(self._shapes())
+
+    def snapshot_stream(self, sid) -> dict:
+        return {name: np.array(a) for name, a in self._known(sid).items()}
+
+    def restore_stream(self, sid, d: dict):
+        self._streams[sid] = self._checked(d, self._shapes(), "stream snapshot")
+
+    def snapshot_model(self) -> dict:
+        return {name: np.array(a) for name, a in self._model.items()} if self.shared else {}
+
+    def restore_model(self, d: dict):
+        if not self.shared:
+            if d:
+                raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
+                                 f"baseline {self.kind} of a per-stream model, which keeps its "
+                                 f"{self.pooled} per stream")
+            return
+        self._model = self._checked(d, self._model_shapes(), "model snapshot")
+
+    def _checked(self, d: dict, shapes: dict, what: str) -> dict:
+        """``d`` as arrays of exactly ``shapes``, floats finite (``_check_values`` may ask
+        more); ValueError naming the first field that is not."""
+        out = {}
+        for name, (shape, dtype) in shapes.items():
+            a = d.get(name)
+            if a is None or np.shape(a) != shape:
+                raise ValueError(f"{what} field {name} of the baseline {self.kind} is missing or "
+                                 f"not of shape {shape}: the snapshot is not of this model")
+            out[name] = np.array(a, dtype=dtype)
+        extra = sorted(set(d) - set(shapes))
+        if extra:
+            raise ValueError(f"{what} field(s) {', '.join(extra)} are not of the baseline {self.kind}")
+        for name, a in out.items():
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise ValueError(f"{what} field {name} of the baseline {self.kind} holds NaN or Inf")
+        self._check_values(out, what)
+        return out
+
+    def _check_values(self, out: dict, what: str):
+        """More than shapes and finiteness, for a member whose fields have a range."""
+
+
 class LastTarget(WeightlessMember):
     """Persistence for every stream of a regression model with explicit targets."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from rnnstream.kernels import context as ck
 
 from . import hedge, kernel_tier
-from .baseline import WeightlessMember
+from .baseline import PooledMember, state_bytes, zeros_of
 from .engine import CallStats
 
 HISTORY_BITS = 20
@@ -45,16 +45,17 @@ def stream_shapes() -> dict:
 
 
 def _fresh(shapes: dict) -> dict:
-    d = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
+    d = zeros_of(shapes)
     if "weights" in d:
         d["weights"][:] = ck.INITIAL_WEIGHT
     return d
 
 
-class ContextMixing(WeightlessMember):
+class ContextMixing(PooledMember):
     """Context mixing for every stream of a token model."""
 
     kind = "context"
+    pooled = "statistics"
 
     def __init__(self, vocab_size: int, shared: bool, table_bits: int, dtype=np.float32):
         self.vocab = vocab_size
@@ -65,11 +66,11 @@ class ContextMixing(WeightlessMember):
         self._streams: dict = {}
         self.last_call = CallStats()
 
-    def _shapes(self) -> dict:
-        shapes = stream_shapes()
-        if not self.shared:
-            shapes.update(model_shapes(self.table_bits))
-        return shapes
+    def _model_shapes(self) -> dict:
+        return model_shapes(self.table_bits)
+
+    def _stream_shapes(self) -> dict:
+        return stream_shapes()
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
         """Distributions over the next token [B, T, V] and the losses of the previous
@@ -95,53 +96,17 @@ class ContextMixing(WeightlessMember):
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
     # streams ----------------------------------------------------------------------------
-    def _fresh(self) -> dict:
-        return _fresh(self._shapes())
+    def _new(self, shapes: dict) -> dict:
+        return _fresh(shapes)
 
     def _steps(self, s: dict) -> int:
         return int(s["scalars"][ck.STEPS])
 
-    def snapshot_stream(self, sid) -> dict:
-        return {name: np.array(a) for name, a in self._known(sid).items()}
-
-    def restore_stream(self, sid, d: dict):
-        self._streams[sid] = _checked(d, self._shapes(), "stream snapshot")
-
-    def snapshot_model(self) -> dict:
-        return {name: np.array(a) for name, a in self._model.items()} if self.shared else {}
-
-    def restore_model(self, d: dict):
-        if not self.shared:
-            if d:
-                raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
-                                 "baseline context of a per-stream model, which keeps its "
-                                 "statistics per stream")
-            return
-        self._model = _checked(d, model_shapes(self.table_bits), "model snapshot")
-
-
-def _checked(d: dict, shapes: dict, what: str) -> dict:
-    out = {}
-    for name, (shape, dtype) in shapes.items():
-        a = d.get(name)
-        if a is None or np.shape(a) != shape:
-            raise ValueError(f"{what} field {name} of the baseline context is missing or not of "
-                             f"shape {shape}: the snapshot is not of this model")
-        out[name] = np.array(a, dtype=dtype)
-    extra = sorted(set(d) - set(shapes))
-    if extra:
-        raise ValueError(f"{what} field(s) {', '.join(extra)} are not of the baseline context")
-    for name in ("weights", "last_dist", "running"):
-        if name in out and not np.all(np.isfinite(out[name])):
-            raise ValueError(f"{what} field {name} of the baseline context holds NaN or Inf")
-    return out
-
 
 def memory_per_model(shared: bool, table_bits: int) -> int:
     """Bytes the model keeps once: the statistics table and mixer, when streams share them."""
-    return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in model_shapes(table_bits).values()) if shared else 0
+    return state_bytes(model_shapes(table_bits)) if shared else 0
 
 
 def memory_per_stream(shared: bool, table_bits: int) -> int:
-    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(table_bits)}
-    return sum(int(np.prod(s)) * np.dtype(t).itemsize for s, t in shapes.values())
+    return state_bytes(stream_shapes() if shared else {**stream_shapes(), **model_shapes(table_bits)})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import hedge
-from .baseline import WeightlessMember
+from .baseline import PooledMember, state_bytes, zeros_of
 from .engine import CallStats
 
 WINDOW = 1000
@@ -36,17 +36,14 @@ EPS = 1e-3
 
 def model_shapes(I: int) -> dict:
     """The window and the input statistics (float64)."""
-    return {"inputs": (WINDOW, I), "classes": (WINDOW,),  # oldest first; the last `count`
-            "count": (),                                  # labelled steps seen (all time)
-            "input_mean": (I,), "input_m2": (I,)}
+    return {"inputs": ((WINDOW, I), np.float64),
+            "classes": ((WINDOW,), np.float64),  # oldest first; the last `count`
+            "count": ((), np.float64),           # labelled steps seen (all time)
+            "input_mean": ((I,), np.float64), "input_m2": ((I,), np.float64)}
 
 
 def stream_shapes() -> dict:
-    return {"running": (2,), "steps": ()}
-
-
-def _fresh(shapes: dict) -> dict:
-    return {name: np.zeros(shape) for name, shape in shapes.items()}
+    return {"running": ((2,), np.float64), "steps": ((), np.float64)}
 
 
 def predict_and_learn(m: dict, x: np.ndarray, y: np.ndarray | None, C: int, neighbours: int = K):
@@ -106,20 +103,25 @@ def predict_and_learn(m: dict, x: np.ndarray, y: np.ndarray | None, C: int, neig
     return probs
 
 
-class Neighbours(WeightlessMember):
+class Neighbours(PooledMember):
     """k nearest neighbours for every stream of a dense classification model."""
+
+    pooled = "window"
 
     def __init__(self, input_size: int, num_classes: int, shared: bool, dtype=np.float32,
                  neighbours: int = K):
         self.I, self.C, self.shared, self.K = input_size, num_classes, shared, neighbours
         self.kind = "knn" if neighbours == K else "knn_wide"  # the member's name in messages
         self.dtype = np.dtype(dtype)
-        self._model = _fresh(model_shapes(input_size)) if shared else None
+        self._model = zeros_of(model_shapes(input_size)) if shared else None
         self._streams: dict = {}
         self.last_call = CallStats()
 
-    def _shapes(self) -> dict:
-        return stream_shapes() if self.shared else {**stream_shapes(), **model_shapes(self.I)}
+    def _model_shapes(self) -> dict:
+        return model_shapes(self.I)
+
+    def _stream_shapes(self) -> dict:
+        return stream_shapes()
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
         x, lengths = batch["inputs"][..., :self.I].astype(np.float64), batch["lengths"]
@@ -153,51 +155,16 @@ class Neighbours(WeightlessMember):
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
     # streams ----------------------------------------------------------------------------
-    def _fresh(self) -> dict:
-        return _fresh(self._shapes())
-
-    def snapshot_stream(self, sid) -> dict:
-        return {name: np.array(a) for name, a in self._known(sid).items()}
-
-    def restore_stream(self, sid, d: dict):
-        self._streams[sid] = self._checked(d, self._shapes(), "stream snapshot")
-
-    def snapshot_model(self) -> dict:
-        return {name: np.array(a) for name, a in self._model.items()} if self.shared else {}
-
-    def restore_model(self, d: dict):
-        if not self.shared:
-            if d:
-                raise ValueError(f"model snapshot field(s) {', '.join(sorted(d))} name the "
-                                 f"baseline {self.kind} of a per-stream model, which keeps its window "
-                                 "per stream")
-            return
-        self._model = self._checked(d, model_shapes(self.I), "model snapshot")
-
-    def _checked(self, d: dict, shapes: dict, what: str) -> dict:
-        out = {}
-        for name, shape in shapes.items():
-            a = d.get(name)
-            if a is None or np.shape(a) != shape:
-                raise ValueError(f"{what} field {name} of the baseline {self.kind} is missing or not of "
-                                 f"shape {shape}: the snapshot is not of this model")
-            out[name] = np.array(a, dtype=np.float64)
-        extra = sorted(set(d) - set(shapes))
-        if extra:
-            raise ValueError(f"{what} field(s) {', '.join(extra)} are not of the baseline {self.kind}")
-        if not all(np.all(np.isfinite(a)) for a in out.values()):
-            raise ValueError(f"{what} of the baseline {self.kind} holds NaN or Inf")
+    def _check_values(self, out: dict, what: str):
         if "classes" in out and not np.all((out["classes"] >= 0) & (out["classes"] < self.C)
                                            & (out["classes"] == np.round(out["classes"]))):
             raise ValueError(f"{what} of the baseline {self.kind} holds a class outside 0..{self.C - 1}")
-        return out
 
 
 def memory_per_model(input_size: int, shared: bool) -> int:
     """Bytes the model keeps once: the window and input statistics, when streams share them."""
-    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in model_shapes(input_size).values()) if shared else 0
+    return state_bytes(model_shapes(input_size)) if shared else 0
 
 
 def memory_per_stream(input_size: int, shared: bool) -> int:
-    shapes = stream_shapes() if shared else {**stream_shapes(), **model_shapes(input_size)}
-    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
+    return state_bytes(stream_shapes() if shared else {**stream_shapes(), **model_shapes(input_size)})

@@ -22,7 +22,7 @@ from rnnstream.service.metrics import Metrics
 from rnnstream.service.registry import Registry
 from rnnstream.service.servicer import RnnStreamServicer
 from rnnstream.service.store import SchemaTooNew, open_store
-from rnnstream.service.workers import WorkerPool, default_workers
+from rnnstream.service.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RnnStream"].full_name
@@ -89,7 +89,7 @@ class Server:
         except Exception as e:  # psycopg's errors: a server that is down, a wrong password or database
             raise StartupError(f"cannot open the store {config.store.split('@')[-1]}: {e}") from None
         self.metrics = Metrics()
-        self.pool = WorkerPool(config.workers or default_workers())
+        self.pool = WorkerPool(config.workers or shards.cores())
         shards.set_threads(self.pool.workers)  # a PER_STREAM model's large batch, split this many ways
         log.info("engine calls run on %d worker threads", self.pool.workers)
         self.registry = Registry(config, self.store, self.metrics, self.pool)

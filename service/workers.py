@@ -11,15 +11,6 @@ import asyncio
 import collections
 import concurrent.futures
 import functools
-import os
-
-
-def default_workers() -> int:
-    """The cores this process may run on (its CPU affinity), at least one."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class WorkerPool:

@@ -19,7 +19,8 @@ _threads = 0
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least one."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -31,7 +32,7 @@ def set_threads(threads: int) -> None:
     this process may use."""
     global _threads, _executor
     with _lock:
-        _threads = threads if threads > 0 else _cores()
+        _threads = threads if threads > 0 else cores()
         if _executor is not None:
             _executor.shutdown(wait=False)
             _executor = None
@@ -39,7 +40,7 @@ def set_threads(threads: int) -> None:
 
 def parts(B: int) -> list[tuple[int, int]]:
     """The runs [start, stop) of a B-stream batch, one per thread; one run when not worth it."""
-    threads = _threads or _cores()
+    threads = _threads or cores()
     n = min(threads, B // MIN_STREAMS_PER_PART)
     if n <= 1:
         return [(0, B)]
@@ -53,7 +54,7 @@ def run(calls) -> list:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=_threads or _cores(),
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=_threads or cores(),
                                                               thread_name_prefix="engine-part")
         executor = _executor
     futures = [executor.submit(call) for call in calls[1:]]

@@ -106,8 +106,8 @@ def compile_kernels() -> None:
 
 def _cached_kernels(since: float = 0.0) -> int:
     """How many compiled kernel signatures numba's on-disk cache holds (written since ``since``)."""
-    override = os.environ.get("NUMBA_CACHE_DIR")
-    root = pathlib.Path(override) if override else pathlib.Path(__file__).resolve().parent.parent / "kernels" / "__pycache__"
+    from rnnstream.service.coldstart import kernel_cache
+    root = kernel_cache()[0]
     return sum(1 for f in root.rglob("*.nbc") if f.stat().st_mtime >= since) if root.is_dir() else 0
 
 

@@ -83,11 +83,13 @@ def test_keepalive_pings_keep_a_quiet_stream_open(server, name):
     """The SDK pings a quiet stream; the server accepts pings that often (a default gRPC
     server answers the third early ping with GOAWAY, which would force a reconnect)."""
     chunks = sine_chunks(2, 3)
-    with Client(server.address, keepalive_s=10) as client:
+    # pings every 2 s, not the SDK's 30: a server that refuses early pings sends GOAWAY on the
+    # third (gRPC's default: two strikes), here after about 6 s
+    with Client(server.address, keepalive_s=2) as client:
         client.create_model(name=name, **SPEC)
         with client.stream(name, "quiet") as s:
             first = s.send(chunks[0][0], targets=chunks[0][1])
-            time.sleep(45)  # four or five pings with no data between them
+            time.sleep(11)  # five pings with no data between them
             second = s.send(chunks[1][0], targets=chunks[1][1])
             assert s.reconnects == 0
     assert (first.seq, second.seq) == (1, 2)

@@ -21,11 +21,10 @@ stream snapshot. Forecasts repeat the season forward.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
-
 from . import hedge
 from .baseline import LastTarget
 from .engine import CallStats
+from .recurrence import discounted
 
 PERIODS = (4, 7, 12, 24, 52, 168)
 HISTORY = max(PERIODS)
@@ -70,11 +69,8 @@ def run_stream(state: dict, y: np.ndarray, has_targets: bool):
     err = np.mean((lagged - y) ** 2, axis=2)                             # [C, T]
     ref = np.mean((full[HISTORY - 1:HISTORY - 1 + T] - y) ** 2, axis=1)   # [T]
     fin = np.isfinite(err) & np.isfinite(ref)
-    zi = lambda a: a[:, None] * DISCOUNT  # noqa: E731  (lfilter's state for y[-1] = a)
-    e_after, _ = lfilter([1.0], [1.0, -DISCOUNT], np.where(fin, err, 0.0), axis=1,
-                         zi=zi(state["error"]))
-    r_after, _ = lfilter([1.0], [1.0, -DISCOUNT], np.where(fin, ref, 0.0), axis=1,
-                         zi=zi(state["reference"]))
+    e_after = discounted(np.where(fin, err, 0.0), 1.0, DISCOUNT, state["error"], axis=1)
+    r_after = discounted(np.where(fin, ref, 0.0), 1.0, DISCOUNT, state["reference"], axis=1)
     n_after = state["scored"][:, None] + np.cumsum(fin, axis=1)
     # step t chooses with the errors of the steps before it
     before = lambda a0, a: np.concatenate([a0[:, None], a[:, :-1]], axis=1)  # noqa: E731

@@ -48,8 +48,8 @@ phi^h * the last residual.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
+from .recurrence import discounted
 from .seasonal import DISCOUNT, MIN_SCORED, PERIODS, Seasonal, choose
 
 # (alpha, gamma) pairs, each a candidate beside the periods; one measured best (see above)
@@ -180,8 +180,7 @@ def _ew_before_after(x, rate, first, axis=0):
     """v <- (1 - rate) v + rate x along ``axis`` from ``first`` (NaN: the first x): the
     values before and after each step."""
     start = np.where(np.isnan(first), np.take(x, 0, axis=axis), first)
-    after, _ = lfilter([rate], [1.0, rate - 1.0], x, axis=axis,
-                       zi=np.expand_dims((1.0 - rate) * start, axis))
+    after = discounted(x, rate, 1.0 - rate, start, axis=axis)
     before = np.concatenate([np.expand_dims(first, axis),
                              np.delete(after, -1, axis=axis)], axis=axis)
     return before, after
@@ -246,8 +245,8 @@ def _advance_chunk(state: dict, y: np.ndarray, has_targets: bool, index0: int):
                & np.isfinite(last).all(axis=1)[None, :, None])                # [M, T, C]
         err = np.where(fin, np.mean((guess - y[None, :, None]) ** 2, axis=3), 0.0)
         ref = np.where(fin, np.mean((last - y) ** 2, axis=1)[None, :, None], 0.0)
-        E_after = lfilter([1.0], [1.0, -DISCOUNT], err, axis=1, zi=DISCOUNT * E0[:, None])[0]
-        R_after = lfilter([1.0], [1.0, -DISCOUNT], ref, axis=1, zi=DISCOUNT * R0[:, None])[0]
+        E_after = discounted(err, 1.0, DISCOUNT, E0, axis=1)
+        R_after = discounted(ref, 1.0, DISCOUNT, R0, axis=1)
         N_after = N0[:, None] + np.cumsum(fin, axis=1)
         E_before = np.concatenate([E0[:, None], E_after[:, :-1]], axis=1).transpose(1, 0, 2)
         R_before = np.concatenate([R0[:, None], R_after[:, :-1]], axis=1).transpose(1, 0, 2)
@@ -265,8 +264,7 @@ def _advance_chunk(state: dict, y: np.ndarray, has_targets: bool, index0: int):
         pair = np.isfinite(r).all(axis=1) & np.isfinite(residual_before).all(axis=1)  # [T]
         add = np.where(pair[:, None, None],
                        np.stack([r * residual_before, residual_before ** 2], axis=1), 0.0)
-        sums_after = lfilter([1.0], [1.0, -DISCOUNT], add, axis=0,
-                             zi=DISCOUNT * state["residual_sums"][None])[0]  # [T, 2, O]
+        sums_after = discounted(add, 1.0, DISCOUNT, state["residual_sums"], axis=0)  # [T, 2, O]
         sums_before = np.concatenate([state["residual_sums"][None], sums_after[:-1]])
         pairs_after = state["pairs"] + np.cumsum(pair)
         pairs_before = np.concatenate([[state["pairs"]], pairs_after[:-1]])

@@ -5,7 +5,7 @@ the data directory, the embedded default; and ``service.store_postgres.PostgresS
 PostgreSQL server that several replicas share (``--store postgresql://...``), which also keeps
 the stream leases and the shared-weight rounds of a scale-out. :func:`open_store` picks one.
 
-Snapshots are the engine's ``{name: ndarray}`` dicts written with ``np.savez`` into BLOBs.
+Snapshots are the engine's ``{name: ndarray}`` dicts, stored as BLOBs (service/snapshot_blob.py).
 All access goes through one worker thread, so commits happen in the order they were asked
 for; the event loop awaits :meth:`Store.call`. A checkpoint is one transaction: a crash
 leaves either the previous checkpoint or the new one, never a mix.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import io
 import json
 import os
 import sqlite3
@@ -23,6 +22,8 @@ import time
 from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
+
+from .snapshot_blob import pack, unpack  # noqa: F401  (store_postgres uses them from here)
 
 # Numbered migrations, applied in order at open, each in one transaction with its
 # ``PRAGMA user_version`` bump. A store made before versioning is version 0 and holds the
@@ -76,17 +77,6 @@ def migrate(db: sqlite3.Connection, migrations=None) -> int:
             raise
         db.execute("COMMIT")
     return found
-
-
-def pack(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def unpack(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 # A checkpoint failure whose error starts with this: the stream's lease (shared store) is

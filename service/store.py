@@ -248,15 +248,38 @@ class Store(StoreBase):
             for name, state in models:
                 self._row(failures, name, "", "UPDATE models SET state = ?, updated_unix_ms = ? WHERE name = ?",
                           lambda: (pack(state), now, name))
-            for r in streams:
-                # A stream of a model deleted meanwhile is left out (foreign key), not an error.
-                self._row(failures, r.model, r.stream_id,
-                          "INSERT INTO streams SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM models "
-                          "WHERE name = ?1) ON CONFLICT (model, stream_id) DO UPDATE SET acked_seq = "
-                          "excluded.acked_seq, stats_json = excluded.stats_json, state = excluded.state, "
-                          "updated_unix_ms = excluded.updated_unix_ms",
-                          lambda r=r: (r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
+            self._stream_rows(failures, list(streams), now)
         return failures
+
+    # A stream of a model deleted meanwhile is left out (foreign key), not an error.
+    _UPSERT_STREAM = ("INSERT INTO streams SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM models "
+                      "WHERE name = ?1) ON CONFLICT (model, stream_id) DO UPDATE SET acked_seq = "
+                      "excluded.acked_seq, stats_json = excluded.stats_json, state = excluded.state, "
+                      "updated_unix_ms = excluded.updated_unix_ms")
+
+    def _stream_rows(self, failures: list, streams: list[StreamRecord], now: int) -> None:
+        """All rows in one statement under one savepoint; only when that fails, row by row
+        (a savepoint each, at three statements a row, cost more than the rows at thousands of
+        streams)."""
+        params = []
+        for r in streams:
+            try:
+                params.append((r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
+            except (OverflowError, ValueError, TypeError):
+                params = None
+                break
+        if params is not None:
+            self._db.execute("SAVEPOINT rows")
+            try:
+                self._db.executemany(self._UPSERT_STREAM, params)
+                self._db.execute("RELEASE rows")
+                return
+            except (sqlite3.Error, OverflowError, ValueError, TypeError):
+                self._db.execute("ROLLBACK TO rows")
+                self._db.execute("RELEASE rows")
+        for r in streams:
+            self._row(failures, r.model, r.stream_id, self._UPSERT_STREAM,
+                      lambda r=r: (r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
 
     def _row(self, failures: list, model: str, stream_id: str, sql: str, params: Callable[[], tuple]) -> None:
         self._db.execute("SAVEPOINT row")

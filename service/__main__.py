@@ -11,10 +11,12 @@ from rnnstream.service.config import Config, from_args
 
 
 async def _run(config: Config) -> None:
+    from rnnstream.service.gcpolicy import collect_less
     from rnnstream.service.server import Server  # after logging is set up; imports the engine
 
     server = Server(config)
     await server.start()
+    collect_less()  # a process-wide choice: only the server process makes it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

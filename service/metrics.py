@@ -11,7 +11,7 @@ import math
 import threading
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -111,6 +111,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # the process's CPU, memory and open files, and its garbage collector's work
+        # (python_gc_*): what an operator checks first when latency climbs
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.steps = Counter("rnnstream_steps", "Stream steps run (predictions made)", ["model"], registry=r)
         self.updates = Counter("rnnstream_updates", "Weight updates applied", ["model"], registry=r)
         self.skipped_updates = Counter("rnnstream_skipped_updates", "Updates skipped, by reason",

@@ -46,6 +46,7 @@ MIN_BRANCH = 0.01    # River's min_branch_fraction
 MAX_SHARE = 0.99     # River's max_share_to_split
 ALPHA = 0.1          # smoothing toward uniform, as the kNN member's
 VAR_EPS = 1e-9       # naive Bayes: variance floor relative to the feature's square (+ the same absolute)
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def max_leaves(nodes: int) -> int:
@@ -100,14 +101,16 @@ def _naive_bayes(m: dict, s: int, x: np.ndarray) -> np.ndarray | None:
         return None
     mean = m["mean"][s]
     var = m["m2"][s] / np.maximum(seen - 1.0, 1.0)[:, None]
-    var = np.maximum(var, VAR_EPS * (1.0 + mean * mean))
-    ll = -0.5 * np.sum((x - mean) ** 2 / var + np.log(2.0 * math.pi * var), axis=1)
-    return np.where(have, np.log(np.where(have, w, 1.0) / w.sum()) + ll, -np.inf)
+    np.maximum(var, VAR_EPS * (1.0 + mean * mean), out=var)
+    d = x - mean
+    ll = np.sum(d * d / var + np.log(var), axis=1)
+    ll = np.log(np.where(have, w, 1.0) / w.sum()) - 0.5 * (ll + x.shape[0] * _LOG_2PI)
+    ll[~have] = -np.inf
+    return ll
 
 
-def _probabilities(m: dict, s: int, nb: np.ndarray | None) -> np.ndarray:
+def _probabilities(m: dict, s: int, nb: np.ndarray | None, total: float) -> np.ndarray:
     w = m["class_weight"][s]
-    total = w.sum()
     if nb is not None and m["nb_correct"][s] >= m["mc_correct"][s]:
         p = np.exp(nb - nb.max())
         p /= p.sum()
@@ -194,23 +197,26 @@ def _attempt_split(m: dict, n: int, s: int):
     m["nodes"], m["leaves"] = np.float64(a + 2), np.float64(r + 1)
 
 
-def _learn(m: dict, n: int, s: int, x: np.ndarray, c: int, nb: np.ndarray | None):
+def _learn(m: dict, n: int, s: int, x: np.ndarray, c: int, nb: np.ndarray | None, total: float):
     w = m["class_weight"][s]
-    if w.sum() > 0:  # naive-Bayes-adaptive tallies, from the prediction made for this step
-        m["mc_correct"][s] += float(np.argmax(w) == c)
+    if total > 0:  # naive-Bayes-adaptive tallies, from the prediction made for this step
+        m["mc_correct"][s] += float(w.argmax() == c)
         if nb is not None:
-            m["nb_correct"][s] += float(np.argmax(nb) == c)
+            m["nb_correct"][s] += float(nb.argmax() == c)
     w[c] += 1.0
+    total += 1.0
     k = m["seen"][s, c] + 1.0
-    first = k == 1.0
     m["seen"][s, c] = k
-    mean = m["mean"][s, c]
+    mean, lo, hi = m["mean"][s, c], m["lo"][s, c], m["hi"][s, c]
     d = x - mean
     mean += d / k
     m["m2"][s, c] += d * (x - mean)
-    m["lo"][s, c] = x if first else np.minimum(m["lo"][s, c], x)
-    m["hi"][s, c] = x if first else np.maximum(m["hi"][s, c], x)
-    total = w.sum()
+    if k == 1.0:
+        lo[:] = x
+        hi[:] = x
+    else:
+        np.minimum(lo, x, out=lo)
+        np.maximum(hi, x, out=hi)
     if total - m["last_attempt"][s] >= GRACE:
         m["last_attempt"][s] = total  # before the attempt: a split hands slot s to a child
         _attempt_split(m, n, s)
@@ -225,10 +231,11 @@ def predict_and_learn(m: dict, x: np.ndarray, y: np.ndarray | None, C: int) -> n
         n = _leaf(m, x[t])
         s = int(m["slot"][n])
         nb = _naive_bayes(m, s, x[t])
-        if m["class_weight"][s].sum() > 0:
-            probs[t] = _probabilities(m, s, nb)
+        total = float(m["class_weight"][s].sum())
+        if total > 0:
+            probs[t] = _probabilities(m, s, nb, total)
         if y is not None:
-            _learn(m, n, s, x[t], int(y[t]), nb)
+            _learn(m, n, s, x[t], int(y[t]), nb, total)
     return probs
 
 

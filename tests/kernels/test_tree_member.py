@@ -88,6 +88,29 @@ def test_member_equals_the_reference(monkeypatch):
         assert {f for f, _ in got} >= {0, 1}  # the features the class depends on
 
 
+@pytest.mark.parametrize("sharing", ["shared", "per_stream"])
+def test_chunked_equals_unchunked(monkeypatch, sharing):
+    monkeypatch.setattr(hoeffding, "GRACE", 30)  # so it splits inside the chunks
+    monkeypatch.setattr(hoeffding, "DELTA", 1e-2)
+    whole, steps = (hoeffding.HoeffdingTree(3, 3, sharing == "shared") for _ in range(2))
+    x = threshold_chunks(1, 200, seed=4)[0]
+    batch = {"inputs": x["inputs"], "tclass": x["target_classes"], "learn": 1,
+             "lengths": np.array([200])}
+    fallback = np.zeros((1, 200, 3), np.float32), np.zeros((1, 200), np.float32)
+    want = whole.step(["s"], batch, *fallback)
+    got = [steps.step(["s"], {"inputs": x["inputs"][:, t:t + 1], "learn": 1,
+                              "tclass": x["target_classes"][:, t:t + 1],
+                              "lengths": np.array([1])}, fallback[0][:, :1], fallback[1][:, :1])
+           for t in range(200)]
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in got], 1), want[0])
+    np.testing.assert_array_equal(np.concatenate([l for _, l in got], 1), want[1])
+    a, b = whole.snapshot_model() or whole.snapshot_stream("s"), steps.snapshot_model() or \
+        steps.snapshot_stream("s")
+    assert a["nodes"] >= 5
+    for name in hoeffding.model_shapes(3, 3):  # the tree (the running loss is Hedge's, summed
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # per chunk)
+
+
 def threshold_chunks(n_chunks, T, seed):
     rng = np.random.default_rng(seed)
     out = []

@@ -45,7 +45,7 @@ N_SPLITS = 10        # thresholds tried per feature (River's GaussianSplitter n_
 MIN_BRANCH = 0.01    # River's min_branch_fraction
 MAX_SHARE = 0.99     # River's max_share_to_split
 ALPHA = 0.1          # smoothing toward uniform, as the kNN member's
-VAR_EPS = 1e-9       # naive Bayes: variance floor relative to the feature's square (+ the same absolute)
+VAR_EPS = 1e-9       # naive Bayes' variance floor: VAR_EPS * (1 + mean^2)
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -63,7 +63,7 @@ def model_shapes(I: int, C: int, nodes: int | None = None) -> dict:
             "slot": ((N,), np.float64),       # a leaf's slot in the arrays below; -1
             "nodes": ((), np.float64), "leaves": ((), np.float64),  # in use
             "class_weight": ((L, C), np.float64),
-            "seen": ((L, C), np.float64),     # steps in the estimators (class_weight less the split's)
+            "seen": ((L, C), np.float64),     # steps in the estimators (not the split's counts)
             "mean": ((L, C, I), np.float64), "m2": ((L, C, I), np.float64),
             "lo": ((L, C, I), np.float64), "hi": ((L, C, I), np.float64),
             "last_attempt": ((L,), np.float64),  # the leaf's weight at its last split attempt
@@ -275,7 +275,8 @@ class HoeffdingTree(PooledMember):
             self._streams[sid] = s
         known = np.isfinite(probs).all(axis=2)
         if labelled:
-            chosen = np.take_along_axis(probs, batch["tclass"][..., None].astype(np.int64), 2)[..., 0]
+            classes = batch["tclass"][..., None].astype(np.int64)
+            chosen = np.take_along_axis(probs, classes, 2)[..., 0]
             losses = -np.log(np.maximum(chosen, 1e-300))
         else:
             losses = np.full((B, T), np.nan)

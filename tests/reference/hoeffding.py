@@ -54,7 +54,8 @@ class HoeffdingTreeReference:
                  min_branch, max_share, alpha, var_eps):
         self.I, self.C, self.max_nodes = num_features, num_classes, max_nodes
         self.grace, self.delta, self.tau, self.n_splits = grace, delta, tau, n_splits
-        self.min_branch, self.max_share, self.alpha, self.var_eps = min_branch, max_share, alpha, var_eps
+        self.min_branch, self.max_share = min_branch, max_share
+        self.alpha, self.var_eps = alpha, var_eps
         self.root, self.nodes = _Leaf([0.0] * num_classes, num_features), 1
 
     def _find(self, x):

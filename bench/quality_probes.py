@@ -7,6 +7,7 @@
     python -m bench.quality_probes knn-regression          # a kNN regressor prototype, alone
     python -m bench.quality_probes tree                    # the Hoeffding tree member alone
     python -m bench.quality_probes with-tree               # the default with and without it
+    python -m bench.quality_probes tree-settings           # the tree alone, grace x delta
 
 Streams as bench.quality frames them: whole for the suite's, the first 3000 samples for the
 held-out ones. Scores are the benchmark's (bench.quality.score).
@@ -151,6 +152,25 @@ def tree(leaves=("nba", "mc"), budgets=(63, 127, 255)):
         ht._naive_bayes = nb0
 
 
+def tree_settings(settings=((200, 1e-7), (100, 1e-7), (50, 1e-7), (200, 1e-5), (100, 1e-5))):
+    """The Hoeffding tree member alone with other grace periods and deltas, log loss."""
+    from rnnstream.service.engine import hoeffding as ht
+    streams = [load(n) for n in CLASSIFICATION_STREAMS]
+    print("grace delta " + " ".join(CLASSIFICATION_STREAMS))
+    grace0, delta0 = ht.GRACE, ht.DELTA
+    try:
+        for grace, delta in settings:
+            ht.GRACE, ht.DELTA = grace, delta
+            row = []
+            for s in streams:
+                m = ht.fresh_tree(ht.model_shapes(s.X.shape[1], s.num_classes))
+                P = ht.predict_and_learn(m, s.X, s.y, s.num_classes)
+                row.append(q.score(s, np.where(np.isfinite(P), P, 1.0 / s.num_classes)))
+            print(grace, delta, " ".join(f"{r:.4f}" for r in row), flush=True)
+    finally:
+        ht.GRACE, ht.DELTA = grace0, delta0
+
+
 def with_tree(names=CLASSIFICATION_STREAMS):
     """The default on the classification streams without and with the tree member: log loss,
     CPU microseconds per sample (process time: the box is shared), the ratio with / without."""
@@ -172,7 +192,7 @@ def with_tree(names=CLASSIFICATION_STREAMS):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("members", "knn", "wide", "rates", "knn-regression",
-                                        "tree", "with-tree"):
+                                        "tree", "with-tree", "tree-settings"):
         print(__doc__)
         return 2
     what, rest = argv[0], argv[1:]
@@ -189,6 +209,8 @@ def main(argv=None) -> int:
         rates([float(r) for r in (rest[0] if rest else "0.1,1.0").split(",")])
     elif what == "tree":
         tree()
+    elif what == "tree-settings":
+        tree_settings()
     elif what == "with-tree":
         with_tree(rest[0].split(",") if rest else CLASSIFICATION_STREAMS)
     else:

@@ -5,6 +5,9 @@
     python -m bench.quality_probes wide 20,50              # the default with knn_wide's K changed
     python -m bench.quality_probes rates 0.1,1.0           # the default with other Hedge rates
     python -m bench.quality_probes knn-regression          # a kNN regressor prototype, alone
+    python -m bench.quality_probes tree                    # the Hoeffding tree member alone
+    python -m bench.quality_probes with-tree               # the default with and without it
+    python -m bench.quality_probes tree-settings           # the tree alone, grace x delta
 
 Streams as bench.quality frames them: whole for the suite's, the first 3000 samples for the
 held-out ones. Scores are the benchmark's (bench.quality.score).
@@ -121,13 +124,79 @@ def knn_regression(ks=(10, 30), window=1000):
         print(name, " ".join(res), flush=True)
 
 
+def tree(leaves=("nba", "mc"), budgets=(63, 127, 255)):
+    """The Hoeffding tree member alone (service.engine.hoeffding), log loss per stream, with
+    naive-Bayes-adaptive or majority-class leaves and node budgets; CPU microseconds per sample
+    (process time: the box is shared)."""
+    import time
+    from rnnstream.service.engine import hoeffding as ht
+    streams = [load(n) for n in CLASSIFICATION_STREAMS]
+    print("leaves nodes " + " ".join(CLASSIFICATION_STREAMS) + " us/sample")
+    nb0 = ht._naive_bayes
+    try:
+        for leaf in leaves:
+            ht._naive_bayes = nb0 if leaf == "nba" else (lambda m, s, x: None)
+            for nodes in budgets:
+                row, spent, n = [], 0.0, 0
+                for s in streams:
+                    m = ht.fresh_tree(ht.model_shapes(s.X.shape[1], s.num_classes, nodes))
+                    t0 = time.process_time()
+                    P = np.concatenate([ht.predict_and_learn(m, s.X[a:a + qr.CHUNK],
+                                                             s.y[a:a + qr.CHUNK], s.num_classes)
+                                        for a in range(0, s.n, qr.CHUNK)])
+                    spent, n = spent + time.process_time() - t0, n + s.n
+                    row.append(q.score(s, np.where(np.isfinite(P), P, 1.0 / s.num_classes)))
+                print(leaf, nodes, " ".join(f"{r:.4f}" for r in row), f"{1e6 * spent / n:.0f}",
+                      flush=True)
+    finally:
+        ht._naive_bayes = nb0
+
+
+def tree_settings(settings=((200, 1e-7), (100, 1e-7), (50, 1e-7), (200, 1e-5), (100, 1e-5))):
+    """The Hoeffding tree member alone with other grace periods and deltas, log loss."""
+    from rnnstream.service.engine import hoeffding as ht
+    streams = [load(n) for n in CLASSIFICATION_STREAMS]
+    print("grace delta " + " ".join(CLASSIFICATION_STREAMS))
+    grace0, delta0 = ht.GRACE, ht.DELTA
+    try:
+        for grace, delta in settings:
+            ht.GRACE, ht.DELTA = grace, delta
+            row = []
+            for s in streams:
+                m = ht.fresh_tree(ht.model_shapes(s.X.shape[1], s.num_classes))
+                P = ht.predict_and_learn(m, s.X, s.y, s.num_classes)
+                row.append(q.score(s, np.where(np.isfinite(P), P, 1.0 / s.num_classes)))
+            print(grace, delta, " ".join(f"{r:.4f}" for r in row), flush=True)
+    finally:
+        ht.GRACE, ht.DELTA = grace0, delta0
+
+
+def with_tree(names=CLASSIFICATION_STREAMS):
+    """The default on the classification streams without and with the tree member: log loss,
+    CPU microseconds per sample (process time: the box is shared), the ratio with / without."""
+    import time
+    tree = {"baseline": "tree"}
+    print("stream without(us) with(us) with/without")
+    for name in names:
+        s = load(name)
+        without = tuple(m for m in qr.build_spec(s).members if m != tree)
+        row = []
+        for members in (without, without + (tree,)):
+            t0 = time.process_time()
+            row.append((q.score(s, qr.run(s, {"members": members})),
+                        1e6 * (time.process_time() - t0) / s.n))
+        print(name, f"{row[0][0]:.4f}({row[0][1]:.0f})", f"{row[1][0]:.4f}({row[1][1]:.0f})",
+              f"{row[1][0] / row[0][0]:.4f}", flush=True)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("members", "knn", "wide", "rates", "knn-regression"):
+    if not argv or argv[0] not in ("members", "knn", "wide", "rates", "knn-regression",
+                                        "tree", "with-tree", "tree-settings"):
         print(__doc__)
         return 2
     what, rest = argv[0], argv[1:]
-    if what in ("members", "wide", "rates"):
+    if what in ("members", "wide", "rates", "with-tree"):
         from rnnstream.service.engine import warm_up
         warm_up()
     if what == "members":
@@ -138,6 +207,12 @@ def main(argv=None) -> int:
         wide([int(k) for k in (rest[0] if rest else "20,30,50").split(",")])
     elif what == "rates":
         rates([float(r) for r in (rest[0] if rest else "0.1,1.0").split(",")])
+    elif what == "tree":
+        tree()
+    elif what == "tree-settings":
+        tree_settings()
+    elif what == "with-tree":
+        with_tree(rest[0].split(",") if rest else CLASSIFICATION_STREAMS)
     else:
         knn_regression()
     return 0

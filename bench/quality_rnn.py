@@ -112,7 +112,8 @@ RECOMMENDED = {
     REGRESSION: {**_DENSE, "output_taps": (1,),
                  "members": _E4 + ({"baseline": "last_target"},
                                    {"baseline": "seasonal_scaled"})},
-    CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"}, {"baseline": "knn_wide"})},
+    CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"}, {"baseline": "knn_wide"},
+                                               {"baseline": "tree"})},
     TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),
            "members": ({}, {"baseline": "context"})},
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, context, hedge, neighbours, seasonal, seasonal_scaled
+from . import baseline, context, hedge, hoeffding, neighbours, seasonal, seasonal_scaled
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
@@ -39,7 +39,9 @@ _BASELINES = {
                                                      spec.sharing != "per_stream", dtype),
     "knn_wide": lambda spec, dtype: neighbours.Neighbours(
         spec.input_size, spec.num_classes, spec.sharing != "per_stream", dtype,
-        neighbours=neighbours.K_WIDE)}
+        neighbours=neighbours.K_WIDE),
+    "tree": lambda spec, dtype: hoeffding.HoeffdingTree(spec.input_size, spec.num_classes,
+                                                        spec.sharing != "per_stream", dtype)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
                     "seasonal_scaled": lambda spec: seasonal_scaled.memory_per_stream(
@@ -49,6 +51,8 @@ _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.
                     "knn": lambda spec: neighbours.memory_per_stream(spec.input_size,
                                                                      spec.sharing != "per_stream")}
 _BASELINE_MEMORY["knn_wide"] = _BASELINE_MEMORY["knn"]  # same window and statistics
+_BASELINE_MEMORY["tree"] = lambda spec: hoeffding.memory_per_stream(
+    spec.input_size, spec.num_classes, spec.sharing != "per_stream")
 
 
 def make_engine(spec: Spec, dtype=np.float32):
@@ -67,6 +71,8 @@ _BASELINE_MODEL_MEMORY = {"context": lambda spec: context.memory_per_model(spec.
                           "knn": lambda spec: neighbours.memory_per_model(spec.input_size,
                                                                           spec.sharing != "per_stream")}
 _BASELINE_MODEL_MEMORY["knn_wide"] = _BASELINE_MODEL_MEMORY["knn"]
+_BASELINE_MODEL_MEMORY["tree"] = lambda spec: hoeffding.memory_per_model(
+    spec.input_size, spec.num_classes, spec.sharing != "per_stream")
 
 
 def memory_per_model(spec: Spec) -> int:

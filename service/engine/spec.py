@@ -64,14 +64,17 @@ MEMBER_FIELDS = ("cell", "lstm_variant", "gru_variant", "hidden_sizes", "algorit
                  "clip_norm", "weight_decay", "seed")
 MAX_MEMBERS = 8
 # members that are not networks ({"baseline": name}, service/engine/baseline.py)
-BASELINES = ("last_target", "seasonal", "seasonal_scaled", "context", "knn", "knn_wide")
+BASELINES = ("last_target", "seasonal", "seasonal_scaled", "context", "knn", "knn_wide", "tree")
 # A dense classification model given only its shape also runs k nearest neighbours over its
 # last labelled steps: River's Bananas 1.72 -> 0.86 of ARF(10)'s log loss, ImageSegments 0.55
 # -> 0.46, Phishing unchanged (Hedge keeps the networks there). A second one with 30
 # neighbours averages out label noise: held-out River SEA (10% noise) 1.05 -> 1.00 of ARF's log
 # loss, Shuttle 0.0224 -> 0.0215, Bananas 0.2493 -> 0.2470, the other classification streams
-# within 0.1% (bench/results/quality_heldout.md).
-AUTO_CLASS_BASELINES = ({"baseline": "knn"}, {"baseline": "knn_wide"})
+# within 0.1% (bench/results/quality_heldout.md). A Hoeffding tree finds a class that is a
+# threshold on one raw feature: held-out River Agrawal 1.31 -> 0.58 of River HoeffdingTree's log
+# loss (0.2941 -> 0.1313), the other classification streams within 0.25%
+# (`python -m bench.quality_probes with-tree`).
+AUTO_CLASS_BASELINES = ({"baseline": "knn"}, {"baseline": "knn_wide"}, {"baseline": "tree"})
 # A byte model (vocab_size <= 256, next_input) given only its shape also runs the context-mixing
 # member beside its network: on pydoc_data.topics it alone scores 1.40 bits/byte in one pass
 # against the GRU's 1.99 and bzip2 -9's 1.68, and Hedge follows whichever predicts better.
@@ -372,9 +375,10 @@ class Spec:
         if overrides["baseline"] not in BASELINES:
             raise ValueError(f"{where}.baseline must be one of {', '.join(BASELINES)} (or the "
                              f"member is a network: leave it out); got {overrides['baseline']!r}")
-        if overrides["baseline"] in ("knn", "knn_wide"):
+        if overrides["baseline"] in ("knn", "knn_wide", "tree"):
             if not self.knn_fits():
-                raise ValueError(f"{where}: the baseline {overrides['baseline']} votes with labelled dense inputs, so "
+                verb = "splits on" if overrides["baseline"] == "tree" else "votes with"
+                raise ValueError(f"{where}: the baseline {overrides['baseline']} {verb} labelled dense inputs, so "
                                  "it needs a dense classification model (num_classes, no "
                                  "vocab_size) with target_mode explicit and max_label_delay 0")
             return

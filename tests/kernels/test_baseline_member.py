@@ -135,7 +135,7 @@ def test_auto_members_add_persistence_for_explicit_regression_only():
     assert len(regress.members) == 6 and regress.members[-2:] == (PERSIST, {"baseline": "seasonal_scaled"})
     assert regress.network_members() == [0, 1, 2, 3]
     assert PERSIST not in Spec(input_size=3, num_classes=2).members
-    assert len(Spec(input_size=3, num_classes=2).members) == 6  # 4 networks, knn, knn_wide
+    assert len(Spec(input_size=3, num_classes=2).members) == 7  # 4 networks, knn, knn_wide, tree
     assert PERSIST not in Spec(input_size=3, output_size=3, target_mode="next_input").members
     assert Spec(input_size=3, output_size=1, max_label_delay=2).members == ()
     again = Spec.from_dict(regress.to_dict())

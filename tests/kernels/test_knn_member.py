@@ -132,7 +132,7 @@ def test_refusals(change, words):
 
 def test_dense_classifiers_given_their_shape_run_the_neighbours():
     spec = Spec(input_size=3, num_classes=2)
-    assert len(spec.members) == 6 and spec.members[-2:] == (KNN, KNN_WIDE)
+    assert len(spec.members) == 7 and spec.members[-3:-1] == (KNN, KNN_WIDE)
     assert KNN_WIDE not in Spec(input_size=3, output_size=1).members
     assert KNN not in Spec(input_size=3, output_size=1).members
     assert Spec(input_size=3, num_classes=2, cell="gru").members == ()

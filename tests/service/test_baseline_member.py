@@ -58,6 +58,8 @@ def test_persistence_member_streams_reports_and_resumes(start_server):
     (dict(members=[pb.MemberSpec(), pb.MemberSpec(baseline="last_target", tbptt_k1=2)]),
      "it sets nothing else, got tbptt_k1"),
     (dict(members=MEMBERS, output_size=0, num_classes=3), "regression model"),
+    (dict(members=[pb.MemberSpec(), pb.MemberSpec(baseline="tree")]),
+     "members[1]: the baseline tree splits on labelled dense inputs"),
 ])
 def test_bad_baseline_members_are_refused(server, change, words):
     with pytest.raises(grpc.RpcError) as info:

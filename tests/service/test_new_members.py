@@ -1,4 +1,4 @@
-"""The scaled seasonal, nearest-neighbour and context-mixing members over the real server on
+"""The scaled seasonal, nearest-neighbour, Hoeffding tree and context-mixing members over the real server on
 loopback: a model given only its shape gets them, streams exactly like the engine, and after a
 graceful restart (checkpoint in SQLite) continues exactly where it was."""
 import numpy as np
@@ -23,6 +23,11 @@ def _case(kind):
         x = rng.uniform(-2, 2, (120, 2)).astype(np.float32)
         c = (np.hypot(x[:, 0], x[:, 1]) > 1.2).astype(np.int64)
         chunks = [dict(inputs=x[a:a + 15], target_classes=c[a:a + 15]) for a in range(0, 120, 15)]
+    elif kind == "tree":  # 1200 steps: the tree splits at step 600, before the restart, and at 920
+        spec = pb.ModelSpec(name="m", input_size=3, num_classes=3)
+        x = (rng.standard_normal((1200, 3)) * [1.0, 100.0, 5.0]).astype(np.float32)
+        c = np.where(x[:, 1] > 30.0, 2, (x[:, 0] > 0.2).astype(np.int64))
+        chunks = [dict(inputs=x[a:a + 40], target_classes=c[a:a + 40]) for a in range(0, 1200, 40)]
     else:
         spec = pb.ModelSpec(name="m", vocab_size=256, num_classes=256,
                             target_mode=pb.TARGET_MODE_NEXT_INPUT)
@@ -43,17 +48,19 @@ def _request(seq, chunk):
     return req
 
 
-@pytest.mark.parametrize("kind", ["seasonal_scaled", "knn", "context"])
+@pytest.mark.parametrize("kind", ["seasonal_scaled", "knn", "context", "tree"])
 def test_shape_only_model_gets_the_member_streams_and_resumes(start_server, kind):
     spec, chunks = _case(kind)
     engine = make_engine(Spec(**spec_kwargs(spec)))
     expected = [engine.step(["s"], **{k: v[None] for k, v in c.items()}) for c in chunks]
+    if kind == "tree":
+        assert engine.members[-1]._model["nodes"] == 5
     half = len(chunks) // 2
 
     srv = start_server()
     model = srv.stub.CreateModel(pb.CreateModelRequest(spec=spec))
     assert kind in [m.baseline for m in model.spec.members]
-    assert ("knn_wide" in [m.baseline for m in model.spec.members]) == (kind == "knn")
+    assert ("knn_wide" in [m.baseline for m in model.spec.members]) == (kind in ("knn", "tree"))
     got = list(srv.stub.Stream(iter([_request(i + 1, c) for i, c in enumerate(chunks[:half])])))
     stats = srv.stub.GetStream(pb.GetStreamRequest(model="m", stream_id="s")).stats
     srv.stop()  # graceful: everything checkpointed

@@ -119,6 +119,40 @@ class PooledMember(WeightlessMember):
     def _fresh(self) -> dict:
         return self._new(self._shapes())
 
+    def _classify(self, stream_ids, batch: dict, fallback_preds, fallback_losses, run):
+        """One call of a per-step classifier (kNN, tree): ``run(state, x [n, I], classes [n]
+        or None)`` gives each step's class probabilities from what came before it, learning
+        the steps whose class comes with them; NaN rows (nothing learned yet) take the
+        fallback's prediction and loss."""
+        x, lengths = batch["inputs"][..., :self.I].astype(np.float64), batch["lengths"]
+        labelled = batch["learn"] != 2
+        learn = batch["learn"] == 1
+        B, T = lengths.shape[0], x.shape[1]
+        probs = np.full((B, T, self.C), np.nan)
+        for b, sid in enumerate(stream_ids):
+            s = self._streams.get(sid) or self._fresh()
+            n = int(lengths[b])
+            y = batch["tclass"][b, :n] if learn else None
+            probs[b, :n] = run(self._model if self.shared else s, x[b, :n], y)
+            self._streams[sid] = s
+        known = np.isfinite(probs).all(axis=2)
+        if labelled:
+            chosen = np.take_along_axis(probs, batch["tclass"][..., None].astype(np.int64), 2)[..., 0]
+            losses = -np.log(np.maximum(chosen, 1e-300))
+        else:
+            losses = np.full((B, T), np.nan)
+        preds = np.where(known[..., None], probs, fallback_preds)
+        losses = np.where(known, losses, fallback_losses)
+        active = np.arange(T)[None, :] < lengths[:, None]
+        preds = np.where(active[..., None], preds, np.nan)
+        losses = np.where(active, losses, np.nan)
+        for b, sid in enumerate(stream_ids):
+            s = self._streams[sid]
+            hedge._running(s["running"][None], losses[b:b + 1])
+            s["steps"] = np.float64(s["steps"] + lengths[b])
+        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        return preds.astype(self.dtype), losses.astype(self.dtype)
+
     def snapshot_stream(self, sid) -> dict:
         return {name: np.array(a) for name, a in self._known(sid).items()}
 

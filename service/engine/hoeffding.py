@@ -33,7 +33,6 @@ import math
 import numpy as np
 from scipy.special import ndtr
 
-from . import hedge
 from .baseline import PooledMember, state_bytes
 from .engine import CallStats
 
@@ -262,35 +261,8 @@ class HoeffdingTree(PooledMember):
         return fresh_tree(shapes) if "feature" in shapes else super()._new(shapes)
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
-        x, lengths = batch["inputs"][..., :self.I].astype(np.float64), batch["lengths"]
-        labelled = batch["learn"] != 2
-        learn = batch["learn"] == 1
-        B, T = lengths.shape[0], x.shape[1]
-        probs = np.full((B, T, self.C), np.nan)
-        for b, sid in enumerate(stream_ids):
-            s = self._streams.get(sid) or self._fresh()
-            n = int(lengths[b])
-            y = batch["tclass"][b, :n] if learn else None
-            probs[b, :n] = predict_and_learn(self._model if self.shared else s, x[b, :n], y, self.C)
-            self._streams[sid] = s
-        known = np.isfinite(probs).all(axis=2)
-        if labelled:
-            classes = batch["tclass"][..., None].astype(np.int64)
-            chosen = np.take_along_axis(probs, classes, 2)[..., 0]
-            losses = -np.log(np.maximum(chosen, 1e-300))
-        else:
-            losses = np.full((B, T), np.nan)
-        preds = np.where(known[..., None], probs, fallback_preds)
-        losses = np.where(known, losses, fallback_losses)
-        active = np.arange(T)[None, :] < lengths[:, None]
-        preds = np.where(active[..., None], preds, np.nan)
-        losses = np.where(active, losses, np.nan)
-        for b, sid in enumerate(stream_ids):
-            s = self._streams[sid]
-            hedge._running(s["running"][None], losses[b:b + 1])
-            s["steps"] = np.float64(s["steps"] + lengths[b])
-        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
-        return preds.astype(self.dtype), losses.astype(self.dtype)
+        return self._classify(stream_ids, batch, fallback_preds, fallback_losses,
+                              lambda state, x, y: predict_and_learn(state, x, y, self.C))
 
     # snapshots --------------------------------------------------------------------------
     def _check_values(self, out: dict, what: str):

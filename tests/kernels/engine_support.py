@@ -110,3 +110,32 @@ def restored_and_continued(spec, one, snap, model, chunks, sid="s"):
             np.testing.assert_array_equal(got, want)
     assert two.stream_stats(sid) == one.stream_stats(sid)
     return two
+
+
+def step_against_references(member, refs, x, cls, lengths, mode, sentinel):
+    """One ``member.step`` of streams "a", "b", ... (one per row of x) checked step by step against one plain
+    reference per stream (``predict(x)`` -> probabilities or None, ``learn(x, class)``):
+    predictions, losses, the fallback where the reference has nothing yet, learn modes 1
+    (learn) and 2 (no targets), and NaN past each stream's length."""
+    B, T, C = x.shape[0], x.shape[1], member.C
+    batch = {"inputs": x.astype(np.float32), "tclass": cls, "learn": mode,
+             "lengths": np.array(lengths, dtype=np.int64)}
+    fallback = np.full((B, T, C), sentinel, dtype=np.float32)
+    preds, losses = member.step([chr(ord("a") + b) for b in range(B)], batch, fallback,
+                                np.full((B, T), 9.0, np.float32))
+    for b in range(B):
+        for t in range(lengths[b]):
+            xt = x[b, t].astype(np.float32).astype(np.float64).tolist()
+            want = refs[b].predict(xt)
+            if want is None:
+                np.testing.assert_array_equal(preds[b, t], np.float32(sentinel))
+                assert losses[b, t] == 9.0
+            else:
+                np.testing.assert_allclose(preds[b, t], want, rtol=1e-5)
+                if mode == 2:
+                    assert np.isnan(losses[b, t])
+                else:
+                    np.testing.assert_allclose(losses[b, t], -np.log(want[cls[b, t]]), rtol=1e-5)
+            if mode == 1:
+                refs[b].learn(xt, int(cls[b, t]))
+        assert np.isnan(preds[b, lengths[b]:]).all()

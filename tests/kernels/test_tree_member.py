@@ -10,7 +10,7 @@ import pytest
 from rnnstream.service.engine import EnsembleEngine, Spec, make_engine, memory_per_stream
 from rnnstream.service.engine import hoeffding
 from rnnstream.service.engine.ensemble import memory_per_model
-from tests.kernels.engine_support import restored_and_continued
+from tests.kernels.engine_support import restored_and_continued, step_against_references
 from tests.reference.hoeffding import HoeffdingTreeReference
 
 TREE = {"baseline": "tree"}
@@ -58,27 +58,7 @@ def test_member_equals_the_reference(monkeypatch):
         cls = threshold_classes(x)
         flip = rng.random((B, T)) < 0.1
         cls = np.where(flip, rng.integers(0, C, (B, T)), cls)
-        batch = {"inputs": x.astype(np.float32), "tclass": cls, "learn": mode,
-                 "lengths": np.array(lengths, dtype=np.int64)}
-        fallback = np.full((B, T, C), sentinel, dtype=np.float32)
-        preds, losses = member.step(["a", "b"], batch, fallback, np.full((B, T), 9.0, np.float32))
-        for b in range(B):
-            for t in range(lengths[b]):
-                xt = x[b, t].astype(np.float32).astype(np.float64).tolist()
-                want = refs[b].predict(xt)
-                if want is None:
-                    np.testing.assert_array_equal(preds[b, t], np.float32(sentinel))
-                    assert losses[b, t] == 9.0
-                else:
-                    np.testing.assert_allclose(preds[b, t], want, rtol=1e-5)
-                    if mode == 2:
-                        assert np.isnan(losses[b, t])
-                    else:
-                        np.testing.assert_allclose(losses[b, t], -np.log(want[cls[b, t]]),
-                                                   rtol=1e-5)
-                if mode == 1:
-                    refs[b].learn(xt, int(cls[b, t]))
-            assert np.isnan(preds[b, lengths[b]:]).all()
+        step_against_references(member, refs, x, cls, lengths, mode, sentinel)
     for b, sid in enumerate("ab"):
         snap = member.snapshot_stream(sid)
         got, want = reference_splits(snap), refs[b].splits()

@@ -147,6 +147,10 @@ class Metrics:
             "1 while chunks run on the interpreted kernels (a cold start's compile is under way)", registry=r)
         self.evictions = Counter("rnnstream_stream_evictions", "Streams dropped from memory, by reason",
                                  ["reason"], registry=r)
+        self.stream_opens = Counter("rnnstream_stream_opens",
+                                    "Streams brought into memory, by where their state came from: new (the store "
+                                    "certainly lacks it, not asked), store (read from the store), leaving (an "
+                                    "eviction not yet committed)", ["source"], registry=r)
         self.checkpoint_seconds = Histogram("rnnstream_checkpoint_seconds", "Time to write one checkpoint",
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.stream_restarts = Counter("rnnstream_stream_restarts",

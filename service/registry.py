@@ -311,12 +311,15 @@ class Registry:
 
     async def _open_leased(self, host: ModelHost, stream_id: str, create: bool, ephemeral: bool) -> StreamLedger:
         record = self._leaving.get((host.name, stream_id))
-        if record is None:
-            stored = await self.store.call(self.store.load_stream, host.name, stream_id)
+        if record is not None:
+            stored, source = record, "leaving"
+        elif not self.store.may_hold_stream(host.name, stream_id):
+            # a new stream the store certainly lacks: no wait behind a checkpoint on the store thread
+            stored, source = None, "new"
+        else:
+            stored, source = await self.store.call(self.store.load_stream, host.name, stream_id), "store"
             if host.closed:
                 raise not_found(f"model {host.name!r} was deleted")
-        else:
-            stored = record
         if stored is None and not create:
             raise not_found(f"stream {stream_id!r} of model {host.name!r} does not exist")
         if stored is not None and ephemeral:
@@ -339,6 +342,7 @@ class Registry:
                 raise not_found(f"model {host.name!r} was deleted")
             session.acked_seq = session.durable_seq = stored.acked_seq
         host.sessions[stream_id] = session
+        self.metrics.stream_opens.labels(source).inc()
         self.metrics.active_streams.labels(host.name).set(len(host.sessions))
         return session
 

@@ -158,6 +158,12 @@ class StoreBase:
         """One model, or None; a shared store's replicas load models other replicas created."""
         return next((m for m in self.load_models() if m.name == name), None)
 
+    def may_hold_stream(self, model: str, stream_id: str) -> bool:
+        """False only when the store certainly holds no row of this stream, so opening a new
+        stream needs no trip through the store thread (which may be busy with a checkpoint).
+        Called from the event loop. A store other processes write (shared) cannot know: True."""
+        return True
+
 
 def open_store(url: str, data_dir: str) -> StoreBase:
     """The store ``--store`` names: empty or ``sqlite:`` (``<data_dir>/rnnstream.sqlite3``),
@@ -180,6 +186,11 @@ class Store(StoreBase):
         os.makedirs(data_dir, exist_ok=True)
         self.path = self.where = os.path.join(data_dir, "rnnstream.sqlite3")
         self._db: sqlite3.Connection | None = None
+        # model -> stream_ids that may have a row. This process is the file's only writer, so
+        # the index is exact up to extra keys: a key is added before its row is written and
+        # removed after its row is deleted. The store thread changes it; the loop only reads it
+        # (single set/dict operations, atomic under the GIL).
+        self._stream_keys: dict[str, set[str]] = {}
         self._executor.submit(self._open).result()
 
     def _open(self) -> None:
@@ -189,6 +200,8 @@ class Store(StoreBase):
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         migrate(db)
+        for model, stream_id in db.execute("SELECT model, stream_id FROM streams"):
+            self._stream_keys.setdefault(model, set()).add(stream_id)
         # the largest BLOB (or row) this SQLite accepts: bigger snapshots are refused at create
         self.max_blob_bytes = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._db = db
@@ -212,12 +225,16 @@ class Store(StoreBase):
         with self._tx():
             self._db.execute("DELETE FROM streams WHERE model = ?", (name,))
             self._db.execute("DELETE FROM models WHERE name = ?", (name,))
+        self._stream_keys.pop(name, None)
 
     def load_models(self) -> list[StoredModel]:
         rows = self._db.execute("SELECT name, spec_json, created_unix_ms, state FROM models ORDER BY name")
         return [StoredModel(n, json.loads(s), c, unpack(b)) for n, s, c, b in rows.fetchall()]
 
     # -- streams --------------------------------------------------------------------------
+    def may_hold_stream(self, model: str, stream_id: str) -> bool:
+        return stream_id in self._stream_keys.get(model, ())
+
     def load_stream(self, model: str, stream_id: str) -> StoredStream | None:
         row = self._db.execute("SELECT acked_seq, stats_json, state FROM streams WHERE model = ? AND stream_id = ?",
                                (model, stream_id)).fetchone()
@@ -233,6 +250,7 @@ class Store(StoreBase):
 
     def delete_stream(self, model: str, stream_id: str) -> None:
         self._db.execute("DELETE FROM streams WHERE model = ? AND stream_id = ?", (model, stream_id))
+        self._stream_keys.get(model, set()).discard(stream_id)
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint(self, models: Iterable[tuple[str, dict]], streams: Iterable[StreamRecord]) -> list[CheckpointFailure]:
@@ -244,11 +262,14 @@ class Store(StoreBase):
         """
         now = _now_ms()
         failures: list[CheckpointFailure] = []
+        streams = list(streams)
+        for r in streams:  # indexed before written: a reader never misses a row (see _stream_keys)
+            self._stream_keys.setdefault(r.model, set()).add(r.stream_id)
         with self._tx():
             for name, state in models:
                 self._row(failures, name, "", "UPDATE models SET state = ?, updated_unix_ms = ? WHERE name = ?",
                           lambda: (pack(state), now, name))
-            self._stream_rows(failures, list(streams), now)
+            self._stream_rows(failures, streams, now)
         return failures
 
     # A stream of a model deleted meanwhile is left out (foreign key), not an error.

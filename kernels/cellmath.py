@@ -4,10 +4,11 @@ inlined into their loops (``numba.njit(inline="always")``), ``kernels/cuda/cells
 ``snap.py`` and ``rtrl.py`` as CUDA device functions. Each takes one unit's scalars (gate
 activations, pre-activation gradients or tangents, the unit's own weights) and returns
 scalars; the snap partials fill the caller's small [4, 2] / [2, 2] / [3, 2] arrays, which both
-targets index alike. No function here calls another (each target compiles each one on its
-own, and a callee would be a plain Python function to the compiler). The loops, the matrix products and the gathering of the scalars from the
-target's arrays stay in the callers. No decorator here, nothing but arithmetic, ``math`` and
-constants: both compilers and the interpreter (``kernels/interpreted.py``) must accept every line.
+targets index alike. The loops, the matrix products and the gathering of the scalars from
+the target's arrays stay in the callers. No function here calls another (each target compiles
+each one on its own; to the compiler a callee would be a plain Python function). No decorator
+here, nothing but arithmetic, ``math`` and constants: both compilers and the interpreter
+(``kernels/interpreted.py``) must accept every line.
 
 Equations (NNDL ch. 6, References in README): SRN eq. 6.5-6.7; LSTM eq. 6.49-6.56 with the
 peephole (6.60), coupled (6.61-6.62) and no-forget variants; GRU eq. 6.64-6.67; their VJPs

@@ -93,6 +93,12 @@ def gru_cho_reset_backward(drh, hp, r):
 
 
 # ----------------------------------------------------------------------------- SnAp-1
+def snap_update(j00, j01, j10, j11, mh, mc, ih, ic):
+    """One parameter's new (h_j, c_j) influence: m <- J_jj m + I (J_jj = [[j00, j01],
+    [j10, j11]], I = (ih, ic))."""
+    return j00 * mh + j01 * mc + ih, j10 * mh + j11 * mc + ic
+
+
 def snap_clear(d_ih, d_hh, J, d_pe):
     for a in range(4):
         for c in range(2):

@@ -17,6 +17,7 @@ from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y,
 
 # the per-unit partials, the same functions the CUDA twin compiles as device functions
 _inline = njit(inline="always")
+snap_update = _inline(cellmath.snap_update)
 snap_clear = _inline(cellmath.snap_clear)
 snap_tanh_partials = _inline(cellmath.snap_tanh_partials)
 snap_lstm_partials = _inline(cellmath.snap_lstm_partials)
@@ -26,25 +27,19 @@ gru_cho_cross_term = _inline(cellmath.gru_cho_cross_term)
 
 @njit(cache=True)
 def _upd(m, P, p, J, ih, ic):
-    mh = m[p]
-    mc = m[P + p]
-    m[p] = J[0, 0] * mh + J[0, 1] * mc + ih
-    m[P + p] = J[1, 0] * mh + J[1, 1] * mc + ic
+    m[p], m[P + p] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], m[p], m[P + p], ih, ic)
 
 
 @njit(cache=True)
 def _upd_row(m, P, base, J, ih, ic, v):
     """_upd over a row of weights: m[base + q] with immediate (ih, ic) * v[q]. J's entries
     are held in locals, so the loop carries no reloads and vectorises; the arithmetic is
-    _upd's, in the same order."""
+    _upd's (``snap_update``)."""
     j00, j01, j10, j11 = J[0, 0], J[0, 1], J[1, 0], J[1, 1]
     mh = m[base:base + v.shape[0]]
     mc = m[P + base:P + base + v.shape[0]]
     for q in range(v.shape[0]):
-        a = mh[q]
-        c = mc[q]
-        mh[q] = j00 * a + j01 * c + ih * v[q]
-        mc[q] = j10 * a + j11 * c + ic * v[q]
+        mh[q], mc[q] = snap_update(j00, j01, j10, j11, mh[q], mc[q], ih * v[q], ic * v[q])
 
 
 @njit(cache=True)

@@ -12,6 +12,7 @@ from .cells import device, n_gates
 from .scratch import W_CACHE, W_DA, W_DHS, W_DR, W_DX, W_G, W_ST1
 
 # the per-unit partials: the functions the CPU twin compiles
+snap_update = device(cellmath.snap_update)
 snap_clear = device(cellmath.snap_clear)
 snap_tanh_partials = device(cellmath.snap_tanh_partials)
 snap_lstm_partials = device(cellmath.snap_lstm_partials)
@@ -21,10 +22,8 @@ gru_cho_cross_term = device(cellmath.gru_cho_cross_term)
 
 @cuda.jit(device=True, inline=True)
 def _upd(sens, P, p, J, ih, ic, n):
-    mh = sens[p, n]
-    mc = sens[P + p, n]
-    sens[p, n] = J[0, 0] * mh + J[0, 1] * mc + ih
-    sens[P + p, n] = J[1, 0] * mh + J[1, 1] * mc + ic
+    sens[p, n], sens[P + p, n] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], sens[p, n],
+                                             sens[P + p, n], ih, ic)
 
 
 @cuda.jit(device=True)

@@ -7,15 +7,28 @@ at ``L_CG`` and one extra vector at ``L_CX`` (tanh(c) for LSTM, W_hn h + b_hn fo
 GRU, r * h_{t-1} for a Cho GRU).
 
 Equations (NNDL ch. 6): SRN eq. 6.5-6.7; LSTM eq. 6.49-6.56 with the peephole (6.60),
-coupled (6.61-6.62) and no-forget variants; GRU eq. 6.64-6.67.
+coupled (6.61-6.62) and no-forget variants; GRU eq. 6.64-6.67. Each unit's gate math is
+``kernels/cellmath.py``'s, shared with the CUDA twin; the matrix products and the activation
+passes over whole blocks are this target's own.
 """
 import numpy as np
 from numba import njit
 
+from . import cellmath
 from .activations import sigmoid_inplace, tanh_inplace
-from .codes import (COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX,
-                    L_H, L_IN, L_REC, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET, PEEPHOLE)
+from .codes import (ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN,
+                    L_REC, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
 from .registry import GATES_BY_CODE
+
+# the per-unit math, the same functions the CUDA twin compiles as device functions
+_inline = njit(inline="always")
+lstm_forget = _inline(cellmath.lstm_forget)
+lstm_cell = _inline(cellmath.lstm_cell)
+gru_hidden = _inline(cellmath.gru_hidden)
+tanh_unit_backward = _inline(cellmath.tanh_unit_backward)
+lstm_unit_backward = _inline(cellmath.lstm_unit_backward)
+gru_unit_backward = _inline(cellmath.gru_unit_backward)
+gru_cho_reset_backward = _inline(cellmath.gru_cho_reset_backward)
 
 
 @njit(cache=True)
@@ -88,7 +101,7 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
                 cache[b, cg + j] = RZ[b, j]
                 cache[b, cg + H + j] = z
                 cache[b, cg + 2 * H + j] = N[b, j]
-                Hn[b, j] = (1.0 - z) * N[b, j] + z * Rc[b, j]
+                Hn[b, j] = gru_hidden(z, N[b, j], Rc[b, j])
         return
     Ahh = np.dot(Rc, mat(theta, lr[L_WHH], GH, nrec).T)
     _add_biases(A, Ahh, b_ih, b_hh, 0, GH)
@@ -114,14 +127,9 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
     for b in range(nb):
         for j in range(H):
             i = A[b, j]
-            if variant == COUPLED:
-                f = 1.0 - i
-            elif variant == NO_FORGET:
-                f = 1.0
-            else:
-                f = A[b, H + j]
+            f = lstm_forget(variant, i, A[b, H + j])
             g = 2.0 * A[b, 2 * H + j] - 1.0
-            c = f * Cp[b, j] + i * g
+            c = lstm_cell(f, Cp[b, j], i, g)
             cache[b, cg + j] = i
             cache[b, cg + H + j] = f
             cache[b, cg + 2 * H + j] = g
@@ -254,71 +262,48 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
     if cell == ELMAN or cell == JORDAN:
         for b in range(nb):
             for j in range(H):
-                h = cache[b, cg + j]
-                dA[b, j] = dH[b, j] * (1.0 - h * h)
+                dA[b, j] = tanh_unit_backward(cache[b, cg + j], dH[b, j])
     elif cell == LSTM:
         wc = lr[L_WCH]
+        peep = variant == PEEPHOLE
         for b in range(nb):
             for j in range(H):
-                i = cache[b, cg + j]
-                f = cache[b, cg + H + j]
-                g = cache[b, cg + 2 * H + j]
-                o = cache[b, cg + 3 * H + j]
-                tc = cache[b, cx + j]
                 cp = Cp[b, j]
-                dh = dH[b, j]
-                dao = dh * tc * o * (1.0 - o)
-                dc = dC[b, j] + dh * o * (1.0 - tc * tc)
-                if variant == PEEPHOLE:
-                    dc += dao * theta[wc + 2 * H + j]
-                di = dc * g
-                df = 0.0
-                if variant == COUPLED:
-                    di -= dc * cp
-                elif variant != NO_FORGET:
-                    df = dc * cp
-                dai = di * i * (1.0 - i)
-                daf = df * f * (1.0 - f)
-                dcp = dc * f
-                if variant == PEEPHOLE:
-                    dcp += dai * theta[wc + j] + daf * theta[wc + H + j]
-                    if want_params:
-                        grad[wc + j] += dai * cp
-                        grad[wc + H + j] += daf * cp
-                        grad[wc + 2 * H + j] += dao * Cn[b, j]
+                wci = theta[wc + j] if peep else 0.0
+                wcf = theta[wc + H + j] if peep else 0.0
+                wco = theta[wc + 2 * H + j] if peep else 0.0
+                dai, daf, dag, dao, dcp = lstm_unit_backward(
+                    variant, cache[b, cg + j], cache[b, cg + H + j], cache[b, cg + 2 * H + j],
+                    cache[b, cg + 3 * H + j], cache[b, cx + j], cp, dH[b, j], dC[b, j],
+                    wci, wcf, wco)
+                if peep and want_params:
+                    grad[wc + j] += dai * cp
+                    grad[wc + H + j] += daf * cp
+                    grad[wc + 2 * H + j] += dao * Cn[b, j]
                 dA[b, j] = dai
                 dA[b, H + j] = daf
-                dA[b, 2 * H + j] = dc * i * (1.0 - g * g)
+                dA[b, 2 * H + j] = dag
                 dA[b, 3 * H + j] = dao
                 dCp[b, j] = dcp
     else:
         dAhh = np.zeros((nb, GH), dtype=theta.dtype)
         for b in range(nb):
             for j in range(H):
-                r = cache[b, cg + j]
-                z = cache[b, cg + H + j]
-                n = cache[b, cg + 2 * H + j]
-                dh = dH[b, j]
-                dnp = dh * (1.0 - z) * (1.0 - n * n)
-                daz = dh * (Rc[b, j] - n) * z * (1.0 - z)
+                dar, daz, dn_ih, dn_hh = gru_unit_backward(
+                    variant, cache[b, cg + j], cache[b, cg + H + j], cache[b, cg + 2 * H + j],
+                    cache[b, cx + j], Rc[b, j], dH[b, j])
+                dA[b, j] = dar  # Cho: 0 here, its own product below
+                dAhh[b, j] = dar
                 dA[b, H + j] = daz
                 dAhh[b, H + j] = daz
-                dA[b, 2 * H + j] = dnp
-                if variant == GRU_CHO:
-                    dAhh[b, 2 * H + j] = dnp
-                else:
-                    hn = cache[b, cx + j]
-                    dar = dnp * hn * r * (1.0 - r)
-                    dA[b, j] = dar
-                    dAhh[b, j] = dar
-                    dAhh[b, 2 * H + j] = dnp * r
+                dA[b, 2 * H + j] = dn_ih
+                dAhh[b, 2 * H + j] = dn_hh
         if variant == GRU_CHO:
             W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
             dRH = np.dot(np.ascontiguousarray(dAhh[:, 2 * H:]), W_hn)
             for b in range(nb):
                 for j in range(H):
-                    r = cache[b, cg + j]
-                    dar = dRH[b, j] * Rc[b, j] * r * (1.0 - r)
+                    dar = gru_cho_reset_backward(dRH[b, j], Rc[b, j], cache[b, cg + j])
                     dA[b, j] = dar
                     dAhh[b, j] = dar
             W_rz = mat(theta, lr[L_WHH], 2 * H, nrec)

@@ -9,11 +9,18 @@ nonlinearity. The gradient of step t's loss is dL_t/dS_t · M_t plus the head's 
 import numpy as np
 from numba import njit
 
+from . import cellmath
 from .cells import mat, n_gates
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
-                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, COUPLED, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH,
-                    L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
-                    NO_FORGET, PEEPHOLE)
+                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL,
+                    L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+
+# one parameter's tangent through one unit: the functions the CUDA twin compiles
+_inline = njit(inline="always")
+tanh_unit_tangent = _inline(cellmath.tanh_unit_tangent)
+lstm_unit_tangent = _inline(cellmath.lstm_unit_tangent)
+gru_cho_reset_tangent = _inline(cellmath.gru_cho_reset_tangent)
+gru_unit_tangent = _inline(cellmath.gru_unit_tangent)
 
 
 @njit(cache=True)
@@ -82,9 +89,8 @@ def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
     if cell != LSTM:
         for j in range(H):
             h = cache[cg + j]
-            d = 1.0 - h * h
             for p in range(P):
-                Mh1[j, p] = d * dA[j, p]
+                Mh1[j, p] = tanh_unit_tangent(h, dA[j, p])
         return
     Mc1 = rows(M1, sc, H, P)
     Mc0 = rows(M0, sc, H, P)
@@ -96,11 +102,6 @@ def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
         o = cache[cg + 3 * H + j]
         tc = cache[cx + j]
         cp = s0[sc + j]
-        si = i * (1.0 - i)
-        sf = f * (1.0 - f)
-        sg = 1.0 - g * g
-        so = o * (1.0 - o)
-        dhdc = o * (1.0 - tc * tc)
         wci = 0.0
         wcf = 0.0
         wco = 0.0
@@ -112,19 +113,9 @@ def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
             dA[H + j, wc + H + j] += cp
             dA[3 * H + j, wc + 2 * H + j] += s1[sc + j]
         for p in range(P):
-            mcp = Mc0[j, p]
-            di = si * (dA[j, p] + wci * mcp)
-            dg = sg * dA[2 * H + j, p]
-            if variant == COUPLED:
-                dc = f * mcp + (g - cp) * di + i * dg
-            elif variant == NO_FORGET:
-                dc = mcp + g * di + i * dg
-            else:
-                df = sf * (dA[H + j, p] + wcf * mcp)
-                dc = f * mcp + cp * df + g * di + i * dg
-            dao = so * (dA[3 * H + j, p] + wco * dc)
-            Mc1[j, p] = dc
-            Mh1[j, p] = dhdc * dc + tc * dao
+            Mc1[j, p], Mh1[j, p] = lstm_unit_tangent(
+                variant, i, f, g, o, tc, cp, wci, wcf, wco, dA[j, p], dA[H + j, p],
+                dA[2 * H + j, p], dA[3 * H + j, p], Mc0[j, p])
 
 
 @njit(cache=True)
@@ -161,12 +152,11 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
             dRH = np.empty((H, P), dtype=theta.dtype)
             for j in range(H):
                 rj = cache[cg + j]
-                sr = rj * (1.0 - rj)
                 hp = s0[sh + j]
                 for p in range(P):
-                    dar = sr * (dAi[j, p] + dAh[j, p])
-                    dAh[j, p] = dar  # keep dr/dθ for the update below
-                    dRH[j, p] = dar * hp + rj * Mh0[j, p]
+                    # keep dr/dθ in dAh for the update below
+                    dAh[j, p], dRH[j, p] = gru_cho_reset_tangent(rj, hp, dAi[j, p] + dAh[j, p],
+                                                                 Mh0[j, p])
             W_hn = mat(theta, lr[L_WHH] + 2 * H * nrec, H, nrec)
             dAh[2 * H:] = np.dot(W_hn, dRH)
             _immediate(dAh, lr[L_WHH], lr[L_BHH], 2 * H, H, cache[cx:cx + H])
@@ -174,17 +164,12 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
             rj = cache[cg + j]
             z = cache[cg + H + j]
             n = cache[cg + 2 * H + j]
+            hn = cache[cx + j]
             hp = s0[sh + j]
-            sz = z * (1.0 - z)
-            dn_scale = 1.0 - n * n
             for p in range(P):
-                daz = sz * (dAi[H + j, p] + dAh[H + j, p])
-                if variant == GRU_CHO:
-                    npre = dAi[2 * H + j, p] + dAh[2 * H + j, p]
-                else:
-                    dar = rj * (1.0 - rj) * (dAi[j, p] + dAh[j, p])
-                    npre = dAi[2 * H + j, p] + rj * dAh[2 * H + j, p] + cache[cx + j] * dar
-                Mh1[j, p] = (1.0 - z) * dn_scale * npre + (hp - n) * daz + z * Mh0[j, p]
+                Mh1[j, p] = gru_unit_tangent(variant, rj, z, n, hn, hp, dAi[j, p] + dAh[j, p],
+                                             dAi[H + j, p] + dAh[H + j, p], dAi[2 * H + j, p],
+                                             dAh[2 * H + j, p], Mh0[j, p])
     # a Jordan model carries y_t = prediction(head(h_last)) in its state
     yo = cfg[C_Y]
     if yo >= 0:

@@ -9,33 +9,37 @@ The sensitivity is a flat [2 * P] array: m[p] for h_j, m[P + p] for c_j (LSTM).
 import numpy as np
 from numba import njit
 
+from . import cellmath
 from .cells import mat, n_gates
-from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, COUPLED, ELMAN,
-                    GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
+from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, ELMAN, GRU,
+                    GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
                     L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+
+# the per-unit partials, the same functions the CUDA twin compiles as device functions
+_inline = njit(inline="always")
+snap_update = _inline(cellmath.snap_update)
+snap_clear = _inline(cellmath.snap_clear)
+snap_tanh_partials = _inline(cellmath.snap_tanh_partials)
+snap_lstm_partials = _inline(cellmath.snap_lstm_partials)
+snap_gru_partials = _inline(cellmath.snap_gru_partials)
+gru_cho_cross_term = _inline(cellmath.gru_cho_cross_term)
 
 
 @njit(cache=True)
 def _upd(m, P, p, J, ih, ic):
-    mh = m[p]
-    mc = m[P + p]
-    m[p] = J[0, 0] * mh + J[0, 1] * mc + ih
-    m[P + p] = J[1, 0] * mh + J[1, 1] * mc + ic
+    m[p], m[P + p] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], m[p], m[P + p], ih, ic)
 
 
 @njit(cache=True)
 def _upd_row(m, P, base, J, ih, ic, v):
     """_upd over a row of weights: m[base + q] with immediate (ih, ic) * v[q]. J's entries
     are held in locals, so the loop carries no reloads and vectorises; the arithmetic is
-    _upd's, in the same order."""
+    _upd's (``snap_update``)."""
     j00, j01, j10, j11 = J[0, 0], J[0, 1], J[1, 0], J[1, 1]
     mh = m[base:base + v.shape[0]]
     mc = m[P + base:P + base + v.shape[0]]
     for q in range(v.shape[0]):
-        a = mh[q]
-        c = mc[q]
-        mh[q] = j00 * a + j01 * c + ih * v[q]
-        mc[q] = j10 * a + j11 * c + ic * v[q]
+        mh[q], mc[q] = snap_update(j00, j01, j10, j11, mh[q], mc[q], ih * v[q], ic * v[q])
 
 
 @njit(cache=True)
@@ -43,7 +47,8 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih,
     """Unit j's partials: d_ih[g] / d_hh[g] = d(h_j, c_j)/d(pre-activation of gate g, from
     the input / recurrent side); J = d(h_j, c_j)_t / d(h_j, c_j)_{t-1}; d_pe[0..2] = immediate
     d(h_j, c_j)/d(w_ci, w_cf, w_co) for peepholes. jordan_loop[j] = sum_o W_hh[j, o]
-    dy_{t-1,o}/dh_{t-1,j} for a Jordan layer 0."""
+    dy_{t-1,o}/dh_{t-1,j} for a Jordan layer 0. The math is ``kernels/cellmath.py``'s; this
+    gathers its scalars."""
     cell = lr[L_CELL]
     H = lr[L_H]
     nrec = lr[L_REC]
@@ -52,101 +57,36 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih,
     cg = lr[L_CG]
     cx = lr[L_CX]
     whh = lr[L_WHH]
-    d_ih[:, :] = 0.0
-    d_hh[:, :] = 0.0
-    J[:, :] = 0.0
-    d_pe[:, :] = 0.0
+    snap_clear(d_ih, d_hh, J, d_pe)
     if cell == ELMAN:
-        h = cache[cg + j]
-        d = 1.0 - h * h
-        d_ih[0, 0] = d
-        d_hh[0, 0] = d
-        J[0, 0] = d * theta[whh + j * nrec + j]
+        snap_tanh_partials(cache[cg + j], theta[whh + j * nrec + j], d_ih, d_hh, J)
     elif cell == JORDAN:
-        h = cache[cg + j]
-        d = 1.0 - h * h
-        d_ih[0, 0] = d
-        d_hh[0, 0] = d
-        J[0, 0] = d * jordan_loop[j]
+        snap_tanh_partials(cache[cg + j], jordan_loop[j], d_ih, d_hh, J)
     elif cell == LSTM:
-        i = cache[cg + j]
-        f = cache[cg + H + j]
-        g = cache[cg + 2 * H + j]
-        o = cache[cg + 3 * H + j]
-        tc = cache[cx + j]
-        cp = s0[sc + j]
-        si = i * (1.0 - i)
-        sf = f * (1.0 - f)
-        so = o * (1.0 - o)
+        wci = 0.0
+        wcf = 0.0
         wco = 0.0
         if variant == PEEPHOLE:
+            wci = theta[lr[L_WCH] + j]
+            wcf = theta[lr[L_WCH] + H + j]
             wco = theta[lr[L_WCH] + 2 * H + j]
-        dhdc = o * (1.0 - tc * tc) + tc * so * wco
-        dc_i = si * g
-        if variant == COUPLED:
-            dc_i = si * (g - cp)
-        dc_f = 0.0
-        if variant == 0 or variant == PEEPHOLE:
-            dc_f = sf * cp
-        dc_g = (1.0 - g * g) * i
-        dc = (dc_i, dc_f, dc_g, 0.0)
-        for x in range(3):
-            d_ih[x, 0] = dhdc * dc[x]
-            d_ih[x, 1] = dc[x]
-        d_ih[3, 0] = tc * so
-        d_hh[:, :] = d_ih
-        dcdh = 0.0
-        dhdh = 0.0
-        for x in range(4):
-            w = theta[whh + (x * H + j) * nrec + j]
-            dcdh += d_ih[x, 1] * w
-            dhdh += d_ih[x, 0] * w
-        dcdc = f
-        if variant == PEEPHOLE:
-            wc = lr[L_WCH]
-            dcdc += dc_i * theta[wc + j] + dc_f * theta[wc + H + j]
-            d_pe[0, 0] = d_ih[0, 0] * cp
-            d_pe[0, 1] = dc_i * cp
-            d_pe[1, 0] = d_ih[1, 0] * cp
-            d_pe[1, 1] = dc_f * cp
-            d_pe[2, 0] = tc * so * s1[sc + j]
-        J[0, 0] = dhdh
-        J[0, 1] = dhdc * dcdc
-        J[1, 0] = dcdh
-        J[1, 1] = dcdc
+        snap_lstm_partials(variant, cache[cg + j], cache[cg + H + j], cache[cg + 2 * H + j],
+                           cache[cg + 3 * H + j], cache[cx + j], s0[sc + j], s1[sc + j],
+                           theta[whh + j * nrec + j], theta[whh + (H + j) * nrec + j],
+                           theta[whh + (2 * H + j) * nrec + j],
+                           theta[whh + (3 * H + j) * nrec + j], wci, wcf, wco,
+                           d_ih, d_hh, J, d_pe)
     else:  # GRU
-        r = cache[cg + j]
-        z = cache[cg + H + j]
-        n = cache[cg + 2 * H + j]
-        hp = s0[sh + j]
-        q = (1.0 - z) * (1.0 - n * n)
-        sr = r * (1.0 - r)
-        wnn = theta[whh + (2 * H + j) * nrec + j]
+        cross = 0.0
         if variant == GRU_CHO:
-            dr = q * wnn * hp * sr
-            d_hh[2, 0] = q
-            own_n = q * wnn * r
-        else:
-            dr = q * cache[cx + j] * sr
-            d_hh[2, 0] = q * r
-            own_n = d_hh[2, 0] * wnn
-        dz = (hp - n) * z * (1.0 - z)
-        d_ih[0, 0] = dr
-        d_hh[0, 0] = dr
-        d_ih[1, 0] = dz
-        d_hh[1, 0] = dz
-        d_ih[2, 0] = q
-        J[0, 0] = (z + dr * theta[whh + j * nrec + j] + dz * theta[whh + (H + j) * nrec + j]
-                   + own_n)
-        if variant == GRU_CHO:
-            # n_j reads every r_k h_k, and each r_k reads h_j: those loops return to h_j too
-            cross = 0.0
             for k in range(H):
                 if k != j:
-                    rk = cache[cg + k]
-                    cross += (theta[whh + (2 * H + j) * nrec + k] * s0[sh + k] * rk * (1.0 - rk)
-                              * theta[whh + k * nrec + j])
-            J[0, 0] += q * cross
+                    cross += gru_cho_cross_term(theta[whh + (2 * H + j) * nrec + k], s0[sh + k],
+                                                cache[cg + k], theta[whh + k * nrec + j])
+        snap_gru_partials(variant, cache[cg + j], cache[cg + H + j], cache[cg + 2 * H + j],
+                          cache[cx + j], s0[sh + j], theta[whh + j * nrec + j],
+                          theta[whh + (H + j) * nrec + j], theta[whh + (2 * H + j) * nrec + j],
+                          cross, d_ih, d_hh, J)
 
 
 @njit(cache=True)

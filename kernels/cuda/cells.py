@@ -5,22 +5,35 @@ Every per-stream vector is a region of a stream-minor array: ``(array, row offse
 thread's column ``n``. The step's output lives in the scratch ``wk`` (regions ``so[W_*]``):
 h and c in W_ST1, the gate activations in W_CACHE (same layout as the CPU cache). Weights are
 column ``wc`` of ``W`` [P, columns]. Equations as the CPU twin: NNDL eq. 6.5-6.7 (SRN),
-6.49-6.62 (LSTM and variants), 6.64-6.67 (GRU).
+6.49-6.62 (LSTM and variants), 6.64-6.67 (GRU). Each unit's gate math is
+``kernels/cellmath.py``'s, the functions the CPU twin compiles too; the loops and the
+products are this target's own.
 """
 import math
 
 from numba import cuda
 
-from ..codes import (COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX,
-                     L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, NO_FORGET,
-                     PEEPHOLE)
+from .. import cellmath
+from ..codes import (ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN,
+                     L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE, STANDARD)
 from ..registry import GATES_BY_CODE
 from .scratch import W_CACHE, W_DA, W_DAHH, W_DCP, W_DHS, W_DR, W_DRH, W_DX, W_G, W_ST1
 
 
-@cuda.jit(device=True, inline=True)
-def sigmoid(a):
-    return 1.0 / (1.0 + math.exp(-a))
+def device(fn):
+    """One of ``kernels/cellmath.py``'s functions as an inlined device function: the CPU
+    kernels compile the same one."""
+    return cuda.jit(device=True, inline=True)(fn)
+
+
+sigmoid = device(cellmath.sigmoid)
+lstm_forget = device(cellmath.lstm_forget)
+lstm_cell = device(cellmath.lstm_cell)
+gru_hidden = device(cellmath.gru_hidden)
+tanh_unit_backward = device(cellmath.tanh_unit_backward)
+lstm_unit_backward = device(cellmath.lstm_unit_backward)
+gru_unit_backward = device(cellmath.gru_unit_backward)
+gru_cho_reset_backward = device(cellmath.gru_cho_reset_backward)
 
 
 @cuda.jit(device=True, inline=True)
@@ -89,7 +102,7 @@ def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
                            + dot_row(W, wc, whh + (2 * H + j) * nrec, wk, cx, n, nrec)
                            + W[bhh + 2 * H + j, wc])
             wk[cg + 2 * H + j, n] = nn
-            wk[h1 + j, n] = (1.0 - z) * nn + z * S0[r0 + j, n]
+            wk[h1 + j, n] = gru_hidden(z, nn, S0[r0 + j, n])
         return
     if cell == ELMAN or cell == JORDAN:
         for j in range(H):
@@ -119,14 +132,12 @@ def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
                 ai += W[wch + j, wc] * cp
                 af += W[wch + H + j, wc] * cp
             i = sigmoid(ai)
-            if variant == COUPLED:
-                f = 1.0 - i
-            elif variant == NO_FORGET:
-                f = 1.0
-            else:
-                f = sigmoid(af)
+            fs = 0.0
+            if variant == STANDARD or variant == PEEPHOLE:
+                fs = sigmoid(af)
+            f = lstm_forget(variant, i, fs)
             g = math.tanh(ag)
-            c = f * cp + i * g
+            c = lstm_cell(f, cp, i, g)
             if variant == PEEPHOLE:
                 ao += W[wch + 2 * H + j, wc] * c
             o = sigmoid(ao)
@@ -152,7 +163,7 @@ def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
             wk[cg + H + j, n] = z
             wk[cg + 2 * H + j, n] = nn
             wk[cx + j, n] = hn
-            wk[h1 + j, n] = (1.0 - z) * nn + z * S0[r0 + j, n]
+            wk[h1 + j, n] = gru_hidden(z, nn, S0[r0 + j, n])
 
 
 @cuda.jit(device=True)
@@ -190,73 +201,54 @@ def layer_backward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n, want):
     g0 = so[W_G]
     if cell == ELMAN or cell == JORDAN:
         for j in range(H):
-            h = wk[cg + j, n]
-            wk[da + j, n] = wk[dh0 + j, n] * (1.0 - h * h)
+            wk[da + j, n] = tanh_unit_backward(wk[cg + j, n], wk[dh0 + j, n])
     elif cell == LSTM:
         wch = lr[L_WCH]
         dc0 = so[W_DHS] + lr[L_SC]
         c0 = s0o + lr[L_SC]
         c1 = so[W_ST1] + lr[L_SC]
         dcp0 = so[W_DCP]
+        peep = variant == PEEPHOLE
         for j in range(H):
-            i = wk[cg + j, n]
-            f = wk[cg + H + j, n]
-            g = wk[cg + 2 * H + j, n]
-            o = wk[cg + 3 * H + j, n]
-            tc = wk[cx + j, n]
             cp = S0[c0 + j, n]
-            dh = wk[dh0 + j, n]
-            dao = dh * tc * o * (1.0 - o)
-            dc = wk[dc0 + j, n] + dh * o * (1.0 - tc * tc)
-            if variant == PEEPHOLE:
-                dc += dao * W[wch + 2 * H + j, wc]
-            di = dc * g
-            df = 0.0
-            if variant == COUPLED:
-                di -= dc * cp
-            elif variant != NO_FORGET:
-                df = dc * cp
-            dai = di * i * (1.0 - i)
-            daf = df * f * (1.0 - f)
-            dcp = dc * f
-            if variant == PEEPHOLE:
-                dcp += dai * W[wch + j, wc] + daf * W[wch + H + j, wc]
-                if want:
-                    wk[g0 + wch + j, n] += dai * cp
-                    wk[g0 + wch + H + j, n] += daf * cp
-                    wk[g0 + wch + 2 * H + j, n] += dao * wk[c1 + j, n]
+            wci = 0.0
+            wcf = 0.0
+            wco = 0.0
+            if peep:
+                wci = W[wch + j, wc]
+                wcf = W[wch + H + j, wc]
+                wco = W[wch + 2 * H + j, wc]
+            dai, daf, dag, dao, dcp = lstm_unit_backward(
+                variant, wk[cg + j, n], wk[cg + H + j, n], wk[cg + 2 * H + j, n],
+                wk[cg + 3 * H + j, n], wk[cx + j, n], cp, wk[dh0 + j, n], wk[dc0 + j, n],
+                wci, wcf, wco)
+            if peep and want:
+                wk[g0 + wch + j, n] += dai * cp
+                wk[g0 + wch + H + j, n] += daf * cp
+                wk[g0 + wch + 2 * H + j, n] += dao * wk[c1 + j, n]
             wk[da + j, n] = dai
             wk[da + H + j, n] = daf
-            wk[da + 2 * H + j, n] = dc * i * (1.0 - g * g)
+            wk[da + 2 * H + j, n] = dag
             wk[da + 3 * H + j, n] = dao
             wk[dcp0 + j, n] = dcp
     else:
         for j in range(H):
-            r = wk[cg + j, n]
-            z = wk[cg + H + j, n]
-            nn = wk[cg + 2 * H + j, n]
-            dh = wk[dh0 + j, n]
-            dnp = dh * (1.0 - z) * (1.0 - nn * nn)
-            daz = dh * (S0[r0 + j, n] - nn) * z * (1.0 - z)
+            dar, daz, dn_ih, dn_hh = gru_unit_backward(
+                variant, wk[cg + j, n], wk[cg + H + j, n], wk[cg + 2 * H + j, n],
+                wk[cx + j, n], S0[r0 + j, n], wk[dh0 + j, n])
+            wk[da + j, n] = dar  # Cho: 0 here, its own product below
+            wk[dahh + j, n] = dar
             wk[da + H + j, n] = daz
             wk[dahh + H + j, n] = daz
-            wk[da + 2 * H + j, n] = dnp
-            if variant == GRU_CHO:
-                wk[dahh + 2 * H + j, n] = dnp
-            else:
-                hn = wk[cx + j, n]
-                dar = dnp * hn * r * (1.0 - r)
-                wk[da + j, n] = dar
-                wk[dahh + j, n] = dar
-                wk[dahh + 2 * H + j, n] = dnp * r
+            wk[da + 2 * H + j, n] = dn_ih
+            wk[dahh + 2 * H + j, n] = dn_hh
         if variant == GRU_CHO:
             drh = so[W_DRH]
             whn = whh + 2 * H * nrec
             for j in range(H):
                 wk[drh + j, n] = dot_col(W, wc, whn + j, nrec, wk, dahh + 2 * H, n, H)
             for j in range(H):
-                r = wk[cg + j, n]
-                dar = wk[drh + j, n] * S0[r0 + j, n] * r * (1.0 - r)
+                dar = gru_cho_reset_backward(wk[drh + j, n], S0[r0 + j, n], wk[cg + j, n])
                 wk[da + j, n] = dar
                 wk[dahh + j, n] = dar
             for q in range(nrec):

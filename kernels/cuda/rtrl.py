@@ -5,12 +5,19 @@ Pre-activation tangents live in W_DAI (input side) and W_DAH (recurrent side), [
 """
 from numba import cuda
 
+from .. import cellmath
 from ..codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_NL, C_OUT, C_P,
-                     C_VARIANT, C_VOCAB, C_Y, COUPLED, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH,
-                     L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH,
-                     L_WIH, LSTM, NO_FORGET, PEEPHOLE)
-from .cells import n_gates
+                     C_VARIANT, C_VOCAB, C_Y, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL,
+                     L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
+                     PEEPHOLE)
+from .cells import device, n_gates
 from .scratch import W_CACHE, W_DAH, W_DAI, W_DZ, W_G, W_M, W_MRH, W_ST1
+
+# one parameter's tangent through one unit: the functions the CPU twin compiles
+tanh_unit_tangent = device(cellmath.tanh_unit_tangent)
+lstm_unit_tangent = device(cellmath.lstm_unit_tangent)
+gru_cho_reset_tangent = device(cellmath.gru_cho_reset_tangent)
+gru_unit_tangent = device(cellmath.gru_unit_tangent)
 
 
 @cuda.jit(device=True)
@@ -83,10 +90,9 @@ def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
         if cell == ELMAN or cell == JORDAN:
             for j in range(H):
                 h = wk[cg + j, n]
-                d = 1.0 - h * h
                 for p in range(P):
-                    wk[m1 + (sh + j) * P + p, n] = d * (wk[dai + j * P + p, n]
-                                                        + wk[dah + j * P + p, n])
+                    wk[m1 + (sh + j) * P + p, n] = tanh_unit_tangent(
+                        h, wk[dai + j * P + p, n] + wk[dah + j * P + p, n])
         elif cell == LSTM:
             wc_ = lr[L_WCH]
             for j in range(H):
@@ -96,11 +102,6 @@ def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
                 o = wk[cg + 3 * H + j, n]
                 tc = wk[cx + j, n]
                 cp = S0[s0o + sc + j, n]
-                si = i * (1.0 - i)
-                sf = f * (1.0 - f)
-                sg = 1.0 - g * g
-                so_ = o * (1.0 - o)
-                dhdc = o * (1.0 - tc * tc)
                 wci = 0.0
                 wcf = 0.0
                 wco = 0.0
@@ -112,52 +113,42 @@ def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
                     wk[dai + (H + j) * P + wc_ + H + j, n] += cp
                     wk[dai + (3 * H + j) * P + wc_ + 2 * H + j, n] += wk[s1 + sc + j, n]
                 for p in range(P):
-                    mcp = sens[(sc + j) * P + p, n]
-                    di = si * (wk[dai + j * P + p, n] + wk[dah + j * P + p, n] + wci * mcp)
-                    dg = sg * (wk[dai + (2 * H + j) * P + p, n]
-                               + wk[dah + (2 * H + j) * P + p, n])
-                    if variant == COUPLED:
-                        dc = f * mcp + (g - cp) * di + i * dg
-                    elif variant == NO_FORGET:
-                        dc = mcp + g * di + i * dg
-                    else:
-                        df = sf * (wk[dai + (H + j) * P + p, n] + wk[dah + (H + j) * P + p, n]
-                                   + wcf * mcp)
-                        dc = f * mcp + cp * df + g * di + i * dg
-                    dao = so_ * (wk[dai + (3 * H + j) * P + p, n]
-                                 + wk[dah + (3 * H + j) * P + p, n] + wco * dc)
+                    dc, dh = lstm_unit_tangent(
+                        variant, i, f, g, o, tc, cp, wci, wcf, wco,
+                        wk[dai + j * P + p, n] + wk[dah + j * P + p, n],
+                        wk[dai + (H + j) * P + p, n] + wk[dah + (H + j) * P + p, n],
+                        wk[dai + (2 * H + j) * P + p, n] + wk[dah + (2 * H + j) * P + p, n],
+                        wk[dai + (3 * H + j) * P + p, n] + wk[dah + (3 * H + j) * P + p, n],
+                        sens[(sc + j) * P + p, n])
                     wk[m1 + (sc + j) * P + p, n] = dc
-                    wk[m1 + (sh + j) * P + p, n] = dhdc * dc + tc * dao
+                    wk[m1 + (sh + j) * P + p, n] = dh
         else:
             if variant == GRU_CHO:
                 mrh = so[W_MRH]
                 for j in range(H):
                     rj = wk[cg + j, n]
-                    sr = rj * (1.0 - rj)
                     hp = S0[s0o + sh + j, n]
                     for p in range(P):
-                        dar = sr * (wk[dai + j * P + p, n] + wk[dah + j * P + p, n])
+                        dar, drh = gru_cho_reset_tangent(
+                            rj, hp, wk[dai + j * P + p, n] + wk[dah + j * P + p, n],
+                            sens[(sh + j) * P + p, n])
                         wk[dah + j * P + p, n] = dar
-                        wk[mrh + j * P + p, n] = dar * hp + rj * sens[(sh + j) * P + p, n]
+                        wk[mrh + j * P + p, n] = drh
                 _matM(W, wc, whh + 2 * H * nrec, H, nrec, wk, mrh, n, wk, dah + 2 * H * P, P)
                 _immediate(wk, dah, P, whh, lr[L_BHH], 2 * H, H, wk, cx, H, n)
             for j in range(H):
                 rj = wk[cg + j, n]
                 z = wk[cg + H + j, n]
                 nn = wk[cg + 2 * H + j, n]
+                hn = wk[cx + j, n]
                 hp = S0[s0o + sh + j, n]
-                sz = z * (1.0 - z)
-                dn_scale = 1.0 - nn * nn
                 for p in range(P):
-                    daz = sz * (wk[dai + (H + j) * P + p, n] + wk[dah + (H + j) * P + p, n])
-                    if variant == GRU_CHO:
-                        npre = wk[dai + (2 * H + j) * P + p, n] + wk[dah + (2 * H + j) * P + p, n]
-                    else:
-                        dar = rj * (1.0 - rj) * (wk[dai + j * P + p, n] + wk[dah + j * P + p, n])
-                        npre = (wk[dai + (2 * H + j) * P + p, n]
-                                + rj * wk[dah + (2 * H + j) * P + p, n] + wk[cx + j, n] * dar)
-                    wk[m1 + (sh + j) * P + p, n] = ((1.0 - z) * dn_scale * npre + (hp - nn) * daz
-                                                   + z * sens[(sh + j) * P + p, n])
+                    wk[m1 + (sh + j) * P + p, n] = gru_unit_tangent(
+                        variant, rj, z, nn, hn, hp,
+                        wk[dai + j * P + p, n] + wk[dah + j * P + p, n],
+                        wk[dai + (H + j) * P + p, n] + wk[dah + (H + j) * P + p, n],
+                        wk[dai + (2 * H + j) * P + p, n], wk[dah + (2 * H + j) * P + p, n],
+                        sens[(sh + j) * P + p, n])
     yo = cfg[C_Y]
     if yo >= 0:
         # a Jordan model carries y_t = prediction(head(h_last)) in its state

@@ -4,147 +4,112 @@ m_p <- J_jj m_p + I_p (the diagonal of NNDL eq. 6.42). ``sens`` column n holds m
 rows [0, P) and m[P + p] (c_j, LSTM) in rows [P, 2P)."""
 from numba import cuda, float64
 
-from ..codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, COUPLED,
-                     ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN,
-                     L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE, STANDARD)
-from .cells import n_gates
-from .scratch import W_CACHE, W_DHS, W_G, W_ST1
+from .. import cellmath
+from ..codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, ELMAN, GRU,
+                     GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
+                     L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+from .cells import device, n_gates
+from .scratch import W_CACHE, W_DA, W_DHS, W_DR, W_DX, W_G, W_ST1
+
+# the per-unit partials: the functions the CPU twin compiles
+snap_update = device(cellmath.snap_update)
+snap_clear = device(cellmath.snap_clear)
+snap_tanh_partials = device(cellmath.snap_tanh_partials)
+snap_lstm_partials = device(cellmath.snap_lstm_partials)
+snap_gru_partials = device(cellmath.snap_gru_partials)
+gru_cho_cross_term = device(cellmath.gru_cho_cross_term)
 
 
 @cuda.jit(device=True, inline=True)
 def _upd(sens, P, p, J, ih, ic, n):
-    mh = sens[p, n]
-    mc = sens[P + p, n]
-    sens[p, n] = J[0, 0] * mh + J[0, 1] * mc + ih
-    sens[P + p, n] = J[1, 0] * mh + J[1, 1] * mc + ic
+    sens[p, n], sens[P + p, n] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], sens[p, n],
+                                             sens[P + p, n], ih, ic)
 
 
 @cuda.jit(device=True)
-def _unit_partials(W, wc, cfg, lr, variant, j, S0, s0o, wk, so, n, d_ih, d_hh, J, d_pe, dc):
-    """Unit j's partials, as the CPU twin: d_ih/d_hh [4, 2], J [2, 2], d_pe [3, 2]."""
+def _jordan_loop(W, wc, cfg, lay, S0, s0o, wk, so, n, out):
+    """wk[out + j] = sum_o W_hh[j, o] dy_{t-1,o}/dh0_{t-1,j} for each unit j of a Jordan
+    layer 0, as the CPU's ``_jordan_loop``: row o of dy/dh_last (the head, softmax for
+    classes) taken down through the (Elman) layers above at step t-1. The rows live in the
+    scratch regions W_DX and W_DR (WMAX >= every width), free during the forward."""
+    O = cfg[C_OUT]
+    HL = cfg[C_HLAST]
+    yo = s0o + cfg[C_Y]
+    hw = cfg[C_HW]
+    H0 = lay[0, L_H]
+    whh0 = lay[0, L_WHH]  # [H0, O]
+    for j in range(H0):
+        wk[out + j, n] = 0.0
+    for o in range(O):
+        cur = so[W_DX]
+        nxt = so[W_DR]
+        for q in range(HL):
+            d = W[hw + o * HL + q, wc]
+            if cfg[C_CLASSIFY] == 1:
+                mean = S0[yo, n] * W[hw + q, wc]
+                for p in range(1, O):
+                    mean += S0[yo + p, n] * W[hw + p * HL + q, wc]
+                d = S0[yo + o, n] * (d - mean)
+            wk[cur + q, n] = d
+        for k in range(cfg[C_NL] - 1, 0, -1):
+            H = lay[k, L_H]
+            nin = lay[k, L_IN]
+            sh = s0o + lay[k, L_SH]
+            wih = lay[k, L_WIH]
+            for q in range(nin):
+                acc = 0.0
+                for a in range(H):
+                    ha = S0[sh + a, n]
+                    acc += wk[cur + a, n] * (1.0 - ha * ha) * W[wih + a * nin + q, wc]
+                wk[nxt + q, n] = acc
+            cur, nxt = nxt, cur
+        for j in range(H0):
+            wk[out + j, n] += W[whh0 + j * O + o, wc] * wk[cur + j, n]
+
+
+@cuda.jit(device=True)
+def _unit_partials(W, wc, lr, variant, j, S0, s0o, wk, so, n, jloop, d_ih, d_hh, J, d_pe):
+    """Unit j's partials, as the CPU twin: d_ih/d_hh [4, 2], J [2, 2], d_pe [3, 2]; the
+    math is ``kernels/cellmath.py``'s, this gathers its scalars. wk[jloop + j]: a Jordan
+    unit's loop through y_{t-1} (``_jordan_loop``)."""
     cell = lr[L_CELL]
     H = lr[L_H]
     nrec = lr[L_REC]
     cg = so[W_CACHE] + lr[L_CG]
     cx = so[W_CACHE] + lr[L_CX]
     whh = lr[L_WHH]
-    for a in range(4):
-        for c in range(2):
-            d_ih[a, c] = 0.0
-            d_hh[a, c] = 0.0
-    for a in range(3):
-        for c in range(2):
-            d_pe[a, c] = 0.0
-    J[0, 0] = 0.0
-    J[0, 1] = 0.0
-    J[1, 0] = 0.0
-    J[1, 1] = 0.0
+    sh = s0o + lr[L_SH]
+    snap_clear(d_ih, d_hh, J, d_pe)
     if cell == ELMAN:
-        h = wk[cg + j, n]
-        d = 1.0 - h * h
-        d_ih[0, 0] = d
-        d_hh[0, 0] = d
-        J[0, 0] = d * W[whh + j * nrec + j, wc]
+        snap_tanh_partials(wk[cg + j, n], W[whh + j * nrec + j, wc], d_ih, d_hh, J)
     elif cell == JORDAN:
-        h = wk[cg + j, n]
-        d = 1.0 - h * h
-        d_ih[0, 0] = d
-        d_hh[0, 0] = d
-        O = cfg[C_OUT]
-        HL = cfg[C_HLAST]
-        yo = s0o + cfg[C_Y]
-        hw = cfg[C_HW]
-        py = 0.0
-        if cfg[C_CLASSIFY] == 1:
-            for q in range(O):
-                py += S0[yo + q, n] * W[hw + q * HL + j, wc]
-        acc = 0.0
-        for o in range(O):
-            dy = float64(W[hw + o * HL + j, wc])
-            if cfg[C_CLASSIFY] == 1:
-                dy = S0[yo + o, n] * (dy - py)
-            acc += W[whh + j * nrec + o, wc] * dy
-        J[0, 0] = d * acc
+        snap_tanh_partials(wk[cg + j, n], wk[jloop + j, n], d_ih, d_hh, J)
     elif cell == LSTM:
-        i = wk[cg + j, n]
-        f = wk[cg + H + j, n]
-        g = wk[cg + 2 * H + j, n]
-        o = wk[cg + 3 * H + j, n]
-        tc = wk[cx + j, n]
-        cp = S0[s0o + lr[L_SC] + j, n]
-        si = i * (1.0 - i)
-        sf = f * (1.0 - f)
-        so_ = o * (1.0 - o)
+        wci = 0.0
+        wcf = 0.0
         wco = 0.0
         if variant == PEEPHOLE:
+            wci = W[lr[L_WCH] + j, wc]
+            wcf = W[lr[L_WCH] + H + j, wc]
             wco = W[lr[L_WCH] + 2 * H + j, wc]
-        dhdc = o * (1.0 - tc * tc) + tc * so_ * wco
-        dc[0] = si * g
-        if variant == COUPLED:
-            dc[0] = si * (g - cp)
-        dc[1] = 0.0
-        if variant == STANDARD or variant == PEEPHOLE:
-            dc[1] = sf * cp
-        dc[2] = (1.0 - g * g) * i
-        for x in range(3):
-            d_ih[x, 0] = dhdc * dc[x]
-            d_ih[x, 1] = dc[x]
-        d_ih[3, 0] = tc * so_
-        d_ih[3, 1] = 0.0
-        dcdh = 0.0
-        dhdh = 0.0
-        for x in range(4):
-            d_hh[x, 0] = d_ih[x, 0]
-            d_hh[x, 1] = d_ih[x, 1]
-            w = W[whh + (x * H + j) * nrec + j, wc]
-            dcdh += d_ih[x, 1] * w
-            dhdh += d_ih[x, 0] * w
-        dcdc = f
-        if variant == PEEPHOLE:
-            wch = lr[L_WCH]
-            dcdc += dc[0] * W[wch + j, wc] + dc[1] * W[wch + H + j, wc]
-            d_pe[0, 0] = d_ih[0, 0] * cp
-            d_pe[0, 1] = dc[0] * cp
-            d_pe[1, 0] = d_ih[1, 0] * cp
-            d_pe[1, 1] = dc[1] * cp
-            d_pe[2, 0] = tc * so_ * wk[so[W_ST1] + lr[L_SC] + j, n]
-        J[0, 0] = dhdh
-        J[0, 1] = dhdc * dcdc
-        J[1, 0] = dcdh
-        J[1, 1] = dcdc
+        snap_lstm_partials(variant, wk[cg + j, n], wk[cg + H + j, n], wk[cg + 2 * H + j, n],
+                           wk[cg + 3 * H + j, n], wk[cx + j, n], S0[s0o + lr[L_SC] + j, n],
+                           wk[so[W_ST1] + lr[L_SC] + j, n], W[whh + j * nrec + j, wc],
+                           W[whh + (H + j) * nrec + j, wc], W[whh + (2 * H + j) * nrec + j, wc],
+                           W[whh + (3 * H + j) * nrec + j, wc], wci, wcf, wco,
+                           d_ih, d_hh, J, d_pe)
     else:  # GRU
-        r = wk[cg + j, n]
-        z = wk[cg + H + j, n]
-        nn = wk[cg + 2 * H + j, n]
-        hp = S0[s0o + lr[L_SH] + j, n]
-        q = (1.0 - z) * (1.0 - nn * nn)
-        sr = r * (1.0 - r)
-        wnn = W[whh + (2 * H + j) * nrec + j, wc]
+        cross = 0.0
         if variant == GRU_CHO:
-            dr = q * wnn * hp * sr
-            d_hh[2, 0] = q
-            own_n = q * wnn * r
-        else:
-            dr = q * wk[cx + j, n] * sr
-            d_hh[2, 0] = q * r
-            own_n = d_hh[2, 0] * wnn
-        dzz = (hp - nn) * z * (1.0 - z)
-        d_ih[0, 0] = dr
-        d_hh[0, 0] = dr
-        d_ih[1, 0] = dzz
-        d_hh[1, 0] = dzz
-        d_ih[2, 0] = q
-        J[0, 0] = (z + dr * W[whh + j * nrec + j, wc] + dzz * W[whh + (H + j) * nrec + j, wc]
-                   + own_n)
-        if variant == GRU_CHO:
-            # n_j reads every r_k h_k, and each r_k reads h_j: those loops return to h_j too
-            cross = 0.0
             for k in range(H):
                 if k != j:
-                    rk = wk[cg + k, n]
-                    cross += (W[whh + (2 * H + j) * nrec + k, wc] * S0[s0o + lr[L_SH] + k, n]
-                              * rk * (1.0 - rk) * W[whh + k * nrec + j, wc])
-            J[0, 0] += q * cross
+                    cross += gru_cho_cross_term(W[whh + (2 * H + j) * nrec + k, wc],
+                                                S0[sh + k, n], wk[cg + k, n],
+                                                W[whh + k * nrec + j, wc])
+        snap_gru_partials(variant, wk[cg + j, n], wk[cg + H + j, n], wk[cg + 2 * H + j, n],
+                          wk[cx + j, n], S0[sh + j, n], W[whh + j * nrec + j, wc],
+                          W[whh + (H + j) * nrec + j, wc], W[whh + (2 * H + j) * nrec + j, wc],
+                          cross, d_ih, d_hh, J)
 
 
 @cuda.jit(device=True)
@@ -157,8 +122,8 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
     d_hh = cuda.local.array((4, 2), float64)
     J = cuda.local.array((2, 2), float64)
     d_pe = cuda.local.array((3, 2), float64)
-    dc = cuda.local.array(3, float64)
     s1 = so[W_ST1]
+    jloop = so[W_DA]  # a Jordan layer 0's loops through y_{t-1}, [H0] of [GHMAX]
     for k in range(cfg[C_NL]):
         lr = lay[k]
         cell = lr[L_CELL]
@@ -178,9 +143,11 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
             ro = s0o + lr[L_SH]
         cho = cell == GRU and variant == GRU_CHO
         cx = so[W_CACHE] + lr[L_CX]
+        if cell == JORDAN:
+            _jordan_loop(W, wc, cfg, lay, S0, s0o, wk, so, n, jloop)
         for j in range(H):
-            _unit_partials(W, wc, cfg, lr, variant, j, S0, s0o, wk, so, n, d_ih, d_hh, J,
-                           d_pe, dc)
+            _unit_partials(W, wc, lr, variant, j, S0, s0o, wk, so, n, jloop, d_ih, d_hh, J,
+                           d_pe)
             for g in range(G):
                 a = g * H + j
                 ih = d_ih[g, 0]

@@ -32,6 +32,12 @@ CELLS = {
     "jordan-classes": dict(cell="jordan", output_size=0, num_classes=3),
     "lstm-stacked": dict(cell="lstm", hidden_sizes=(2, 3)),
     "gru-tokens": dict(cell="gru", vocab_size=4, output_size=0, num_classes=3),
+    # a cell whose layer 0 feeds back the output: its SnAp-1 loop runs through the layers above
+    **{f"{name}-stacked": dict(cell=name, hidden_sizes=(2, 3, 2))
+       for name, c in registry.CELLS.items() if c.feeds_back_output},
+    **{f"{name}-stacked-classes": dict(cell=name, hidden_sizes=(2, 3), output_size=0,
+                                       num_classes=3)
+       for name, c in registry.CELLS.items() if c.feeds_back_output},
 }
 STREAMS = ["a", "b", "c"]
 

@@ -118,6 +118,76 @@ def per_stream_parts(B=256, T=16, H=32, blocks=6, chunks=4):
     return best[1], best[0], parts
 
 
+def _alternating(blocks, ways, run):
+    """The best steps/s of each way over ``blocks`` rounds that take every way in turn (a shared,
+    noisy machine: the fastest run is the one least disturbed, and both sides see the same load)."""
+    best = {}
+    for _ in range(blocks):
+        for way in ways:
+            best[way] = max(best.get(way, 0.0), run(way))
+    return best
+
+
+def shared_parts(B=1024, H=128, chunks=4, blocks=3):
+    """Steps/s of a SHARED LSTM(H), TBPTT(16,16), B streams in 16-step chunks, with its batch run
+    as one kernel call and split over 2 workers (``service/engine/shared_parts.py``), and of
+    PyTorch's nn.LSTM over each 16-step window of the batch on 2 threads. Returns (one call,
+    split, PyTorch)."""
+    import torch
+
+    from rnnstream.service.engine import shards
+
+    spec = Spec(cell="lstm", hidden_sizes=(H,), input_size=8, output_size=1, algorithm="tbptt",
+                tbptt_k1=16, optimizer="adam", **OPTIONS_OFF)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, 16 * chunks, 8)).astype(np.float32)
+    y = rng.standard_normal((B, 16 * chunks, 1)).astype(np.float32)
+    ids = [f"s{b}" for b in range(B)]
+
+    def run(threads):
+        shards.set_threads(threads)
+        eng = Engine(spec)
+        eng.step(ids, inputs=x[:, :16], targets=y[:, :16])  # allocation and first touches
+        t0 = time.perf_counter()
+        for c in range(chunks):
+            eng.step(ids, inputs=x[:, 16 * c:16 * c + 16], targets=y[:, 16 * c:16 * c + 16])
+        return B * 16 * chunks / (time.perf_counter() - t0)
+
+    best = _alternating(blocks, (1, 2), run)
+    shards.set_threads(0)
+    torch.set_num_threads(2)
+    return best[1], best[2], run_torch_window(spec, x, y)
+
+
+def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=4, blocks=3):
+    """Where splitting a SHARED batch in 2 starts to pay: steps/s split / one call, LSTM(H),
+    TBPTT(16,16) (the parts meet once per chunk) and TBPTT(1,1) (at every step), B streams."""
+    from rnnstream.service.engine import shards
+
+    rows = []
+    for k in (16, 1):
+        spec = Spec(cell="lstm", hidden_sizes=(H,), input_size=8, output_size=1,
+                    algorithm="tbptt", tbptt_k1=k, optimizer="adam", **OPTIONS_OFF)
+        for B in sizes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((B, 16, 8)).astype(np.float32)
+            y = rng.standard_normal((B, 16, 1)).astype(np.float32)
+            ids = [f"s{b}" for b in range(B)]
+
+            def run(parts):
+                eng = Engine(spec)
+                with shards.split_in_this_thread(parts):
+                    eng.step(ids, inputs=x, targets=y)
+                    t0 = time.perf_counter()
+                    for _ in range(chunks):
+                        eng.step(ids, inputs=x, targets=y)
+                return B * 16 * chunks / (time.perf_counter() - t0)
+
+            best = _alternating(blocks, (1, 2), run)
+            rows.append((k, B, best[2] / best[1]))
+    return rows
+
+
 def step_overhead(blocks=30, calls=1000):
     """Microseconds of one ``Engine.step`` at T=1 (one stream, LSTM H=32, TBPTT(16,16), Adam)
     and of the chunk kernel call it makes, given the same arguments: (step, kernel). Blocks of
@@ -291,7 +361,23 @@ def main(argv=None):
     parser.add_argument("--parts", action="store_true",
                         help="only a PER_STREAM model's batch as one kernel call against split "
                              "across every core (target: 1 -> 2 workers >= 1.8x)")
+    parser.add_argument("--shared-parts", action="store_true",
+                        help="only a SHARED model's batch (1024 streams, LSTM H=128, TBPTT(16,16)) "
+                             "as one kernel call against split over 2 workers, and PyTorch "
+                             "batched on 2 threads (targets: >= 1.8x and >= 1.5x)")
     opts = parser.parse_args(argv)
+    if opts.shared_parts:
+        limit_kernel_blas_threads(1)
+        for k, B, ratio in shared_parts_sweep():
+            print(f"SHARED LSTM(32) TBPTT({k},{k}), {B} streams x 16 steps: split in 2 / one call "
+                  f"{ratio:.2f}x", flush=True)
+        one, split, torch_rate = shared_parts()
+        print(f"SHARED LSTM(128) TBPTT(16,16), 1024 streams x 16-step chunks: one call {one:,.0f} "
+              f"steps/s; split over 2 workers {split:,.0f} steps/s (ratio {split / one:.2f}x, "
+              f"target >= 1.8x); PyTorch nn.LSTM per window, batch 1024, 2 threads "
+              f"{torch_rate:,.0f} steps/s (split / PyTorch {split / torch_rate:.2f}x, "
+              f"target >= 1.5x)")
+        return 0
     if opts.parts:
         limit_kernel_blas_threads(1)
         one, split, parts = per_stream_parts()

@@ -132,7 +132,9 @@ def shared_parts(B=1024, H=128, chunks=4, blocks=3):
     """Steps/s of a SHARED LSTM(H), TBPTT(16,16), B streams in 16-step chunks, with its batch run
     as one kernel call and split over 2 workers (``service/engine/shared_parts.py``), and of
     PyTorch's nn.LSTM over each 16-step window of the batch on 2 threads. Returns (one call,
-    split, PyTorch)."""
+    split, PyTorch, the split's CPU seconds per step over one call's: on a machine whose other
+    load leaves no second core free, the wall clock cannot show a speed-up, but this shows
+    what the split costs in work)."""
     import torch
 
     from rnnstream.service.engine import shards
@@ -144,24 +146,28 @@ def shared_parts(B=1024, H=128, chunks=4, blocks=3):
     y = rng.standard_normal((B, 16 * chunks, 1)).astype(np.float32)
     ids = [f"s{b}" for b in range(B)]
 
+    cpu = {}
+
     def run(threads):
         shards.set_threads(threads)
         eng = Engine(spec)
         eng.step(ids, inputs=x[:, :16], targets=y[:, :16])  # allocation and first touches
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for c in range(chunks):
             eng.step(ids, inputs=x[:, 16 * c:16 * c + 16], targets=y[:, 16 * c:16 * c + 16])
+        cpu[threads] = min(cpu.get(threads, float("inf")), time.process_time() - c0)
         return B * 16 * chunks / (time.perf_counter() - t0)
 
     best = _alternating(blocks, (1, 2), run)
     shards.set_threads(0)
     torch.set_num_threads(2)
-    return best[1], best[2], run_torch_window(spec, x, y)
+    return best[1], best[2], run_torch_window(spec, x, y), cpu[2] / cpu[1]
 
 
-def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=4, blocks=3):
+def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=8, blocks=3):
     """Where splitting a SHARED batch in 2 starts to pay: steps/s split / one call, LSTM(H),
-    TBPTT(16,16) (the parts meet once per chunk) and TBPTT(1,1) (at every step), B streams."""
+    TBPTT(16,16) (the parts meet once per chunk) and TBPTT(1,1) (at every step), B streams; and
+    the split's CPU time over one call's (what the split adds in work)."""
     from rnnstream.service.engine import shards
 
     rows = []
@@ -174,17 +180,20 @@ def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=4, blocks=3):
             y = rng.standard_normal((B, 16, 1)).astype(np.float32)
             ids = [f"s{b}" for b in range(B)]
 
+            cpu = {}
+
             def run(parts):
                 eng = Engine(spec)
                 with shards.split_in_this_thread(parts):
                     eng.step(ids, inputs=x, targets=y)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     for _ in range(chunks):
                         eng.step(ids, inputs=x, targets=y)
+                cpu[parts] = min(cpu.get(parts, float("inf")), time.process_time() - c0)
                 return B * 16 * chunks / (time.perf_counter() - t0)
 
             best = _alternating(blocks, (1, 2), run)
-            rows.append((k, B, best[2] / best[1]))
+            rows.append((k, B, best[2] / best[1], cpu[2] / cpu[1]))
     return rows
 
 
@@ -368,15 +377,16 @@ def main(argv=None):
     opts = parser.parse_args(argv)
     if opts.shared_parts:
         limit_kernel_blas_threads(1)
-        for k, B, ratio in shared_parts_sweep():
+        for k, B, ratio, work in shared_parts_sweep():
             print(f"SHARED LSTM(32) TBPTT({k},{k}), {B} streams x 16 steps: split in 2 / one call "
-                  f"{ratio:.2f}x", flush=True)
-        one, split, torch_rate = shared_parts()
+                  f"{ratio:.2f}x steps/s, {work:.2f}x CPU time", flush=True)
+        one, split, torch_rate, work = shared_parts()
         print(f"SHARED LSTM(128) TBPTT(16,16), 1024 streams x 16-step chunks: one call {one:,.0f} "
               f"steps/s; split over 2 workers {split:,.0f} steps/s (ratio {split / one:.2f}x, "
               f"target >= 1.8x); PyTorch nn.LSTM per window, batch 1024, 2 threads "
               f"{torch_rate:,.0f} steps/s (split / PyTorch {split / torch_rate:.2f}x, "
-              f"target >= 1.5x)")
+              f"target >= 1.5x); CPU time split / one call {work:.2f}x; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         return 0
     if opts.parts:
         limit_kernel_blas_threads(1)

@@ -15,9 +15,11 @@ import threading
 
 # below this many streams per part, handing a part to a thread costs more than it saves
 MIN_STREAMS_PER_PART = 16
-# a SHARED model's parts also meet at every update point (for RTRL and SnAp-1 every step), and
-# one step of a few streams is microseconds: bench.bench_engine --shared-parts measures this
-MIN_SHARED_STREAMS_PER_PART = 64
+# a SHARED model's parts also meet at every update (RTRL, SnAp-1, TBPTT(1, k2): every step),
+# each meeting ~70 us of thread hand-off and calls; at 128 streams per part the split added <= 10%
+# CPU time to an LSTM(32) TBPTT(16,16) chunk, 30-45% to TBPTT(1,1) (bench.bench_engine
+# --shared-parts; the 2-core box was too busy to show where the wall clock gains)
+MIN_SHARED_STREAMS_PER_PART = 128
 
 _lock = threading.Lock()
 _threads = 0

@@ -171,3 +171,21 @@ def test_update_stages_plan_tbptt_k_by_k_as_one_stretch():
     engine.step(ids, **random_chunks(spec, 4, [2])[0])
     assert shared_parts.update_stages(cfg, kbatch, cnt, 4) == [1 * STAGES + STAGE_STEP]
     assert shared_parts.update_stages(cfg, kbatch[:7] + (0,), cnt, 4) == []  # nothing learned
+
+
+def test_a_small_shared_batch_stays_one_call():
+    spec = make_spec("lstm", algorithm="tbptt", k1=2, k2=2)
+    small = 2 * shards.MIN_SHARED_STREAMS_PER_PART - 1
+    calls = random_chunks(spec, small, [3])
+    shards.set_threads(2)
+    split = []
+    real = shared_parts.run_chunk
+    shared_parts.run_chunk = lambda *a: split.append(a) or real(*a)
+    try:
+        make_engine(spec).step([f"s{b}" for b in range(small)], **calls[0])
+        make_engine(spec).step([f"s{b}" for b in range(small + 1)],
+                               **random_chunks(spec, small + 1, [3])[0])
+    finally:
+        shared_parts.run_chunk = real
+        shards.set_threads(0)
+    assert len(split) == 1 and split[0][3][0].shape[0] == small + 1

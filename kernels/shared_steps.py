@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from .bundles import BATCH_SLOTS, MODEL_CFG, MODEL_LAY, WEIGHTS_STEPS, WEIGHTS_W
-from .chunk import (WINDOW_STREAMS, _all_finite, _finish, _flush_shared, _layer0_inputs, _skip,
+from .chunk import (_all_finite, _finish, _flush_shared, _layer0_inputs, _skip,
                     _window_grad, _window_span)
 from .codes import (C_DELAY, C_HIST, C_NEXT, C_OUT, C_P, C_RULE, C_VOCAB, FLAG_DONE, FLAG_NONE,
                     FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_STEPS,
@@ -44,9 +44,10 @@ STAGES = 3
 
 
 @njit(cache=True)
-def _part_phase(model, weights, pool, batch, out, groups, need_bwd):
+def _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams):
     """``chunk._tbptt_phase`` for shared weights on one part: each window group's gradient goes
-    to gwin[n - 1], unchecked (the whole group's sum is checked after the parts are added)."""
+    to gwin[n - 1], unchecked (the whole group's sum is checked after the parts are added).
+    Windows run in sub-batches of ``window_streams`` streams (the parts share the cache)."""
     if not need_bwd.any():
         return
     cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
@@ -79,9 +80,9 @@ def _part_phase(model, weights, pool, batch, out, groups, need_bwd):
         g[:] = 0.0
         gused[n - 1] = True
         glead[n - 1] = lead
-        for lo in range(0, members.shape[0], WINDOW_STREAMS):
-            _window_grad(cfg, lay, weights, pool, 0, W[0], slots, members[lo:lo + WINDOW_STREAMS],
-                         ends[members[lo:lo + WINDOW_STREAMS]], n, g)
+        for lo in range(0, members.shape[0], window_streams):
+            _window_grad(cfg, lay, weights, pool, 0, W[0], slots, members[lo:lo + window_streams],
+                         ends[members[lo:lo + window_streams]], n, g)
         for i in range(members.shape[0]):
             member[members[i]] = n
             todo[members[i]] = False
@@ -98,10 +99,11 @@ def _part_phase(model, weights, pool, batch, out, groups, need_bwd):
 
 
 @njit(cache=True, nogil=True)
-def run_stages(model, weights, pool, batch, out, scratch, acc, groups, i0, i1):
+def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_streams, i0, i1):
     """Stages [i0, i1) of ``run_chunk``'s loop on one part of a shared model's batch (this
-    module's docstring). Stops after the first stage that leaves a gradient in acc or groups.
-    Returns (the stage it stopped before, whether it left a gradient)."""
+    module's docstring), TBPTT windows in sub-batches of ``window_streams`` streams. Stops after
+    the first stage that leaves a gradient in acc or groups. Returns (the stage it stopped
+    before, whether it left a gradient)."""
     cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
     W = weights[WEIGHTS_W]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
@@ -138,7 +140,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, i0, i1):
                                                0, inputs[b, t, :O], 0, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
-            _part_phase(model, weights, pool, batch, out, groups, need_bwd)
+            _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams)
         elif stage == STAGE_EVICT:
             if not (rule == TBPTT and delayed):
                 continue
@@ -147,7 +149,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, i0, i1):
                 if (t < lengths[b] and cnt[slot, K_HCOUNT] >= K
                         and hflag[slot, cnt[slot, K_HPOS]] == FLAG_PENDING):
                     need_bwd[b] = True
-            _part_phase(model, weights, pool, batch, out, groups, need_bwd)
+            _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams)
         else:
             _layer0_inputs(cfg, W, wrow, inputs, tokens, t, x)
             step_forward(W[0], cfg, lay, x, st, st1, cache, Z)
@@ -189,7 +191,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, i0, i1):
                     if t < lengths[b] and learn != 2:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                                0, targets[b, t], tclass[b, t], need_bwd, dz)
-                _part_phase(model, weights, pool, batch, out, groups, need_bwd)
+                _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams)
         if contrib.any() or gused.any():
             return i + 1, True
     return i1, False

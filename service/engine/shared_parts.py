@@ -20,9 +20,14 @@ from rnnstream.kernels import codes as kc
 from rnnstream.kernels import shared_steps
 from rnnstream.kernels.bundles import (BATCH_LEARN, BATCH_LENGTHS, BATCH_SLOTS, MODEL_CFG,
                                        POOL_CNT, POOL_SENS, POOL_STATE, WEIGHTS_W)
+from rnnstream.kernels.chunk import WINDOW_STREAMS
 from rnnstream.kernels.shared_steps import STAGE_EVICT, STAGE_NEXT, STAGE_STEP, STAGES
 
 from . import shards
+
+# streams per TBPTT window sub-batch in each part: one call's WINDOW_STREAMS sized the window
+# to stay in cache, and the parts share the cache (None: WINDOW_STREAMS // parts)
+WINDOW_STREAMS_PER_PART: int | None = None
 
 
 def update_stages(cfg, kbatch, cnt, T: int) -> list[int]:
@@ -89,12 +94,13 @@ def run_chunk(model, weights, pool, kbatch, out, runs) -> None:
         part_acc = (acc[0][p], acc[1][start:stop])
         part_groups = (groups[0][p], groups[1][p], groups[2][p], groups[3][start:stop])
         parts.append((batch, part_out, scratch, part_acc, part_groups))
+    window = WINDOW_STREAMS_PER_PART or max(1, WINDOW_STREAMS // n)
     i0 = 0
     for i1 in [s + 1 for s in update_stages(cfg, kbatch, pool[POOL_CNT], T)] + [T * STAGES]:
         if i1 == i0:  # the chunk's last stage was an update stage
             continue
         ran = shards.run([functools.partial(shared_steps.run_stages, model, weights, pool, *part,
-                                            i0, i1) for part in parts])
+                                            window, i0, i1) for part in parts])
         if any(stop != i1 for stop, _ in ran):  # the plan missed an update: a bug, say so
             raise RuntimeError(f"a part of a shared batch updated before stage {i1} "
                                f"(stopped at {[stop for stop, _ in ran]})")

@@ -47,7 +47,8 @@ STAGES = 3
 def _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams):
     """``chunk._tbptt_phase`` for shared weights on one part: each window group's gradient goes
     to gwin[n - 1], unchecked (the whole group's sum is checked after the parts are added).
-    Windows run in sub-batches of ``window_streams`` streams (the parts share the cache)."""
+    Windows run in sub-batches of ``window_streams`` streams (one call's ``WINDOW_STREAMS``
+    unless the caller asks otherwise)."""
     if not need_bwd.any():
         return
     cfg, lay = model[MODEL_CFG], model[MODEL_LAY]

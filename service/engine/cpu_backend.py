@@ -15,13 +15,14 @@ import numpy as np
 from rnnstream.kernels import codes as kc
 from rnnstream.kernels.bundles import BATCH_LEARN, BATCH_SLOTS
 
-from . import kernel_tier, shards
+from . import kernel_tier, shards, shared_parts
 
 
 class CpuBackend:
     """``model``: the kernels' model bundle; ``bundles()``: the current (weights, pool)
     bundles (rebuilt by the engine when its pool grows); ``per_stream``: streams own their
-    weights, so a large batch may be split across threads (``shards``)."""
+    weights, so a large batch may be split across threads (``shards``); a SHARED model's large
+    batch is split too, meeting at every update (``shared_parts``)."""
 
     def __init__(self, model, bundles, per_stream: bool):
         self.model = model
@@ -52,11 +53,19 @@ class CpuBackend:
     def run_chunk(self, kbatch, out):
         weights, bundle = self.bundles()
         kernels = kernel_tier.active().chunk
-        runs = shards.parts(kbatch[BATCH_SLOTS].shape[0]) if self.per_stream else None
-        if runs is None or len(runs) == 1:
-            kernels.run_chunk(self.model, weights, bundle, kbatch, out)
+        B = kbatch[BATCH_SLOTS].shape[0]
+        if self.per_stream:
+            runs = shards.parts(B)
+        elif kernel_tier.active() is kernel_tier.COMPILED:  # the interpreted build: one call
+            runs = shards.parts(B, shards.MIN_SHARED_STREAMS_PER_PART)
         else:
+            runs = [(0, B)]
+        if len(runs) == 1:
+            kernels.run_chunk(self.model, weights, bundle, kbatch, out)
+        elif self.per_stream:
             self._run_parts(kernels, weights, bundle, kbatch, out, runs)
+        else:
+            shared_parts.run_chunk(self.model, weights, bundle, kbatch, out, runs)
 
     def _run_parts(self, kernels, weights, bundle, kbatch, out, runs):
         """run_chunk on disjoint runs of a PER_STREAM batch's streams, side by side: their

@@ -3,20 +3,34 @@ own weights, optimizer state and statistics), so a large batch runs as a few ker
 disjoint runs of streams, side by side (the kernels release the GIL). Each stream's numbers are
 bit for bit those of one call: nothing in a PER_STREAM call depends on the other streams.
 
-A SHARED model's batch is not split: its streams' gradients meet in one update.
+A SHARED model's batch is split too, but its parts meet at every update
+(``shared_parts.py``): the parts' gradients are summed in part order and one update applied.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
 
 # below this many streams per part, handing a part to a thread costs more than it saves
 MIN_STREAMS_PER_PART = 16
+# a SHARED model's parts also meet at every update (RTRL, SnAp-1, TBPTT(1, k2): every step),
+# each meeting ~70 us of thread hand-off and calls; at 128 streams per part the split added <= 10%
+# CPU time to an LSTM(32) TBPTT(16,16) chunk, 30-45% to TBPTT(1,1) (bench.bench_engine
+# --shared-parts; the 2-core box was too busy to show where the wall clock gains)
+MIN_SHARED_STREAMS_PER_PART = 128
 
 _lock = threading.Lock()
 _threads = 0
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+class _ThisThread(threading.local):
+    parts = 0  # > 0: split every batch of at least this many streams into this many parts
+
+
+_this_thread = _ThisThread()
 
 
 def cores() -> int:
@@ -38,14 +52,28 @@ def set_threads(threads: int) -> None:
             _executor = None
 
 
-def parts(B: int) -> list[tuple[int, int]]:
-    """The runs [start, stop) of a B-stream batch, one per thread; one run when not worth it."""
-    threads = _threads or cores()
-    n = min(threads, B // MIN_STREAMS_PER_PART)
+def parts(B: int, min_per_part: int | None = None) -> list[tuple[int, int]]:
+    """The runs [start, stop) of a B-stream batch, one per thread, each of at least
+    ``min_per_part`` streams (default ``MIN_STREAMS_PER_PART``); one run when not worth it."""
+    if _this_thread.parts:
+        n = min(_this_thread.parts, B)
+    else:
+        n = min(_threads or cores(), B // (min_per_part or MIN_STREAMS_PER_PART))
     if n <= 1:
         return [(0, B)]
     edges = [B * i // n for i in range(n + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+@contextlib.contextmanager
+def split_in_this_thread(n: int = 2):
+    """Calls from this thread split every batch of n or more streams into n parts, whatever
+    its size: ``warm_up`` compiles the split kernels with a tiny model."""
+    _this_thread.parts = n
+    try:
+        yield
+    finally:
+        _this_thread.parts = 0
 
 
 def run(calls) -> list:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import kernel_tier
+from . import kernel_tier, shards
 from .engine import Engine
 from .ensemble import make_engine
 from .spec import Spec
@@ -33,6 +33,13 @@ def _warm_up() -> float:
         engine.step(["warm-up"], inputs=x, targets=x)
         engine.step(["warm-up"], inputs=x, learn=False)  # no targets: predictions stand in
         engine.forecast("warm-up", 1)
+    # a SHARED model's batch split across threads (shared_parts), every path of its kernel
+    engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
+                         tbptt_k1=1, tbptt_k2=1, normalize="off", linear_skip=False,
+                         output_taps=()))
+    with shards.split_in_this_thread(2):
+        engine.step(["warm-up", "warm-up-2"], inputs=np.zeros((2, 1, 1), np.float32),
+                    targets=np.zeros((2, 1, 1), np.float32))
     # late labels and segment resets
     engine = Engine(Spec(cell="elman", hidden_sizes=(1,), input_size=1, output_size=1,
                          tbptt_k1=1, tbptt_k2=1, max_label_delay=1))

@@ -16,9 +16,9 @@ import threading
 # below this many streams per part, handing a part to a thread costs more than it saves
 MIN_STREAMS_PER_PART = 16
 # a SHARED model's parts also meet at every update (RTRL, SnAp-1, TBPTT(1, k2): every step),
-# each meeting ~70 us of thread hand-off and calls; at 128 streams per part the split added <= 10%
-# CPU time to an LSTM(32) TBPTT(16,16) chunk, 30-45% to TBPTT(1,1) (bench.bench_engine
-# --shared-parts; the 2-core box was too busy to show where the wall clock gains)
+# ~70 us of thread hand-off and kernel calls each: 2 parts of LSTM(32) streams ran TBPTT(16,16)
+# 1.73x one call from 32 streams per part, TBPTT(1,1) only 1.05x at 64 and 1.18x at 128
+# (bench.bench_engine --shared-parts)
 MIN_SHARED_STREAMS_PER_PART = 128
 
 _lock = threading.Lock()

@@ -356,11 +356,25 @@ def main(argv=None) -> int:
         out = Path(args.out or RESULTS / default)
         write_scores(results, out.with_suffix(".json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text(with_hand_written(text, out.read_text() if out.exists() else ""))
     print(text)
     print(f"wrote {out}")
     return 0
 
+
+
+HAND_WRITTEN = "(hand-written"
+
+
+def with_hand_written(generated: str, previous: str) -> str:
+    """The new generated part, then the previous file's sections from the first one whose
+    heading says it is hand-written: a rerun replaces the tables, not what people wrote."""
+    at = next((i for i, line in enumerate(previous.splitlines(keepends=True))
+               if line.startswith("## ") and HAND_WRITTEN in line), None)
+    if at is None:
+        return generated
+    kept = "".join(previous.splitlines(keepends=True)[at:])
+    return generated.rstrip("\n") + "\n\n" + kept
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -163,3 +163,15 @@ def test_every_method_scores_every_heldout_sample():
         for meth, v in r["methods"].items():
             assert v["scored"] == 30, (name, meth)
             assert math.isfinite(v["score"]) and v["score"] >= 0, (name, meth)
+
+
+def test_a_rerun_keeps_the_hand_written_sections():
+    previous = ("# Learning quality\n\nold table\n\n"
+                "## What it showed (hand-written; a rerun rewrites everything above this section)\n\nwords\n\n"
+                "## The tree member (hand-written)\n\nmore words\n")
+    out = quality.with_hand_written("# Learning quality\n\nnew table\n", previous)
+    assert out == ("# Learning quality\n\nnew table\n\n"
+                   "## What it showed (hand-written; a rerun rewrites everything above this section)\n\nwords\n\n"
+                   "## The tree member (hand-written)\n\nmore words\n")
+    assert quality.with_hand_written("new\n", "") == "new\n"
+    assert quality.with_hand_written("new\n", "# old\n\n## Generated section\n") == "new\n"

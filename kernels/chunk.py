@@ -268,17 +268,12 @@ def _window_grad(cfg, lay, weights, pool, row, theta, slots, members, ends, n, g
 
 
 @njit(cache=True)
-def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
-    """Run the due TBPTT backward passes: one batched pass per group of streams that share
-    the weights and the window length, one pass per stream otherwise."""
-    if not need_bwd.any():
-        return
-    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
-    W = weights[WEIGHTS_W]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
-    slots, wrow = batch[BATCH_SLOTS], batch[BATCH_WROW]
-    K = cfg[C_HIST]
-    P = cfg[C_P]
+def _due_windows(model, pool, out, slots, need_bwd):
+    """The TBPTT windows due for the streams with need_bwd set: (todo, ends, lens), each
+    stream's window as ``_window_span`` gives it. A stream whose losses were not finite is
+    skipped (and counted) instead."""
+    cfg = model[MODEL_CFG]
+    hflag, cnt = pool[POOL_HFLAG], pool[POOL_CNT]
     B = slots.shape[0]
     for b in range(B):
         if need_bwd[b] and cnt[slots[b], K_NONFINITE] != 0:
@@ -291,6 +286,39 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
             todo[b] = False
         if todo[b]:
             ends[b], lens[b] = _window_span(cfg, hflag, cnt, slots[b])
+    return todo, ends, lens
+
+
+@njit(cache=True)
+def _windows_learned(cfg, pool, slots, need_bwd):
+    """After the due windows' backward: their pending steps are learned (late labels must
+    still see that these steps have their targets) and their loss counts start again."""
+    hflag, cnt = pool[POOL_HFLAG], pool[POOL_CNT]
+    K = cfg[C_HIST]
+    done = FLAG_DONE if cfg[C_DELAY] > 0 else FLAG_NONE
+    for b in range(slots.shape[0]):
+        if need_bwd[b]:
+            slot = slots[b]
+            for e in range(K):
+                if hflag[slot, e] == FLAG_PENDING:
+                    hflag[slot, e] = done
+            cnt[slot, K_NLOSS] = 0
+            cnt[slot, K_NONFINITE] = 0
+            need_bwd[b] = False
+
+
+@njit(cache=True)
+def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
+    """Run the due TBPTT backward passes: one batched pass per group of streams that share
+    the weights and the window length, one pass per stream otherwise."""
+    if not need_bwd.any():
+        return
+    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
+    W = weights[WEIGHTS_W]
+    slots, wrow = batch[BATCH_SLOTS], batch[BATCH_WROW]
+    P = cfg[C_P]
+    B = slots.shape[0]
+    todo, ends, lens = _due_windows(model, pool, out, slots, need_bwd)
     while todo.any():
         lead = np.argmax(todo)
         n = lens[lead]
@@ -321,17 +349,7 @@ def _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd):
             _contribute(model, weights, pool, batch, out, acc, lead, g)
         for i in range(nb):
             todo[members[i]] = False
-    # learned; late labels must still see that these steps have their targets
-    done = FLAG_DONE if cfg[C_DELAY] > 0 else FLAG_NONE
-    for b in range(B):
-        if need_bwd[b]:
-            slot = slots[b]
-            for e in range(K):
-                if hflag[slot, e] == FLAG_PENDING:
-                    hflag[slot, e] = done
-            cnt[slot, K_NLOSS] = 0
-            cnt[slot, K_NONFINITE] = 0
-            need_bwd[b] = False
+    _windows_learned(cfg, pool, slots, need_bwd)
 
 
 @njit(cache=True)

@@ -29,10 +29,10 @@ import numpy as np
 from numba import njit
 
 from .bundles import BATCH_SLOTS, MODEL_CFG, MODEL_LAY, WEIGHTS_STEPS, WEIGHTS_W
-from .chunk import (_all_finite, _finish, _flush_shared, _layer0_inputs, _skip,
-                    _window_grad, _window_span)
-from .codes import (C_DELAY, C_HIST, C_NEXT, C_OUT, C_P, C_RULE, C_VOCAB, FLAG_DONE, FLAG_NONE,
-                    FLAG_PENDING, K_HCOUNT, K_HPOS, K_NLOSS, K_NONFINITE, K_PENDING, K_STEPS,
+from .chunk import (_all_finite, _due_windows, _finish, _flush_shared, _layer0_inputs, _skip,
+                    _window_grad, _windows_learned)
+from .codes import (C_DELAY, C_HIST, C_NEXT, C_OUT, C_P, C_RULE, C_VOCAB,
+                    FLAG_PENDING, K_HCOUNT, K_HPOS, K_PENDING, K_STEPS,
                     R_STEPS, RTRL, SNAP1, TBPTT)
 from .model import predict_row, step_forward
 from .rtrl import rtrl_propagate
@@ -53,22 +53,10 @@ def _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_strea
         return
     cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
     W = weights[WEIGHTS_W]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     gwin, gused, glead, member = groups
     slots = batch[BATCH_SLOTS]
-    K = cfg[C_HIST]
     B = slots.shape[0]
-    for b in range(B):
-        if need_bwd[b] and cnt[slots[b], K_NONFINITE] != 0:
-            _skip(model, pool, out, slots[b], False)
-    todo = need_bwd.copy()
-    ends = np.zeros(B, dtype=np.int64)
-    lens = np.zeros(B, dtype=np.int64)
-    for b in range(B):
-        if todo[b] and cnt[slots[b], K_NONFINITE] != 0:
-            todo[b] = False
-        if todo[b]:
-            ends[b], lens[b] = _window_span(cfg, hflag, cnt, slots[b])
+    todo, ends, lens = _due_windows(model, pool, out, slots, need_bwd)
     while todo.any():
         lead = np.argmax(todo)
         n = lens[lead]
@@ -87,16 +75,7 @@ def _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_strea
         for i in range(members.shape[0]):
             member[members[i]] = n
             todo[members[i]] = False
-    done = FLAG_DONE if cfg[C_DELAY] > 0 else FLAG_NONE
-    for b in range(B):
-        if need_bwd[b]:
-            slot = slots[b]
-            for e in range(K):
-                if hflag[slot, e] == FLAG_PENDING:
-                    hflag[slot, e] = done
-            cnt[slot, K_NLOSS] = 0
-            cnt[slot, K_NONFINITE] = 0
-            need_bwd[b] = False
+    _windows_learned(cfg, pool, slots, need_bwd)
 
 
 @njit(cache=True, nogil=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -282,10 +283,13 @@ class Store(StoreBase):
         """All rows in one statement under one savepoint; only when that fails, row by row
         (a savepoint each, at three statements a row, cost more than the rows at thousands of
         streams)."""
+        def row(r: StreamRecord) -> tuple:
+            return r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now
+
         params = []
         for r in streams:
             try:
-                params.append((r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
+                params.append(row(r))
             except (OverflowError, ValueError, TypeError):
                 params = None
                 break
@@ -299,8 +303,7 @@ class Store(StoreBase):
                 self._db.execute("ROLLBACK TO rows")
                 self._db.execute("RELEASE rows")
         for r in streams:
-            self._row(failures, r.model, r.stream_id, self._UPSERT_STREAM,
-                      lambda r=r: (r.model, r.stream_id, r.acked_seq, json.dumps(r.stats), pack(r.state), now))
+            self._row(failures, r.model, r.stream_id, self._UPSERT_STREAM, functools.partial(row, r))
 
     def _row(self, failures: list, model: str, stream_id: str, sql: str, params: Callable[[], tuple]) -> None:
         self._db.execute("SAVEPOINT row")

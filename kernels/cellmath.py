@@ -24,6 +24,14 @@ def sigmoid(a):
     return 1.0 / (1.0 + math.exp(-a))
 
 
+def recurrent_weight_at(whh, nrec, diagonal, a, q):
+    """Offset of W_hh[a, q] in the flat parameters: row-major [G*H, rec], or for a diagonal
+    recurrence the vector [G*H], whose row a holds only q = a mod H (callers ask for no other)."""
+    if diagonal:
+        return whh + a
+    return whh + a * nrec + q
+
+
 # ----------------------------------------------------------------------------- forward
 # The nonlinearities themselves stay target-specific: the CPU's batched forward takes them as
 # passes over whole blocks (faster there, kernels/activations.py), CUDA calls ``sigmoid`` and

@@ -16,8 +16,8 @@ from numba import njit
 
 from . import cellmath
 from .activations import sigmoid_inplace, tanh_inplace
-from .codes import (ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN,
-                    L_REC, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+from .codes import (GRU_CHO, GRU_UNIT, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN,
+                    L_REC, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 from .registry import GATES_BY_CODE
 
 # the per-unit math, the same functions the CUDA twin compiles as device functions
@@ -44,6 +44,37 @@ def mat(theta, off, rows, cols):
 
 
 @njit(cache=True)
+def recurrent_products(theta, lr, R):
+    """[nb, G*H] = R W_hh^T for a tanh or LSTM layer: a full W_hh [G*H, rec], or a diagonal
+    one [G*H] whose row a meets only its own unit's h_{t-1} (a mod H)."""
+    H = lr[L_H]
+    GH = n_gates(lr[L_CELL]) * H
+    if lr[L_DIAG] == 0:
+        return np.dot(R, mat(theta, lr[L_WHH], GH, lr[L_REC]).T)
+    u = theta[lr[L_WHH]:lr[L_WHH] + GH]
+    out = np.empty((R.shape[0], GH), dtype=theta.dtype)
+    for b in range(R.shape[0]):
+        for a in range(GH):
+            out[b, a] = u[a] * R[b, a % H]
+    return out
+
+
+@njit(cache=True)
+def recurrent_vjp(theta, lr, dA):
+    """[nb, rec] = dA W_hh: the transposed product of ``recurrent_products``."""
+    H = lr[L_H]
+    GH = n_gates(lr[L_CELL]) * H
+    if lr[L_DIAG] == 0:
+        return np.dot(dA, mat(theta, lr[L_WHH], GH, lr[L_REC]))
+    u = theta[lr[L_WHH]:lr[L_WHH] + GH]
+    out = np.zeros((dA.shape[0], H), dtype=theta.dtype)
+    for b in range(dA.shape[0]):
+        for a in range(GH):
+            out[b, a % H] += u[a] * dA[b, a]
+    return out
+
+
+@njit(cache=True)
 def _add_biases(A, B, b_ih, b_hh, lo, hi):
     """A[:, lo:hi] += B[:, lo:hi] + b_ih[lo:hi] + b_hh[lo:hi]."""
     for b in range(A.shape[0]):
@@ -57,11 +88,11 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
 
     The nonlinearities run as passes over whole contiguous blocks (kernels.activations).
     """
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nin = lr[L_IN]
     nrec = lr[L_REC]
-    G = n_gates(cell)
+    G = n_gates(lr[L_CELL])
     GH = G * H
     nb = X.shape[0]
     cg = lr[L_CG]
@@ -71,7 +102,7 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
     b_hh = theta[lr[L_BHH]:lr[L_BHH] + GH]
     Rc = np.ascontiguousarray(R)
     A = np.dot(np.ascontiguousarray(X), W_ih.T)  # becomes the gate activations
-    if cell == GRU:
+    if unit == GRU_UNIT:
         nrows = 2 * H if variant == GRU_CHO else GH
         Ahh = np.dot(Rc, mat(theta, lr[L_WHH], nrows, nrec).T)
         _add_biases(A, Ahh, b_ih, b_hh, 0, 2 * H)
@@ -103,9 +134,9 @@ def layer_forward(theta, lr, variant, X, R, Cp, Hn, Cn, cache):
                 cache[b, cg + 2 * H + j] = N[b, j]
                 Hn[b, j] = gru_hidden(z, N[b, j], Rc[b, j])
         return
-    Ahh = np.dot(Rc, mat(theta, lr[L_WHH], GH, nrec).T)
+    Ahh = recurrent_products(theta, lr, Rc)
     _add_biases(A, Ahh, b_ih, b_hh, 0, GH)
-    if cell == ELMAN or cell == JORDAN:
+    if unit == TANH_UNIT:
         tanh_inplace(A.reshape(-1))
         for b in range(nb):
             for j in range(H):
@@ -179,7 +210,7 @@ def deferred_sizes(lr, variant, rows):
     sizes[D_DIH] = rows * GH
     sizes[D_X] = rows * lr[L_IN]
     sizes[D_R] = rows * lr[L_REC]
-    if lr[L_CELL] == GRU:
+    if lr[L_UNIT] == GRU_UNIT:
         sizes[D_DHH] = rows * GH
         if variant == GRU_CHO:
             sizes[D_RH] = rows * H
@@ -209,9 +240,16 @@ def flush_outer(grad, lr, variant, buf, dofs, rows):
 
     _acc_outer(grad, lr[L_WIH], _block(buf, dofs[D_DIH], rows, GH),
                _block(buf, dofs[D_X], rows, nin))
-    dhh = _block(buf, dofs[D_DHH if lr[L_CELL] == GRU else D_DIH], rows, GH)
+    gru = lr[L_UNIT] == GRU_UNIT
+    dhh = _block(buf, dofs[D_DHH if gru else D_DIH], rows, GH)
     R = _block(buf, dofs[D_R], rows, nrec)
-    if lr[L_CELL] == GRU and variant == GRU_CHO:
+    if lr[L_DIAG] == 1:  # row a of W_hh is one weight, on unit a mod H
+        for a in range(GH):
+            acc = 0.0
+            for r in range(rows):
+                acc += dhh[r, a] * R[r, a % H]
+            grad[lr[L_WHH] + a] += acc
+    elif gru and variant == GRU_CHO:
         _acc_outer(grad, lr[L_WHH], np.ascontiguousarray(dhh[:, :2 * H]), R)
         _acc_outer(grad, lr[L_WHH] + 2 * H * nrec, np.ascontiguousarray(dhh[:, 2 * H:]),
                    _block(buf, dofs[D_RH], rows, H))
@@ -246,11 +284,11 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
     to grad and the weight matrices' outer-product factors to rows r0.. of the deferred
     blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
     """
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nin = lr[L_IN]
     nrec = lr[L_REC]
-    G = n_gates(cell)
+    G = n_gates(lr[L_CELL])
     GH = G * H
     nb = X.shape[0]
     cg = lr[L_CG]
@@ -259,11 +297,11 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
     Rc = np.ascontiguousarray(R)
     W_ih = mat(theta, lr[L_WIH], GH, nin)
     dA = np.zeros((nb, GH), dtype=theta.dtype)
-    if cell == ELMAN or cell == JORDAN:
+    if unit == TANH_UNIT:
         for b in range(nb):
             for j in range(H):
                 dA[b, j] = tanh_unit_backward(cache[b, cg + j], dH[b, j])
-    elif cell == LSTM:
+    elif unit == LSTM_UNIT:
         wc = lr[L_WCH]
         peep = variant == PEEPHOLE
         for b in range(nb):
@@ -326,9 +364,8 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             _acc_bias(grad, lr[L_BIH], dA)
             _acc_bias(grad, lr[L_BHH], dAhh)
         return
-    W_hh = mat(theta, lr[L_WHH], GH, nrec)
     dX[:, :] = np.dot(dA, W_ih)
-    dR[:, :] = np.dot(dA, W_hh)
+    dR[:, :] = recurrent_vjp(theta, lr, dA)
     if want_params:
         _defer(dbuf, dofs, r0, dA, Xc, None, Rc)
         _acc_bias(grad, lr[L_BIH], dA)

@@ -7,6 +7,8 @@ indexed by ``L_*``). Numba folds these module globals into constants.
 
 # cells (per layer: the layers above a Jordan layer 0 are Elman layers)
 ELMAN, JORDAN, LSTM, GRU = 0, 1, 2, 3
+# the unit a cell's layer is built of (lay[k, L_UNIT]): the loops branch on it, not on the cell
+TANH_UNIT, LSTM_UNIT, GRU_UNIT = 0, 1, 2
 # LSTM variants
 STANDARD, PEEPHOLE, COUPLED, NO_FORGET = 0, 1, 2, 3
 # GRU variants
@@ -58,7 +60,9 @@ L_SH = 9         # offset of h in the state
 L_SC = 10        # offset of c in the state, -1 when absent
 L_CG = 11        # offset of this layer's gate activations in the cache
 L_CX = 12        # offset of this layer's extra cache (tanh(c) for LSTM, W_hn h + b_hn for GRU)
-L_NFIELDS = 13
+L_UNIT = 13      # TANH_UNIT, LSTM_UNIT or GRU_UNIT
+L_DIAG = 14      # 1: the recurrent weights are a vector [G*H] (unit a sees only its own h)
+L_NFIELDS = 15
 
 # per-stream int64 counters
 K_STEPS = 0      # steps run

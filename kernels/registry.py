@@ -35,7 +35,9 @@ class Cell:
 
     name: str
     code: int                   # cfg[C_CELL], lay[k, L_CELL]
+    unit: int                   # lay[k, L_UNIT]: whose per-unit math (TANH_UNIT, LSTM_UNIT, ...)
     gates: tuple                # gate blocks stacked in weight_ih/weight_hh, PyTorch's order
+    diagonal: bool = False      # weight_hh is a vector [G*H]: unit j sees only its own h_{t-1}
     cell_state: bool = False    # the state carries c beside h (L_SC)
     extra_cache: bool = False   # one more H-vector cached per step (L_CX)
     feeds_back_output: bool = False  # layer 0's recurrent input is y_{t-1} (Jordan)
@@ -43,6 +45,15 @@ class Cell:
     variant_field: str = ""     # the Spec field that picks a variant; "": none
     variants: tuple = ()        # Variant, the default (the proto's UNSPECIFIED) first
     torch_module: str = ""      # torch.nn class whose state_dict the layers load into; "": none
+
+    def __post_init__(self):
+        # the loops' diagonal products exist for the units whose gates all sum W_hh h_{t-1}
+        # (GRU's reset gate scales a full product) and for a recurrent input of width H
+        if self.diagonal and (self.unit == codes.GRU_UNIT or self.feeds_back_output):
+            raise ValueError(f"cell {self.name}: a diagonal recurrence needs a tanh or LSTM "
+                             "unit fed back its own h")
+        if len(self.gates) != {codes.TANH_UNIT: 1, codes.LSTM_UNIT: 4, codes.GRU_UNIT: 3}[self.unit]:
+            raise ValueError(f"cell {self.name}: {len(self.gates)} gates for its unit")
 
     @property
     def n_gates(self) -> int:
@@ -112,11 +123,12 @@ _GRU_VARIANTS = (
 
 # in code order: the kernels index GATES_BY_CODE by the code
 CELLS = {c.name: c for c in (
-    Cell("elman", codes.ELMAN, ("h",), torch_module="RNN"),
-    Cell("jordan", codes.JORDAN, ("h",), feeds_back_output=True, upper="elman"),
-    Cell("lstm", codes.LSTM, ("i", "f", "g", "o"), cell_state=True, extra_cache=True,
-         variant_field="lstm_variant", variants=_LSTM_VARIANTS, torch_module="LSTM"),
-    Cell("gru", codes.GRU, ("r", "z", "n"), extra_cache=True,
+    Cell("elman", codes.ELMAN, codes.TANH_UNIT, ("h",), torch_module="RNN"),
+    Cell("jordan", codes.JORDAN, codes.TANH_UNIT, ("h",), feeds_back_output=True, upper="elman"),
+    Cell("lstm", codes.LSTM, codes.LSTM_UNIT, ("i", "f", "g", "o"), cell_state=True,
+         extra_cache=True, variant_field="lstm_variant", variants=_LSTM_VARIANTS,
+         torch_module="LSTM"),
+    Cell("gru", codes.GRU, codes.GRU_UNIT, ("r", "z", "n"), extra_cache=True,
          variant_field="gru_variant", variants=_GRU_VARIANTS, torch_module="GRU"),
 )}
 RULES = {r.name: r for r in (

@@ -12,8 +12,9 @@ from numba import njit
 from . import cellmath
 from .cells import mat, n_gates
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
-                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL,
-                    L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+                    C_SKIP, C_VARIANT, C_VOCAB, C_Y, GRU_CHO, GRU_UNIT, JORDAN, L_BHH, L_BIH,
+                    L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC, L_SC, L_SH, L_UNIT, L_WCH, L_WHH,
+                    L_WIH, PEEPHOLE, TANH_UNIT)
 
 # one parameter's tangent through one unit: the functions the CUDA twin compiles
 _inline = njit(inline="always")
@@ -38,6 +39,25 @@ def _immediate(dA, off_w, off_b, rows_from, nrows, inp):
         for q in range(nin):
             dA[a, base + q] += inp[q]
         dA[a, off_b + a] += 1.0
+
+
+@njit(cache=True)
+def _recurrent_tangent(theta, lr, Mrec, r):
+    """[G*H, P] = W_hh M_rec plus W_hh's and b_hh's immediate terms (recurrent input r). A
+    diagonal W_hh [G*H] scales row a mod H of M_rec: H*P work instead of H*rec*P."""
+    GH = n_gates(lr[L_CELL]) * lr[L_H]
+    if lr[L_DIAG] == 0:
+        dA = np.dot(mat(theta, lr[L_WHH], GH, lr[L_REC]), Mrec)
+        _immediate(dA, lr[L_WHH], lr[L_BHH], 0, GH, r)
+        return dA
+    H = lr[L_H]
+    whh = lr[L_WHH]
+    dA = np.empty((GH, Mrec.shape[1]), dtype=theta.dtype)
+    for a in range(GH):
+        dA[a] = theta[whh + a] * Mrec[a % H]
+        dA[a, whh + a] += r[a % H]
+        dA[a, lr[L_BHH] + a] += 1.0
+    return dA
 
 
 @njit(cache=True)
@@ -66,27 +86,24 @@ def _add_input_tangent(theta, cfg, lay, k, token, x, s1, M1, dA):
 
 @njit(cache=True)
 def _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1):
-    """Layer k of rtrl_propagate for Elman, Jordan and LSTM, whose units see the input and
+    """Layer k of rtrl_propagate for tanh and LSTM units, which see the input and
     recurrent tangents only through their sum: dA = W_hh M_rec (+ W_ih M_below) + I_t,
     built in one [G*H, P] array, without the zero-filled input half (layer 0's input
     tangent is only the immediate term) and without copies."""
     P = cfg[C_P]
     variant = cfg[C_VARIANT]
     lr = lay[k]
-    cell = lr[L_CELL]
     H = lr[L_H]
     nrec = lr[L_REC]
-    GH = n_gates(cell) * H
     sh = lr[L_SH]
     sc = lr[L_SC]
     cg = lr[L_CG]
     cx = lr[L_CX]
-    rec0 = cfg[C_Y] if cell == JORDAN else sh
-    dA = np.dot(mat(theta, lr[L_WHH], GH, nrec), rows(M0, rec0, nrec, P))
+    rec0 = cfg[C_Y] if lr[L_CELL] == JORDAN else sh
+    dA = _recurrent_tangent(theta, lr, rows(M0, rec0, nrec, P), s0[rec0:rec0 + nrec])
     _add_input_tangent(theta, cfg, lay, k, token, x, s1, M1, dA)
-    _immediate(dA, lr[L_WHH], lr[L_BHH], 0, GH, s0[rec0:rec0 + nrec])
     Mh1 = rows(M1, sh, H, P)
-    if cell != LSTM:
+    if lr[L_UNIT] == TANH_UNIT:
         for j in range(H):
             h = cache[cg + j]
             for p in range(P):
@@ -125,8 +142,7 @@ def rtrl_propagate(theta, cfg, lay, token, x, s0, s1, cache, M0, M1):
     variant = cfg[C_VARIANT]
     for k in range(cfg[C_NL]):
         lr = lay[k]
-        cell = lr[L_CELL]
-        if cell != GRU:
+        if lr[L_UNIT] != GRU_UNIT:
             _propagate_summed(theta, cfg, lay, k, token, x, s0, s1, cache, M0, M1)
             continue
         # GRU: the input and recurrent tangents stay apart (r scales only the recurrent n part)

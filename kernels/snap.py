@@ -11,9 +11,9 @@ from numba import njit
 
 from . import cellmath
 from .cells import mat, n_gates
-from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, ELMAN, GRU,
-                    GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
-                    L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, GRU_CHO,
+                    GRU_UNIT, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC,
+                    L_SC, L_SH, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 
 # the per-unit partials, the same functions the CUDA twin compiles as device functions
 _inline = njit(inline="always")
@@ -23,6 +23,7 @@ snap_tanh_partials = _inline(cellmath.snap_tanh_partials)
 snap_lstm_partials = _inline(cellmath.snap_lstm_partials)
 snap_gru_partials = _inline(cellmath.snap_gru_partials)
 gru_cho_cross_term = _inline(cellmath.gru_cho_cross_term)
+recurrent_weight_at = _inline(cellmath.recurrent_weight_at)
 
 
 @njit(cache=True)
@@ -49,7 +50,7 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih,
     d(h_j, c_j)/d(w_ci, w_cf, w_co) for peepholes. jordan_loop[j] = sum_o W_hh[j, o]
     dy_{t-1,o}/dh_{t-1,j} for a Jordan layer 0. The math is ``kernels/cellmath.py``'s; this
     gathers its scalars."""
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nrec = lr[L_REC]
     sh = lr[L_SH]
@@ -57,12 +58,14 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih,
     cg = lr[L_CG]
     cx = lr[L_CX]
     whh = lr[L_WHH]
+    diag = lr[L_DIAG] == 1
     snap_clear(d_ih, d_hh, J, d_pe)
-    if cell == ELMAN:
-        snap_tanh_partials(cache[cg + j], theta[whh + j * nrec + j], d_ih, d_hh, J)
-    elif cell == JORDAN:
+    if lr[L_CELL] == JORDAN:
         snap_tanh_partials(cache[cg + j], jordan_loop[j], d_ih, d_hh, J)
-    elif cell == LSTM:
+    elif unit == TANH_UNIT:
+        snap_tanh_partials(cache[cg + j], theta[recurrent_weight_at(whh, nrec, diag, j, j)],
+                           d_ih, d_hh, J)
+    elif unit == LSTM_UNIT:
         wci = 0.0
         wcf = 0.0
         wco = 0.0
@@ -72,9 +75,10 @@ def _unit_partials(theta, cfg, lr, variant, j, s0, s1, cache, jordan_loop, d_ih,
             wco = theta[lr[L_WCH] + 2 * H + j]
         snap_lstm_partials(variant, cache[cg + j], cache[cg + H + j], cache[cg + 2 * H + j],
                            cache[cg + 3 * H + j], cache[cx + j], s0[sc + j], s1[sc + j],
-                           theta[whh + j * nrec + j], theta[whh + (H + j) * nrec + j],
-                           theta[whh + (2 * H + j) * nrec + j],
-                           theta[whh + (3 * H + j) * nrec + j], wci, wcf, wco,
+                           theta[recurrent_weight_at(whh, nrec, diag, j, j)],
+                           theta[recurrent_weight_at(whh, nrec, diag, H + j, j)],
+                           theta[recurrent_weight_at(whh, nrec, diag, 2 * H + j, j)],
+                           theta[recurrent_weight_at(whh, nrec, diag, 3 * H + j, j)], wci, wcf, wco,
                            d_ih, d_hh, J, d_pe)
     else:  # GRU
         cross = 0.0
@@ -137,6 +141,7 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
         nin = lr[L_IN]
         nrec = lr[L_REC]
         G = n_gates(cell)
+        diag = lr[L_DIAG] == 1
         if k == 0:
             inp = x
         else:
@@ -146,7 +151,7 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
             rec = s0[cfg[C_Y]:cfg[C_Y] + nrec]
         else:
             rec = s0[lr[L_SH]:lr[L_SH] + nrec]
-        cho = cell == GRU and variant == GRU_CHO
+        cho = lr[L_UNIT] == GRU_UNIT and variant == GRU_CHO
         if cell == JORDAN:
             jordan_loop = _jordan_loop(theta, cfg, lay, s0)
         else:
@@ -161,12 +166,14 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
                 _upd(m, P, lr[L_BIH] + a, J, ih, ic)
                 hh, hc = d_hh[g, 0], d_hh[g, 1]
                 base = lr[L_WHH] + a * nrec
-                if cho and g == 2:
+                if diag:  # W_hh[a] meets only h_{t-1, j}
+                    _upd(m, P, lr[L_WHH] + a, J, hh * rec[j], hc * rec[j])
+                elif cho and g == 2:
                     _upd_row(m, P, base, J, hh, hc, cache[lr[L_CX]:lr[L_CX] + H])
                 else:
                     _upd_row(m, P, base, J, hh, hc, rec)
                 _upd(m, P, lr[L_BHH] + a, J, hh, hc)
-            if cell == LSTM and variant == PEEPHOLE:
+            if lr[L_WCH] >= 0:  # peepholes
                 for x3 in range(3):
                     _upd(m, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1])
 
@@ -191,12 +198,16 @@ def snap_gradient(cfg, lay, m, dHs, gvec):
         nrec = lr[L_REC]
         G = n_gates(lr[L_CELL])
         sh = lr[L_SH]
+        diag = lr[L_DIAG] == 1
         for j in range(H):
             dh = dHs[sh + j]
             for g in range(G):
                 a = g * H + j
                 _axpy_row(gvec, m, lr[L_WIH] + a * nin, nin, dh)
-                _axpy_row(gvec, m, lr[L_WHH] + a * nrec, nrec, dh)
+                if diag:
+                    gvec[lr[L_WHH] + a] += dh * m[lr[L_WHH] + a]
+                else:
+                    _axpy_row(gvec, m, lr[L_WHH] + a * nrec, nrec, dh)
                 gvec[lr[L_BIH] + a] += dh * m[lr[L_BIH] + a]
                 gvec[lr[L_BHH] + a] += dh * m[lr[L_BHH] + a]
             if lr[L_WCH] >= 0:

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from rnnstream.kernels.registry import CELLS, RULES
 from rnnstream.service.engine import kernel_tier, warm_up
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,9 @@ async def load_before_serving(report_every_s: float = 15.0) -> float:
     if warm:
         log.info("loading the compiled kernels from numba's cache in %s (a few seconds)", cache)
     else:
-        log.info("compiling the kernels with numba: elman, jordan, lstm and gru cells; rtrl, tbptt and "
-                 "snap1 rules; the optimizers (only after an install or a kernel change: about 2-4 "
-                 "minutes on 2 cores; cached in %s for later starts; Ctrl-C stops it)", cache)
+        log.info("compiling the kernels with numba: %s cells; %s rules; the optimizers (only "
+                 "after an install or a kernel change: about 2-4 minutes on 2 cores; cached in %s "
+                 "for later starts; Ctrl-C stops it)", ", ".join(CELLS), ", ".join(RULES), cache)
     return await _reporting(in_daemon_thread(warm_up), ("loading" if warm else "compiling") + " the kernels",
                             report_every_s)
 

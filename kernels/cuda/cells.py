@@ -14,8 +14,9 @@ import math
 from numba import cuda
 
 from .. import cellmath
-from ..codes import (ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN,
-                     L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE, STANDARD)
+from ..codes import (GRU_CHO, GRU_UNIT, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG, L_H,
+                     L_IN, L_REC, L_SC, L_SH, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE,
+                     STANDARD, TANH_UNIT)
 from ..registry import GATES_BY_CODE
 from .scratch import W_CACHE, W_DA, W_DAHH, W_DCP, W_DHS, W_DR, W_DRH, W_DX, W_G, W_ST1
 
@@ -62,6 +63,26 @@ def dot_col(W, wc, off, stride, D, do, n, m):
 
 
 @cuda.jit(device=True)
+def rec_row(W, wc, lr, a, R, ro, n):
+    """sum_q W_hh[a, q] R[ro + q, n]; a diagonal W_hh's row a has one term, unit a mod H."""
+    if lr[L_DIAG] == 1:
+        return W[lr[L_WHH] + a, wc] * R[ro + a % lr[L_H], n]
+    return dot_row(W, wc, lr[L_WHH] + a * lr[L_REC], R, ro, n, lr[L_REC])
+
+
+@cuda.jit(device=True)
+def rec_col(W, wc, lr, q, D, do, n):
+    """sum_a W_hh[a, q] D[do + a, n] over the G*H rows: the transposed product of rec_row."""
+    H = lr[L_H]
+    if lr[L_DIAG] == 1:
+        acc = W[lr[L_WHH] + q, wc] * D[do + q, n]
+        for g in range(1, n_gates(lr[L_CELL])):
+            acc += W[lr[L_WHH] + g * H + q, wc] * D[do + g * H + q, n]
+        return acc
+    return dot_col(W, wc, lr[L_WHH] + q, lr[L_REC], D, do, n, n_gates(lr[L_CELL]) * H)
+
+
+@cuda.jit(device=True)
 def rec_offset(lr, yo):
     """Offset in the state of the layer's recurrent input: h_{t-1}, or y_{t-1} (Jordan)."""
     if lr[L_CELL] == JORDAN:
@@ -73,7 +94,7 @@ def rec_offset(lr, yo):
 def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
     """Layer forward from input X[xo:] and state S0[s0o:]; writes h (and c) into W_ST1 and the
     gate activations into W_CACHE."""
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nin = lr[L_IN]
     nrec = lr[L_REC]
@@ -85,7 +106,7 @@ def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
     cx = so[W_CACHE] + lr[L_CX]
     r0 = s0o + rec_offset(lr, yo)
     h1 = so[W_ST1] + lr[L_SH]
-    if cell == GRU and variant == GRU_CHO:
+    if unit == GRU_UNIT and variant == GRU_CHO:
         for j in range(H):
             r = sigmoid(dot_row(W, wc, wih + j * nin, X, xo, n, nin) + W[bih + j, wc]
                         + dot_row(W, wc, whh + j * nrec, S0, r0, n, nrec) + W[bhh + j, wc])
@@ -104,30 +125,28 @@ def layer_forward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n):
             wk[cg + 2 * H + j, n] = nn
             wk[h1 + j, n] = gru_hidden(z, nn, S0[r0 + j, n])
         return
-    if cell == ELMAN or cell == JORDAN:
+    if unit == TANH_UNIT:
         for j in range(H):
             h = math.tanh(dot_row(W, wc, wih + j * nin, X, xo, n, nin) + W[bih + j, wc]
-                          + dot_row(W, wc, whh + j * nrec, S0, r0, n, nrec) + W[bhh + j, wc])
+                          + rec_row(W, wc, lr, j, S0, r0, n) + W[bhh + j, wc])
             wk[cg + j, n] = h
             wk[h1 + j, n] = h
-    elif cell == LSTM:
+    elif unit == LSTM_UNIT:
         wch = lr[L_WCH]
         c1 = so[W_ST1] + lr[L_SC]
         c0 = s0o + lr[L_SC]
         for j in range(H):
             cp = S0[c0 + j, n]
             ai = (dot_row(W, wc, wih + j * nin, X, xo, n, nin) + W[bih + j, wc]
-                  + dot_row(W, wc, whh + j * nrec, S0, r0, n, nrec) + W[bhh + j, wc])
+                  + rec_row(W, wc, lr, j, S0, r0, n) + W[bhh + j, wc])
             af = (dot_row(W, wc, wih + (H + j) * nin, X, xo, n, nin) + W[bih + H + j, wc]
-                  + dot_row(W, wc, whh + (H + j) * nrec, S0, r0, n, nrec) + W[bhh + H + j, wc])
+                  + rec_row(W, wc, lr, H + j, S0, r0, n) + W[bhh + H + j, wc])
             ag = (dot_row(W, wc, wih + (2 * H + j) * nin, X, xo, n, nin)
                   + W[bih + 2 * H + j, wc]
-                  + dot_row(W, wc, whh + (2 * H + j) * nrec, S0, r0, n, nrec)
-                  + W[bhh + 2 * H + j, wc])
+                  + rec_row(W, wc, lr, 2 * H + j, S0, r0, n) + W[bhh + 2 * H + j, wc])
             ao = (dot_row(W, wc, wih + (3 * H + j) * nin, X, xo, n, nin)
                   + W[bih + 3 * H + j, wc]
-                  + dot_row(W, wc, whh + (3 * H + j) * nrec, S0, r0, n, nrec)
-                  + W[bhh + 3 * H + j, wc])
+                  + rec_row(W, wc, lr, 3 * H + j, S0, r0, n) + W[bhh + 3 * H + j, wc])
             if variant == PEEPHOLE:
                 ai += W[wch + j, wc] * cp
                 af += W[wch + H + j, wc] * cp
@@ -182,11 +201,11 @@ def layer_backward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n, want):
 
     Reads dH, dC from W_DHS; writes dX (W_DX), dR (W_DR), dCp (W_DCP); when ``want`` adds the
     parameter gradient to W_G."""
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nin = lr[L_IN]
     nrec = lr[L_REC]
-    G = n_gates(cell)
+    G = n_gates(lr[L_CELL])
     GH = G * H
     wih = lr[L_WIH]
     whh = lr[L_WHH]
@@ -199,10 +218,10 @@ def layer_backward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n, want):
     dx = so[W_DX]
     dr = so[W_DR]
     g0 = so[W_G]
-    if cell == ELMAN or cell == JORDAN:
+    if unit == TANH_UNIT:
         for j in range(H):
             wk[da + j, n] = tanh_unit_backward(wk[cg + j, n], wk[dh0 + j, n])
-    elif cell == LSTM:
+    elif unit == LSTM_UNIT:
         wch = lr[L_WCH]
         dc0 = so[W_DHS] + lr[L_SC]
         c0 = s0o + lr[L_SC]
@@ -275,10 +294,14 @@ def layer_backward(W, wc, lr, variant, yo, X, xo, S0, s0o, wk, so, n, want):
     for q in range(nin):
         wk[dx + q, n] = dot_col(W, wc, wih + q, nin, wk, da, n, GH)
     for q in range(nrec):
-        wk[dr + q, n] = dot_col(W, wc, whh + q, nrec, wk, da, n, GH)
+        wk[dr + q, n] = rec_col(W, wc, lr, q, wk, da, n)
     if want:
         _acc_outer(wk, g0, wih, wk, da, GH, X, xo, nin, n)
-        _acc_outer(wk, g0, whh, wk, da, GH, S0, r0, nrec, n)
+        if lr[L_DIAG] == 1:  # row a of W_hh is one weight, on unit a mod H
+            for a in range(GH):
+                wk[g0 + whh + a, n] += wk[da + a, n] * S0[r0 + a % H, n]
+        else:
+            _acc_outer(wk, g0, whh, wk, da, GH, S0, r0, nrec, n)
         for a in range(GH):
             wk[g0 + lr[L_BIH] + a, n] += wk[da + a, n]
             wk[g0 + lr[L_BHH] + a, n] += wk[da + a, n]

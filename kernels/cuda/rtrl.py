@@ -7,9 +7,9 @@ from numba import cuda
 
 from .. import cellmath
 from ..codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_NL, C_OUT, C_P,
-                     C_VARIANT, C_VOCAB, C_Y, ELMAN, GRU, GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL,
-                     L_CG, L_CX, L_H, L_IN, L_REC, L_SC, L_SH, L_WCH, L_WHH, L_WIH, LSTM,
-                     PEEPHOLE)
+                     C_VARIANT, C_VOCAB, C_Y, GRU_CHO, GRU_UNIT, JORDAN, L_BHH, L_BIH, L_CELL,
+                     L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC, L_SC, L_SH, L_UNIT, L_WCH, L_WHH,
+                     L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 from .cells import device, n_gates
 from .scratch import W_CACHE, W_DAH, W_DAI, W_DZ, W_G, W_M, W_MRH, W_ST1
 
@@ -42,6 +42,19 @@ def _immediate(D, do, P, off_w, off_b, rows_from, nrows, V, vo, nin, n):
 
 
 @cuda.jit(device=True)
+def _diagonal_recurrent(W, wc, whh, bhh, GH, H, M, mo, R, ro, n, D, do, P):
+    """D[a] = u[a] M[mo + (a mod H)] plus u's and b_hh's immediate terms, for a diagonal
+    W_hh = u [G*H]: the [G*H, P] tangent in H*P work instead of H*rec*P."""
+    for a in range(GH):
+        u = W[whh + a, wc]
+        j = a % H
+        for p in range(P):
+            D[do + a * P + p, n] = u * M[mo + j * P + p, n]
+        D[do + a * P + whh + a, n] += R[ro + j, n]
+        D[do + a * P + bhh + a, n] += 1.0
+
+
+@cuda.jit(device=True)
 def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
     """W_M = J_t M_{t-1} + I_t (eq. 6.42), after ``step_forward`` ran into the scratch."""
     P = cfg[C_P]
@@ -52,11 +65,11 @@ def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
     dah = so[W_DAH]
     for k in range(cfg[C_NL]):
         lr = lay[k]
-        cell = lr[L_CELL]
+        unit = lr[L_UNIT]
         H = lr[L_H]
         nin = lr[L_IN]
         nrec = lr[L_REC]
-        GH = n_gates(cell) * H
+        GH = n_gates(lr[L_CELL]) * H
         sh = lr[L_SH]
         sc = lr[L_SC]
         cg = so[W_CACHE] + lr[L_CG]
@@ -76,24 +89,28 @@ def rtrl_propagate(W, wc, cfg, lay, token, X, xo, S0, s0o, sens, wk, so, n):
             psh = lay[k - 1, L_SH]
             _matM(W, wc, wih, GH, nin, wk, m1 + psh * P, n, wk, dai, P)
             _immediate(wk, dai, P, wih, lr[L_BIH], 0, GH, wk, s1 + psh, nin, n)
-        if cell == JORDAN:
+        if lr[L_CELL] == JORDAN:
             rec0 = cfg[C_Y]
         else:
             rec0 = sh
-        nrows_hh = GH
-        if cell == GRU and variant == GRU_CHO:
-            nrows_hh = 2 * H
-        _matM(W, wc, whh, nrows_hh, nrec, sens, rec0 * P, n, wk, dah, P)
-        for e in range(nrows_hh * P, GH * P):
-            wk[dah + e, n] = 0.0
-        _immediate(wk, dah, P, whh, lr[L_BHH], 0, nrows_hh, S0, s0o + rec0, nrec, n)
-        if cell == ELMAN or cell == JORDAN:
+        if lr[L_DIAG] == 1:
+            _diagonal_recurrent(W, wc, whh, lr[L_BHH], GH, H, sens, rec0 * P, S0, s0o + rec0, n,
+                                wk, dah, P)
+        else:
+            nrows_hh = GH
+            if unit == GRU_UNIT and variant == GRU_CHO:
+                nrows_hh = 2 * H
+            _matM(W, wc, whh, nrows_hh, nrec, sens, rec0 * P, n, wk, dah, P)
+            for e in range(nrows_hh * P, GH * P):
+                wk[dah + e, n] = 0.0
+            _immediate(wk, dah, P, whh, lr[L_BHH], 0, nrows_hh, S0, s0o + rec0, nrec, n)
+        if unit == TANH_UNIT:
             for j in range(H):
                 h = wk[cg + j, n]
                 for p in range(P):
                     wk[m1 + (sh + j) * P + p, n] = tanh_unit_tangent(
                         h, wk[dai + j * P + p, n] + wk[dah + j * P + p, n])
-        elif cell == LSTM:
+        elif unit == LSTM_UNIT:
             wc_ = lr[L_WCH]
             for j in range(H):
                 i = wk[cg + j, n]

@@ -5,9 +5,9 @@ rows [0, P) and m[P + p] (c_j, LSTM) in rows [P, 2P)."""
 from numba import cuda, float64
 
 from .. import cellmath
-from ..codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, ELMAN, GRU,
-                     GRU_CHO, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_H, L_IN, L_REC, L_SC,
-                     L_SH, L_WCH, L_WHH, L_WIH, LSTM, PEEPHOLE)
+from ..codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, GRU_CHO,
+                     GRU_UNIT, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC,
+                     L_SC, L_SH, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 from .cells import device, n_gates
 from .scratch import W_CACHE, W_DA, W_DHS, W_DR, W_DX, W_G, W_ST1
 
@@ -18,6 +18,7 @@ snap_tanh_partials = device(cellmath.snap_tanh_partials)
 snap_lstm_partials = device(cellmath.snap_lstm_partials)
 snap_gru_partials = device(cellmath.snap_gru_partials)
 gru_cho_cross_term = device(cellmath.gru_cho_cross_term)
+recurrent_weight_at = device(cellmath.recurrent_weight_at)
 
 
 @cuda.jit(device=True, inline=True)
@@ -72,19 +73,21 @@ def _unit_partials(W, wc, lr, variant, j, S0, s0o, wk, so, n, jloop, d_ih, d_hh,
     """Unit j's partials, as the CPU twin: d_ih/d_hh [4, 2], J [2, 2], d_pe [3, 2]; the
     math is ``kernels/cellmath.py``'s, this gathers its scalars. wk[jloop + j]: a Jordan
     unit's loop through y_{t-1} (``_jordan_loop``)."""
-    cell = lr[L_CELL]
+    unit = lr[L_UNIT]
     H = lr[L_H]
     nrec = lr[L_REC]
     cg = so[W_CACHE] + lr[L_CG]
     cx = so[W_CACHE] + lr[L_CX]
     whh = lr[L_WHH]
+    diag = lr[L_DIAG] == 1
     sh = s0o + lr[L_SH]
     snap_clear(d_ih, d_hh, J, d_pe)
-    if cell == ELMAN:
-        snap_tanh_partials(wk[cg + j, n], W[whh + j * nrec + j, wc], d_ih, d_hh, J)
-    elif cell == JORDAN:
+    if lr[L_CELL] == JORDAN:
         snap_tanh_partials(wk[cg + j, n], wk[jloop + j, n], d_ih, d_hh, J)
-    elif cell == LSTM:
+    elif unit == TANH_UNIT:
+        snap_tanh_partials(wk[cg + j, n], W[recurrent_weight_at(whh, nrec, diag, j, j), wc],
+                           d_ih, d_hh, J)
+    elif unit == LSTM_UNIT:
         wci = 0.0
         wcf = 0.0
         wco = 0.0
@@ -94,9 +97,11 @@ def _unit_partials(W, wc, lr, variant, j, S0, s0o, wk, so, n, jloop, d_ih, d_hh,
             wco = W[lr[L_WCH] + 2 * H + j, wc]
         snap_lstm_partials(variant, wk[cg + j, n], wk[cg + H + j, n], wk[cg + 2 * H + j, n],
                            wk[cg + 3 * H + j, n], wk[cx + j, n], S0[s0o + lr[L_SC] + j, n],
-                           wk[so[W_ST1] + lr[L_SC] + j, n], W[whh + j * nrec + j, wc],
-                           W[whh + (H + j) * nrec + j, wc], W[whh + (2 * H + j) * nrec + j, wc],
-                           W[whh + (3 * H + j) * nrec + j, wc], wci, wcf, wco,
+                           wk[so[W_ST1] + lr[L_SC] + j, n],
+                           W[recurrent_weight_at(whh, nrec, diag, j, j), wc],
+                           W[recurrent_weight_at(whh, nrec, diag, H + j, j), wc],
+                           W[recurrent_weight_at(whh, nrec, diag, 2 * H + j, j), wc],
+                           W[recurrent_weight_at(whh, nrec, diag, 3 * H + j, j), wc], wci, wcf, wco,
                            d_ih, d_hh, J, d_pe)
     else:  # GRU
         cross = 0.0
@@ -141,7 +146,8 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
             ro = s0o + cfg[C_Y]
         else:
             ro = s0o + lr[L_SH]
-        cho = cell == GRU and variant == GRU_CHO
+        cho = lr[L_UNIT] == GRU_UNIT and variant == GRU_CHO
+        diag = lr[L_DIAG] == 1
         cx = so[W_CACHE] + lr[L_CX]
         if cell == JORDAN:
             _jordan_loop(W, wc, cfg, lay, S0, s0o, wk, so, n, jloop)
@@ -160,7 +166,10 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
                 hh = d_hh[g, 0]
                 hc = d_hh[g, 1]
                 base = lr[L_WHH] + a * nrec
-                if cho and g == 2:
+                if diag:  # W_hh[a] meets only h_{t-1, j}
+                    v = S0[ro + j, n]
+                    _upd(sens, P, lr[L_WHH] + a, J, hh * v, hc * v, n)
+                elif cho and g == 2:
                     for q in range(nrec):
                         v = wk[cx + q, n]
                         _upd(sens, P, base + q, J, hh * v, hc * v, n)
@@ -169,7 +178,7 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
                         v = S0[ro + q, n]
                         _upd(sens, P, base + q, J, hh * v, hc * v, n)
                 _upd(sens, P, lr[L_BHH] + a, J, hh, hc, n)
-            if cell == LSTM and variant == PEEPHOLE:
+            if lr[L_WCH] >= 0:  # peepholes
                 for x3 in range(3):
                     _upd(sens, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1], n)
 
@@ -193,8 +202,12 @@ def snap_gradient(cfg, lay, sens, wk, so, n):
                 for q in range(nin):
                     wk[g0 + base + q, n] += dh * sens[base + q, n]
                 base = lr[L_WHH] + a * nrec
-                for q in range(nrec):
-                    wk[g0 + base + q, n] += dh * sens[base + q, n]
+                if lr[L_DIAG] == 1:
+                    base = lr[L_WHH] + a
+                    wk[g0 + base, n] += dh * sens[base, n]
+                else:
+                    for q in range(nrec):
+                        wk[g0 + base + q, n] += dh * sens[base + q, n]
                 wk[g0 + lr[L_BIH] + a, n] += dh * sens[lr[L_BIH] + a, n]
                 wk[g0 + lr[L_BHH] + a, n] += dh * sens[lr[L_BHH] + a, n]
             if lr[L_WCH] >= 0:

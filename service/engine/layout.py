@@ -66,8 +66,10 @@ def build_layout(spec) -> Layout:
         row[kc.L_H] = H
         row[kc.L_IN] = nin
         row[kc.L_REC] = nrec
+        row[kc.L_UNIT] = cell.unit
+        row[kc.L_DIAG] = int(cell.diagonal)
         row[kc.L_WIH] = add(f"weight_ih_l{k}", (G * H, nin))
-        row[kc.L_WHH] = add(f"weight_hh_l{k}", (G * H, nrec))
+        row[kc.L_WHH] = add(f"weight_hh_l{k}", (G * H,) if cell.diagonal else (G * H, nrec))
         row[kc.L_BIH] = add(f"bias_ih_l{k}", (G * H,))
         row[kc.L_BHH] = add(f"bias_hh_l{k}", (G * H,))
         if cell is model_cell and variant is not None and variant.peephole:
@@ -128,7 +130,8 @@ def history_length(spec) -> int:
 
 
 def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
-    """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent weights and biases,
+    """PyTorch's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for recurrent weights and biases
+    (a diagonal recurrence's own weights: U(0, 1)),
     nn.Linear's for the head, N(0, 1) for the embedding; LSTM forget bias 1.0 (on bias_ih);
     the linear skip starts at zero (the model starts as the recurrent one)."""
     cell = CELLS[spec.cell]
@@ -149,6 +152,11 @@ def init_weights(spec, layout: Layout, dtype=np.float32) -> np.ndarray:
         else:
             k = int(p.name.rsplit("_l", 1)[1])
             bound = 1.0 / np.sqrt(spec.hidden_sizes[k])
+        if p.name.startswith("weight_hh") and cell.layer_cell(k).diagonal:
+            # a unit's own recurrent weight: U(0, 1) as IndRNN (Li et al., 2018) starts it,
+            # so that each unit keeps a memory of its own of a few steps or many
+            view[:] = rng.uniform(0.0, 1.0, p.size)
+            continue
         view[:] = rng.uniform(-bound, bound, p.size)
         if forget and p.name.startswith("bias_"):
             H = p.shape[0] // cell.n_gates

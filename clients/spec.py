@@ -29,7 +29,7 @@ class ModelSpec:
 
     Attributes:
         name: the model's name (letters, digits, ``-_.``), unique on the server.
-        cell: ``"elman"``, ``"jordan"``, ``"lstm"`` or ``"gru"``; "": lstm (dense), gru (tokens).
+        cell: ``"elman"``, ``"jordan"``, ``"lstm"``, ``"gru"`` or ``"indrnn"``; "": lstm (dense), gru (tokens).
         lstm_variant: ``"standard"``, ``"peephole"``, ``"coupled"`` (f = 1 - i) or ``"no_forget"``.
         gru_variant: ``"pytorch"`` (torch.nn.GRU) or ``"cho"`` (reset gate before the recurrent matrix).
         hidden_sizes: units per layer, one entry per stacked layer; (): (32,) dense, (512,) tokens.

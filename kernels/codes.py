@@ -6,7 +6,7 @@ indexed by ``L_*``). Numba folds these module globals into constants.
 """
 
 # cells (per layer: the layers above a Jordan layer 0 are Elman layers)
-ELMAN, JORDAN, LSTM, GRU = 0, 1, 2, 3
+ELMAN, JORDAN, LSTM, GRU, INDRNN = 0, 1, 2, 3, 4
 # the unit a cell's layer is built of (lay[k, L_UNIT]): the loops branch on it, not on the cell
 TANH_UNIT, LSTM_UNIT, GRU_UNIT = 0, 1, 2
 # LSTM variants

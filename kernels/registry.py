@@ -130,6 +130,8 @@ CELLS = {c.name: c for c in (
          torch_module="LSTM"),
     Cell("gru", codes.GRU, codes.GRU_UNIT, ("r", "z", "n"), extra_cache=True,
          variant_field="gru_variant", variants=_GRU_VARIANTS, torch_module="GRU"),
+    # Li et al. 2018: h_t = tanh(W_ih x_t + b_ih + u * h_{t-1} + b_hh), u a vector
+    Cell("indrnn", codes.INDRNN, codes.TANH_UNIT, ("h",), diagonal=True),
 )}
 RULES = {r.name: r for r in (
     Rule("rtrl", codes.RTRL, late_labels=False),  # would keep an S x P sensitivity per step

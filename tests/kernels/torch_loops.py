@@ -1,8 +1,8 @@
 """Hand-written PyTorch training loops, the second oracle of the engine (float64).
 
 The model: ``torch.nn.RNN``(tanh)/``LSTM``/``GRU`` via ``torch.func.functional_call`` for the
-cells PyTorch has, torch ops by hand for Jordan, the peephole/coupled/no-forget LSTMs and Cho's
-GRU; ``nn.Linear`` head, ``nn.Embedding`` for tokens, the linear skip as an ``nn.Linear`` without
+cells PyTorch has, torch ops by hand for Jordan, IndRNN, the peephole/coupled/no-forget LSTMs
+and Cho's GRU; ``nn.Linear`` head, ``nn.Embedding`` for tokens, the linear skip as an ``nn.Linear`` without
 bias from the input row (embedded for tokens) added to the head; all loaded from
 ``Engine.state_dict()``.
 Shared weights, B streams run as one batch with the per-stream losses summed.
@@ -87,6 +87,9 @@ class TorchModel:
                     new["c"].append(c)
                 elif spec.cell == "gru":
                     h = self.cho_layer(p, k, below, r)
+                elif spec.cell == "indrnn":  # one recurrent weight per unit (Li et al. 2018)
+                    h = torch.tanh(F.linear(below, p[f"weight_ih_l{k}"], p[f"bias_ih_l{k}"])
+                                   + p[f"weight_hh_l{k}"] * r + p[f"bias_hh_l{k}"])
                 else:
                     h = torch.tanh(F.linear(below, p[f"weight_ih_l{k}"], p[f"bias_ih_l{k}"])
                                    + F.linear(r, p[f"weight_hh_l{k}"], p[f"bias_hh_l{k}"]))

@@ -9,7 +9,7 @@ evaluated with other weights than the ones that ran it (SnAp-1's Jordan term nee
 
 Equations: NNDL ch. 6 (README, "References") — SRN eq. 6.5-6.7, LSTM eq. 6.49-6.57,
 LSTM variants eq. 6.58 (no forget gate), 6.59-6.61 (peephole), 6.62-6.63 (coupled),
-GRU eq. 6.64-6.67.
+GRU eq. 6.64-6.67; IndRNN (Li et al. 2018) eq. 2.
 
 A model's state is a dict ``{"h": [h_0..h_L-1], "c": [c_0..] or None, "y": y_{t-1} or None}``
 (``y`` only for Jordan). Its flat order, for RTRL's dS/dθ, is h_0, c_0, h_1, c_1, ..., y.
@@ -47,6 +47,24 @@ def elman_backward(lp, cache, dh):
     grads = {"w_ih": np.outer(da, cache["x"]), "w_hh": np.outer(da, cache["r"]),
              "b_ih": da.copy(), "b_hh": da.copy()}
     return lp["w_ih"].T @ da, lp["w_hh"].T @ da, grads
+
+
+# ----------------------------------------------------------------------------- IndRNN
+
+def indrnn_step(lp, x, r):
+    """IndRNN (Li et al. 2018, eq. 2) with tanh: h = tanh(W_ih x + b_ih + u ⊙ h_{t-1} + b_hh),
+    ``u = w_hh`` a vector: each unit is fed back only its own previous state."""
+    a = lp["w_ih"] @ x + lp["b_ih"] + lp["w_hh"] * r + lp["b_hh"]
+    h = np.tanh(a)
+    return h, {"x": x, "r": r, "h": h}
+
+
+def indrnn_backward(lp, cache, dh):
+    """Backward of ``indrnn_step``: the recurrent Jacobian is diagonal, diag(u ⊙ (1 - h²))."""
+    da = dh * (1.0 - cache["h"] ** 2)
+    grads = {"w_ih": np.outer(da, cache["x"]), "w_hh": da * cache["r"],
+             "b_ih": da.copy(), "b_hh": da.copy()}
+    return lp["w_ih"].T @ da, lp["w_hh"] * da, grads
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -179,6 +197,9 @@ def layer_step(cfg, lp, x, r, c):
     if cfg.cell in ("elman", "jordan"):
         h, cache = elman_step(lp, x, r)
         return h, None, cache
+    if cfg.cell == "indrnn":
+        h, cache = indrnn_step(lp, x, r)
+        return h, None, cache
     if cfg.cell == "lstm":
         return lstm_step(lp, x, r, c, cfg.lstm_variant)
     h, cache = gru_step(lp, x, r, cfg.gru_variant)
@@ -189,6 +210,9 @@ def layer_backward(cfg, lp, cache, dh, dc):
     """Backward of ``layer_step``: returns (dx, dr, dc_prev or None, grads)."""
     if cfg.cell in ("elman", "jordan"):
         dx, dr, g = elman_backward(lp, cache, dh)
+        return dx, dr, None, g
+    if cfg.cell == "indrnn":
+        dx, dr, g = indrnn_backward(lp, cache, dh)
         return dx, dr, None, g
     if cfg.cell == "lstm":
         return lstm_backward(lp, cache, dh, dc)

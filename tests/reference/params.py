@@ -113,7 +113,8 @@ def layout(cfg):
     for k, H in enumerate(cfg.hidden_sizes):
         recurrent_in = cfg.out_size if (cfg.cell == "jordan" and k == 0) else H
         out.append((f"weight_ih_l{k}", (G * H, cfg.layer_input_size(k))))
-        out.append((f"weight_hh_l{k}", (G * H, recurrent_in)))
+        # IndRNN (Li et al. 2018): one recurrent weight per unit, on its own h_{t-1}
+        out.append((f"weight_hh_l{k}", (G * H,) if cfg.cell == "indrnn" else (G * H, recurrent_in)))
         out.append((f"bias_ih_l{k}", (G * H,)))
         out.append((f"bias_hh_l{k}", (G * H,)))
         if cfg.peephole:
@@ -176,7 +177,10 @@ def init_params(cfg, seed=None):
         else:
             fan = cfg.hidden_sizes[-1] if name.startswith("head.") else cfg.hidden_sizes[int(name[-1])]
             bound = 1.0 / np.sqrt(fan)
-            p[name] = rng.uniform(-bound, bound, shape)
+            if cfg.cell == "indrnn" and name.startswith("weight_hh"):
+                p[name] = rng.uniform(0.0, 1.0, shape)  # the paper's range for u
+            else:
+                p[name] = rng.uniform(-bound, bound, shape)
     if cfg.variant is not None and cfg.variant.forget_bias:
         f = registry.CELLS[cfg.cell].gates.index("f")
         for k, H in enumerate(cfg.hidden_sizes):

@@ -103,9 +103,12 @@ def test_tbptt_k1_smaller_than_k2_is_truncated_bptt_sum():
 
 
 def diagonal_recurrence(cfg, params):
-    """Zero the off-diagonal entries of every gate block of weight_hh_l0."""
+    """Zero the off-diagonal entries of every gate block of weight_hh_l0 (an IndRNN's is a
+    vector: diagonal already)."""
     H = cfg.hidden_sizes[0]
     w = params["weight_hh_l0"]
+    if w.ndim == 1:
+        return params
     mask = np.tile(np.eye(H), (cfg.gates, 1))
     params = dict(params)
     params["weight_hh_l0"] = w * mask

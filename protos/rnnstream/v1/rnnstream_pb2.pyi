@@ -16,6 +16,7 @@ class Cell(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CELL_JORDAN: _ClassVar[Cell]
     CELL_LSTM: _ClassVar[Cell]
     CELL_GRU: _ClassVar[Cell]
+    CELL_INDRNN: _ClassVar[Cell]
 
 class LstmVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +76,7 @@ CELL_ELMAN: Cell
 CELL_JORDAN: Cell
 CELL_LSTM: Cell
 CELL_GRU: Cell
+CELL_INDRNN: Cell
 LSTM_VARIANT_UNSPECIFIED: LstmVariant
 LSTM_VARIANT_STANDARD: LstmVariant
 LSTM_VARIANT_PEEPHOLE: LstmVariant

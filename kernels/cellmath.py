@@ -107,6 +107,12 @@ def snap_update(j00, j01, j10, j11, mh, mc, ih, ic):
     return j00 * mh + j01 * mc + ih, j10 * mh + j11 * mc + ic
 
 
+def snap_update_h(j00, mh, ih):
+    """``snap_update`` of a unit without a cell state (tanh, GRU): J_jj = [[j00, 0], [0, 0]]
+    and I = (ih, 0), so the c influence stays 0 and is not touched."""
+    return j00 * mh + ih
+
+
 def snap_clear(d_ih, d_hh, J, d_pe):
     for a in range(4):
         for c in range(2):
@@ -120,13 +126,14 @@ def snap_clear(d_ih, d_hh, J, d_pe):
             J[a, c] = 0.0
 
 
-def snap_tanh_partials(h, loop, d_ih, d_hh, J):
-    """Elman/Jordan unit: ``loop`` is d(recurrent pre-activation)/dh_{t-1} along the unit's
-    own loop (W_hh[j, j]; Jordan: through y_{t-1})."""
+def snap_tanh_partials(h, loop):
+    """A tanh unit (Elman, Jordan, IndRNN): (d, j00), its pre-activation's partial dh/da (the
+    same from the input and the recurrent side) and its own-loop Jacobian; ``loop`` is
+    d(recurrent pre-activation)/dh_{t-1} along the unit's own loop (W_hh[j, j]; IndRNN: u_j;
+    Jordan: through y_{t-1}). Unlike the gated units' it returns scalars: the CPU runs tanh
+    units in a loop of their own, without the [4, 2] partials arrays."""
     d = 1.0 - h * h
-    d_ih[0, 0] = d
-    d_hh[0, 0] = d
-    J[0, 0] = d * loop
+    return d, d * loop
 
 
 def snap_lstm_partials(variant, i, f, g, o, tc, cp, c, wi, wf, wg, wo, wci, wcf, wco,

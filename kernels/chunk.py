@@ -183,14 +183,19 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     if rule == RTRL:
         rtrl_gradient(theta, cfg, st[b], sens[slot], dz[0], htok[slot, last], hx[slot, last], g)
     else:
-        # SnAp-1: dL_t/dS_t within step t, from the step's recomputed forward
+        # SnAp-1: dL_t/dS_t within step t, from the step's forward (recomputed if the weights moved)
         S = cfg[C_S]
         x0 = hx[slot, last:last + 1]
         s0 = hs[slot, last:last + 1]
-        S1 = np.empty((1, S), dtype=theta.dtype)
-        cache = np.empty((1, cfg[C_CACHE]), dtype=theta.dtype)
-        zr = np.empty((1, O), dtype=theta.dtype)
-        step_forward(theta, cfg, lay, x0, s0, S1, cache, zr)
+        if hver[slot, last] == weights[WEIGHTS_STEPS][batch[BATCH_WROW][b]]:
+            # its forward ran with these weights: its results as they were (as TBPTT's)
+            S1 = hs1[slot, last:last + 1]
+            cache = hc[slot, last:last + 1]
+        else:
+            S1 = np.empty((1, S), dtype=theta.dtype)
+            cache = np.empty((1, cfg[C_CACHE]), dtype=theta.dtype)
+            zr = np.empty((1, O), dtype=theta.dtype)
+            step_forward(theta, cfg, lay, x0, s0, S1, cache, zr)
         dS1 = np.zeros((1, S), dtype=theta.dtype)
         dS0 = np.empty((1, S), dtype=theta.dtype)
         dHs = np.empty((1, S), dtype=theta.dtype)
@@ -506,7 +511,7 @@ def run_chunk(model, weights, pool, batch, out):
             hs[slot, pos] = st[b]
             hflag[slot, pos] = 0
             hz[slot, pos] = Z[b]
-            if rule == TBPTT:
+            if rule != RTRL:  # forward results a later gradient reuses while the weights hold
                 hc[slot, pos] = cache[b]
                 hs1[slot, pos] = st1[b]
                 hver[slot, pos] = weights[WEIGHTS_STEPS][wrow[b]]

@@ -144,7 +144,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 hs[slot, pos] = st[b]
                 hflag[slot, pos] = 0
                 hz[slot, pos] = Z[b]
-                if rule == TBPTT:
+                if rule != RTRL:  # chunk.run_chunk: forward results a gradient may reuse
                     hc[slot, pos] = cache[b]
                     hs1[slot, pos] = st1[b]
                     hver[slot, pos] = weights[WEIGHTS_STEPS][0]

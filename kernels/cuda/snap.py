@@ -13,6 +13,7 @@ from .scratch import W_CACHE, W_DA, W_DHS, W_DR, W_DX, W_G, W_ST1
 
 # the per-unit partials: the functions the CPU twin compiles
 snap_update = device(cellmath.snap_update)
+snap_update_h = device(cellmath.snap_update_h)
 snap_clear = device(cellmath.snap_clear)
 snap_tanh_partials = device(cellmath.snap_tanh_partials)
 snap_lstm_partials = device(cellmath.snap_lstm_partials)
@@ -22,9 +23,13 @@ recurrent_weight_at = device(cellmath.recurrent_weight_at)
 
 
 @cuda.jit(device=True, inline=True)
-def _upd(sens, P, p, J, ih, ic, n):
-    sens[p, n], sens[P + p, n] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], sens[p, n],
-                                             sens[P + p, n], ih, ic)
+def _upd(sens, P, p, J, ih, ic, n, two):
+    """As the CPU's: ``two``, the unit has a cell state; else only h's influence moves."""
+    if two:
+        sens[p, n], sens[P + p, n] = snap_update(J[0, 0], J[0, 1], J[1, 0], J[1, 1], sens[p, n],
+                                                 sens[P + p, n], ih, ic)
+    else:
+        sens[p, n] = snap_update_h(J[0, 0], sens[p, n], ih)
 
 
 @cuda.jit(device=True)
@@ -82,11 +87,15 @@ def _unit_partials(W, wc, lr, variant, j, S0, s0o, wk, so, n, jloop, d_ih, d_hh,
     diag = lr[L_DIAG] == 1
     sh = s0o + lr[L_SH]
     snap_clear(d_ih, d_hh, J, d_pe)
-    if lr[L_CELL] == JORDAN:
-        snap_tanh_partials(wk[cg + j, n], wk[jloop + j, n], d_ih, d_hh, J)
-    elif unit == TANH_UNIT:
-        snap_tanh_partials(wk[cg + j, n], W[recurrent_weight_at(whh, nrec, diag, j, j), wc],
-                           d_ih, d_hh, J)
+    if unit == TANH_UNIT:
+        if lr[L_CELL] == JORDAN:
+            loop = wk[jloop + j, n]
+        else:
+            loop = W[recurrent_weight_at(whh, nrec, diag, j, j), wc]
+        d, j00 = snap_tanh_partials(wk[cg + j, n], loop)
+        d_ih[0, 0] = d
+        d_hh[0, 0] = d
+        J[0, 0] = j00
     elif unit == LSTM_UNIT:
         wci = 0.0
         wcf = 0.0
@@ -148,6 +157,7 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
             ro = s0o + lr[L_SH]
         cho = lr[L_UNIT] == GRU_UNIT and variant == GRU_CHO
         diag = lr[L_DIAG] == 1
+        two = lr[L_SC] >= 0
         cx = so[W_CACHE] + lr[L_CX]
         if cell == JORDAN:
             _jordan_loop(W, wc, cfg, lay, S0, s0o, wk, so, n, jloop)
@@ -161,26 +171,26 @@ def snap_propagate(W, wc, cfg, lay, X, xo, S0, s0o, sens, wk, so, n):
                 base = lr[L_WIH] + a * nin
                 for q in range(nin):
                     v = IA[io + q, n]
-                    _upd(sens, P, base + q, J, ih * v, ic * v, n)
-                _upd(sens, P, lr[L_BIH] + a, J, ih, ic, n)
+                    _upd(sens, P, base + q, J, ih * v, ic * v, n, two)
+                _upd(sens, P, lr[L_BIH] + a, J, ih, ic, n, two)
                 hh = d_hh[g, 0]
                 hc = d_hh[g, 1]
                 base = lr[L_WHH] + a * nrec
                 if diag:  # W_hh[a] meets only h_{t-1, j}
                     v = S0[ro + j, n]
-                    _upd(sens, P, lr[L_WHH] + a, J, hh * v, hc * v, n)
+                    _upd(sens, P, lr[L_WHH] + a, J, hh * v, hc * v, n, two)
                 elif cho and g == 2:
                     for q in range(nrec):
                         v = wk[cx + q, n]
-                        _upd(sens, P, base + q, J, hh * v, hc * v, n)
+                        _upd(sens, P, base + q, J, hh * v, hc * v, n, two)
                 else:
                     for q in range(nrec):
                         v = S0[ro + q, n]
-                        _upd(sens, P, base + q, J, hh * v, hc * v, n)
-                _upd(sens, P, lr[L_BHH] + a, J, hh, hc, n)
+                        _upd(sens, P, base + q, J, hh * v, hc * v, n, two)
+                _upd(sens, P, lr[L_BHH] + a, J, hh, hc, n, two)
             if lr[L_WCH] >= 0:  # peepholes
                 for x3 in range(3):
-                    _upd(sens, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1], n)
+                    _upd(sens, P, lr[L_WCH] + x3 * H + j, J, d_pe[x3, 0], d_pe[x3, 1], n, two)
 
 
 @cuda.jit(device=True)

@@ -112,13 +112,24 @@ def build_layout(spec) -> Layout:
     cfg[kc.C_GHMAX] = gh_max
     cfg[kc.C_WMAX] = max(max(spec.hidden_sizes), F, O)
     cfg[kc.C_HIST] = history_length(spec)
-    cfg[kc.C_RULE] = RULES[spec.algorithm].code
+    cfg[kc.C_RULE] = kc.SNAP1 if rtrl_is_unit_local(spec) else RULES[spec.algorithm].code
     cfg[kc.C_NEXT] = int(spec.target_mode == "next_input")
     cfg[kc.C_K1] = spec.tbptt_k1
     cfg[kc.C_SHARED] = int(spec.sharing == "shared")
     cfg[kc.C_DELAY] = spec.max_label_delay
     cfg[kc.C_SKIP] = skip
     return Layout(tuple(params), offset, state, cfg, lay)
+
+
+def rtrl_is_unit_local(spec) -> bool:
+    """Exact RTRL whose sensitivity never leaves each unit's own parameters: one layer with a
+    diagonal recurrence (IndRNN) on dense input. Its state Jacobian J_t is diagonal, so
+    M_t = J_t M_{t-1} + I_t keeps I_t's pattern (unit j depends only on the parameters that
+    write unit j), which is SnAp-1's recursion with nothing dropped: the kernels run
+    SnAp-1's O(P) step and get RTRL's gradient, instead of the S x P sensitivity. An embedding
+    (every unit reads the token's row) or a second layer (W_ih mixes units) breaks that."""
+    return (spec.algorithm == "rtrl" and len(spec.hidden_sizes) == 1 and spec.vocab_size == 0
+            and CELLS[spec.cell].diagonal)
 
 
 def history_length(spec) -> int:

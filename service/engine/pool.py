@@ -11,7 +11,7 @@ from .features import STAT_FIELDS, STATE_FIELDS, stream_shapes
 
 # the arrays of one stream, in the order of the kernels' pool bundle
 STREAM_FIELDS = POOL_FIELDS
-# forward results TBPTT may reuse; a snapshot without them restores with "recompute"
+# forward results TBPTT and SnAp-1 may reuse; a snapshot without them restores with "recompute"
 OPTIONAL_FIELDS = ("hc", "hz", "hs1", "hver")
 # per-stream weights and optimizer moments (PER_STREAM models)
 WEIGHT_FIELDS = ("weights", "opt_m", "opt_v", "opt_steps")
@@ -19,9 +19,10 @@ WEIGHT_FIELDS = ("weights", "opt_m", "opt_v", "opt_steps")
 
 def sensitivity_width(spec, layout) -> int:
     P, S = layout.num_parameters, layout.state_size
-    if spec.algorithm == "rtrl":
+    rule = int(layout.cfg[kc.C_RULE])  # an IndRNN's RTRL runs SnAp-1's kernels (rtrl_is_unit_local)
+    if rule == kc.RTRL:
         return S * P
-    if spec.algorithm == "snap1":
+    if rule == kc.SNAP1:
         # the current sensitivity, then (with late labels) a copy per step of the ring, so a
         # label for step s takes SnAp's gradient with the sensitivity of step s
         D = spec.max_label_delay

@@ -38,6 +38,10 @@ CELLS = {
     **{f"{name}-stacked-classes": dict(cell=name, hidden_sizes=(2, 3), output_size=0,
                                        num_classes=3)
        for name, c in registry.CELLS.items() if c.feeds_back_output},
+    # a diagonal recurrence: one layer's RTRL runs on the unit-local sensitivity (SnAp-1's
+    # kernels), a stack's on the full one, through the diagonal products
+    **{f"{name}-stacked": dict(cell=name, hidden_sizes=(2, 3))
+       for name, c in registry.CELLS.items() if c.diagonal},
 }
 STREAMS = ["a", "b", "c"]
 

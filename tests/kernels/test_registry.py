@@ -112,3 +112,29 @@ def test_unknown_variant_is_refused_by_name():
         registry.CELLS["lstm"].variant_of(spec)
     with pytest.raises(ValueError, match="lstm_variant must be one of"):
         spec.validate()
+
+
+@pytest.mark.parametrize("cell", list(registry.CELLS))
+def test_rtrl_of_one_diagonal_layer_keeps_a_unit_local_sensitivity(cell):
+    """One layer of a diagonal recurrence on dense input runs RTRL with SnAp-1's O(P)
+    sensitivity (exact there: the trajectory tests' ``<cell>-rtrl-*-dense-L1`` cases hold it
+    to the reference's full RTRL); an embedding or a second layer, and every full recurrence,
+    keep the S x P one."""
+    from rnnstream.kernels import codes
+    from rnnstream.service.engine.pool import sensitivity_width
+
+    def widths(**kw):
+        spec = Spec(cell=cell, input_size=2, algorithm="rtrl", **kw)
+        lay = build_layout(spec)
+        P, S = lay.num_parameters, lay.state_size
+        return int(lay.cfg[codes.C_RULE]), sensitivity_width(spec, lay), P, S
+
+    rule, width, P, S = widths(hidden_sizes=(4,), output_size=1)
+    if registry.CELLS[cell].diagonal:
+        assert (rule, width) == (codes.SNAP1, 2 * P)
+    else:
+        assert (rule, width) == (codes.RTRL, S * P)
+    for kw in (dict(hidden_sizes=(4, 3), output_size=1),
+               dict(hidden_sizes=(4,), vocab_size=5, num_classes=5)):
+        rule, width, P, S = widths(**kw)
+        assert (rule, width) == (codes.RTRL, S * P), kw

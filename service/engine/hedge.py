@@ -16,14 +16,14 @@ step's mean squared error over them), in standard deviations of the target: the 
 divided by the stream's running target standard deviation (Welford), which makes one default
 fit every scale. The absolute error is what the benchmark scores (MAE), and the loss a median
 minimises: a member that predicts the median (service/engine/median.py) wins where the target
-is skewed (mostly-zero counts) or a near random walk, which squared error never lets it do
-(bench/results/quality_defaults.md: held-out SolarFlare 0.414 -> 0.355 MAE, SP500 0.581 ->
-0.563). It is convex, not exp-concave: the weighted mean then stays within
-ln(K) / eta + eta T B^2 / 8 of the best member over T steps (Theorem 2.2, losses in [0, B]).
-The regression default, eta = 0.7, was measured on bench/quality.py's regression streams and
-the held-out ones: 0.5-1.0 were within 0.3% of each other on every stream; 0.35 cost WaterFlow
-2.4%. (Squared error in standard deviations, eta 0.35, was the rule before; it is 1/8-exp-concave
-for errors up to 2 standard deviations.)
+is skewed (mostly-zero counts), where squared error keeps the weight on the members that
+predict the mean (bench/results/quality_defaults.md: held-out SolarFlare 0.414 -> 0.355 MAE
+with the median member and absolute error, 0.414 with it and squared error). It is convex, not
+exp-concave: the weighted mean then stays within ln(K) / eta + eta T B^2 / 8 of the best
+member over T steps (Theorem 2.2, losses in [0, B]). The regression default, eta = 0.7, was
+measured on bench/quality.py's regression streams and the held-out ones: 0.5 and 1.0 moved
+no stream by more than 0.7% against it, 0.35 cost WaterFlow 2.4%. (Before, the loss was the
+squared error in variances at eta 0.35.)
 The discount (an effective window of 1000 scored steps) lets the weights follow a member that
 starts slowly and overtakes later; a member's per-step loss is capped (a non-finite one counts
 as the cap: 4 standard deviations for regression), so one bad step never silences it for good.

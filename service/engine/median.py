@@ -7,8 +7,8 @@ Where no learner beats a constant (a near random walk of changes, such as a stoc
 daily moves) it is as good as the running mean; where the target is skewed (counts that are
 mostly zero) it is much better, and Hedge, which weighs regression members by their absolute
 error (service/engine/hedge.py), moves its weight there (held-out SolarFlare: MAE 0.414 ->
-0.355; bench/results/quality_defaults.md). On series with a level or a trend Hedge leaves it
-at a small weight.
+0.355, SP500 0.581 -> 0.562; bench/results/quality_defaults.md). On series with a level or a
+trend Hedge leaves it at a small weight.
 
 P^2 keeps five markers per output: heights q_0..q_4 (the minimum, the p/2, p and (1+p)/2
 quantiles and the maximum, p = 1/2), their positions n_i among the targets seen (0-based) and
@@ -24,7 +24,7 @@ abstains: its prediction is NaN, so Hedge leaves it out of the mix, while its lo
 the exact median of the targets it has (the first network member's before any), so it is
 scored as it would have done. A stream of a few steps (ChickWeights' chicks, twelve each) would
 otherwise mix in a median of one or two targets: abstaining kept ChickWeights where it was,
-mixing from the first target cost it 0.7%.
+mixing from the first target cost it 1.5%.
 
 No weights; per stream the markers' heights (NaN until seeded), positions and desired
 positions, the target count, the running loss and the step count: all in the stream snapshot.

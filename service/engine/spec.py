@@ -54,7 +54,7 @@ AUTO_MEMBERS = ({"lr": 1e-2, "clip_norm": 1.0}, {"lr": 3e-2, "clip_norm": 1.0},
 # naive, 1.07 with the scaled season in its place; the other regression streams unchanged).
 # A running median (P^2), which Hedge, weighing regression members by absolute error, follows
 # where no learner beats a constant: held-out SolarFlare (mostly-zero counts) MAE 0.414 ->
-# 0.355, SP500 (near random walk) 0.581 -> 0.563; the other regression streams within 0.3%
+# 0.355, SP500 (near random walk) 0.581 -> 0.562; the other regression streams within 0.3%
 # (bench/results/quality_defaults.md).
 AUTO_BASELINES = ({"baseline": "last_target"}, {"baseline": "seasonal_scaled"},
                   {"baseline": "running_median"})

@@ -111,7 +111,8 @@ RECOMMENDED = {
     # regression also feeds the last observed target back (NARX)
     REGRESSION: {**_DENSE, "output_taps": (1,),
                  "members": _E4 + ({"baseline": "last_target"},
-                                   {"baseline": "seasonal_scaled"})},
+                                   {"baseline": "seasonal_scaled"},
+                                   {"baseline": "running_median"})},
     CLASSIFICATION: {**_DENSE, "members": _E4 + ({"baseline": "knn"}, {"baseline": "knn_wide"},
                                                {"baseline": "tree"})},
     TEXT: {"input_size": 64, "cell": "gru", "hidden_sizes": (512,),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, context, hedge, hoeffding, neighbours, seasonal, seasonal_scaled
+from . import baseline, context, hedge, hoeffding, median, neighbours, seasonal, seasonal_scaled
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
@@ -30,6 +30,7 @@ def _dense_inputs(spec: Spec) -> int:
 # the members that are not networks, by their spec name (spec.BASELINES)
 _BASELINES = {
     "last_target": lambda spec, dtype: baseline.LastTarget(spec.out_size, dtype),
+    "running_median": lambda spec, dtype: median.Median(spec.out_size, dtype),
     "seasonal": lambda spec, dtype: seasonal.Seasonal(spec.out_size, dtype),
     "seasonal_scaled": lambda spec, dtype: seasonal_scaled.SeasonalScaled(
         spec.out_size, _dense_inputs(spec), dtype),
@@ -43,6 +44,7 @@ _BASELINES = {
     "tree": lambda spec, dtype: hoeffding.HoeffdingTree(spec.input_size, spec.num_classes,
                                                         spec.sharing != "per_stream", dtype)}
 _BASELINE_MEMORY = {"last_target": lambda spec: baseline.memory_per_stream(spec.out_size),
+                    "running_median": lambda spec: median.memory_per_stream(spec.out_size),
                     "seasonal": lambda spec: seasonal.memory_per_stream(spec.out_size),
                     "seasonal_scaled": lambda spec: seasonal_scaled.memory_per_stream(
                         spec.out_size, _dense_inputs(spec)),
@@ -178,20 +180,25 @@ class EnsembleEngine:
 
     def forecast(self, stream_id, horizon: int) -> np.ndarray:
         """Each member forecasts on its own (feeding back its own predictions); the forecasts
-        are combined with the stream's current weights."""
+        are combined with the stream's current weights, over the members that have one."""
         each = [None] * len(self.members)
         for k in self._networks:
             each[k] = self.members[k].forecast(stream_id, horizon)
         for k, m in enumerate(self.members):
             if each[k] is None:
                 each[k] = m.forecast(stream_id, horizon, fallback=each[self._networks[0]])
-        each = np.stack(each)  # [K, H, O]
+        each = np.stack(each).astype(np.float64)  # [K, H, O]
         if horizon == 0:
-            return each[0]
+            return each[0].astype(self.dtype)
         row = self._hedge.row(stream_id)
         loss = self._hedge.arrays["loss"][row] if row is not None else np.zeros(len(self.members))
-        w = hedge.weights(loss, self.eta)
-        return np.einsum("k,kho->ho", w, each.astype(np.float64)).astype(self.dtype)
+        # a member without a forecast (NaN: it abstains, or diverged) is left out, as in step
+        ok = np.isfinite(each).all(axis=(1, 2))
+        w = np.where(ok, hedge.weights(loss, self.eta), 0.0)
+        if w.sum() == 0:
+            return each[self._networks[0]].astype(self.dtype)
+        mix = np.einsum("k,kho->ho", w / w.sum(), np.where(ok[:, None, None], each, 0.0))
+        return mix.astype(self.dtype)
 
     # weights --------------------------------------------------------------------------
     def state_dict(self, stream_id=None) -> dict:

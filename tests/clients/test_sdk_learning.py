@@ -11,15 +11,16 @@ def test_a_shape_only_model_gets_the_measured_default_and_says_so(client, name):
     assert (spec["tbptt_k1"], spec["tbptt_k2"], spec["optimizer"]) == (1, 8, "adam")
     assert abs(spec["lr"] - 0.01) < 1e-9  # the effective rate, not 0 for "unset"
     assert spec["linear_skip"] is True and spec["output_taps"] == [1]
-    assert spec["normalize"] == "shared" and len(spec["members"]) == 6
-    assert spec["hedge_rate"] == pytest.approx(0.35)  # the rate in effect is named, so a stored model keeps it
-    assert spec["members"][-2:] == [{"baseline": "last_target"},  # persistence, level series
-                                    {"baseline": "seasonal_scaled"}]  # scaled season
+    assert spec["normalize"] == "shared" and len(spec["members"]) == 7
+    assert spec["hedge_rate"] == pytest.approx(0.7)  # the rate in effect is named, so a stored model keeps it
+    assert spec["members"][-3:] == [{"baseline": "last_target"},  # persistence, level series
+                                    {"baseline": "seasonal_scaled"},  # scaled season
+                                    {"baseline": "running_median"}]  # skewed, near random walk
     rng = np.random.default_rng(0)
     with client.stream(name, "s") as stream:
         x = rng.standard_normal((32, 2)).astype(np.float32)
         result = stream.send(x, targets=x[:, :1] * 3 + 100)  # caller's units come back
-    assert len(result.stats.members) == 6
+    assert len(result.stats.members) == 7
     assert abs(sum(w for _, w in result.stats.members) - 1) < 1e-5
     assert np.isfinite(result.predictions).all() and result.predictions.mean() > 10
 

@@ -132,7 +132,8 @@ def test_refusals(change, words):
 
 def test_auto_members_add_persistence_for_explicit_regression_only():
     regress = Spec(input_size=3, output_size=1)
-    assert len(regress.members) == 6 and regress.members[-2:] == (PERSIST, {"baseline": "seasonal_scaled"})
+    assert len(regress.members) == 7 and regress.members[-3:] == (
+        PERSIST, {"baseline": "seasonal_scaled"}, {"baseline": "running_median"})
     assert regress.network_members() == [0, 1, 2, 3]
     assert PERSIST not in Spec(input_size=3, num_classes=2).members
     assert len(Spec(input_size=3, num_classes=2).members) == 7  # 4 networks, knn, knn_wide, tree

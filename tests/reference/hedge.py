@@ -1,6 +1,8 @@
 """Hedge over K members, one stream, one step at a time, in plain Python floats: the oracle
 for ``service.engine.hedge`` (Cesa-Bianchi & Lugosi 2006, the exponentially weighted average
-forecaster, with discounted cumulative losses)."""
+forecaster, with discounted cumulative losses). Regression members are weighed by the root of
+their squared error in target variances (their absolute error in standard deviations, for one
+output), capped at the root of ``cap``."""
 import math
 
 
@@ -71,5 +73,7 @@ class HedgeReference:
             for k in range(self.K):
                 h = losses[k] / scale
                 h = min(h, self.cap) if math.isfinite(h) else self.cap
+                if not self.classify:
+                    h = math.sqrt(h)
                 self.L[k] = self.discount * self.L[k] + h
         return combined

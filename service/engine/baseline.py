@@ -282,12 +282,32 @@ class LastTarget(WeightlessMember):
                              f"baseline {self.kind}, which keeps nothing per model")
 
     # internals --------------------------------------------------------------------------
+    def _scored(self, stream_ids, lengths, losses):
+        """After a call of a subclass that keeps its states in ``_streams``: each stream's
+        running loss (Hedge's) and step count, and the call's stats."""
+        running = np.stack([self._streams[sid]["running"] for sid in stream_ids])
+        hedge._running(running, losses)
+        for b, sid in enumerate(stream_ids):
+            self._streams[sid]["running"] = running[b]
+            self._streams[sid]["steps"] = np.float64(self._streams[sid]["steps"] + lengths[b])
+        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=len(stream_ids))
+
+    # a subclass keeping other state names its module's functions here
+    state_shapes = staticmethod(state_shapes)
+    fresh_state = staticmethod(lambda O: {name: np.zeros(shape)
+                                          for name, shape in state_shapes(O).items()})
+
     def _shapes(self) -> dict:
-        return state_shapes(self.out_size)
+        return self.state_shapes(self.out_size)
 
     def _fresh(self) -> dict:
-        return {name: np.zeros(shape) for name, shape in self._shapes().items()}
+        return self.fresh_state(self.out_size)
+
+
+def float64_bytes(shapes: dict) -> int:
+    """Bytes of one stream's float64 state ``{name: shape}`` (the memory estimate)."""
+    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
 
 
 def memory_per_stream(out_size: int) -> int:
-    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in state_shapes(out_size).values())
+    return float64_bytes(state_shapes(out_size))

@@ -37,9 +37,7 @@ import math
 
 import numpy as np
 
-from . import hedge
-from .baseline import LastTarget
-from .engine import CallStats
+from .baseline import LastTarget, float64_bytes
 
 QUANTILE = 0.5
 MARKERS = 5  # P^2's markers; also the targets the estimate needs before it stands
@@ -137,11 +135,8 @@ class Median(LastTarget):
 
     kind = "running_median"
 
-    def _shapes(self) -> dict:
-        return state_shapes(self.out_size)
-
-    def _fresh(self) -> dict:
-        return fresh_state(self.out_size)
+    state_shapes = staticmethod(state_shapes)
+    fresh_state = staticmethod(fresh_state)
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
         """Predictions [B, T, O] (NaN where the estimate does not stand yet) and losses [B, T]
@@ -162,12 +157,7 @@ class Median(LastTarget):
         active = np.arange(T)[None, :] < lengths[:, None]
         preds = np.where((stands & active)[..., None], est, np.nan)
         losses = np.where(active, losses, np.nan)
-        running = np.stack([self._streams[sid]["running"] for sid in stream_ids])
-        hedge._running(running, losses)
-        for b, sid in enumerate(stream_ids):
-            self._streams[sid]["running"] = running[b]
-            self._streams[sid]["steps"] = np.float64(self._streams[sid]["steps"] + lengths[b])
-        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        self._scored(stream_ids, lengths, losses)
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
     def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
@@ -190,4 +180,4 @@ class Median(LastTarget):
 
 
 def memory_per_stream(out_size: int) -> int:
-    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in state_shapes(out_size).values())
+    return float64_bytes(state_shapes(out_size))

@@ -21,9 +21,7 @@ stream snapshot. Forecasts repeat the season forward.
 from __future__ import annotations
 
 import numpy as np
-from . import hedge
-from .baseline import LastTarget
-from .engine import CallStats
+from .baseline import LastTarget, float64_bytes
 from .recurrence import discounted
 
 PERIODS = (4, 7, 12, 24, 52, 168)
@@ -102,11 +100,8 @@ class Seasonal(LastTarget):
 
     kind = "seasonal"
 
-    def _shapes(self) -> dict:
-        return state_shapes(self.out_size)
-
-    def _fresh(self) -> dict:
-        return fresh_state(self.out_size)
+    state_shapes = staticmethod(state_shapes)
+    fresh_state = staticmethod(fresh_state)
 
     def step(self, stream_ids, batch: dict, fallback_preds, fallback_losses):
         y, lengths = batch["targets"].astype(np.float64), batch["lengths"]
@@ -126,12 +121,7 @@ class Seasonal(LastTarget):
         active = np.arange(T)[None, :] < lengths[:, None]
         preds = np.where(active[..., None], preds, np.nan)
         losses = np.where(active, losses, np.nan)
-        running = np.stack([self._streams[sid]["running"] for sid in stream_ids])
-        hedge._running(running, losses)
-        for b, sid in enumerate(stream_ids):
-            self._streams[sid]["running"] = running[b]
-            self._streams[sid]["steps"] = np.float64(self._streams[sid]["steps"] + lengths[b])
-        self.last_call = CallStats(steps=int(lengths.sum()), batch_streams=B)
+        self._scored(stream_ids, lengths, losses)
         return preds.astype(self.dtype), losses.astype(self.dtype)
 
     def forecast(self, stream_id, horizon: int, fallback) -> np.ndarray:
@@ -157,4 +147,4 @@ class Seasonal(LastTarget):
 
 
 def memory_per_stream(out_size: int) -> int:
-    return 8 * sum(int(np.prod(s, dtype=np.int64)) for s in state_shapes(out_size).values())
+    return float64_bytes(state_shapes(out_size))

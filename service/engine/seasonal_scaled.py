@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .baseline import float64_bytes
 from .recurrence import discounted
 from .seasonal import DISCOUNT, MIN_SCORED, PERIODS, Seasonal, choose
 
@@ -350,5 +351,4 @@ class SeasonalScaled(Seasonal):
 
 
 def memory_per_stream(out_size: int, input_size: int = 0) -> int:
-    return 8 * sum(int(np.prod(s, dtype=np.int64))
-                   for s in state_shapes(out_size, input_size).values())
+    return float64_bytes(state_shapes(out_size, input_size))

@@ -201,8 +201,9 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
         dHs = np.empty((1, S), dtype=theta.dtype)
         dx = np.empty((1, x0.shape[1]), dtype=theta.dtype)
         no_rows = np.zeros((cfg[C_NL], D_NFIELDS), dtype=np.int64)  # mode 2 defers nothing
-        step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, 2,
-                      np.empty(0, dtype=theta.dtype), no_rows, 0)
+        within_step = np.int64(2)  # param_mode 2, as a run-time int: one compiled step_backward
+        step_backward(theta, cfg, lay, x0, s0, S1, cache, dz, dS1, g, dx, dS0, dHs, within_step,
+                      np.empty(0, dtype=theta.dtype), no_rows, np.int64(0))
         add_embedding_grad(cfg, htok[slot, last:last + 1], dx, g)
         if back == 0:
             snap_gradient(cfg, lay, sens[slot], dHs[0], g)
@@ -451,6 +452,7 @@ def run_chunk(model, weights, pool, batch, out):
     P = cfg[C_P]
     K = cfg[C_HIST]
     rule = cfg[C_RULE]
+    now = np.int64(0)  # 'the latest step' for _finish: a run-time 0, one compiled _finish
     nxt = cfg[C_NEXT] == 1
     shared = cfg[C_SHARED] == 1
     delayed = cfg[C_DELAY] > 0
@@ -482,10 +484,10 @@ def run_chunk(model, weights, pool, batch, out):
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, empty_target, tokens[b, t], need_bwd, dz)
+                                               now, empty_target, tokens[b, t], need_bwd, dz)
                     else:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, inputs[b, t, :O], 0, need_bwd, dz)
+                                               now, inputs[b, t, :O], now, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
@@ -537,7 +539,7 @@ def run_chunk(model, weights, pool, batch, out):
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
                     losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                           0, targets[b, t], tclass[b, t], need_bwd, dz)
+                                           now, targets[b, t], tclass[b, t], need_bwd, dz)
             _tbptt_phase(model, weights, pool, batch, out, acc, need_bwd)
             _flush_shared(model, weights, pool, batch, out, acc)
     for b in range(B):

@@ -96,6 +96,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
     P = cfg[C_P]
     K = cfg[C_HIST]
     rule = cfg[C_RULE]
+    now = np.int64(0)  # 'the latest step' for _finish: a run-time 0, one compiled _finish
     nxt = cfg[C_NEXT] == 1
     delayed = cfg[C_DELAY] > 0
     O = cfg[C_OUT]
@@ -114,10 +115,10 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 if cnt[slots[b], K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, empty_target, tokens[b, t], need_bwd, dz)
+                                               now, empty_target, tokens[b, t], need_bwd, dz)
                     else:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, inputs[b, t, :O], 0, need_bwd, dz)
+                                               now, inputs[b, t, :O], now, need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
             _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams)
@@ -170,7 +171,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 for b in range(B):
                     if t < lengths[b] and learn != 2:
                         losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               0, targets[b, t], tclass[b, t], need_bwd, dz)
+                                               now, targets[b, t], tclass[b, t], need_bwd, dz)
                 _part_phase(model, weights, pool, batch, out, groups, need_bwd, window_streams)
         if contrib.any() or gused.any():
             return i + 1, True

@@ -60,7 +60,7 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
             if wflag[tau, b] == FLAG_PENDING:
                 loss_grad(cfg, Z[b], wy[tau, b], wcls[tau, b], dZ[b])
         step_backward(theta, cfg, lay, wx[tau], ws[tau], S1, cache, dZ, dS, grad, dx, dS0,
-                      dHs, 1, dbuf, dofs, tau * nb)
+                      dHs, np.int64(1), dbuf, dofs, tau * nb)
         add_embedding_grad(cfg, wtok[tau], dx, grad)
         dS[:, :] = dS0
     for k in range(NL):

@@ -80,3 +80,28 @@ def test_models_and_weights_survive_a_restart(start_server, tmp_path):
     srv2 = start_server()
     assert srv2.stub.GetModel(pb.GetModelRequest(name="keep")).spec.name == "keep"
     assert all(np.array_equal(weights(srv2.stub, "keep")[k], w[k]) for k in w)
+
+
+@pytest.mark.parametrize("algorithm", [v for v in pb.Algorithm.values() if v])
+@pytest.mark.parametrize("cell", [v for v in pb.Cell.values() if v], ids=pb.Cell.Name)
+def test_every_cell_and_rule_serves_over_the_wire(server, cell, algorithm):
+    """Each cell of the proto (the registry's, tests/kernels/test_registry.py) with each rule:
+    created, streamed and exported over gRPC, answering what the engine answers, its weights
+    in the registry's shapes (an IndRNN's weight_hh is a vector)."""
+    from rnnstream.kernels import registry
+    from tests.service.conftest import engine_run, make_chunks, request
+
+    spec = make_spec("m", cell=cell, algorithm=algorithm, hidden_sizes=[4], tbptt_k1=2, tbptt_k2=2)
+    server.stub.CreateModel(pb.CreateModelRequest(spec=spec))
+    chunks = make_chunks(2, 3)
+    responses = list(server.stub.Stream(iter(
+        [request("m", "s", i + 1, x, y) for i, (x, y) in enumerate(chunks)])))
+    _, outs = engine_run(spec, {"s": chunks})
+    for resp, (preds, _) in zip(responses, outs["s"]):
+        assert not resp.HasField("error")
+        np.testing.assert_array_equal(np.asarray(resp.predictions, np.float32), preds[0].ravel())
+    exported = weights(server.stub, "m")
+    c = registry.CELLS[pb.Cell.Name(cell)[len("CELL_"):].lower()]
+    recurrent_in = 1 if c.feeds_back_output else 4  # Jordan's layer 0 feeds back the output
+    assert exported["weight_hh_l0"].shape == ((4 * c.n_gates,) if c.diagonal
+                                              else (4 * c.n_gates, recurrent_in))

@@ -14,11 +14,18 @@ async def _run(config: Config) -> None:
     from rnnstream.service.gcpolicy import collect_less
     from rnnstream.service.server import Server  # after logging is set up; imports the engine
 
+    loop = asyncio.get_running_loop()
+    # Ctrl-C during the start-up cancels it at once. Through the loop's own handler, not
+    # asyncio.run's: the kernel may hand the signal to another thread (the compile's), and
+    # only the loop's wakeup fd then wakes the loop before its next timer.
+    loop.add_signal_handler(signal.SIGINT, asyncio.current_task().cancel)
     server = Server(config)
-    await server.start()
+    try:
+        await server.start()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None  # serve(): "interrupted during start-up", exit 130
     collect_less()  # a process-wide choice: only the server process makes it
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -67,10 +67,12 @@ async def _reporting(awaitable, what: str, every_s: float):
     task = asyncio.ensure_future(awaitable)
     started = time.monotonic()
     while True:
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), every_s)
-        except asyncio.TimeoutError:
-            log.info("still %s (%.0f s so far)...", what, time.monotonic() - started)
+        # asyncio.wait, not wait_for: Python 3.11's wait_for turns a cancel (Ctrl-C) that lands
+        # with its timeout into a TimeoutError, and the start-up would go on compiling
+        done, _ = await asyncio.wait({task}, timeout=every_s)
+        if done:
+            return task.result()
+        log.info("still %s (%.0f s so far)...", what, time.monotonic() - started)
 
 
 async def load_before_serving(report_every_s: float = 15.0) -> float:

@@ -38,6 +38,7 @@ from rnnstream.clients import AsyncClient
 from rnnstream.clients.connect import ROUTE_HEADER, Backoff, route
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2 as pb
 from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
+from .proc_cpu import own_cpu_seconds, tree_cpu_seconds
 from tests.scaleout.cluster import Nginx, Postgres, start_replicas, stop
 
 INPUT = 4
@@ -63,11 +64,20 @@ def _create(address: str, spec: pb.ModelSpec) -> None:
                                                    metadata=((ROUTE_HEADER, route(spec.name)),))
 
 
-async def _load(address: str, model: str, streams: int, steps: int, seconds: float, warmup: float) -> float:
-    """Steps per second answered through ``address`` while ``streams`` sessions push chunks."""
+async def _load(address: str, model: str, streams: int, steps: int, seconds: float, warmup: float,
+                cpu_roles: dict) -> tuple[float, dict]:
+    """Steps per second answered through ``address`` while ``streams`` sessions push chunks, and
+    the CPU cores each role (name -> function giving its CPU seconds) used over the same window."""
     done_steps = [0]
     start = time.monotonic() + warmup
     stop_at = start + seconds
+    cpu_used: dict[str, float] = {}
+
+    async def measure_cpu():
+        await asyncio.sleep(start - time.monotonic())
+        before = {role: read() for role, read in cpu_roles.items()}
+        await asyncio.sleep(stop_at - time.monotonic())
+        cpu_used.update({role: (read() - before[role]) / seconds for role, read in cpu_roles.items()})
 
     async def one(client, i):
         rng = np.random.default_rng(i)
@@ -83,12 +93,13 @@ async def _load(address: str, model: str, streams: int, steps: int, seconds: flo
         await session.close(durable=False)
 
     async with AsyncClient(address) as client:
-        await asyncio.gather(*(one(client, i) for i in range(streams)))
-    return done_steps[0] / seconds
+        await asyncio.gather(measure_cpu(), *(one(client, i) for i in range(streams)))
+    return done_steps[0] / seconds, cpu_used
 
 
-def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args, direct: bool = False) -> float:
-    """Steps/s of ``n`` replicas through nginx (``direct``: one replica, no proxy in between)."""
+def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args, direct: bool = False) -> tuple[float, dict]:
+    """Steps/s of ``n`` replicas through nginx (``direct``: one replica, no proxy in between), and
+    the cores each part used meanwhile (replicas, nginx, PostgreSQL, the load generator)."""
     db = f"tp{n}{'d' if direct else ''}_{os.getpid()}"
     url = _new_db(pg, db)
     parts = []
@@ -99,7 +110,13 @@ def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args, direct: bool =
             parts.append(Nginx([r.port for r in parts]))
             address = parts[-1].address
         _create(address, _spec("tp", pb.SHARING_PER_STREAM))
-        return asyncio.run(_load(address, "tp", args.streams, args.steps, args.seconds, warmup=2.0))
+        replicas = parts[:n]
+        roles = {"replicas": lambda: sum(tree_cpu_seconds(r.proc.pid) for r in replicas),
+                 "nginx": lambda: 0.0 if direct else tree_cpu_seconds(parts[-1].proc.pid),
+                 "PostgreSQL": lambda: tree_cpu_seconds(pg.proc.pid),
+                 "load generator": own_cpu_seconds}
+        return asyncio.run(_load(address, "tp", args.streams, args.steps, args.seconds, warmup=2.0,
+                                 cpu_roles=roles))
     finally:
         stop(parts)
 
@@ -197,6 +214,34 @@ async def _quality(address: str, streams: int, chunks: int, steps: int) -> float
     return float(np.mean(losses))
 
 
+def _throughput_lines(direct: tuple[float, dict], runs: dict, args, cores: int) -> list[str]:
+    """The throughput tables: steps/s and efficiency, then the cores each part used."""
+    base = runs[1][0] if 1 in runs else None
+    per_core_base = base / runs[1][1]["replicas"] if base and runs[1][1].get("replicas") else None
+    lines = ["## Throughput through nginx", "",
+             f"{args.streams} streams, chunks of {args.steps} steps, LSTM H={HIDDEN[0]} TBPTT(16,16) Adam, "
+             "PER_STREAM, --workers 1 per replica; the load generator runs on the same cores. "
+             f"Peer: 1 replica without the proxy, {direct[0]:,.0f} steps/s"
+             + (f" (1 replica through nginx: {base / direct[0]:.2f}x of it)." if base else "."), "",
+             "| replicas | steps/s | vs 1 replica | efficiency (N x 1) | efficiency (min(N, cores) x 1) "
+             "| steps per replica CPU-second | efficiency per replica CPU-second |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for n, (rate, cpu) in runs.items():
+        per_core = rate / cpu["replicas"] if cpu.get("replicas") else float("nan")
+        cells = [f"{n}", f"{rate:,.0f}"]
+        cells += ([f"{rate / base:.2f}x", f"{rate / (n * base):.0%}", f"{rate / (min(n, cores) * base):.0%}"]
+                  if base else ["", "", ""])
+        cells += [f"{per_core:,.0f}", f"{per_core / per_core_base:.0%}" if per_core_base else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Cores used over the timed window (CPU seconds per second; the machine has {cores}):", "",
+              "| setup | replicas | nginx | PostgreSQL | load generator | all |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, (_, cpu) in [("1 replica, direct", direct), *((f"{n} behind nginx", run) for n, run in runs.items())]:
+        lines.append(f"| {name} | " + " | ".join(f"{cpu[role]:.2f}" for role in
+                                                 ("replicas", "nginx", "PostgreSQL", "load generator"))
+                     + f" | {sum(cpu.values()):.2f} |")
+    return lines + [""]
+
+
 def _new_db(pg: Postgres, name: str) -> str:
     import psycopg
     with psycopg.connect(pg.url, autocommit=True) as db:
@@ -229,22 +274,8 @@ def main(argv=None) -> None:
     try:
         if "throughput" not in args.skip:
             direct = throughput(pg, workdir, 1, args, direct=True)
-            rates = {n: throughput(pg, workdir, n, args) for n in args.replicas}
-            base = rates.get(1)
-            lines += ["## Throughput through nginx", "",
-                      f"{args.streams} streams, chunks of {args.steps} steps, LSTM H={HIDDEN[0]} TBPTT(16,16) Adam, "
-                      "PER_STREAM, --workers 1 per replica; the load generator runs on the same cores. "
-                      f"Peer: 1 replica without the proxy, {direct:,.0f} steps/s"
-                      + (f" (1 replica through nginx: {base / direct:.2f}x of it)." if base else "."), "",
-                      "| replicas | steps/s | vs 1 replica | efficiency (N x 1) | efficiency (min(N, cores) x 1) |",
-                      "| ---: | ---: | ---: | ---: | ---: |"]
-            for n, rate in rates.items():
-                if base:
-                    lines.append(f"| {n} | {rate:,.0f} | {rate / base:.2f}x | {rate / (n * base):.0%} | "
-                                 f"{rate / (min(n, cores) * base):.0%} |")
-                else:
-                    lines.append(f"| {n} | {rate:,.0f} | | | |")
-            lines.append("")
+            runs = {n: throughput(pg, workdir, n, args) for n in args.replicas}
+            lines += _throughput_lines(direct, runs, args, cores)
         if "failover" not in args.skip:
             times = failover(pg, workdir, args)
             lines += ["## Failover (kill -9 of the replica holding the most streams)", "",

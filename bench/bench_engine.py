@@ -25,34 +25,15 @@ from rnnstream.kernels.registry import CELLS
 from rnnstream.service.engine import Engine, Spec
 from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
+from .timing import alternating, measured_peak, timed, two_thread_ceiling
+from .torch_peers import run_torch_rtrl, run_torch_tbptt, run_torch_window, torch_window_loop
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 
 # the kernels against PyTorch: normalisation, skip and taps (on by default) are off on both sides
 OPTIONS_OFF = dict(normalize="off", linear_skip=False, output_taps=())
-
-def _timed(fn, repeats=3):
-    """The best of ``repeats`` runs: these machines are shared and noisy, and the fastest run
-    is the one least disturbed. Both sides of every ratio are timed the same way."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-# ---------------------------------------------------------------------------- peak FLOPs
-def measured_peak(threads):
-    """float32 GFLOP/s of a 2048^3 matmul with numpy's BLAS at ``threads`` threads."""
-    from threadpoolctl import threadpool_limits
-
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    with threadpool_limits(threads, user_api="blas"):
-        a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(3))
-    return 2 * 2048 ** 3 / best / 1e9
 
 
 # ---------------------------------------------------------------------------- FLOP counts
@@ -86,7 +67,7 @@ def run_engine(spec, x, y, chunk):
     def go():
         for t0 in range(0, T, chunk):
             eng.step(ids, inputs=x[:, t0:t0 + chunk], targets=y[:, t0:t0 + chunk])
-    return B * T / _timed(go)
+    return B * T / timed(go)
 
 
 def per_stream_parts(B=256, T=16, H=32, blocks=6, chunks=4):
@@ -117,16 +98,6 @@ def per_stream_parts(B=256, T=16, H=32, blocks=6, chunks=4):
     parts = len(shards.parts(B))
     shards.set_threads(0)
     return best[1], best[0], parts
-
-
-def _alternating(blocks, ways, run):
-    """The best steps/s of each way over ``blocks`` rounds that take every way in turn (a shared,
-    noisy machine: the fastest run is the one least disturbed, and both sides see the same load)."""
-    best = {}
-    for _ in range(blocks):
-        for way in ways:
-            best[way] = max(best.get(way, 0.0), run(way))
-    return best
 
 
 def shared_parts(B=1024, H=128, chunks=4, blocks=5):
@@ -165,43 +136,9 @@ def shared_parts(B=1024, H=128, chunks=4, blocks=5):
         cpu[threads] = min(cpu.get(threads, float("inf")), time.process_time() - c0)
         return B * 16 * chunks / (time.perf_counter() - t0)
 
-    best = _alternating(blocks, (1, 2, "torch"), run)
+    best = alternating(blocks, (1, 2, "torch"), run)
     shards.set_threads(0)
     return best[1], best[2], best["torch"], cpu[2] / cpu[1]
-
-
-def two_thread_ceiling(n=20_000_000, blocks=3):
-    """How much faster two threads run a compiled loop than one thread runs it twice, now: the
-    most any 2-worker ratio of this run can show (on a quiet 2-core machine about 2; another
-    process's load takes its share)."""
-    import threading
-
-    from numba import njit
-
-    @njit(nogil=True)
-    def spin(n):
-        s = 0.0
-        for i in range(n):
-            s += np.sqrt(i * 1.0)
-        return s
-
-    spin(10)
-
-    def run(threads):
-        t0 = time.perf_counter()
-        if threads == 1:
-            spin(n)
-            spin(n)
-        else:
-            pair = [threading.Thread(target=spin, args=(n,)) for _ in range(2)]
-            for t in pair:
-                t.start()
-            for t in pair:
-                t.join()
-        return 1.0 / (time.perf_counter() - t0)
-
-    best = _alternating(blocks, (1, 2), run)
-    return best[2] / best[1]
 
 
 def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=8, blocks=3):
@@ -232,7 +169,7 @@ def shared_parts_sweep(sizes=(32, 64, 128, 256), H=32, chunks=8, blocks=3):
                 cpu[parts] = min(cpu.get(parts, float("inf")), time.process_time() - c0)
                 return B * 16 * chunks / (time.perf_counter() - t0)
 
-            best = _alternating(blocks, (1, 2), run)
+            best = alternating(blocks, (1, 2), run)
             rows.append((k, B, best[2] / best[1], cpu[2] / cpu[1]))
     return rows
 
@@ -274,130 +211,6 @@ def step_overhead(blocks=30, calls=1000):
                 fn()
             best[fn] = min(best[fn], (time.thread_time() - t0) / calls)
     return best[step] * 1e6, best[kernel] * 1e6
-
-
-# ---------------------------------------------------------------------------- PyTorch
-def _torch_modules(spec, torch):
-    H = spec.hidden_sizes[0]
-    cell = getattr(torch.nn, CELLS[spec.cell].torch_module + "Cell")(spec.input_size, H)
-    head = torch.nn.Linear(H, spec.output_size)
-    params = list(cell.parameters()) + list(head.parameters())
-    return cell, head, params
-
-
-def run_torch_tbptt(spec, x, y):
-    """The usual loop: k steps, sum of losses, backward, optimizer step, detach."""
-    import torch
-
-    cell, head, params = _torch_modules(spec, torch)
-    opt = torch.optim.Adam(params, lr=1e-3)
-    X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)
-    T, B, H = X.shape[0], X.shape[1], spec.hidden_sizes[0]
-    lstm = spec.cell == "lstm"
-
-    def go():
-        h = torch.zeros(B, H)
-        c = torch.zeros(B, H)
-        loss = 0.0
-        for t in range(T):
-            if lstm:
-                h, c = cell(X[t], (h, c))
-            else:
-                h = cell(X[t], h)
-            loss = loss + ((head(h) - Y[t]) ** 2).mean(dim=1).sum()
-            if (t + 1) % spec.tbptt_k1 == 0:
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss = 0.0
-                h, c = h.detach(), c.detach()
-    return B * T / _timed(go)
-
-
-def torch_window_loop(spec, x, y):
-    """The loop a PyTorch user writes for TBPTT(k, k): ``nn.LSTM`` (or ``nn.RNN``/``nn.GRU``)
-    over each k-step window at once, the window's summed loss, backward, an Adam step, detach.
-    Returns a function that runs it over all of x once."""
-    import torch
-
-    H, k = spec.hidden_sizes[0], spec.tbptt_k1
-    rnn = getattr(torch.nn, CELLS[spec.cell].torch_module)(spec.input_size, H)
-    head = torch.nn.Linear(H, spec.output_size)
-    opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
-    X, Y = torch.as_tensor(x).transpose(0, 1), torch.as_tensor(y).transpose(0, 1)  # [T, B, *]
-    T, B = X.shape[0], X.shape[1]
-    lstm = spec.cell == "lstm"
-
-    def go():
-        h = torch.zeros(1, B, H)
-        state = (h, torch.zeros(1, B, H)) if lstm else h
-        for t0 in range(0, T, k):
-            out, state = rnn(X[t0:t0 + k], state)
-            loss = ((head(out) - Y[t0:t0 + k]) ** 2).mean(dim=2).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            state = tuple(s.detach() for s in state) if lstm else state.detach()
-    return go
-
-
-def run_torch_window(spec, x, y):
-    """Steps/s of ``torch_window_loop``."""
-    return x.shape[0] * x.shape[1] / _timed(torch_window_loop(spec, x, y))
-
-
-def run_torch_rtrl(spec, x, y):
-    """Exact RTRL written in PyTorch: per step the state and parameter Jacobians from
-    torch.func.jacrev, M = J_s M + J_θ, gradient dL/ds M, an Adam step."""
-    import torch
-    from torch.func import functional_call, jacrev
-
-    cell, head, params = _torch_modules(spec, torch)
-    names = [n for n, _ in cell.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in cell.parameters()])
-    shapes = [p.shape for p in cell.parameters()]
-    H = spec.hidden_sizes[0]
-    lstm = spec.cell == "lstm"
-    S = 2 * H if lstm else H
-
-    def unflat(v):
-        out, o = {}, 0
-        for n, s in zip(names, shapes):
-            k = int(np.prod(s))
-            out[n] = v[o:o + k].reshape(s)
-            o += k
-        return out
-
-    def step(s, theta, xt):
-        p = unflat(theta)
-        if lstm:
-            h, c = functional_call(cell, p, (xt, (s[:, :H], s[:, H:])))
-            return torch.cat([h, c], dim=1)
-        return functional_call(cell, p, (xt, s))
-
-    jac = jacrev(step, argnums=(0, 1))
-    theta = flat.clone().requires_grad_(False)
-    head_params = list(head.parameters())
-    opt_state = torch.optim.Adam([theta] + head_params, lr=1e-3)
-    X, Y = torch.as_tensor(x[0]), torch.as_tensor(y[0])
-
-    def go():
-        s = torch.zeros(1, S)
-        M = torch.zeros(S, theta.numel())
-        for t in range(X.shape[0]):
-            xt = X[t:t + 1]
-            J_s, J_theta = jac(s, theta, xt)
-            s = step(s, theta, xt).detach()
-            M = J_s.reshape(S, S) @ M + J_theta.reshape(S, -1)
-            h = s[:, :H].clone().requires_grad_(True)
-            loss = ((head(h) - Y[t]) ** 2).mean()
-            opt_state.zero_grad()
-            loss.backward()
-            dh = torch.zeros(1, S)
-            dh[:, :H] = h.grad
-            theta.grad = (dh @ M).reshape(-1)
-            opt_state.step()
-    return X.shape[0] / _timed(go)
 
 
 # ---------------------------------------------------------------------------- the table

@@ -30,7 +30,8 @@ import numpy as np
 from rnnstream.service.engine import Spec, layout
 from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
-from .bench_engine import OPTIONS_OFF, _timed, run_engine
+from .bench_engine import OPTIONS_OFF, run_engine
+from .timing import timed
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 INPUTS = 8
@@ -72,7 +73,7 @@ def torch_tbptt1(H, x, y):
             loss.backward()
             opt.step()
             h = h.detach()
-    return X.shape[0] / _timed(go)
+    return X.shape[0] / timed(go)
 
 
 def torch_rtrl(H, x, y):
@@ -108,7 +109,7 @@ def torch_rtrl(H, x, y):
                 head.weight.grad = dz[:, None] * h[None, :]
                 head.bias.grad = dz.clone()
                 opt.step()
-    return X.shape[0] / _timed(go)
+    return X.shape[0] / timed(go)
 
 
 def main(argv=None):

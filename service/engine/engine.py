@@ -5,10 +5,8 @@ ValueError leaves the weights, the optimizer and every stream exactly as they we
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from rnnstream.kernels import codes as kc
 from rnnstream.kernels.bundles import BATCH_LEARN
 
 from . import kernel_tier
+from .batch import Constants, constant_arrays, validated_batch
 from .cpu_backend import CpuBackend
 from .features import FeaturePath, empty_rings, stream_shapes
 from .labels import validated_labels, validated_reset
@@ -26,19 +25,6 @@ from .spec import Spec
 from .threads import limit_kernel_blas_threads
 
 SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient")
-# dtype kinds: numpy's np.integer / np.number / np.inexact, without issubdtype's cost per call
-_INTEGER, _NUMBER, _INEXACT = "iu", "iufc", "fc"
-
-
-class _Constants(NamedTuple):
-    """A batch shape's arrays that the kernels only read: zero tokens, inputs (token models),
-    targets and classes where none came, lengths all T, weight row 0 for every stream."""
-    tokens: np.ndarray
-    inputs: np.ndarray
-    targets: np.ndarray
-    classes: np.ndarray
-    lengths: np.ndarray
-    rows: np.ndarray
 
 
 @dataclass
@@ -418,17 +404,14 @@ class Engine:
             self._bundle_key = key
         return self._bundle_cache
 
-    def _constants(self, B: int, T: int) -> _Constants:
+    def _constants(self, B: int, T: int) -> Constants:
         """Arrays the kernels only read, made once per batch shape: a small model's call is
         short enough that a handful of allocations shows."""
         c = self._constant_cache.get((B, T))
         if c is None:
             if len(self._constant_cache) >= 64:  # many batch shapes: start over, stay small
                 self._constant_cache.clear()
-            int_zeros = np.zeros((B, T), np.int64)
-            c = self._constant_cache[B, T] = _Constants(
-                int_zeros, np.zeros((B, T, 0), self.dtype), np.zeros((B, T, self.spec.out_size), self.dtype),
-                int_zeros, np.full(B, T, np.int64), np.zeros(B, np.int64))
+            c = self._constant_cache[B, T] = constant_arrays(B, T, self.dtype, self.spec.out_size)
         return c
 
     def _slot(self, sid) -> int:
@@ -466,123 +449,9 @@ class Engine:
             flat[p.offset:p.offset + p.size] = a.reshape(-1)
         return flat
 
-    def _validated_batch(self, stream_ids, inputs, tokens, targets, target_classes, learn,
-                         lengths, allow_empty=False) -> dict:
-        spec = self.spec
-        if isinstance(stream_ids, (str, bytes)) or len(stream_ids) == 0:
-            raise ValueError("stream_ids must be a non-empty list of stream ids")
-        B = len(stream_ids)
-        if B > 1 and len(set(stream_ids)) != B:
-            raise ValueError("a stream may appear only once per call; send its steps as "
-                             "one longer chunk")
-        I, O = spec.input_size, spec.out_size
-        least = 0 if allow_empty else 1  # labels or a reset alone: no new steps needed
-        if allow_empty and inputs is None and tokens is None:
-            if spec.vocab_size > 0:
-                tokens = np.zeros((B, 0), dtype=np.int64)
-            else:
-                inputs = np.zeros((B, 0, I), dtype=self.dtype)
-        if spec.vocab_size > 0:
-            if inputs is not None:
-                raise ValueError("this model takes tokens, not inputs")
-            if tokens is None:
-                raise ValueError("tokens [B, T] are required for a token model")
-            tok = np.asarray(tokens)
-            if tok.ndim != 2 or tok.shape[0] != B or tok.shape[1] < least:
-                raise ValueError(f"tokens must have shape [B={B}, T>={least}], got {tok.shape}")
-            if tok.dtype.kind not in _INTEGER:
-                raise ValueError("tokens must be integers")
-            if tok.size and (tok.min() < 0 or tok.max() >= spec.vocab_size):
-                raise ValueError(f"token out of range: every token must be in [0, "
-                                 f"{spec.vocab_size}), got {tok.min()}..{tok.max()}")
-            tok = np.ascontiguousarray(tok, dtype=np.int64)
-            T = tok.shape[1]
-            const = self._constants(B, T)
-            x = const.inputs
-        else:
-            if tokens is not None:
-                raise ValueError("this model takes dense inputs, not tokens")
-            if inputs is None:
-                raise ValueError(f"inputs [B, T, {I}] are required")
-            x = np.asarray(inputs)
-            if x.ndim != 3 or x.shape[0] != B or x.shape[1] < least or x.shape[2] != I:
-                raise ValueError(f"inputs must have shape [B={B}, T>={least}, input_size={I}], "
-                                 f"got {x.shape}")
-            if x.dtype.kind not in _NUMBER:
-                raise ValueError("inputs must be numbers")
-            if not _all_finite(x):
-                raise ValueError("inputs hold NaN or Inf")
-            T = x.shape[1]
-            x = np.ascontiguousarray(x, dtype=self.dtype)
-            const = self._constants(B, T)
-            tok = const.tokens
-        y = None  # zeros unless targets come: the kernels read them only where a target is
-        cls = None
-        mode = 1 if learn else 0
-        if spec.target_mode == "next_input":
-            if targets is not None or target_classes is not None:
-                raise ValueError("target_mode is next_input: the targets are the next inputs; "
-                                 "send no targets")
-        elif spec.classify:
-            if targets is not None:
-                raise ValueError("this model classifies: send target_classes, not targets")
-            if target_classes is None:
-                if learn and not (spec.max_label_delay > 0 or T == 0):
-                    raise ValueError("target_classes [B, T] are required to learn (or create the "
-                                     "model with max_label_delay > 0 and label the steps later)")
-                mode = 2
-            else:
-                c = np.asarray(target_classes)
-                if c.shape != (B, T) or c.dtype.kind not in _INTEGER:
-                    raise ValueError(f"target_classes must be integers of shape [B={B}, T={T}], "
-                                     f"got {c.shape} {c.dtype}")
-                if c.size and (c.min() < 0 or c.max() >= spec.num_classes):
-                    raise ValueError(f"target class out of range: every class must be in [0, "
-                                     f"{spec.num_classes}), got {c.min()}..{c.max()}")
-                cls = np.ascontiguousarray(c, dtype=np.int64)
-        else:
-            if target_classes is not None:
-                raise ValueError("this model regresses: send targets, not target_classes")
-            if targets is None:
-                if learn and not (spec.max_label_delay > 0 or T == 0):
-                    raise ValueError(f"targets [B, T, {O}] are required to learn (or create the "
-                                     "model with max_label_delay > 0 and label the steps later)")
-                mode = 2
-            else:
-                t = np.asarray(targets)
-                if t.shape != (B, T, O):
-                    raise ValueError(f"targets must have shape [B={B}, T={T}, output_size={O}], "
-                                     f"got {t.shape}")
-                if t.dtype.kind not in _NUMBER or not _all_finite(t):
-                    raise ValueError("targets hold NaN or Inf")
-                y = np.ascontiguousarray(t, dtype=self.dtype)
-        if lengths is None:
-            lens = const.lengths
-        else:
-            lens = np.asarray(lengths)
-            if lens.shape != (B,) or lens.dtype.kind not in _INTEGER:
-                raise ValueError(f"lengths must be {B} integers")
-            if lens.min() < least or lens.max() > T:
-                raise ValueError(f"every length must be in [{least}, T={T}]")
-            lens = lens.astype(np.int64)
-        if y is None:
-            y = const.targets
-        if cls is None:
-            cls = const.classes
-        return {"inputs": x, "tokens": tok, "targets": y, "tclass": cls, "lengths": lens,
-                "learn": mode, "T": T}
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """No NaN or Inf in the numbers ``a``. A chunk of a few float32 values is summed in Python
-    floats instead (NaN and Inf carry through a sum, and float32 values cannot overflow
-    float64's range when added up): a numpy reduction costs more than the values here."""
-    kind = a.dtype.kind
-    if kind not in _INEXACT:
-        return True
-    if a.size <= 64 and kind == "f" and a.dtype.itemsize <= 4:
-        return math.isfinite(sum(a.ravel().tolist()))
-    return bool(np.isfinite(a).all())
+    # the checks of step's arguments live in batch.py; bound here as a method, since the
+    # ensemble runs its lead member's before any member moves
+    _validated_batch = validated_batch
 
 
 def _hyper(spec: Spec) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Scale-out: replicas behind nginx on one PostgreSQL store, measured in one run.
 
     python -m bench.scaleout [--replicas 1 2 3] [--streams 24] [--seconds 8] [--steps 64] [--hidden 64]
+                             [--sharing per_stream|shared] [--window 1]
                              [--failover-streams 60] [--quality-chunks 40] [--out bench/results/scaleout.md]
 
 Everything runs for real on loopback (tests/scaleout/cluster.py): PostgreSQL, N replicas
 (``python -m rnnstream.service --store postgresql://... --workers 1``) and nginx rendered from
 deploy/nginx/nginx.conf.
 
-1. Throughput: for N in --replicas, a PER_STREAM model (LSTM H=--hidden, input 4, TBPTT(16, 16),
-   Adam); --streams SDK sessions through the proxy, each sending a chunk, waiting for its answer
+1. Throughput: for N in --replicas, a model (LSTM H=--hidden, input 4, TBPTT(16, 16), Adam,
+   PER_STREAM or, with --sharing shared, SHARED with rounds every --share-interval-s); --streams SDK sessions through the proxy, each sending a chunk, waiting for its answer
    and sending the next. Steps/s over the timed part, and per-replica efficiency
    throughput(N) / (N x throughput(1)), also against min(N, cores), since N replicas cannot
    use more cores than the machine has. The load generator shares those cores.
@@ -43,6 +44,7 @@ from tests.scaleout.cluster import Nginx, Postgres, start_replicas, stop
 
 INPUT = 4
 HIDDEN = [32]  # --hidden sets it
+SHARING = {"per_stream": pb.SHARING_PER_STREAM, "shared": pb.SHARING_SHARED}
 
 
 def _spec(name: str, sharing) -> pb.ModelSpec:
@@ -65,9 +67,10 @@ def _create(address: str, spec: pb.ModelSpec) -> None:
 
 
 async def _load(address: str, model: str, streams: int, steps: int, seconds: float, warmup: float,
-                cpu_roles: dict) -> tuple[float, dict]:
-    """Steps per second answered through ``address`` while ``streams`` sessions push chunks, and
-    the CPU cores each role (name -> function giving its CPU seconds) used over the same window."""
+                cpu_roles: dict, window: int = 1) -> tuple[float, dict]:
+    """Steps per second answered through ``address`` while ``streams`` sessions push chunks (each
+    waiting for its answer before the next, or with ``window`` chunks in flight), and the CPU cores
+    each role (name -> function giving its CPU seconds) used over the same window of time."""
     done_steps = [0]
     start = time.monotonic() + warmup
     stop_at = start + seconds
@@ -83,11 +86,14 @@ async def _load(address: str, model: str, streams: int, steps: int, seconds: flo
         rng = np.random.default_rng(i)
         session = client.stream(model, f"load{i}")
         await session.open()
-        t = 0
-        while time.monotonic() < stop_at:
-            x, y = _chunk(rng, t, steps)
-            await session.send(x, targets=y)
-            t += steps
+
+        def chunks():
+            t = 0
+            while time.monotonic() < stop_at:
+                yield _chunk(rng, t, steps)
+                t += steps
+
+        async for _ in session.pipeline(chunks(), window=window):
             if start <= time.monotonic() <= stop_at:
                 done_steps[0] += steps
         await session.close(durable=False)
@@ -104,19 +110,20 @@ def throughput(pg: Postgres, workdir: pathlib.Path, n: int, args, direct: bool =
     url = _new_db(pg, db)
     parts = []
     try:
-        parts += start_replicas(n, url, workdir / db, "--workers", "1", "--checkpoint-interval-s", "2")
+        parts += start_replicas(n, url, workdir / db, "--workers", "1", "--checkpoint-interval-s", "2",
+                                "--share-interval-s", str(args.share_interval_s))
         address = f"127.0.0.1:{parts[0].port}"
         if not direct:
             parts.append(Nginx([r.port for r in parts]))
             address = parts[-1].address
-        _create(address, _spec("tp", pb.SHARING_PER_STREAM))
+        _create(address, _spec("tp", SHARING[args.sharing]))
         replicas = parts[:n]
         roles = {"replicas": lambda: sum(tree_cpu_seconds(r.proc.pid) for r in replicas),
                  "nginx": lambda: 0.0 if direct else tree_cpu_seconds(parts[-1].proc.pid),
                  "PostgreSQL": lambda: tree_cpu_seconds(pg.proc.pid),
                  "load generator": own_cpu_seconds}
         return asyncio.run(_load(address, "tp", args.streams, args.steps, args.seconds, warmup=2.0,
-                                 cpu_roles=roles))
+                                 cpu_roles=roles, window=args.window))
     finally:
         stop(parts)
 
@@ -220,7 +227,10 @@ def _throughput_lines(direct: tuple[float, dict], runs: dict, args, cores: int) 
     per_core_base = base / runs[1][1]["replicas"] if base and runs[1][1].get("replicas") else None
     lines = ["## Throughput through nginx", "",
              f"{args.streams} streams, chunks of {args.steps} steps, LSTM H={HIDDEN[0]} TBPTT(16,16) Adam, "
-             "PER_STREAM, --workers 1 per replica; the load generator runs on the same cores. "
+             + ("PER_STREAM" if args.sharing == "per_stream" else
+                f"SHARED (rounds every {args.share_interval_s} s)")
+             + f", {args.window} chunk(s) in flight per stream, --workers 1 per replica; the load generator"
+             " runs on the same cores. "
              f"Peer: 1 replica without the proxy, {direct[0]:,.0f} steps/s"
              + (f" (1 replica through nginx: {base / direct[0]:.2f}x of it)." if base else "."), "",
              "| replicas | steps/s | vs 1 replica | efficiency (N x 1) | efficiency (min(N, cores) x 1) "
@@ -256,6 +266,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--window", type=int, default=1,
+                        help="chunks each stream keeps in flight (1: waits for each answer)")
+    parser.add_argument("--sharing", choices=sorted(SHARING), default="per_stream",
+                        help="the throughput model's weights (failover uses PER_STREAM, quality SHARED)")
     parser.add_argument("--failover-streams", type=int, default=60)
     parser.add_argument("--lease-ttl-s", type=float, default=2.0)
     parser.add_argument("--quality-streams", type=int, default=12)

@@ -46,7 +46,7 @@ def test_a_season_far_below_persistence_is_chosen_from_its_second_error():
     assert one(0.9 * first / n, first, first=first) == 0    # under n / MIN_SCORED of persistence
     assert one(1.1 * first / n, first, first=first) == -1   # not far enough under it yet
     assert one(0.01, first - 1, first=first) == -1          # too few errors
-    assert one(0.9 * first / n, first) == -1                # the seasonal member's rule is unchanged
+    assert one(0.9 * first / n, first) == -1  # the seasonal member's rule is unchanged
     assert one(0.9, n, first=first) == 0
     # ranked by share / bound: 2 errors at share 0.1 (0.4 of its bound) beat 8 at share 0.5
     pick = lambda e: int(seasonal.choose(np.array(e), np.ones(2), np.array([2, n]),  # noqa: E731

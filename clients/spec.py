@@ -57,7 +57,7 @@ class ModelSpec:
             or {"baseline": name} for a member that is not a network ("last_target", "seasonal",
             "seasonal_scaled", "running_median", "knn", "knn_wide", "tree", "context"); None:
             the measured members for a shape-only model, else none.
-        hedge_rate: Hedge's learning rate; 0: the default (1 for classes, 0.7 for regression).
+        hedge_rate: Hedge's learning rate; 0: the default (1 for classes and for regression).
         max_label_delay: > 0: targets may come later as labels naming their step, up to this many steps.
         normalize: online standardisation: ``"off"``, ``"shared"``, ``"per_stream"``; "": as ``sharing``.
         normalize_decay: 0: no forgetting; in (0, 1): exponential forgetting for drifting streams.

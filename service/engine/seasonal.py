@@ -46,10 +46,16 @@ def fresh_state(O: int) -> dict:
     return s
 
 
-def choose(error, reference, scored):
+def choose(error, reference, scored, first=MIN_SCORED):
     """The index into PERIODS of the period to use per row ([..., C] arrays), -1 for none: the
-    candidate whose errors are the smallest share of persistence's on the same steps."""
-    ratio = np.where(scored >= MIN_SCORED, error / np.maximum(reference, 1e-300), np.inf)
+    candidate whose errors are the smallest share of persistence's on the same steps.
+
+    ``first`` (<= MIN_SCORED): the fewest errors a candidate is chosen on. With n errors,
+    first <= n < MIN_SCORED, its share must also fall under n / MIN_SCORED (fewer errors,
+    stronger evidence), and candidates are ranked by share / that bound; from MIN_SCORED on the
+    bound is 1, and with first = MIN_SCORED this is the plain rule."""
+    bound = np.clip(scored / MIN_SCORED, 1.0 / MIN_SCORED, 1.0)
+    ratio = np.where(scored >= first, error / np.maximum(reference, 1e-300) / bound, np.inf)
     best = np.argmin(ratio, axis=-1)
     ok = np.take_along_axis(ratio, best[..., None], -1)[..., 0] < 1.0
     return np.where(ok, best, -1)

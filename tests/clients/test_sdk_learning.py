@@ -12,7 +12,7 @@ def test_a_shape_only_model_gets_the_measured_default_and_says_so(client, name):
     assert abs(spec["lr"] - 0.01) < 1e-9  # the effective rate, not 0 for "unset"
     assert spec["linear_skip"] is True and spec["output_taps"] == [1]
     assert spec["normalize"] == "shared" and len(spec["members"]) == 7
-    assert spec["hedge_rate"] == pytest.approx(0.7)  # the rate in effect is named, so a stored model keeps it
+    assert spec["hedge_rate"] == pytest.approx(1.0)  # the rate in effect is named, so a stored model keeps it
     assert spec["members"][-3:] == [{"baseline": "last_target"},  # persistence, level series
                                     {"baseline": "seasonal_scaled"},  # scaled season
                                     {"baseline": "running_median"}]  # skewed, near random walk

@@ -151,6 +151,6 @@ def test_refusals(change, words):
 
 def test_auto_members_of_an_explicit_regression_include_it():
     regress = Spec(input_size=3, output_size=1)
-    assert MEDIAN in regress.members and regress.hedge_rate == pytest.approx(0.7)
+    assert MEDIAN in regress.members and regress.hedge_rate == pytest.approx(1.0)
     assert MEDIAN not in Spec(input_size=3, num_classes=2).members
     assert Spec(input_size=3, num_classes=2).hedge_rate == 1.0

@@ -19,7 +19,7 @@ SCALED = {"baseline": "seasonal_scaled"}
 def reference():
     return SeasonalScaledReference(seasonal.PERIODS, seasonal_scaled.SMOOTHING,
                                    seasonal.DISCOUNT, seasonal.MIN_SCORED,
-                                   seasonal_scaled.MIN_WINDOW)
+                                   seasonal_scaled.MIN_WINDOW, seasonal_scaled.FIRST_CHOSEN)
 
 
 def growing_season(n, period, O, rng, noise=0.05):
@@ -37,6 +37,21 @@ def test_lag_columns_reads_a_window_of_earlier_targets():
     assert seasonal_scaled.lag_columns(np.array([3.0, 8.0]), np.array([4.0, 0.0]), 4.0) == []
     # a window of one value only (zeros everywhere) is no evidence
     assert seasonal_scaled.lag_columns(np.zeros(4), np.zeros(4), 0.0) == []
+
+
+def test_a_season_far_below_persistence_is_chosen_from_its_second_error():
+    first, n = seasonal_scaled.FIRST_CHOSEN, seasonal.MIN_SCORED
+    one = lambda e, scored, **kw: int(seasonal.choose(  # noqa: E731
+        np.array([e]), np.array([1.0]), np.array([scored]), **kw))
+    assert one(0.9 * first / n, first, first=first) == 0    # under n / MIN_SCORED of persistence
+    assert one(1.1 * first / n, first, first=first) == -1   # not far enough under it yet
+    assert one(0.01, first - 1, first=first) == -1          # too few errors
+    assert one(0.9 * first / n, first) == -1  # the seasonal member's rule is unchanged
+    assert one(0.9, n, first=first) == 0
+    # ranked by share / bound: 2 errors at share 0.1 (0.4 of its bound) beat 8 at share 0.5
+    pick = lambda e: int(seasonal.choose(np.array(e), np.ones(2), np.array([2, n]),  # noqa: E731
+                                         first=2))
+    assert pick([0.1, 0.5]) == 0 and pick([0.2, 0.5]) == 1
 
 
 @pytest.mark.parametrize("smoothing", [None, ((0.02, 0.3), (0.02, 0.7), (0.1, 0.5))],

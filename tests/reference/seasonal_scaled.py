@@ -4,7 +4,9 @@ its docstring: per smoothing pair (alpha, gamma) an amplitude, the exponentially
 of |target| (rate alpha), and per period P a pattern of ratios (target / amplitude) per phase,
 each phase smoothed with rate gamma; candidate (pair, P) predicts pattern[t mod P] * amplitude;
 step t uses the candidate whose discounted squared errors are the smallest share of
-persistence's on the same steps (as the seasonal member chooses), or has no prediction (None).
+persistence's on the same steps (as the seasonal member chooses), or has no prediction (None);
+a candidate with n errors, first_chosen <= n < min_scored, must bring its share under
+n / min_scored and is ranked by share / (n / min_scored).
 At the stream's second step, when its inputs hold a window of at least min_window of its own
 earlier targets (column j_1 equals the first target, column j_{m+1} equals the first step's
 column j_m), the state restarts from the history the first inputs hold, oldest first, and the
@@ -15,9 +17,11 @@ import math
 
 
 class SeasonalScaledReference:
-    def __init__(self, periods, smoothing, discount, min_scored, min_window=2):
+    def __init__(self, periods, smoothing, discount, min_scored, min_window=2, first_chosen=None):
         self.periods, self.smoothing = periods, smoothing
         self.discount, self.min_scored, self.min_window = discount, min_scored, min_window
+        # chosen from first_chosen errors on, when the share is under n / min_scored
+        self.first_chosen = min_scored if first_chosen is None else first_chosen
         self.t = 0             # the step's index (seeded history included): its phase
         self.stream_steps = 0  # the stream's own steps
         self.first_inputs = None
@@ -40,9 +44,10 @@ class SeasonalScaledReference:
         """(m, c) of the chosen candidate, or None."""
         best, best_ratio = None, 1.0
         for k in range(len(self.error)):
-            if self.scored[k] < self.min_scored:
+            if self.scored[k] < self.first_chosen:
                 continue
-            ratio = self.error[k] / max(self.reference[k], 1e-300)
+            bound = min(self.scored[k] / self.min_scored, 1.0)  # the share it must fall under
+            ratio = self.error[k] / max(self.reference[k], 1e-300) / bound
             if ratio < best_ratio:
                 best, best_ratio = k, ratio
         return None if best is None else divmod(best, len(self.periods))
@@ -69,7 +74,7 @@ class SeasonalScaledReference:
         if not chain:
             return
         fresh = SeasonalScaledReference(self.periods, self.smoothing, self.discount,
-                                        self.min_scored, self.min_window)
+                                        self.min_scored, self.min_window, self.first_chosen)
         for j in reversed(chain):
             fresh._learn([self.first_inputs[j]])
         fresh._learn(self.last)

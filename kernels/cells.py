@@ -20,7 +20,8 @@ from .codes import (GRU_CHO, GRU_UNIT, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG,
                     L_REC, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 from .registry import GATES_BY_CODE
 
-# the per-unit math, the same functions the CUDA twin compiles as device functions
+# the per-unit math, the same functions the CUDA twin compiles as device functions; _inline
+# also wraps rtrl.py's and snap.py's
 _inline = njit(inline="always")
 lstm_forget = _inline(cellmath.lstm_forget)
 lstm_cell = _inline(cellmath.lstm_cell)

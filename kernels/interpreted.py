@@ -100,7 +100,8 @@ def load():
             for module in ENTRY_MODULES:
                 setattr(copy, module, importlib.import_module(f"{name}.{module}"))
             copy.context.run_bytes = _quiet_overflow(copy.context.run_bytes)
-            copy.chunk._all_finite = _all_finite  # read at call time: the module's global
+            # read at call time: the module's global
+            importlib.import_module(name + ".updates")._all_finite = _all_finite
         except BaseException:
             for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
                 del sys.modules[loaded]

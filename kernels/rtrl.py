@@ -10,14 +10,13 @@ import numpy as np
 from numba import njit
 
 from . import cellmath
-from .cells import mat, n_gates
+from .cells import _inline, mat, n_gates
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT, C_P,
                     C_SKIP, C_VARIANT, C_VOCAB, C_Y, GRU_CHO, GRU_UNIT, JORDAN, L_BHH, L_BIH,
                     L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC, L_SC, L_SH, L_UNIT, L_WCH, L_WHH,
                     L_WIH, PEEPHOLE, TANH_UNIT)
 
 # one parameter's tangent through one unit: the functions the CUDA twin compiles
-_inline = njit(inline="always")
 tanh_unit_tangent = _inline(cellmath.tanh_unit_tangent)
 lstm_unit_tangent = _inline(cellmath.lstm_unit_tangent)
 gru_cho_reset_tangent = _inline(cellmath.gru_cho_reset_tangent)

@@ -10,13 +10,12 @@ import numpy as np
 from numba import njit
 
 from . import cellmath
-from .cells import mat, n_gates
+from .cells import _inline, mat, n_gates
 from .codes import (C_CLASSIFY, C_HLAST, C_HW, C_NL, C_OUT, C_P, C_VARIANT, C_Y, GRU_CHO,
                     GRU_UNIT, JORDAN, L_BHH, L_BIH, L_CELL, L_CG, L_CX, L_DIAG, L_H, L_IN, L_REC,
                     L_SC, L_SH, L_UNIT, L_WCH, L_WHH, L_WIH, LSTM_UNIT, PEEPHOLE, TANH_UNIT)
 
 # the per-unit partials, the same functions the CUDA twin compiles as device functions
-_inline = njit(inline="always")
 snap_update = _inline(cellmath.snap_update)
 snap_update_h = _inline(cellmath.snap_update_h)
 snap_clear = _inline(cellmath.snap_clear)
@@ -206,7 +205,8 @@ def snap_propagate(theta, cfg, lay, x, s0, s1, cache, m):
                 hh, hc = d_hh[g, 0], d_hh[g, 1]
                 base = lr[L_WHH] + a * nrec
                 if diag:  # W_hh[a] meets only h_{t-1, j}
-                    _upd(m, P, lr[L_WHH] + a, J, hh * rec[j], hc * rec[j], two)
+                    _upd(m, P, recurrent_weight_at(lr[L_WHH], nrec, diag, a, j), J,
+                         hh * rec[j], hc * rec[j], two)
                 elif cho and g == 2:
                     _upd_row(m, P, base, J, hh, hc, cache[lr[L_CX]:lr[L_CX] + H], two)
                 else:

@@ -10,10 +10,11 @@ import sys
 
 
 def float32() -> None:
-    """The service's kernels: one tiny model per path (cell and rule are read from arrays),
-    but for the shared split's, which the float64 process takes to even out the two."""
+    """The service's kernels: one tiny model per path (cell and rule are read from arrays). The
+    shared split's run_stages is run_chunk's own loop, so it stays here: in the float64
+    process it would compile that loop a second time."""
     from rnnstream.service.engine import warm
-    warm.warm_up(tuple(path for path in warm.PATHS if path is not warm.shared_split))
+    warm.warm_up()
 
 
 def float64() -> None:
@@ -29,9 +30,6 @@ def float64() -> None:
             engine.step(["warm-up"], inputs=x, targets=x)
             engine.step(["warm-up"], inputs=x, learn=False)
             engine.forecast("warm-up", 1)
-    # float32's shared-split kernels: on their own, the float32 half took 214 s and this one 142
-    from rnnstream.service.engine import warm
-    warm.warm_up((warm.shared_split,))
 
 
 HALVES = {"float32": float32, "float64": float64}

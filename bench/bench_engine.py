@@ -23,6 +23,7 @@ import numpy as np
 
 from rnnstream.kernels.registry import CELLS
 from rnnstream.service.engine import Engine, Spec
+from rnnstream.service.engine.batch import validated_batch
 from rnnstream.service.engine.threads import limit_kernel_blas_threads
 
 from .timing import alternating, measured_peak, timed, two_thread_ceiling
@@ -188,7 +189,7 @@ def step_overhead(blocks=30, calls=1000):
     x, y = np.ones((1, 1, 4), np.float32), np.ones((1, 1, 1), np.float32)
     for _ in range(100):
         eng.step(["s"], inputs=x, targets=y)
-    batch = eng._validated_batch(["s"], x, None, y, None, True, None)
+    batch = validated_batch(eng, ["s"], x, None, y, None, True, None)
     slots = np.array([eng.pool.slot("s")], np.int64)
     kbatch = (slots, np.zeros(1, np.int64), batch["inputs"], batch["tokens"], batch["targets"],
               batch["tclass"], batch["lengths"], batch["learn"])

@@ -145,8 +145,8 @@ class Engine:
         statistics stay.
         """
         extras = labels is not None or (reset_after is not None and bool(np.any(reset_after)))
-        batch = self._validated_batch(stream_ids, inputs, tokens, targets, target_classes,
-                                      learn, lengths, allow_empty=extras)
+        batch = validated_batch(self, stream_ids, inputs, tokens, targets, target_classes,
+                                learn, lengths, allow_empty=extras)
         lab = None if labels is None else validated_labels(self, stream_ids, labels, learn)
         reset = None if reset_after is None else validated_reset(self, stream_ids, reset_after)
         pool = self.pool
@@ -448,10 +448,6 @@ class Engine:
                 raise ValueError(f"{name} holds NaN or Inf")
             flat[p.offset:p.offset + p.size] = a.reshape(-1)
         return flat
-
-    # the checks of step's arguments live in batch.py; bound here as a method, since the
-    # ensemble runs its lead member's before any member moves
-    _validated_batch = validated_batch
 
 
 def _hyper(spec: Spec) -> np.ndarray:

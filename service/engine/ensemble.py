@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import baseline, context, hedge, hoeffding, median, neighbours, seasonal, seasonal_scaled
+from .batch import validated_batch
 from .engine import CallStats, Engine
 from .engine import memory_per_stream as _engine_memory_per_stream
 from .spec import Spec
@@ -146,8 +147,8 @@ class EnsembleEngine:
         """As ``Engine.step``; the predictions and losses are the Hedge combination's."""
         t0 = time.perf_counter()
         # Every member validates the same way: refuse here, before any member has moved.
-        batch = self._lead._validated_batch(stream_ids, inputs, tokens, targets,
-                                            target_classes, learn, lengths)
+        batch = validated_batch(self._lead, stream_ids, inputs, tokens, targets,
+                                target_classes, learn, lengths)
         outs = [None] * len(self.members)
         for k in self._networks:
             outs[k] = self.members[k].step(stream_ids, inputs=inputs, tokens=tokens,

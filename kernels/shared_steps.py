@@ -29,10 +29,9 @@ empty_target [O]): the loop's arrays, kept between calls.
 import numpy as np
 from numba import njit
 
-from .bundles import BATCH_SLOTS
 # run_stages is the chunk loop itself (chunk.py); the stages' names plan the parts' meeting points
 from .chunk import STAGE_EVICT, STAGE_NEXT, STAGE_STEP, STAGES, run_stages  # noqa: F401
-from .updates import _all_finite, _flush_shared, _skip
+from .updates import _contribute_group, _flush_shared
 
 
 @njit(cache=True, nogil=True)
@@ -40,12 +39,11 @@ def apply_parts(model, weights, pool, batch, out, acc, groups, starts):
     """The one update of a stage from every part's gradients: the streams' own gradients
     summed part by part, then each TBPTT window group (in the order one call takes them: by
     its first stream in the batch) summed over the parts, checked whole (a non-finite group
-    is skipped, as one call skips it) and added; then ``chunk._flush_shared``. Clears the
+    is skipped, as one call skips it) and added; then ``updates._flush_shared``. Clears the
     parts' buffers. acc = (gsum [parts, P], contrib [B]); groups = (gwin [parts, K, P],
     gused [parts, K], glead [parts, K], member [B]); starts [parts + 1]: the parts' rows."""
     gsum, contrib = acc
     gwin, gused, glead, member = groups
-    slots = batch[BATCH_SLOTS]
     parts, P = gsum.shape[0], gsum.shape[1]
     K = gwin.shape[1]
     total = np.zeros(P, dtype=gsum.dtype)
@@ -67,14 +65,8 @@ def apply_parts(model, weights, pool, batch, out, acc, groups, starts):
             if gused[p, j]:
                 g += gwin[p, j]
                 gused[p, j] = False
-        finite = _all_finite(g)
-        if finite:
-            total += g
-        for b in range(slots.shape[0]):
-            if member[b] == j + 1:
-                member[b] = 0
-                if finite:
-                    contrib[b] = True
-                else:
-                    _skip(model, pool, out, slots[b], True)
+        members = np.nonzero(member == j + 1)[0]
+        member[members] = 0
+        # as one call hands a whole group on: into the sum if finite, else skipped per stream
+        _contribute_group(model, pool, batch, out, (total, contrib), members, g)
     _flush_shared(model, weights, pool, batch, out, (total, contrib))

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # The database server's clock in milliseconds: every replica measures leases by one clock.
 _DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+_DEADLOCK_ATTEMPTS = 3  # lock orders are consistent; this covers a cycle they do not foresee
 _MIGRATION_LOCK = 0x726E6E73  # pg_advisory_xact_lock key: replicas starting together migrate once
 
 MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
@@ -106,7 +107,16 @@ class PostgresStore(StoreBase):
         if self._db is None or self._db.closed or self._db.broken:
             log.warning("reconnecting to the store %s", self.where)
             self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        return fn(*args)
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                return fn(*args)
+            except psycopg.errors.DeadlockDetected:
+                # the server rolled this transaction back whole, and every method here is one
+                # transaction (or statements safe to repeat): running it again is safe
+                if attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+                log.warning("the store %s broke a deadlock by rolling back %s; running it again", self.where,
+                            getattr(fn, "__name__", fn))
 
     async def call(self, fn: Callable[..., Any], *args) -> Any:
         return await super().call(self._connected, fn, *args)
@@ -147,6 +157,10 @@ class PostgresStore(StoreBase):
 
     def delete_model(self, name: str) -> None:
         with self._db.transaction():
+            # locks in the order a round (its advisory lock) and a checkpoint (the model's row,
+            # then its streams') take them: a delete waits for those to commit instead of deadlocking
+            self._db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+            self._db.execute("SELECT 1 FROM models WHERE name = %s FOR UPDATE", (name,))
             self._db.execute("DELETE FROM streams WHERE model = %s", (name,))
             self._db.execute("DELETE FROM models WHERE name = %s", (name,))
             for table in ("weight_rounds", "shared_weights"):
@@ -186,9 +200,13 @@ class PostgresStore(StoreBase):
         """As the SQLite store's, plus fencing: a stream whose lease is no longer this replica's
         (owner and token) is not written and comes back as a failure starting ``LEASE_LOST``."""
         now = _now_ms()
-        streams = list(streams)
+        models, streams = sorted(models, key=lambda m: m[0]), list(streams)
         failures: list[CheckpointFailure] = []
         with self._db.transaction():
+            # the models' rows first, in name order, as a delete takes them: a delete on another
+            # replica then waits for this checkpoint (or it for the delete), never both for each other
+            names = sorted({name for name, _ in models} | {r.model for r in streams})
+            self._db.execute("SELECT 1 FROM models WHERE name = ANY(%s) ORDER BY name FOR KEY SHARE", (names,))
             for name, state in models:
                 self._row(failures, name, "", "UPDATE models SET state = %s, updated_unix_ms = %s WHERE name = %s",
                           lambda: (pack(state), now, name))

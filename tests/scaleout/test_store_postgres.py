@@ -2,10 +2,13 @@
 tokens and the shared-weight rounds."""
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psycopg
+import pytest
 
 from rnnstream.service import rounds
 from rnnstream.service.store import LEASE_LOST, StreamRecord, open_store
@@ -141,5 +144,68 @@ def test_a_connection_the_database_dropped_is_opened_again(postgres):
         except psycopg.OperationalError:
             pass
         assert store.run(store.model_names) == ["m"]
+    finally:
+        store.close()
+
+
+def _wait_for_lock_waiters(url: str, count: int) -> None:
+    """Return when ``count`` backends of this database wait for a lock (bounded: 10 s)."""
+    with psycopg.connect(url, autocommit=True) as watcher:
+        for _ in range(200):
+            waiting = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND wait_event_type = 'Lock'").fetchone()[0]
+            if waiting >= count:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{count} backends never waited for a lock")
+
+
+def test_a_model_deleted_during_another_replicas_checkpoint_waits_for_it_instead_of_deadlocking(postgres, caplog):
+    """CI once saw DeleteModel end INTERNAL (deadlock detected): one replica's checkpoint had
+    updated the model's row and was about to write its stream's row, while another replica's
+    delete had taken the stream's row and waited for the model's. Both take the model first now
+    (and a deadlock the orders do not foresee is run again, with a warning)."""
+    url = _fresh_db(postgres)
+    a, b = PostgresStore(url, owner="a"), PostgresStore(url, owner="b")
+    try:
+        a.run(a.insert_model, "m", {}, 0, {})
+        token, _, _ = a.run(a.acquire_lease, "m", "s", 60_000)
+        assert a.run(a.checkpoint, [], [_record("m", "s", 1, token)]) == []
+        with ThreadPoolExecutor(2) as pool, psycopg.connect(url) as holder:
+            # holds the lease row, so a's checkpoint stops between the model's row and the stream's
+            holder.execute("SELECT 1 FROM leases FOR UPDATE")
+            checkpoint = pool.submit(a.run, a.checkpoint, [("m", {"w": np.ones(3, np.float32)})],
+                                     [_record("m", "s", 2, token), _record("m", "s2", 2, token)])
+            _wait_for_lock_waiters(url, 1)
+            delete = pool.submit(b.run, b.delete_model, "m")
+            _wait_for_lock_waiters(url, 2)
+            holder.commit()
+            failures = checkpoint.result(timeout=30)
+            delete.result(timeout=30)
+        assert "deadlock" not in caplog.text  # not broken and run again: it never formed
+        assert [f.error.startswith(LEASE_LOST) for f in failures] == [True]  # s2: no lease row
+        assert b.run(b.model_names) == [] and b.run(b.load_stream, "m", "s") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_call_the_server_chose_as_a_deadlock_victim_runs_again_a_bounded_number_of_times(postgres, caplog):
+    store = PostgresStore(_fresh_db(postgres), owner="a")
+    calls = []
+
+    def victim(times):
+        calls.append(1)
+        if len(calls) <= times:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return store._db.execute("SELECT 7").fetchone()[0]
+
+    try:
+        assert store.run(victim, 2) == 7 and len(calls) == 3
+        assert caplog.text.count("broke a deadlock") == 2
+        calls.clear()
+        with pytest.raises(psycopg.errors.DeadlockDetected):
+            store.run(victim, 3)
+        assert len(calls) == 3
     finally:
         store.close()

@@ -52,11 +52,12 @@ class CpuBackend:
 
     def run_chunk(self, kbatch, out):
         weights, bundle = self.bundles()
-        kernels = kernel_tier.active().chunk
+        tier = kernel_tier.active()
+        kernels = tier.chunk
         B = kbatch[BATCH_SLOTS].shape[0]
         if self.per_stream:
             runs = shards.parts(B)
-        elif kernel_tier.active() is kernel_tier.COMPILED:  # the interpreted build: one call
+        elif tier is kernel_tier.COMPILED:  # the interpreted build: one call
             runs = shards.parts(B, shards.MIN_SHARED_STREAMS_PER_PART)
         else:
             runs = [(0, B)]

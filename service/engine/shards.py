@@ -58,7 +58,9 @@ def parts(B: int, min_per_part: int | None = None) -> list[tuple[int, int]]:
     if _this_thread.parts:
         n = min(_this_thread.parts, B)
     else:
-        n = min(_threads or cores(), B // (min_per_part or MIN_STREAMS_PER_PART))
+        most = B // (min_per_part or MIN_STREAMS_PER_PART)
+        # a batch too small to split (every 1-step call of one stream) asks the OS nothing
+        n = min(_threads or cores(), most) if most > 1 else 1
     if n <= 1:
         return [(0, B)]
     edges = [B * i // n for i in range(n + 1)]

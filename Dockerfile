@@ -18,16 +18,18 @@ ENV NUMBA_CACHE_DIR=/var/cache/numba \
     RNNSTREAM_HOST=0.0.0.0 \
     RNNSTREAM_PORT=50051 \
     RNNSTREAM_METRICS_PORT=9464 \
+    RNNSTREAM_HEALTH_PORT=50052 \
     RNNSTREAM_DATA_DIR=/data
 WORKDIR /data
 RUN python -c "from rnnstream.service.engine import warm_up; warm_up()"
 VOLUME /data
-EXPOSE 50051 9464
+EXPOSE 50051 50052 9464
 
-# Healthy from the first SERVING answer: seconds with the compiled kernels; when numba must
+# Healthy from the first SERVING answer on the health port (answered off the event loop, so a
+# probe does not queue behind thousands of new calls): seconds with the compiled kernels; when numba must
 # recompile (the host's CPU differs from the build machine's) the server still serves within
 # about 20 s, interpreted until the compile is done (README, "The first start").
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["rnnstream", "health", "--address", "127.0.0.1:50051", "--timeout", "4"]
+    CMD ["rnnstream", "health", "--address", "127.0.0.1:50052", "--timeout", "4"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["rnnstream", "serve"]

@@ -9,7 +9,9 @@ TBPTT(16, 16), Adam), opens every Stream call at once, and each call sends a chu
 its answer and sends the next until the time is up. Measured: steps/s over the timed part,
 time to first answer (from opening the call), when the client had handed its first chunks to
 gRPC (p99 from the row's start: the client's own floor under the first answer), p50/p99 chunk
-round trip, health-check p99 during the load (probed every 50 ms from a process of its own), errors by gRPC code, chunks not answered or answered out of order, and the
+round trip, health-check p99 during the load on the main port and on the health port
+(``--health-port``; each probed every 50 ms by a thread of a process of its own), errors by
+gRPC code, chunks not answered or answered out of order, and the
 server's RSS (now and peak). The client shares the machine's cores with the server, so on a
 small box the numbers are a floor for the server.
 """
@@ -42,11 +44,22 @@ INPUT, OUTPUT, HIDDEN = 4, 1, 32
 STREAMS_PER_CHANNEL = 100
 
 
-def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int]:
+HEALTH_PORT_LOG = "also on port "  # the server's log line naming its --health-port
+
+
+def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int, int]:
+    """The server, its port and its health port."""
     args = ["-m", "rnnstream.service", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
-            "--data-dir", data_dir, "--workers", str(workers), "--max-streams-per-model", "100000"]
+            "--health-port", "0", "--data-dir", data_dir, "--workers", str(workers),
+            "--max-streams-per-model", "100000"]
     # a cold numba cache compiles the kernels first: minutes, not seconds
-    return _spawn(args, "rnnstream serving on 127.0.0.1:", log_path, timeout_s=600)
+    proc, port = _spawn(args, "rnnstream serving on 127.0.0.1:", log_path, timeout_s=600)
+    for _ in range(100):  # logged right after the line _spawn waits for
+        text = log_path.read_text()
+        if HEALTH_PORT_LOG in text:
+            return proc, port, int(text.split(HEALTH_PORT_LOG)[1].split()[0].rstrip(","))
+        time.sleep(0.05)
+    raise RuntimeError("the server did not log its health port:\n" + log_path.read_text()[-2000:])
 
 
 def _rss(pid: int) -> tuple[int, int]:
@@ -63,7 +76,8 @@ def _pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-async def _workload(address: str, streams: int, steps: int, sharing: str, seconds: float) -> dict:
+async def _workload(address: str, health_address: str, streams: int, steps: int, sharing: str,
+                    seconds: float) -> dict:
     # one connection per channel, as separate clients would have (not one shared subchannel)
     channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))]
@@ -144,15 +158,16 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
 
     # health is probed from its own process: in this one it would wait behind the client's own
     # loop, which thousands of calls keep busy, and measure the client instead of the server
-    probe = subprocess.Popen([sys.executable, "-m", "bench.load", "--probe", address], cwd=REPO,
+    probe = subprocess.Popen([sys.executable, "-m", "bench.load", "--probe", address, health_address], cwd=REPO,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         await asyncio.gather(*(one(i) for i in range(streams)))
     finally:
         probed = json.loads(probe.communicate(b"", timeout=60)[0] or b"{}")  # closing stdin stops it
-    health_rtts = probed.get("rtts", [])
-    for code, count in probed.get("errors", {}).items():
-        errors["health " + code] += count
+    health_rtts, port_rtts = probed.get(address, {}).get("rtts", []), probed.get(health_address, {}).get("rtts", [])
+    for where, label in ((address, "health"), (health_address, "health port")):
+        for code, count in probed.get(where, {}).get("errors", {}).items():
+            errors[f"{label} {code}"] += count
     elapsed = seconds
     for c in channels:
         await c.close()
@@ -160,27 +175,39 @@ async def _workload(address: str, streams: int, steps: int, sharing: str, second
                 first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
                 sent_p99=_pct(sent, 99),
                 rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
+                health_port_p99=_pct(port_rtts, 99),
                 errors=dict(errors), bad_order=bad_order[0], samples=samples)
 
 
-def _probe(address: str) -> None:
-    """``--probe ADDRESS``: a health check every 50 ms until stdin closes, then their round
-    trips (seconds) and failures as JSON on stdout."""
+def _probe(addresses: list[str]) -> None:
+    """``--probe ADDRESS...``: a health check every 50 ms at each address, each from a thread
+    of its own, until stdin closes; then per address their round trips (seconds) and failures
+    as JSON on stdout."""
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    rtts, errors = [], collections.Counter()
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        stub.Check(health_pb2.HealthCheckRequest(), timeout=60)  # connected before timing
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
-                rtts.append(time.perf_counter() - t0)
-            except grpc.RpcError as exc:
-                errors[exc.code().name] += 1
-            stop.wait(0.05)
-    sys.stdout.write(json.dumps({"rtts": rtts, "errors": errors}))
+    found = {a: {"rtts": [], "errors": collections.Counter()} for a in addresses}
+
+    def probe(address):
+        rtts, errors = found[address]["rtts"], found[address]["errors"]
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=60)  # connected before timing
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                    rtts.append(time.perf_counter() - t0)
+                except grpc.RpcError as exc:
+                    errors[exc.code().name] += 1
+                stop.wait(0.05)
+
+    threads = [threading.Thread(target=probe, args=(a,), daemon=True) for a in addresses]
+    for t in threads:
+        t.start()
+    sys.stdin.read()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    sys.stdout.write(json.dumps(found))
 
 
 def _code(value: int) -> tuple:
@@ -194,20 +221,21 @@ def _table(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "| streams | chunk steps | weights | steps/s | first answer p50 / p99 (ms) | first chunks sent by (ms) | "
              "answered first | "
-             "round trip p50 / p99 (ms) | health p99 (ms) | errors | out of order | server RSS / peak (MB) |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+             "round trip p50 / p99 (ms) | health p99 (ms) | health port p99 (ms) | errors | out of order | "
+             "server RSS / peak (MB) |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in rows:
         errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
         lines.append(f"| {r['streams']} | {r['steps']} | {r['sharing']} | {r['steps_per_s']:,.0f} | "
                      f"{r['first_p50'] * 1e3:.0f} / {r['first_p99'] * 1e3:.0f} | {r['sent_p99'] * 1e3:.0f} | {r['first_answered']} | "
-                     f"{r['rtt_p50'] * 1e3:.1f} / {r['rtt_p99'] * 1e3:.1f} | {r['health_p99'] * 1e3:.1f} | {errs} | "
+                     f"{r['rtt_p50'] * 1e3:.1f} / {r['rtt_p99'] * 1e3:.1f} | {r['health_p99'] * 1e3:.1f} | {r['health_port_p99'] * 1e3:.1f} | {errs} | "
                      f"{r['bad_order']} | {r['rss'] / 1e6:.0f} / {r['rss_peak'] / 1e6:.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--probe", metavar="ADDRESS", help=argparse.SUPPRESS)  # the health prober process
+    parser.add_argument("--probe", metavar="ADDRESS", nargs="+", help=argparse.SUPPRESS)  # the health prober process
     parser.add_argument("--streams", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sharing", nargs="+", default=["shared", "per_stream"], choices=["shared", "per_stream"])
@@ -219,12 +247,13 @@ def main(argv=None) -> None:
         return _probe(args.probe)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _spawn_server(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
+        proc, port, health_port = _spawn_server(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
         try:
             for streams in args.streams:
                 for steps in args.steps:
                     for sharing in args.sharing:
-                        row = asyncio.run(_workload(f"127.0.0.1:{port}", streams, steps, sharing, args.seconds))
+                        row = asyncio.run(_workload(f"127.0.0.1:{port}", f"127.0.0.1:{health_port}", streams, steps,
+                                                    sharing, args.seconds))
                         row["rss"], row["rss_peak"] = _rss(proc.pid)
                         rows.append(row)
                         print(_table([row], "").strip().splitlines()[-1], flush=True)

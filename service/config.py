@@ -28,6 +28,10 @@ HELP = {
     "host": "address the gRPC server binds (0.0.0.0: every interface)",
     "port": "gRPC port; 0 picks a free one and logs it",
     "metrics_port": "Prometheus metrics port; -1 turns the metrics endpoint off",
+    "health_port": "grpc.health.v1 (Check) also on this port, on --host, answered by threads of its own: a "
+                   "probe there does not queue behind the main port's new calls under load; NOT_SERVING if the "
+                   "event loop stalls for --health-stale-s; 0 picks a free one; -1: off",
+    "health_stale_s": "the health port says NOT_SERVING once the event loop has not turned for this many seconds",
     "metrics_host": "address the metrics endpoint binds (separate from --host: model names are in its labels)",
     "metrics_tls_cert": "with --metrics-tls-key: serve the metrics over HTTPS",
     "metrics_tls_key": "the metrics endpoint's TLS key",
@@ -70,6 +74,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 50051                     # 0: pick a free port (logged at start)
     metrics_port: int = 9464              # -1: no metrics endpoint
+    health_port: int = -1                 # -1: off; health also on this port, off the event loop
+    health_stale_s: float = 10.0          # the health port: NOT_SERVING after the loop stalls this long
     metrics_host: str = "127.0.0.1"       # its own: not --host (model names are in its labels)
     metrics_tls_cert: str = ""            # set with metrics_tls_key: the endpoint speaks HTTPS
     metrics_tls_key: str = ""
@@ -116,6 +122,10 @@ class Config:
             raise ValueError("--metrics-tls-cert and --metrics-tls-key go together")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if not -1 <= self.health_port <= 65535:
+            raise ValueError(f"health_port {self.health_port} is out of range (-1: off)")
+        if self.health_stale_s <= 0:
+            raise ValueError("health_stale_s must be > 0")
         if not self.store.startswith(("sqlite:", "postgresql://", "postgres://")) and self.store:
             raise ValueError(f"store must be sqlite:///DIR or postgresql://USER@HOST:PORT/DB, not {self.store!r}")
         if self.lease_ttl_s < 0.5:

@@ -1,4 +1,4 @@
-"""Assembling the server: gRPC (health, reflection, interceptors, TLS), metrics endpoint,
+"""Assembling the server: gRPC (health, reflection, interceptors, TLS), metrics endpoint, health port,
 the store, and the background loop that checkpoints and evicts idle streams."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rnnstream.protos.rnnstream.v1 import rnnstream_pb2_grpc as pb_grpc
 from rnnstream.service import coldstart, metrics_http, rounds
 from rnnstream.service.config import Config
 from rnnstream.service.engine import shards
+from rnnstream.service.health_port import HealthPort
 from rnnstream.service.interceptors import AuthInterceptor, DecodeInterceptor, MetricsInterceptor
 from rnnstream.service.metrics import Metrics
 from rnnstream.service.registry import Registry
@@ -65,8 +66,10 @@ class Server:
         self.config = config
         self.port = 0
         self.metrics_port = 0
+        self.health_port = 0
         self._tasks: list[asyncio.Task] = []
         self._http = None
+        self._health_port: HealthPort | None = None
 
     async def start(self) -> None:
         """Everything that can fail fast (token and TLS files, the store, both ports) is checked
@@ -121,15 +124,18 @@ class Server:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         address = _address(config.host, config.port)
+        credentials = grpc.ssl_server_credentials([tls]) if tls else None
         try:
             if tls:
-                self.port = self.grpc.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+                self.port = self.grpc.add_secure_port(address, credentials)
             else:
                 self.port = self.grpc.add_insecure_port(address)
         except RuntimeError:
             raise StartupError(f"cannot listen on {address}: the address is in use or not "
                                "available here (another rnnstream running? set --port / "
                                "RNNSTREAM_PORT)") from None
+        if config.health_port >= 0:
+            self.health_port = self._serve_health(credentials)
         if config.metrics_port >= 0:  # bound now: a refused port stops everything before the compile
             self._http = self._serve_metrics()
             self.metrics_port = self._http.server_port
@@ -143,6 +149,9 @@ class Server:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         loop = asyncio.get_running_loop()
+        if self._health_port is not None:
+            self._health_port.serving()
+            self._tasks.append(loop.create_task(self._health_port.beat(), name="health-heartbeat"))
         self._tasks.append(loop.create_task(self._housekeeping(), name="housekeeping"))
         if self._compile is not None:
             self._tasks.append(loop.create_task(self._compile.run(), name="kernel-compile"))
@@ -153,10 +162,22 @@ class Server:
         log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
                  self.metrics_port if self._http else "off", self.store.where, config.durability)
+        if self._health_port is not None:
+            log.info("health (grpc.health.v1, Check) also on port %d, answered off the event loop", self.health_port)
         if self._http:
             log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
                      _address(config.metrics_host, self.metrics_port),
                      " (bearer token required)" if self._metrics_token else "")
+
+    def _serve_health(self, credentials) -> int:
+        config = self.config
+        where = _address(config.host, config.health_port)
+        self._health_port = HealthPort((SERVICE_NAME,), config.health_stale_s)
+        try:
+            return self._health_port.start(where, credentials)
+        except RuntimeError:
+            raise StartupError(f"cannot serve health on {where}: the address is in use or not available "
+                               "here (set --health-port, or -1 to turn it off)") from None
 
     def _serve_metrics(self):
         config = self.config
@@ -211,6 +232,8 @@ class Server:
         """NOT_SERVING, let queued chunks finish, end the calls, checkpoint everything, close."""
         log.info("shutting down")
         await self.health.enter_graceful_shutdown()
+        if self._health_port is not None:
+            self._health_port.shutting_down()
         await self.servicer.drain(self.config.shutdown_grace_s)
         for task in self._tasks:
             task.cancel()
@@ -232,6 +255,8 @@ class Server:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+        if self._health_port is not None:
+            self._health_port.stop()
         self.store.close()
         self.pool.executor.shutdown(wait=False)
         log.info("stopped; every stream is checkpointed")

@@ -130,3 +130,12 @@ def test_healthcheck_start_period_covers_a_load_that_turns_into_a_compile():
     health = compose["services"]["rnnstream"]["healthcheck"]
     assert health["start_period"] == "30s" and LOAD_PATIENCE_S < 30  # then it serves, interpreted
     assert "--start-period=30s" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_healthchecks_ask_the_health_port_the_image_and_compose_turn_on():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["rnnstream"]
+    port = service["environment"]["RNNSTREAM_HEALTH_PORT"]
+    assert f"127.0.0.1:{port}" in service["healthcheck"]["test"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"RNNSTREAM_HEALTH_PORT={port}" in dockerfile and f'"127.0.0.1:{port}"' in dockerfile.split("HEALTHCHECK")[1]

@@ -34,6 +34,17 @@ def test_a_taken_port_is_reported_before_any_compile(tmp_path):
     assert "cannot listen on 127.0.0.1:" in out and "compiling" not in out and "Traceback" not in out
 
 
+def test_a_taken_health_port_is_reported_before_any_compile(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = _service(tmp_path, "--health-port", str(taken.getsockname()[1]))
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "cannot serve health on 127.0.0.1:" in out and "--health-port" in out
+    assert "compiling" not in out and "Traceback" not in out
+
+
 def test_an_unreadable_tls_file_is_reported_before_any_compile(tmp_path):
     (tmp_path / "key.pem").write_text("a key\n")
     proc = _service(tmp_path, "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "key.pem"))

@@ -75,11 +75,17 @@ def _self_signed(tmp_path):
 
 def test_tls(start_server, tmp_path):
     cert = _self_signed(tmp_path)
-    srv = start_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    srv = start_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"), health_port=0)
     with grpc.secure_channel(srv.address, grpc.ssl_channel_credentials(root_certificates=cert)) as channel:
         stub = pb_grpc.RnnStreamStub(channel)
         assert list(stub.ListModels(pb.ListModelsRequest()).models) == []
     assert code_of(srv.stub.ListModels, pb.ListModelsRequest(), timeout=5) == grpc.StatusCode.UNAVAILABLE
+    health_address = f"127.0.0.1:{srv.server.health_port}"  # the health port speaks TLS too
+    with grpc.secure_channel(health_address, grpc.ssl_channel_credentials(root_certificates=cert)) as channel:
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()).status == SERVING
+    with grpc.insecure_channel(health_address) as channel:
+        assert code_of(health_pb2_grpc.HealthStub(channel).Check, health_pb2.HealthCheckRequest(),
+                       timeout=5) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_shutdown_goes_not_serving_finishes_in_flight_and_checkpoints(start_server):

@@ -1,7 +1,7 @@
 """Load: many concurrent Stream calls against one rnnstream server, in one run.
 
     python -m bench.load [--streams 200 1000] [--seconds 5] [--steps 1 16] [--workers 0]
-                         [--out bench/results/load.md]
+                         [--clients 1] [--out bench/results/load.md]
 
 The server runs as a subprocess on loopback (its own data directory, durability periodic).
 For each (streams, chunk steps, sharing) it creates a model (LSTM H=32, input 4, output 1,
@@ -77,17 +77,60 @@ def _pct(values, q) -> float:
 
 
 async def _workload(address: str, health_address: str, streams: int, steps: int, sharing: str,
-                    seconds: float) -> dict:
+                    seconds: float, clients: int = 1) -> dict:
+    name = f"load-{streams}-{steps}-{sharing}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        await pb_grpc.RnnStreamStub(channel).CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
+            name=name, cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
+            algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16,
+            optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=0.01), seed=1,
+            sharing=pb.SHARING_SHARED if sharing == "shared" else pb.SHARING_PER_STREAM)))
+    # health is probed from its own process: in this one it would wait behind the client's own
+    # loop, which thousands of calls keep busy, and measure the client instead of the server
+    probe = subprocess.Popen([sys.executable, "-m", "bench.load", "--probe", address, health_address], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        if clients == 1:
+            parts = [await _calls(address, name, list(range(streams)), steps, seconds)]
+        else:  # client processes of their own, the streams dealt out among them, started together
+            procs = [subprocess.Popen([sys.executable, "-m", "bench.load", "--calls", json.dumps(
+                         [address, name, list(range(k, streams, clients)), steps, seconds])],
+                         cwd=REPO, stdout=subprocess.PIPE) for k in range(clients)]
+            outs = await asyncio.gather(*(asyncio.to_thread(p.communicate, timeout=seconds + 600) for p in procs))
+            parts = [json.loads(out or b"{}") for out, _ in outs]
+    finally:
+        probed = json.loads(probe.communicate(b"", timeout=60)[0] or b"{}")  # closing stdin stops it
+    errors = collections.Counter()
+    samples = {}
+    for part in parts:
+        errors.update(part["errors"])
+        samples.update(part["samples"])
+    health_rtts, port_rtts = probed.get(address, {}).get("rtts", []), probed.get(health_address, {}).get("rtts", [])
+    for where, label in ((address, "health"), (health_address, "health port")):
+        for code, count in probed.get(where, {}).get("errors", {}).items():
+            errors[f"{label} {code}"] += count
+
+    def merged(key):
+        return [v for part in parts for v in part[key]]
+    first, rtts, sent = merged("first"), merged("rtts"), merged("sent")
+    return dict(streams=streams, steps=steps, sharing=sharing, clients=clients,
+                steps_per_s=sum(part["answered_steps"] for part in parts) / seconds,
+                first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
+                sent_p99=_pct(sent, 99),
+                rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
+                health_port_p99=_pct(port_rtts, 99),
+                errors=dict(errors), bad_order=sum(part["bad_order"] for part in parts), samples=samples)
+
+
+async def _calls(address: str, name: str, ids: list[int], steps: int, seconds: float) -> dict:
+    """One client: a Stream call per stream id of ``ids``, each sending a chunk and waiting for
+    its answer until ``seconds`` after every one of them had its first answer. Returns the raw
+    samples (seconds) and counts, as JSON-ready lists."""
+    streams = len(ids)
     # one connection per channel, as separate clients would have (not one shared subchannel)
     channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))]
     stubs = [pb_grpc.RnnStreamStub(c) for c in channels]
-    name = f"load-{streams}-{steps}-{sharing}"
-    await stubs[0].CreateModel(pb.CreateModelRequest(spec=pb.ModelSpec(
-        name=name, cell=pb.CELL_LSTM, hidden_sizes=[HIDDEN], input_size=INPUT, output_size=OUTPUT,
-        algorithm=pb.ALGORITHM_TBPTT, tbptt_k1=16, tbptt_k2=16,
-        optimizer=pb.Optimizer(kind=pb.OPTIMIZER_KIND_ADAM, lr=0.01), seed=1,
-        sharing=pb.SHARING_SHARED if sharing == "shared" else pb.SHARING_PER_STREAM)))
     rng = np.random.default_rng(0)
     pool = [(rng.standard_normal(steps * INPUT).astype(np.float32).tolist(),
              rng.standard_normal(steps * OUTPUT).astype(np.float32).tolist()) for _ in range(32)]
@@ -114,6 +157,7 @@ async def _workload(address: str, health_address: str, streams: int, steps: int,
 
     async def one(i: int):
         stub = stubs[i % len(stubs)]
+        sid = ids[i]
         t_open = time.perf_counter()
         call = stub.Stream()
         seq = 0
@@ -123,7 +167,7 @@ async def _workload(address: str, health_address: str, streams: int, steps: int,
                 seq += 1
                 x, y = pool[seq % len(pool)]
                 t0 = time.perf_counter()
-                await call.write(pb.StreamRequest(model=name, stream_id=f"s{i}", seq=seq, inputs=x, targets=y))
+                await call.write(pb.StreamRequest(model=name, stream_id=f"s{sid}", seq=seq, inputs=x, targets=y))
                 if seq == 1:
                     sent.append(time.perf_counter() - t_start)
                 resp = await call.read()
@@ -156,27 +200,11 @@ async def _workload(address: str, health_address: str, streams: int, steps: int,
             if not counted:
                 arrived()
 
-    # health is probed from its own process: in this one it would wait behind the client's own
-    # loop, which thousands of calls keep busy, and measure the client instead of the server
-    probe = subprocess.Popen([sys.executable, "-m", "bench.load", "--probe", address, health_address], cwd=REPO,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        await asyncio.gather(*(one(i) for i in range(streams)))
-    finally:
-        probed = json.loads(probe.communicate(b"", timeout=60)[0] or b"{}")  # closing stdin stops it
-    health_rtts, port_rtts = probed.get(address, {}).get("rtts", []), probed.get(health_address, {}).get("rtts", [])
-    for where, label in ((address, "health"), (health_address, "health port")):
-        for code, count in probed.get(where, {}).get("errors", {}).items():
-            errors[f"{label} {code}"] += count
-    elapsed = seconds
+    await asyncio.gather(*(one(i) for i in range(streams)))
     for c in channels:
         await c.close()
-    return dict(streams=streams, steps=steps, sharing=sharing, steps_per_s=answered_steps[0] / elapsed,
-                first_p50=_pct(first, 50), first_p99=_pct(first, 99), first_answered=len(first),
-                sent_p99=_pct(sent, 99),
-                rtt_p50=_pct(rtts, 50), rtt_p99=_pct(rtts, 99), health_p99=_pct(health_rtts, 99),
-                health_port_p99=_pct(port_rtts, 99),
-                errors=dict(errors), bad_order=bad_order[0], samples=samples)
+    return dict(first=first, rtts=rtts, sent=sent, errors=dict(errors), samples=samples,
+                answered_steps=answered_steps[0], bad_order=bad_order[0])
 
 
 def _probe(addresses: list[str]) -> None:
@@ -236,6 +264,9 @@ def _table(rows: list[dict], header: str) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--probe", metavar="ADDRESS", nargs="+", help=argparse.SUPPRESS)  # the health prober process
+    parser.add_argument("--calls", help=argparse.SUPPRESS)  # one of --clients' client processes (JSON arguments)
+    parser.add_argument("--clients", type=int, default=1,
+                        help="client processes, the streams dealt out among them (1: this process)")
     parser.add_argument("--streams", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sharing", nargs="+", default=["shared", "per_stream"], choices=["shared", "per_stream"])
@@ -245,6 +276,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.probe:
         return _probe(args.probe)
+    if args.calls:
+        sys.stdout.write(json.dumps(asyncio.run(_calls(*json.loads(args.calls)))))
+        return None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, port, health_port = _spawn_server(tmp + "/data", args.workers, pathlib.Path(tmp) / "server.log")
@@ -253,7 +287,7 @@ def main(argv=None) -> None:
                 for steps in args.steps:
                     for sharing in args.sharing:
                         row = asyncio.run(_workload(f"127.0.0.1:{port}", f"127.0.0.1:{health_port}", streams, steps,
-                                                    sharing, args.seconds))
+                                                    sharing, args.seconds, args.clients))
                         row["rss"], row["rss_peak"] = _rss(proc.pid)
                         rows.append(row)
                         print(_table([row], "").strip().splitlines()[-1], flush=True)
@@ -266,7 +300,8 @@ def main(argv=None) -> None:
                 print("server log tail:\n" + (pathlib.Path(tmp) / "server.log").read_text()[-3000:])
     header = (f"# bench/load.py: {args.seconds:g} s timed per row (after every call's first answer), server --workers {args.workers or 'cores'}, "
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), LSTM H={HIDDEN}, "
-              f"TBPTT(16,16); client and server on the same machine; RSS after the row, with the earlier rows' "
+              f"TBPTT(16,16); {args.clients} client process(es) and the server on the same machine; RSS after the row, "
+              "with the earlier rows' "
               "models and streams still held")
     text = _table(rows, header)
     pathlib.Path(args.out).write_text(text)

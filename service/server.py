@@ -124,10 +124,9 @@ class Server:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         address = _address(config.host, config.port)
-        credentials = grpc.ssl_server_credentials([tls]) if tls else None
         try:
             if tls:
-                self.port = self.grpc.add_secure_port(address, credentials)
+                self.port = self.grpc.add_secure_port(address, grpc.ssl_server_credentials([tls]))
             else:
                 self.port = self.grpc.add_insecure_port(address)
         except RuntimeError:
@@ -135,7 +134,7 @@ class Server:
                                "available here (another rnnstream running? set --port / "
                                "RNNSTREAM_PORT)") from None
         if config.health_port >= 0:
-            self.health_port = self._serve_health(credentials)
+            self.health_port = self._serve_health()
         if config.metrics_port >= 0:  # bound now: a refused port stops everything before the compile
             self._http = self._serve_metrics()
             self.metrics_port = self._http.server_port
@@ -163,21 +162,22 @@ class Server:
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
                  self.metrics_port if self._http else "off", self.store.where, config.durability)
         if self._health_port is not None:
-            log.info("health (grpc.health.v1, Check) also on port %d, answered off the event loop", self.health_port)
+            log.info("health (grpc.health.v1, Check) also on port %d, answered by a process of its own", self.health_port)
         if self._http:
             log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
                      _address(config.metrics_host, self.metrics_port),
                      " (bearer token required)" if self._metrics_token else "")
 
-    def _serve_health(self, credentials) -> int:
+    def _serve_health(self) -> int:
         config = self.config
         where = _address(config.host, config.health_port)
         self._health_port = HealthPort((SERVICE_NAME,), config.health_stale_s)
         try:
-            return self._health_port.start(where, credentials)
-        except RuntimeError:
+            return self._health_port.start(where, config.tls_cert, config.tls_key)
+        except RuntimeError as exc:
+            self._health_port = None
             raise StartupError(f"cannot serve health on {where}: the address is in use or not available "
-                               "here (set --health-port, or -1 to turn it off)") from None
+                               f"here ({exc}; set --health-port, or -1 to turn it off)") from None
 
     def _serve_metrics(self):
         config = self.config

@@ -2,6 +2,8 @@
 queue behind the main port's calls, and NOT_SERVING when the event loop stalls or stops."""
 from __future__ import annotations
 
+import pathlib
+import signal
 import threading
 import time
 
@@ -67,3 +69,27 @@ def test_the_health_port_is_off_by_default(start_server):
     assert Config().health_port == -1 and start_server().server.health_port == 0
     with pytest.raises(ValueError, match="health_port"):
         Config(health_port=-2).validate()
+
+
+def _children(pid: int, marker: bytes) -> list[int]:
+    found = []
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def test_the_health_process_ends_with_the_server_even_after_kill_9(spawn, tmp_path):
+    srv = spawn(tmp_path / "data", "--health-port", "0")
+    [child] = _children(srv.proc.pid, b"rnnstream.service.health_port")
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(30)
+    for _ in range(200):  # bounded: 10 s
+        if not pathlib.Path(f"/proc/{child}").exists() or b"Z" in pathlib.Path(f"/proc/{child}/stat").read_bytes().split(b")")[1][:3]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the health process outlived the server")

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -24,25 +26,16 @@ def _service(tmp_path, *flags):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_taken_port_is_reported_before_any_compile(tmp_path):
+@pytest.mark.parametrize("flag, says", [("--port", "cannot listen on 127.0.0.1:"),
+                                         ("--health-port", "cannot serve health on 127.0.0.1:")])
+def test_a_taken_port_is_reported_before_any_compile(tmp_path, flag, says):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = _service(tmp_path, "--port", str(taken.getsockname()[1]))
+        proc = _service(tmp_path, flag, str(taken.getsockname()[1]))
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
-    assert "cannot listen on 127.0.0.1:" in out and "compiling" not in out and "Traceback" not in out
-
-
-def test_a_taken_health_port_is_reported_before_any_compile(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        proc = _service(tmp_path, "--health-port", str(taken.getsockname()[1]))
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2, out
-    assert "cannot serve health on 127.0.0.1:" in out and "--health-port" in out
-    assert "compiling" not in out and "Traceback" not in out
+    assert says in out and flag in out and "compiling" not in out and "Traceback" not in out
 
 
 def test_an_unreadable_tls_file_is_reported_before_any_compile(tmp_path):

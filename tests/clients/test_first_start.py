@@ -141,8 +141,6 @@ def test_the_first_ctrl_c_during_the_compile_stops_at_once_without_a_traceback(t
 
 
 def test_local_server_waits_for_a_reported_compile_and_says_so_when_it_gives_up(tmp_path, monkeypatch):
-    import pytest
-
     from rnnstream.clients import local
     monkeypatch.setattr(local, "COMPILE_TIMEOUT_S", 15.0)  # instead of 15 minutes
     # 10 s: time enough, even on a busy machine, to import and say "compiling" (which takes minutes)

@@ -277,10 +277,10 @@ def _acc_bias(grad, off, dA):
 
 @njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want_params,
-                   dbuf, dofs, r0):
+                   dbuf, dofs, r0, want_dx):
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).
 
-    dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X), dR (w.r.t. R),
+    dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X; only with ``want_dx``), dR (w.r.t. R),
     dCp (w.r.t. the previous c). With ``want_params`` the biases' and peepholes' gradients go
     to grad and the weight matrices' outer-product factors to rows r0.. of the deferred
     blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
@@ -359,13 +359,15 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             for b in range(nb):
                 for j in range(H):
                     dR[b, j] += dH[b, j] * cache[b, cg + H + j]
-        dX[:, :] = np.dot(dA, W_ih)
+        if want_dx:
+            dX[:, :] = np.dot(dA, W_ih)
         if want_params:
             _defer(dbuf, dofs, r0, dA, Xc, dAhh, Rc)
             _acc_bias(grad, lr[L_BIH], dA)
             _acc_bias(grad, lr[L_BHH], dAhh)
         return
-    dX[:, :] = np.dot(dA, W_ih)
+    if want_dx:
+        dX[:, :] = np.dot(dA, W_ih)
     dR[:, :] = recurrent_vjp(theta, lr, dA)
     if want_params:
         _defer(dbuf, dofs, r0, dA, Xc, None, Rc)

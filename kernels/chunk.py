@@ -300,9 +300,13 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
                     losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
                                            now, targets[b, t], tclass[b, t], need_bwd, dz)
-        _tbptt_phase(model, weights, pool, batch, out, acc, groups, need_bwd, window_streams)
+        # tested here, not only inside: a call passes every bundle's arrays (reference counts
+        # and all), which cost more than the test at each of the 3 stages of a step
+        if need_bwd.any():
+            _tbptt_phase(model, weights, pool, batch, out, acc, groups, need_bwd, window_streams)
         if not as_part:
-            _flush_shared(model, weights, pool, batch, out, acc)
+            if shared and contrib.any():
+                _flush_shared(model, weights, pool, batch, out, acc)
         elif contrib.any() or gused.any():
             return i + 1, True
     return i1, False

@@ -12,6 +12,8 @@ from .cells import layer_backward, layer_forward, mat
 from .codes import (C_CLASSIFY, C_EMB, C_HB, C_HLAST, C_HTOP, C_HW, C_IN, C_NL, C_OUT,
                     C_SKIP, C_VARIANT, C_VOCAB, C_Y, JORDAN, L_CELL, L_H, L_REC, L_SC, L_SH)
 
+_FEW_OUTPUTS = 8  # up to this many outputs the head's backward products are loops
+
 
 @njit(cache=True)
 def head_logits(theta, cfg, htop, x, Z):
@@ -130,8 +132,8 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
     """VJP of ``step_forward``.
 
     dZ [nb, O]: gradient of this step's loss w.r.t. the logits; dS1 [nb, S]: gradient w.r.t.
-    S1 from later steps. Writes dS0 (w.r.t. S0), dx (w.r.t. x) and dHs (the total gradient
-    w.r.t. S1, within-step paths included). param_mode 1: every parameter's gradient, the
+    S1 from later steps. Writes dS0 (w.r.t. S0), dx (w.r.t. x; token models only: it reaches
+    the embedding) and dHs (the total gradient w.r.t. S1, within-step paths included). param_mode 1: every parameter's gradient, the
     layers' W_ih/W_hh ones as outer-product factors in rows r0.. of the deferred buffer dbuf
     (layer k's blocks at dofs[k], kernels.cells.D_*; kernels.cells.flush_outer adds them up),
     the rest into grad; 2 only the head's into grad (SnAp-1 takes the recurrent ones from its
@@ -156,10 +158,20 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
                 for o in range(O):
                     dZ[b, o] += S1[b, yo + o] * (dS1[b, yo + o] - py)
     W_head = mat(theta, cfg[C_HW], O, HL)
-    Htop = np.ascontiguousarray(S1[:, htop:htop + HL])
+    Htop = S1[:, htop:htop + HL]
+    # a few outputs: the head's products as row updates (axpy), not matrix products whose
+    # call costs more than their arithmetic
+    few = O <= _FEW_OUTPUTS
     if param_mode > 0:
         blk = mat(grad, cfg[C_HW], O, HL)
-        blk += np.dot(dZ.T, Htop)
+        if few:
+            for b in range(nb):
+                for o in range(O):
+                    d = dZ[b, o]
+                    for j in range(HL):
+                        blk[o, j] += d * Htop[b, j]
+        else:
+            blk += np.dot(dZ.T, np.ascontiguousarray(Htop))
         for b in range(nb):
             for o in range(O):
                 grad[cfg[C_HB] + o] += dZ[b, o]
@@ -168,8 +180,17 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
             sk += np.dot(dZ.T, np.ascontiguousarray(x))
     dS0[:, :] = 0.0
     dHs[:, :] = dS1
-    dHs[:, htop:htop + HL] += np.dot(dZ, W_head)
+    if few:
+        for b in range(nb):
+            for o in range(O):
+                d = dZ[b, o]
+                for j in range(HL):
+                    dHs[b, htop + j] += d * W_head[o, j]
+    else:
+        dHs[:, htop:htop + HL] += np.dot(dZ, W_head)
     want = param_mode == 1
+    # dx (w.r.t. the layer-0 input) is wanted only to reach a token model's embedding
+    want_dx0 = cfg[C_VOCAB] > 0
     for k in range(cfg[C_NL] - 1, -1, -1):
         lr = lay[k]
         H = lr[L_H]
@@ -189,7 +210,7 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
         dR = np.empty((nb, R.shape[1]), dtype=theta.dtype)
         dCp = np.empty((nb, H), dtype=theta.dtype)
         layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want,
-                       dbuf, dofs[k], r0)
+                       dbuf, dofs[k], r0, k > 0 or want_dx0)
         if lr[L_CELL] == JORDAN:
             dS0[:, yo:yo + lr[L_REC]] += dR
         else:
@@ -197,9 +218,10 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
         if sc >= 0:
             dS0[:, sc:sc + H] += dCp
         if k == 0:
-            dx[:, :] = dX
-            if cfg[C_SKIP] >= 0:
-                dx += np.dot(dZ, mat(theta, cfg[C_SKIP], O, cfg[C_IN]))
+            if want_dx0:
+                dx[:, :] = dX
+                if cfg[C_SKIP] >= 0:
+                    dx += np.dot(dZ, mat(theta, cfg[C_SKIP], O, cfg[C_IN]))
         else:
             psh = lay[k - 1, L_SH]
             dHs[:, psh:psh + lay[k - 1, L_H]] += dX

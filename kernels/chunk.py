@@ -35,8 +35,8 @@ import numpy as np
 from numba import njit
 
 from .bundles import (BATCH_LEARN, BATCH_LENGTHS, BATCH_SLOTS, BATCH_WROW, MODEL_CFG, MODEL_LAY,
-                      OUT_LOSSES, OUT_PREDS, OUT_RES, POOL_CNT, POOL_HZ, POOL_SENS, POOL_STATE,
-                      WEIGHTS_STEPS, WEIGHTS_W)
+                      OUT_LOSSES, OUT_PREDS, OUT_RES, POOL_CNT, POOL_FST, POOL_HCLS, POOL_HFLAG,
+                      POOL_HY, POOL_HZ, POOL_SENS, POOL_STATE, WEIGHTS_STEPS, WEIGHTS_W)
 from .cells import D_NFIELDS
 from .codes import (C_CACHE, C_DELAY, C_EMB, C_HIST, C_HLAST, C_HTOP, C_IN, C_K1, C_NEXT, C_NL,
                     C_OUT, C_P, C_RULE, C_S, C_SHARED, C_VOCAB, F_HASLOSS, F_RUNNING, FLAG_DONE,
@@ -60,11 +60,11 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     """Loss of the stream's step ``back`` steps before its latest one (logits z, as they were
     predicted) against its target, then its rule's gradient (back > 0: a late label; never
     for RTRL). dz [1, O] is scratch for the loss's gradient w.r.t. z."""
-    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
-    W = weights[WEIGHTS_W]
-    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
+    # the pool's arrays are taken one by one where used, not unpacked all at once: this runs
+    # for every stream at every step, and each array taken costs its reference count
+    cfg = model[MODEL_CFG]
+    cnt, fst = pool[POOL_CNT], pool[POOL_FST]
     slot = batch[BATCH_SLOTS][b]
-    theta = W[batch[BATCH_WROW][b]]
     learn = batch[BATCH_LEARN]
     O = cfg[C_OUT]
     loss = loss_grad(cfg, z, target, cls, dz[0])
@@ -81,9 +81,10 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     K = cfg[C_HIST]
     last = (cnt[slot, K_HPOS] - 1 - back + K) % K
     rule = cfg[C_RULE]
+    hflag = pool[POOL_HFLAG]
     if rule == TBPTT:
-        hy[slot, last] = target
-        hcls[slot, last] = cls
+        pool[POOL_HY][slot, last] = target
+        pool[POOL_HCLS][slot, last] = cls
         hflag[slot, last] = FLAG_PENDING
         if not finite:
             cnt[slot, K_NONFINITE] = 1
@@ -96,6 +97,9 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
     if not finite:
         _skip(model, pool, out, slot, False)
         return loss
+    lay = model[MODEL_LAY]
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
+    theta = weights[WEIGHTS_W][batch[BATCH_WROW][b]]
     P = cfg[C_P]
     g = np.zeros(P, dtype=theta.dtype)
     if rule == RTRL:

@@ -280,8 +280,8 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
                    dbuf, dofs, r0, want_dx):
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).
 
-    dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X; only with ``want_dx``), dR (w.r.t. R),
-    dCp (w.r.t. the previous c). With ``want_params`` the biases' and peepholes' gradients go
+    dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X; only with
+    ``want_dx``), dR (w.r.t. R), dCp (w.r.t. the previous c). With ``want_params`` the biases' and peepholes' gradients go
     to grad and the weight matrices' outer-product factors to rows r0.. of the deferred
     blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
     """

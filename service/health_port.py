@@ -116,6 +116,13 @@ class _Check(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=_SERVING if self.state == b"S" and fresh else _NOT_SERVING)
 
 
+def _tell_parent(line: str) -> None:
+    """One line of the start-up protocol on stdout, the pipe ``HealthPort._first_line`` reads
+    (not a log message: those go to stderr, the server's log)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv=None) -> int:
     """The child: serve Check on the address until stdin closes; report ``bound PORT`` or
     ``error ...`` as the first line on stdout."""
@@ -139,10 +146,10 @@ def main(argv=None) -> int:
         else:
             port = server.add_insecure_port(args.address)
     except (RuntimeError, OSError) as exc:
-        print(f"error {exc}", flush=True)
+        _tell_parent(f"error {exc}")
         return 2
     server.start()
-    print(f"bound {port}", flush=True)
+    _tell_parent(f"bound {port}")
     stdin = sys.stdin.buffer.raw
     while True:
         beat = stdin.read(64)

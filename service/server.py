@@ -69,7 +69,7 @@ class Server:
         self.health_port = 0
         self._tasks: list[asyncio.Task] = []
         self._http = None
-        self._health_port: HealthPort | None = None
+        self._health_process: HealthPort | None = None
 
     async def start(self) -> None:
         """Everything that can fail fast (token and TLS files, the store, both ports) is checked
@@ -148,9 +148,9 @@ class Server:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         loop = asyncio.get_running_loop()
-        if self._health_port is not None:
-            self._health_port.serving()
-            self._tasks.append(loop.create_task(self._health_port.beat(), name="health-heartbeat"))
+        if self._health_process is not None:
+            self._health_process.serving()
+            self._tasks.append(loop.create_task(self._health_process.beat(), name="health-heartbeat"))
         self._tasks.append(loop.create_task(self._housekeeping(), name="housekeeping"))
         if self._compile is not None:
             self._tasks.append(loop.create_task(self._compile.run(), name="kernel-compile"))
@@ -161,7 +161,7 @@ class Server:
         log.info("rnnstream serving on %s (%s), metrics on port %s, data in %s, durability %s",
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
                  self.metrics_port if self._http else "off", self.store.where, config.durability)
-        if self._health_port is not None:
+        if self._health_process is not None:
             log.info("health (grpc.health.v1, Check) also on port %d, answered by a process of its own", self.health_port)
         if self._http:
             log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
@@ -171,11 +171,11 @@ class Server:
     def _serve_health(self) -> int:
         config = self.config
         where = _address(config.host, config.health_port)
-        self._health_port = HealthPort((SERVICE_NAME,), config.health_stale_s)
+        self._health_process = HealthPort((SERVICE_NAME,), config.health_stale_s)
         try:
-            return self._health_port.start(where, config.tls_cert, config.tls_key)
+            return self._health_process.start(where, config.tls_cert, config.tls_key)
         except RuntimeError as exc:
-            self._health_port = None
+            self._health_process = None
             raise StartupError(f"cannot serve health on {where}: the address is in use or not available "
                                f"here ({exc}; set --health-port, or -1 to turn it off)") from None
 
@@ -232,8 +232,8 @@ class Server:
         """NOT_SERVING, let queued chunks finish, end the calls, checkpoint everything, close."""
         log.info("shutting down")
         await self.health.enter_graceful_shutdown()
-        if self._health_port is not None:
-            self._health_port.shutting_down()
+        if self._health_process is not None:
+            self._health_process.shutting_down()
         await self.servicer.drain(self.config.shutdown_grace_s)
         for task in self._tasks:
             task.cancel()
@@ -255,8 +255,8 @@ class Server:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
-        if self._health_port is not None:
-            self._health_port.stop()
+        if self._health_process is not None:
+            self._health_process.stop()
         self.store.close()
         self.pool.executor.shutdown(wait=False)
         log.info("stopped; every stream is checkpointed")

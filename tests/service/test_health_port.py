@@ -1,4 +1,4 @@
-"""``--health-port``: grpc.health.v1 answered by threads of its own, so that a probe does not
+"""``--health-port``: grpc.health.v1 answered by a child process, so that a probe does not
 queue behind the main port's calls, and NOT_SERVING when the event loop stalls or stops."""
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ INPUT, OUTPUT, HIDDEN = 4, 1, 32
 STREAMS_PER_CHANNEL = 100
 
 
-HEALTH_PORT_LOG = "also on port "  # the server's log line naming its --health-port
+SERVING_LOG = "rnnstream serving on 127.0.0.1:"
+HEALTH_PORT_LOG = "also on port "  # the server logs its --health-port right after SERVING_LOG
 
 
 def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[subprocess.Popen, int, int]:
@@ -53,13 +54,9 @@ def _spawn_server(data_dir: str, workers: int, log_path: pathlib.Path) -> tuple[
             "--health-port", "0", "--data-dir", data_dir, "--workers", str(workers),
             "--max-streams-per-model", "100000"]
     # a cold numba cache compiles the kernels first: minutes, not seconds
-    proc, port = _spawn(args, "rnnstream serving on 127.0.0.1:", log_path, timeout_s=600)
-    for _ in range(100):  # logged right after the line _spawn waits for
-        text = log_path.read_text()
-        if HEALTH_PORT_LOG in text:
-            return proc, port, int(text.split(HEALTH_PORT_LOG)[1].split()[0].rstrip(","))
-        time.sleep(0.05)
-    raise RuntimeError("the server did not log its health port:\n" + log_path.read_text()[-2000:])
+    proc, health_port = _spawn(args, HEALTH_PORT_LOG, log_path, timeout_s=600)
+    port = int(log_path.read_text().split(SERVING_LOG)[1].split()[0])
+    return proc, port, health_port
 
 
 def _rss(pid: int) -> tuple[int, int]:

@@ -162,7 +162,8 @@ class Server:
                  _address(config.host, self.port), "tls" if config.tls_cert else "plaintext",
                  self.metrics_port if self._http else "off", self.store.where, config.durability)
         if self._health_process is not None:
-            log.info("health (grpc.health.v1, Check) also on port %d, answered by a process of its own", self.health_port)
+            log.info("health (grpc.health.v1, Check) also on port %d (answered by a process of its own)",
+                     self.health_port)
         if self._http:
             log.info("metrics endpoint: %s://%s/metrics%s", "https" if config.metrics_tls_cert else "http",
                      _address(config.metrics_host, self.metrics_port),

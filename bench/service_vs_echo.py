@@ -1,6 +1,6 @@
 """rnnstream vs a bare grpc.aio echo server taking the same messages, in one run.
 
-    python -m bench.service_vs_echo [--seconds 3] [--out bench/results/service_vs_echo.md]
+    python -m bench.service_vs_echo [--seconds 3] [--inline-below-s 0] [--out bench/results/service_vs_echo.md]
 
 Both servers run as subprocesses on loopback; one asyncio client drives them the same way
 (each stream sends a chunk, waits for its answer, sends the next). Workloads:
@@ -8,6 +8,8 @@ Both servers run as subprocesses on loopback; one asyncio client drives them the
   * 256 concurrent streams, 1-step chunks: steps/s, and round-trip p50/p99;
   * one stream, 1-step chunks: round-trip p50/p99.
 Targets: service >= 70% of the echo's steps/s at 64-step chunks; p99 <= 1.5x the echo's.
+``--inline-below-s`` is handed to the server (its default, 0, keeps every engine call on a worker
+thread), to see what the thread hand-off costs.
 """
 from __future__ import annotations
 
@@ -116,9 +118,10 @@ async def _bench(address: str, seconds: float, create: bool) -> dict:
         }
 
 
-def _table(service: dict, echo: dict, seconds: float) -> str:
+def _table(service: dict, echo: dict, seconds: float, inline_below_s: float) -> str:
     lines = [f"# rnnstream vs bare grpc.aio echo ({platform.node()}, {os.cpu_count()} CPUs, "
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {seconds:g} s per workload)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {seconds:g} s per workload, server --inline-below-s "
+             f"{inline_below_s:g})", "",
              "LSTM H=32, input 4, output 1, TBPTT(16, 16), Adam, learning on; ping-pong per stream.", "",
              "| workload | service steps/s | echo steps/s | ratio | service p50 / p99 ms | echo p50 / p99 ms | p99 ratio |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -159,6 +162,8 @@ def _engine_ms(steps: int, repeats: int = 50) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--inline-below-s", type=float, default=0.0,
+                        help="the server's flag: batches expected to take less run on its event loop (0: never)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "service_vs_echo.md"))
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +171,7 @@ def main(argv=None) -> int:
         procs = []
         try:
             svc, svc_port = _spawn(["-m", "rnnstream.service", "--port", "0", "--metrics-port", "-1", "--data-dir",
-                                    str(tmp / "data")],
+                                    str(tmp / "data"), "--inline-below-s", str(opts.inline_below_s)],
                                    "rnnstream serving on 127.0.0.1:", tmp / "service.log")
             procs.append(svc)
             echo, echo_port = _spawn(["-m", "bench.echo_server", "--port", "0", "--input-size", str(INPUT),
@@ -178,7 +183,7 @@ def main(argv=None) -> int:
             for p in procs:
                 p.terminate()
                 p.wait(30)
-    table = _table(service, baseline, opts.seconds)
+    table = _table(service, baseline, opts.seconds, opts.inline_below_s)
     pathlib.Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(opts.out).write_text(table)
     sys.stdout.write(table)

@@ -28,7 +28,7 @@ HELP = {
     "host": "address the gRPC server binds (0.0.0.0: every interface)",
     "port": "gRPC port; 0 picks a free one and logs it",
     "metrics_port": "Prometheus metrics port; -1 turns the metrics endpoint off",
-    "health_port": "grpc.health.v1 (Check) also on this port, on --host, answered by threads of its own: a "
+    "health_port": "grpc.health.v1 (Check) also on this port, on --host, answered by a process of its own: a "
                    "probe there does not queue behind the main port's new calls under load; NOT_SERVING if the "
                    "event loop stalls for --health-stale-s; 0 picks a free one; -1: off",
     "health_stale_s": "the health port says NOT_SERVING once the event loop has not turned for this many seconds",

@@ -231,18 +231,33 @@ def _put_rows(buf, off, r0, block):
 
 
 @njit(cache=True)
-def flush_outer(grad, lr, variant, buf, dofs, rows):
-    """Add the W_ih and W_hh gradients of ``rows`` deferred stream-steps: dA^T X summed over
-    all of them in one product, instead of one small product per step."""
+def _acc_bias_rows(grad, off, dA, nb):
+    """grad[off:] += the rows of dA, newest step first (the order a step-by-step backward
+    adds them in, so the sums are the same bits): rows of step tau are tau * nb .. + nb - 1."""
+    acc = grad[off:off + dA.shape[1]]  # indices from 0: no negative-index check, so it vectorises
+    for tau in range(dA.shape[0] // nb - 1, -1, -1):
+        for b in range(tau * nb, (tau + 1) * nb):
+            row = dA[b]
+            for a in range(row.shape[0]):
+                acc[a] += row[a]
+
+
+@njit(cache=True)
+def flush_outer(grad, lr, variant, buf, dofs, rows, nb):
+    """Add the W_ih and W_hh gradients of ``rows`` deferred stream-steps (nb streams a step):
+    dA^T X summed over all of them in one product, instead of one small product per step;
+    and the biases', sums of the dA rows."""
     H = lr[L_H]
     GH = n_gates(lr[L_CELL]) * H
     nin = lr[L_IN]
     nrec = lr[L_REC]
 
-    _acc_outer(grad, lr[L_WIH], _block(buf, dofs[D_DIH], rows, GH),
-               _block(buf, dofs[D_X], rows, nin))
+    dih = _block(buf, dofs[D_DIH], rows, GH)
+    _acc_outer(grad, lr[L_WIH], dih, _block(buf, dofs[D_X], rows, nin))
     gru = lr[L_UNIT] == GRU_UNIT
     dhh = _block(buf, dofs[D_DHH if gru else D_DIH], rows, GH)
+    _acc_bias_rows(grad, lr[L_BIH], dih, nb)
+    _acc_bias_rows(grad, lr[L_BHH], dhh, nb)
     R = _block(buf, dofs[D_R], rows, nrec)
     if lr[L_DIAG] == 1:  # row a of W_hh is one weight, on unit a mod H
         for a in range(GH):
@@ -268,22 +283,16 @@ def _defer(dbuf, dofs, r0, dA_ih, X, dA_hh, R):
     _put_rows(dbuf, dofs[D_R], r0, R)
 
 
-@njit(cache=True)
-def _acc_bias(grad, off, dA):
-    for b in range(dA.shape[0]):
-        for a in range(dA.shape[1]):
-            grad[off + a] += dA[b, a]
-
-
 @njit(inline="always")  # numba re-optimises a callee in every caller: no compile level of its own
 def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR, dCp, want_params,
                    dbuf, dofs, r0, want_dx):
     """Vector-Jacobian product of ``layer_forward`` (BPTT, eq. 6.29-6.39).
 
     dH, dC: gradients w.r.t. this step's h and c. Writes dX (w.r.t. X; only with
-    ``want_dx``), dR (w.r.t. R), dCp (w.r.t. the previous c). With ``want_params`` the biases' and peepholes' gradients go
-    to grad and the weight matrices' outer-product factors to rows r0.. of the deferred
-    blocks of ``dbuf`` at offsets ``dofs`` (D_*), for flush_outer.
+    ``want_dx``), dR (w.r.t. R), dCp (w.r.t. the previous c). With ``want_params`` the
+    peepholes' gradients go to grad, and the factors of the weight matrices' and biases'
+    gradients to rows r0.. of the deferred blocks of ``dbuf`` at offsets ``dofs`` (D_*), for
+    flush_outer.
     """
     unit = lr[L_UNIT]
     H = lr[L_H]
@@ -363,13 +372,9 @@ def layer_backward(theta, lr, variant, X, R, Cp, Cn, cache, dH, dC, grad, dX, dR
             dX[:, :] = np.dot(dA, W_ih)
         if want_params:
             _defer(dbuf, dofs, r0, dA, Xc, dAhh, Rc)
-            _acc_bias(grad, lr[L_BIH], dA)
-            _acc_bias(grad, lr[L_BHH], dAhh)
         return
     if want_dx:
         dX[:, :] = np.dot(dA, W_ih)
     dR[:, :] = recurrent_vjp(theta, lr, dA)
     if want_params:
         _defer(dbuf, dofs, r0, dA, Xc, None, Rc)
-        _acc_bias(grad, lr[L_BIH], dA)
-        _acc_bias(grad, lr[L_BHH], dA)

@@ -55,18 +55,17 @@ STAGE_NEXT, STAGE_EVICT, STAGE_STEP = range(3)
 STAGES = 3
 
 
+# what is due once a step's loss is known (``_score``), done by ``_finish``
+DUE_NONE, DUE_WINDOW, DUE_GRADIENT, DUE_SKIP = range(4)
+
+
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, need_bwd, dz):
+def _score(cfg, cnt, fst, hflag, hy, hcls, slot, learn, z, back, target, cls, dz):
     """Loss of the stream's step ``back`` steps before its latest one (logits z, as they were
-    predicted) against its target, then its rule's gradient (back > 0: a late label; never
-    for RTRL). dz [1, O] is scratch for the loss's gradient w.r.t. z."""
-    # the pool's arrays are taken one by one where used, not unpacked all at once: this runs
-    # for every stream at every step, and each array taken costs its reference count
-    cfg = model[MODEL_CFG]
-    cnt, fst = pool[POOL_CNT], pool[POOL_FST]
-    slot = batch[BATCH_SLOTS][b]
-    learn = batch[BATCH_LEARN]
-    O = cfg[C_OUT]
+    predicted) against its target (back > 0: a late label; never for RTRL), and the
+    bookkeeping of its rule. Returns (loss, what is due: DUE_*, the step's ring position).
+    dz [1, O] gets the loss's gradient w.r.t. z. Every stream's every step comes here, so it
+    takes only the arrays it uses: a call takes, and gives back, a reference to each."""
     loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
     if finite:
@@ -76,33 +75,42 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
         else:
             fst[slot, F_RUNNING] = 0.99 * fst[slot, F_RUNNING] + 0.01 * loss
     cnt[slot, K_PENDING] = 0
-    if learn != 1:
-        return loss
     K = cfg[C_HIST]
     last = (cnt[slot, K_HPOS] - 1 - back + K) % K
-    rule = cfg[C_RULE]
-    hflag = pool[POOL_HFLAG]
-    if rule == TBPTT:
-        pool[POOL_HY][slot, last] = target
-        pool[POOL_HCLS][slot, last] = cls
+    if learn != 1:
+        return loss, DUE_NONE, last
+    if cfg[C_RULE] == TBPTT:  # the window's backward runs once k1 losses are pending
+        hy[slot, last] = target
+        hcls[slot, last] = cls
         hflag[slot, last] = FLAG_PENDING
         if not finite:
             cnt[slot, K_NONFINITE] = 1
         cnt[slot, K_NLOSS] += 1
-        if cnt[slot, K_NLOSS] >= cfg[C_K1]:
-            need_bwd[b] = True
-        return loss
+        return loss, DUE_WINDOW if cnt[slot, K_NLOSS] >= cfg[C_K1] else DUE_NONE, last
     if cfg[C_DELAY] > 0:  # so that a second label for this step is refused
         hflag[slot, last] = FLAG_DONE
-    if not finite:
+    return loss, DUE_GRADIENT if finite else DUE_SKIP, last
+
+
+@njit(cache=True)
+def _finish(model, weights, pool, batch, out, acc, st, b, back, due, last, need_bwd, dz):
+    """Do what ``_score`` found due for stream b's step at ring position ``last``: mark its
+    TBPTT window, skip it (a loss not finite), or take RTRL's or SnAp-1's gradient (dz: the
+    loss's w.r.t. the logits) and hand it to the weights."""
+    if due == DUE_WINDOW:
+        need_bwd[b] = True
+        return
+    slot = batch[BATCH_SLOTS][b]
+    if due == DUE_SKIP:
         _skip(model, pool, out, slot, False)
-        return loss
-    lay = model[MODEL_LAY]
+        return
+    cfg, lay = model[MODEL_CFG], model[MODEL_LAY]
     state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
     theta = weights[WEIGHTS_W][batch[BATCH_WROW][b]]
     P = cfg[C_P]
+    O = cfg[C_OUT]
     g = np.zeros(P, dtype=theta.dtype)
-    if rule == RTRL:
+    if cfg[C_RULE] == RTRL:
         rtrl_gradient(theta, cfg, st[b], sens[slot], dz[0], htok[slot, last], hx[slot, last], g)
     else:
         # SnAp-1: dL_t/dS_t within step t, from the step's forward (recomputed if the weights moved)
@@ -132,7 +140,6 @@ def _finish(model, weights, pool, batch, out, acc, st, z, b, back, target, cls, 
         else:  # the sensitivity of the labelled step, kept beside the ring
             snap_gradient(cfg, lay, sens[slot, 2 * P * (1 + last):2 * P * (2 + last)], dHs[0], g)
     _contribute(model, weights, pool, batch, out, acc, b, g)
-    return loss
 
 
 @njit(cache=True)
@@ -156,7 +163,8 @@ def learn_labels(model, weights, pool, batch, labels, out):
     weights take one summed update per round."""
     cfg = model[MODEL_CFG]
     W = weights[WEIGHTS_W]
-    cnt, hz = pool[POOL_CNT], pool[POOL_HZ]
+    state, sens, hx, htok, hs, hy, hcls, hflag, cnt, fst, hc, hz, hs1, hver = pool
+    learn = batch[BATCH_LEARN]
     count, back, ly, lcls, lloss = labels
     slots = batch[BATCH_SLOTS]
     B = slots.shape[0]
@@ -173,8 +181,11 @@ def learn_labels(model, weights, pool, batch, labels, out):
             if r < count[b]:
                 slot = slots[b]
                 z = hz[slot, (cnt[slot, K_HPOS] - 1 - back[b, r] + K) % K].copy()
-                lloss[b, r] = _finish(model, weights, pool, batch, out, acc, st, z, b,
-                                      back[b, r], ly[b, r], lcls[b, r], need_bwd, dz)
+                lloss[b, r], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot, learn, z,
+                                                back[b, r], ly[b, r], lcls[b, r], dz)
+                if due != DUE_NONE:
+                    _finish(model, weights, pool, batch, out, acc, st, b, back[b, r], due, last,
+                            need_bwd, dz)
         _tbptt_phase(model, weights, pool, batch, out, acc, groups, need_bwd, window_streams)
         _flush_shared(model, weights, pool, batch, out, acc)
 
@@ -221,7 +232,7 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
     P = cfg[C_P]
     K = cfg[C_HIST]
     rule = cfg[C_RULE]
-    now = np.int64(0)  # 'the latest step' for _finish: a run-time 0, one compiled _finish
+    now = np.int64(0)  # 'the latest step' for _score and _finish
     nxt = cfg[C_NEXT] == 1
     shared = cfg[C_SHARED] == 1
     delayed = cfg[C_DELAY] > 0
@@ -237,13 +248,19 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
             for b in range(B):
                 if t >= lengths[b]:
                     continue
-                if cnt[slots[b], K_PENDING] == 1:
+                slot = slots[b]
+                if cnt[slot, K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               now, empty_target, tokens[b, t], need_bwd, dz)
+                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot,
+                                                         learn, Z[b], now, empty_target,
+                                                         tokens[b, t], dz)
                     else:
-                        losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                               now, inputs[b, t, :O], now, need_bwd, dz)
+                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot,
+                                                         learn, Z[b], now, inputs[b, t, :O], now,
+                                                         dz)
+                    if due != DUE_NONE:
+                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last,
+                                need_bwd, dz)
                 else:
                     losses[b, t] = np.nan
         elif stage == STAGE_EVICT:
@@ -302,8 +319,12 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 continue
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
-                    losses[b, t] = _finish(model, weights, pool, batch, out, acc, st, Z[b], b,
-                                           now, targets[b, t], tclass[b, t], need_bwd, dz)
+                    losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slots[b],
+                                                     learn, Z[b], now, targets[b, t],
+                                                     tclass[b, t], dz)
+                    if due != DUE_NONE:
+                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last,
+                                need_bwd, dz)
         # tested here, not only inside: a call passes every bundle's arrays (reference counts
         # and all), which cost more than the test at each of the 3 stages of a step
         if need_bwd.any():

@@ -135,7 +135,7 @@ def step_backward(theta, cfg, lay, x, S0, S1, cache, dZ, dS1, grad, dx, dS0, dHs
     S1 from later steps. Writes dS0 (w.r.t. S0), dx (w.r.t. x; token models only: it reaches
     the embedding) and dHs (the total gradient w.r.t. S1, within-step paths included).
     param_mode 1: every parameter's gradient, the
-    layers' W_ih/W_hh ones as outer-product factors in rows r0.. of the deferred buffer dbuf
+    layers' W_ih/W_hh and bias ones as factors in rows r0.. of the deferred buffer dbuf
     (layer k's blocks at dofs[k], kernels.cells.D_*; kernels.cells.flush_outer adds them up),
     the rest into grad; 2 only the head's into grad (SnAp-1 takes the recurrent ones from its
     sensitivities); 0 none.

@@ -76,7 +76,7 @@ def tbptt_window_grad(theta, cfg, lay, window, forward, grad):
         add_embedding_grad(cfg, wtok[tau], dx, grad)
         dS[:, :] = dS0
     for k in range(NL):
-        flush_outer(grad, lay[k], cfg[C_VARIANT], dbuf, dofs[k], n * nb)
+        flush_outer(grad, lay[k], cfg[C_VARIANT], dbuf, dofs[k], n * nb, nb)
 
 
 @njit(cache=True)

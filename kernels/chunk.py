@@ -55,17 +55,18 @@ STAGE_NEXT, STAGE_EVICT, STAGE_STEP = range(3)
 STAGES = 3
 
 
-# what is due once a step's loss is known (``_score``), done by ``_finish``
-DUE_NONE, DUE_WINDOW, DUE_GRADIENT, DUE_SKIP = range(4)
+# what ``_finish`` is to do once ``_score`` knows a step's loss
+DUE_NONE, DUE_GRADIENT, DUE_SKIP = range(3)
 
 
 @njit(cache=True)
-def _score(cfg, cnt, fst, hflag, hy, hcls, slot, learn, z, back, target, cls, dz):
-    """Loss of the stream's step ``back`` steps before its latest one (logits z, as they were
+def _score(cfg, cnt, fst, hflag, hy, hcls, need_bwd, b, slot, learn, z, back, target, cls, dz):
+    """Loss of stream b's step ``back`` steps before its latest one (logits z, as they were
     predicted) against its target (back > 0: a late label; never for RTRL), and the
-    bookkeeping of its rule. Returns (loss, what is due: DUE_*, the step's ring position).
-    dz [1, O] gets the loss's gradient w.r.t. z. Every stream's every step comes here, so it
-    takes only the arrays it uses: a call takes, and gives back, a reference to each."""
+    bookkeeping of its rule (TBPTT: need_bwd[b] once k1 losses are pending). Returns (loss,
+    what ``_finish`` is to do: DUE_*, the step's ring position). dz [1, O] gets the loss's
+    gradient w.r.t. z. Every stream's every step comes here, so it takes only the arrays it
+    uses: a call takes, and gives back, a reference to each."""
     loss = loss_grad(cfg, z, target, cls, dz[0])
     finite = np.isfinite(loss)
     if finite:
@@ -86,20 +87,19 @@ def _score(cfg, cnt, fst, hflag, hy, hcls, slot, learn, z, back, target, cls, dz
         if not finite:
             cnt[slot, K_NONFINITE] = 1
         cnt[slot, K_NLOSS] += 1
-        return loss, DUE_WINDOW if cnt[slot, K_NLOSS] >= cfg[C_K1] else DUE_NONE, last
+        if cnt[slot, K_NLOSS] >= cfg[C_K1]:
+            need_bwd[b] = True
+        return loss, DUE_NONE, last
     if cfg[C_DELAY] > 0:  # so that a second label for this step is refused
         hflag[slot, last] = FLAG_DONE
     return loss, DUE_GRADIENT if finite else DUE_SKIP, last
 
 
 @njit(cache=True)
-def _finish(model, weights, pool, batch, out, acc, st, b, back, due, last, need_bwd, dz):
-    """Do what ``_score`` found due for stream b's step at ring position ``last``: mark its
-    TBPTT window, skip it (a loss not finite), or take RTRL's or SnAp-1's gradient (dz: the
-    loss's w.r.t. the logits) and hand it to the weights."""
-    if due == DUE_WINDOW:
-        need_bwd[b] = True
-        return
+def _finish(model, weights, pool, batch, out, acc, st, b, back, due, last, dz):
+    """Do what ``_score`` found due for stream b's step at ring position ``last`` (RTRL,
+    SnAp-1): skip it (a loss not finite), or take the rule's gradient (dz: the loss's w.r.t.
+    the logits) and hand it to the weights."""
     slot = batch[BATCH_SLOTS][b]
     if due == DUE_SKIP:
         _skip(model, pool, out, slot, False)
@@ -181,11 +181,10 @@ def learn_labels(model, weights, pool, batch, labels, out):
             if r < count[b]:
                 slot = slots[b]
                 z = hz[slot, (cnt[slot, K_HPOS] - 1 - back[b, r] + K) % K].copy()
-                lloss[b, r], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot, learn, z,
-                                                back[b, r], ly[b, r], lcls[b, r], dz)
+                lloss[b, r], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, need_bwd, b, slot,
+                                                learn, z, back[b, r], ly[b, r], lcls[b, r], dz)
                 if due != DUE_NONE:
-                    _finish(model, weights, pool, batch, out, acc, st, b, back[b, r], due, last,
-                            need_bwd, dz)
+                    _finish(model, weights, pool, batch, out, acc, st, b, back[b, r], due, last, dz)
         _tbptt_phase(model, weights, pool, batch, out, acc, groups, need_bwd, window_streams)
         _flush_shared(model, weights, pool, batch, out, acc)
 
@@ -251,16 +250,15 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 slot = slots[b]
                 if cnt[slot, K_PENDING] == 1:
                     if cfg[C_VOCAB] > 0:
-                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot,
-                                                         learn, Z[b], now, empty_target,
+                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, need_bwd,
+                                                         b, slot, learn, Z[b], now, empty_target,
                                                          tokens[b, t], dz)
                     else:
-                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slot,
-                                                         learn, Z[b], now, inputs[b, t, :O], now,
-                                                         dz)
+                        losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, need_bwd,
+                                                         b, slot, learn, Z[b], now,
+                                                         inputs[b, t, :O], now, dz)
                     if due != DUE_NONE:
-                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last,
-                                need_bwd, dz)
+                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last, dz)
                 else:
                     losses[b, t] = np.nan
         elif stage == STAGE_EVICT:
@@ -319,12 +317,11 @@ def run_stages(model, weights, pool, batch, out, scratch, acc, groups, window_st
                 continue
             for b in range(B):
                 if t < lengths[b] and learn != 2:  # 2: predict only, no targets sent
-                    losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, slots[b],
-                                                     learn, Z[b], now, targets[b, t],
+                    losses[b, t], due, last = _score(cfg, cnt, fst, hflag, hy, hcls, need_bwd, b,
+                                                     slots[b], learn, Z[b], now, targets[b, t],
                                                      tclass[b, t], dz)
                     if due != DUE_NONE:
-                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last,
-                                need_bwd, dz)
+                        _finish(model, weights, pool, batch, out, acc, st, b, now, due, last, dz)
         # tested here, not only inside: a call passes every bundle's arrays (reference counts
         # and all), which cost more than the test at each of the 3 stages of a step
         if need_bwd.any():
